@@ -1,0 +1,155 @@
+// Package app assembles a running xksproxy: the proxy (request path) and, when two or more
+// backends are configured, the cutover controller (control path). The two packages do not import
+// each other; this is the one place where the proxy's hooks are connected to the controller and
+// the controller is given the proxy's route table.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/proxy"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// Config is a proxy configuration plus an optional migration controller.
+type Config struct {
+	Proxy proxy.Config
+	// Cutover enables migrations; nil for a single-backend edge. Its Router and Forwarder are
+	// filled in by New.
+	Cutover *cutover.Config
+	Logger  *slog.Logger
+}
+
+// App is a wired proxy and controller.
+type App struct {
+	Proxy   *proxy.Proxy
+	Cutover *cutover.Controller // nil without migrations
+	log     *slog.Logger
+}
+
+// lazyProxy lets the controller be built before the proxy: the controller must read its journal
+// first, because the journal — not the configuration file — decides which backend serves.
+type lazyProxy struct{ p atomic.Pointer[proxy.Proxy] }
+
+var errNotReady = errors.New("app: proxy not built yet")
+
+func (l *lazyProxy) SetRoute(epoch uint64, primary, fallback string) error {
+	p := l.p.Load()
+	if p == nil {
+		return errNotReady
+	}
+	return p.SetRoute(proxy.Route{Epoch: epoch, Primary: primary, Fallback: fallback})
+}
+
+func (l *lazyProxy) Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error) {
+	p := l.p.Load()
+	if p == nil {
+		return 0, nil, errNotReady
+	}
+	return p.Forward(ctx, backend, op, keyID, body)
+}
+
+// New builds the controller (reading its journal), then the proxy on the route the journal
+// names, and connects them.
+func New(cfg Config) (*App, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &App{log: log}
+	lazy := &lazyProxy{}
+	pc := cfg.Proxy
+	if cfg.Cutover != nil {
+		cc := *cfg.Cutover
+		cc.Router = lazy
+		cc.Forwarder = lazy
+		if cc.Registry == nil && pc.Registry != nil {
+			cc.Registry = pc.Registry
+		}
+		ctrl, err := cutover.New(cc)
+		if err != nil {
+			return nil, err
+		}
+		a.Cutover = ctrl
+		epoch, primary, fallback := ctrl.InitialRoute()
+		if primary != "" {
+			if primary != pc.Route.Primary || fallback != pc.Route.Fallback {
+				log.Warn("the cutover journal overrides the configured route",
+					"configured_primary", pc.Route.Primary, "journal_primary", primary,
+					"journal_fallback", fallback, "epoch", epoch)
+			}
+			pc.Route = proxy.Route{Epoch: epoch, Primary: primary, Fallback: fallback}
+		}
+		pc.Hooks = chainHooks(pc.Hooks, ctrl)
+	}
+	p, err := proxy.New(pc)
+	if err != nil {
+		if a.Cutover != nil {
+			_ = a.Cutover.Close()
+		}
+		return nil, err
+	}
+	lazy.p.Store(p)
+	a.Proxy = p
+	if a.Cutover != nil {
+		p.HandleAdmin("/v1/cutover/", a.Cutover.Handler())
+	}
+	return a, nil
+}
+
+// chainHooks keeps any hooks the caller set and adds the controller's.
+func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
+	onResult, mirror, onCreate := h.OnResult, h.Mirror, h.OnCreateKey
+	return proxy.Hooks{
+		OnResult: func(r proxy.Result) {
+			if r.Backend != "" {
+				ctrl.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
+			}
+			if onResult != nil {
+				onResult(r)
+			}
+		},
+		Mirror: func(r proxy.Result, req, resp []byte) {
+			ctrl.Mirror(r.KeyID, req, resp)
+			if mirror != nil {
+				mirror(r, req, resp)
+			}
+		},
+		OnCreateKey: func(keyID string) {
+			ctrl.NoteCreateKey(keyID)
+			if onCreate != nil {
+				onCreate(keyID)
+			}
+		},
+	}
+}
+
+// Run serves until ctx is done. A migration interrupted by a restart resumes once the proxy is
+// listening.
+func (a *App) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- a.Proxy.Run(ctx) }()
+	if a.Cutover != nil {
+		select {
+		case <-a.Proxy.Ready():
+			if err := a.Cutover.Resume(ctx); err != nil {
+				a.log.Error("cutover: resuming the journaled migration failed", "err", err)
+			}
+		case err := <-errc:
+			_ = a.Cutover.Close()
+			return err
+		}
+	}
+	err := <-errc
+	if a.Cutover != nil {
+		if cerr := a.Cutover.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("app: closing cutover controller: %w", cerr)
+		}
+	}
+	return err
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// ProxyConfigFile is the JSON file the AWS KMS console accepts when creating or updating an
+// external key store ("proxy configuration file").
+type ProxyConfigFile struct {
+	XksProxyURIPath                  string          `json:"XksProxyUriPath"`
+	XksProxyAuthenticationCredential AWSCredentialJS `json:"XksProxyAuthenticationCredential"`
+}
+
+// AWSCredentialJS is the credential part of ProxyConfigFile.
+type AWSCredentialJS struct {
+	AccessKeyID        string `json:"AccessKeyId"`
+	RawSecretAccessKey string `json:"RawSecretAccessKey"`
+}
+
+func cmdAWSConfig(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("aws-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "TOML configuration file (required)")
+	prefix := fs.String("prefix", "", "prefix path (default: the first [[prefix]])")
+	akid := fs.String("access-key-id", "", "credential set (default: the last one listed, i.e. the newest in a rotation)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return usageErr("aws-config: --config FILE is required")
+	}
+	f, _, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	for _, p := range f.Prefix {
+		if *prefix != "" && p.Path != *prefix {
+			continue
+		}
+		if len(p.Credential) == 0 {
+			return fmt.Errorf("%s: prefix %q has no credential", *cfgPath, p.Path)
+		}
+		c := p.Credential[len(p.Credential)-1]
+		if *akid != "" {
+			found := false
+			for _, pc := range p.Credential {
+				if pc.AccessKeyID == *akid {
+					c, found = pc, true
+				}
+			}
+			if !found {
+				return fmt.Errorf("%s: prefix %q has no credential with access key id %q", *cfgPath, p.Path, *akid)
+			}
+		}
+		return writeProxyConfig(stdout, p.Path, c.AccessKeyID, c.SecretAccessKey)
+	}
+	return fmt.Errorf("%s: no [[prefix]] with path %q", *cfgPath, *prefix)
+}
+
+func writeProxyConfig(w io.Writer, prefix, akid, secret string) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(ProxyConfigFile{
+		XksProxyURIPath:                  prefix + xks.APIPathSuffix,
+		XksProxyAuthenticationCredential: AWSCredentialJS{AccessKeyID: akid, RawSecretAccessKey: secret},
+	})
+}

@@ -1,0 +1,421 @@
+// Package devstack runs a complete xksproxy environment in one process: two emulated Cosmian KMS
+// servers (A and B) on loopback TLS, and the proxy with its cutover controller in front of them.
+// It powers `xksproxy serve --dev` and `xksproxy demo`. Production code never uses it.
+package devstack
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base32"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/app"
+	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
+	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/proxy"
+	"github.com/xksproxy/xksproxy/sigv4"
+)
+
+// Usage names what an emulated key may do, as `--dev-key ID[:USAGE]` spells it.
+type Usage string
+
+// Key usages.
+const (
+	UsageEncryptDecrypt Usage = "encrypt-decrypt"
+	UsageEncrypt        Usage = "encrypt"
+	UsageDecrypt        Usage = "decrypt"
+	UsageNone           Usage = "none"
+)
+
+// Mask is the KMIP usage mask for u.
+func (u Usage) Mask() (int32, error) {
+	switch u {
+	case UsageEncryptDecrypt, "":
+		return cosmian.UsageXKS, nil
+	case UsageEncrypt:
+		return cosmian.UsageEncrypt | cosmian.UsageWrapKey, nil
+	case UsageDecrypt:
+		return cosmian.UsageDecrypt | cosmian.UsageUnwrapKey, nil
+	case UsageNone:
+		// Neither Encrypt nor Decrypt: the key exists but XKS calls get InvalidKeyUsageException.
+		return cosmian.UsageSign | cosmian.UsageVerify, nil
+	}
+	return 0, fmt.Errorf("usage %q: want encrypt-decrypt, encrypt, decrypt or none", u)
+}
+
+// Key is one seeded key.
+type Key struct {
+	ID      string
+	Usage   Usage
+	Tags    []string // extra user tags; "aws-xks" is always added
+	Grants  []string // principals granted encrypt, decrypt, getattributes; default "*"
+	Revoked string   // "" or a KMIP revocation reason code (revoked right after creation)
+}
+
+// ParseKey reads `ID[:USAGE]`.
+func ParseKey(s string) (Key, error) {
+	id, usage, _ := strings.Cut(s, ":")
+	k := Key{ID: id, Usage: Usage(usage)}
+	if k.Usage == "" {
+		k.Usage = UsageEncryptDecrypt
+	}
+	if id == "" {
+		return Key{}, fmt.Errorf("--dev-key %q: empty key id", s)
+	}
+	if _, err := k.Usage.Mask(); err != nil {
+		return Key{}, fmt.Errorf("--dev-key %q: %w", s, err)
+	}
+	return k, nil
+}
+
+// DefaultKeys is the key set of `serve --dev` when no --dev-key is given: one of each usage.
+func DefaultKeys() []Key {
+	return []Key{
+		{ID: "dev-key-1", Usage: UsageEncryptDecrypt},
+		{ID: "dev-key-2", Usage: UsageEncryptDecrypt},
+		{ID: "dev-key-3", Usage: UsageEncryptDecrypt},
+		{ID: "dev-encrypt-only", Usage: UsageEncrypt},
+		{ID: "dev-decrypt-only", Usage: UsageDecrypt},
+		{ID: "dev-no-usage", Usage: UsageNone},
+	}
+}
+
+// Config describes the environment.
+type Config struct {
+	Listen        string // proxy listener; default 127.0.0.1:8443
+	MetricsListen string // default 127.0.0.1:0
+	AdminListen   string // default 127.0.0.1:0
+	Prefix        string // default "/aws"
+	Region        string // default us-east-1
+	Credential    sigv4.Credential
+	Keys          []Key
+	// KeysOnB seeds B with the same keys and material as A (serve --dev); otherwise B starts
+	// empty, as the target of a migration (demo).
+	KeysOnB bool
+	// ACLA and ACLB are the XKS access-control generations the emulators run. Default: A runs
+	// Cosmian 5.26's per-ARN rules, B the later reserved-identity rules.
+	ACLA, ACLB  kmsemu.ACLMode
+	JournalPath string // default: a file in a fresh temporary directory
+	Probation   cutover.ProbationConfig
+	Shadow      cutover.ShadowConfig
+	Logger      *slog.Logger
+	Progress    interface{ Write([]byte) (int, error) }
+	Version     string
+}
+
+// Stack is a running environment.
+type Stack struct {
+	A, B           *kmsemu.Server
+	ARun, BRun     *kmsemu.Running
+	App            *app.App
+	Credential     sigv4.Credential // what AWS KMS would be configured with
+	Prefix, Region string
+	Endpoint       string // https://127.0.0.1:PORT
+	ServerCert     *x509.Certificate
+	CertPool       *x509.CertPool
+	AdminURL       string
+	AdminToken     string
+	MetricsURL     string
+	JournalPath    string
+	Keys           []Key
+
+	cancel  context.CancelFunc
+	done    chan error
+	tempDir string
+}
+
+// RandomCredential makes an AWS-shaped SigV4 credential: a 20-character access key id from
+// A-Z2-7 and a 43-character base64 secret (256 bits).
+func RandomCredential(prefix string) (sigv4.Credential, error) {
+	id := make([]byte, 20)
+	if _, err := rand.Read(id); err != nil {
+		return sigv4.Credential{}, err
+	}
+	akid := prefix + base32.StdEncoding.EncodeToString(id)
+	akid = akid[:20]
+	sec := make([]byte, 32)
+	if _, err := rand.Read(sec); err != nil {
+		return sigv4.Credential{}, err
+	}
+	return sigv4.Credential{AccessKeyID: akid, Secret: base64.RawStdEncoding.EncodeToString(sec)}, nil
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// backend is one emulated Cosmian server with everything the proxy needs to reach it.
+type backend struct {
+	emu   *kmsemu.Server
+	run   *kmsemu.Running
+	cred  sigv4.Credential
+	token string
+}
+
+func startBackend(name string, acl kmsemu.ACLMode, region string, log *slog.Logger) (*backend, error) {
+	cred, err := RandomCredential("AKIA")
+	if err != nil {
+		return nil, err
+	}
+	tok, err := randomToken()
+	if err != nil {
+		return nil, err
+	}
+	emu, err := kmsemu.New(kmsemu.Config{
+		DefaultUser: "admin",
+		Tokens:      map[string]string{tok: "admin"},
+		XKS:         &kmsemu.XKSConfig{Region: region, AccessKeyID: cred.AccessKeyID, SecretAccessKey: cred.Secret},
+		ACL:         acl,
+		Logger:      log.With("emulator", name),
+	})
+	if err != nil {
+		return nil, err
+	}
+	run, err := emu.Start("127.0.0.1:0", true)
+	if err != nil {
+		return nil, err
+	}
+	return &backend{emu: emu, run: run, cred: cred, token: tok}, nil
+}
+
+func (b *backend) kmip() (*cosmian.Client, error) {
+	hc := &httpClient{pool: b.run.CertPool}
+	return cosmian.NewClient(cosmian.ClientConfig{
+		BaseURL: b.run.URL,
+		HTTP:    hc.client(),
+		Header:  map[string][]string{"Authorization": {"Bearer " + b.token}},
+	})
+}
+
+func (b *backend) seed(k Key, material []byte, acl kmsemu.ACLMode) error {
+	mask, err := k.Usage.Mask()
+	if err != nil {
+		return err
+	}
+	tags := append([]string{cosmian.XKSTag}, k.Tags...)
+	if err := b.emu.CreateKey("admin", k.ID, kmsemu.KeyOptions{UsageMask: mask, Tags: tags, Material: material}); err != nil {
+		return err
+	}
+	grants := k.Grants
+	if len(grants) == 0 {
+		grants = []string{"*"}
+	}
+	ops := []string{cosmian.OpEncrypt, cosmian.OpDecrypt, cosmian.OpGetAttributes}
+	for _, g := range grants {
+		if err := b.emu.GrantAccess("admin", k.ID, g, ops...); err != nil {
+			return err
+		}
+	}
+	if acl == kmsemu.ACLService {
+		if err := b.emu.GrantAccess("admin", k.ID, cosmian.XKSServiceUser, ops...); err != nil {
+			return err
+		}
+	}
+	if k.Revoked != "" {
+		return b.emu.RevokeKey(k.ID, k.Revoked)
+	}
+	return nil
+}
+
+// Start builds and starts the environment. Close stops it.
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8443"
+	}
+	if cfg.MetricsListen == "" {
+		cfg.MetricsListen = "127.0.0.1:0"
+	}
+	if cfg.AdminListen == "" {
+		cfg.AdminListen = "127.0.0.1:0"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "/aws"
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.ACLA == "" {
+		cfg.ACLA = kmsemu.ACLARN
+	}
+	if cfg.ACLB == "" {
+		cfg.ACLB = kmsemu.ACLService
+	}
+	if cfg.Version == "" {
+		cfg.Version = "xksproxy dev"
+	}
+	if cfg.Credential == (sigv4.Credential{}) {
+		c, err := RandomCredential("AKIA")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Credential = c
+	}
+	s := &Stack{Credential: cfg.Credential, Prefix: cfg.Prefix, Region: cfg.Region, Keys: cfg.Keys}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	a, err := startBackend("a", cfg.ACLA, cfg.Region, log)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: backend a: %w", err)
+	}
+	s.A, s.ARun = a.emu, a.run
+	b, err := startBackend("b", cfg.ACLB, cfg.Region, log)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: backend b: %w", err)
+	}
+	s.B, s.BRun = b.emu, b.run
+	for _, k := range cfg.Keys {
+		material := make([]byte, 32)
+		if _, err := rand.Read(material); err != nil {
+			return nil, err
+		}
+		err := a.seed(k, material, cfg.ACLA)
+		if err == nil && cfg.KeysOnB {
+			err = b.seed(k, material, cfg.ACLB)
+		}
+		clear(material)
+		if err != nil {
+			return nil, fmt.Errorf("devstack: seeding key %q: %w", k.ID, err)
+		}
+	}
+
+	serverTLS, cert, err := proxy.SelfSignedTLS("localhost", "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	s.ServerCert = cert
+	s.CertPool = x509.NewCertPool()
+	s.CertPool.AddCert(cert)
+	if s.AdminToken, err = randomToken(); err != nil {
+		return nil, err
+	}
+	s.AdminToken += s.AdminToken // ≥ 32 characters
+	s.JournalPath = cfg.JournalPath
+	if s.JournalPath == "" {
+		if s.tempDir, err = os.MkdirTemp("", "xksproxy-dev-"); err != nil {
+			return nil, err
+		}
+		s.JournalPath = filepath.Join(s.tempDir, "cutover.json")
+	}
+	kmipA, err := a.kmip()
+	if err != nil {
+		return nil, err
+	}
+	kmipB, err := b.kmip()
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	backendTLS := &tls.Config{RootCAs: a.run.CertPool, MinVersion: tls.VersionTLS12}
+	backendTLSB := &tls.Config{RootCAs: b.run.CertPool, MinVersion: tls.VersionTLS12}
+	ac := app.Config{
+		Logger: log,
+		Proxy: proxy.Config{
+			Listen:        cfg.Listen,
+			TLS:           serverTLS,
+			MetricsListen: cfg.MetricsListen,
+			Prefixes: []proxy.PrefixConfig{{
+				Path: cfg.Prefix, Region: cfg.Region, Credentials: []sigv4.Credential{cfg.Credential},
+			}},
+			Backends: []proxy.BackendConfig{
+				{Name: "a", XKSURL: a.run.URL + "/aws", Region: cfg.Region, Credential: a.cred, TLS: backendTLS, Model: "Cosmian KMS 5.26.0 (emulated)"},
+				{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS 5.26.0 (emulated)"},
+			},
+			Route:    proxy.Route{Primary: "a"},
+			Admin:    proxy.AdminConfig{Listen: cfg.AdminListen, Token: s.AdminToken},
+			Version:  cfg.Version,
+			Logger:   log,
+			Registry: reg,
+		},
+		Cutover: &cutover.Config{
+			Source:      cutover.Backend{Name: "a", KMIP: kmipA, ACL: string(cfg.ACLA)},
+			Target:      cutover.Backend{Name: "b", KMIP: kmipB, ACL: string(cfg.ACLB)},
+			JournalPath: s.JournalPath,
+			Probation:   cfg.Probation,
+			Shadow:      cfg.Shadow,
+			Logger:      log,
+			Registry:    reg,
+			Progress:    cfg.Progress,
+		},
+	}
+	s.App, err = app.New(ac)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.App.Run(runCtx) }()
+	select {
+	case <-s.App.Proxy.Ready():
+	case err := <-s.done:
+		s.done <- err
+		return nil, fmt.Errorf("devstack: proxy: %w", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.Endpoint = "https://" + s.App.Proxy.Addr().String()
+	if ad := s.App.Proxy.AdminAddr(); ad != nil {
+		s.AdminURL = "http://" + ad.String()
+	}
+	if md := s.App.Proxy.MetricsAddr(); md != nil {
+		s.MetricsURL = "http://" + md.String() + "/metrics"
+	}
+	ok = true
+	return s, nil
+}
+
+// ClientTLS is a TLS configuration that trusts the proxy's self-signed certificate.
+func (s *Stack) ClientTLS() *tls.Config {
+	return &tls.Config{RootCAs: s.CertPool, MinVersion: tls.VersionTLS12, ServerName: "localhost"}
+}
+
+// Close stops the proxy and both emulators and removes temporary files.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.cancel != nil {
+		s.cancel()
+		select {
+		case err := <-s.done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				errs = append(errs, err)
+			}
+		case <-time.After(15 * time.Second):
+			errs = append(errs, errors.New("devstack: proxy did not stop within 15s"))
+		}
+	}
+	for _, r := range []*kmsemu.Running{s.ARun, s.BRun} {
+		if r != nil {
+			if err := r.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if s.tempDir != "" {
+		errs = append(errs, os.RemoveAll(s.tempDir))
+	}
+	return errors.Join(errs...)
+}
