@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 
 	"github.com/xksproxy/xksproxy/cutover"
@@ -68,6 +69,12 @@ func New(cfg Config) (*App, error) {
 		cc := *cfg.Cutover
 		cc.Router = lazy
 		cc.Forwarder = lazy
+		// Each backend has its own health-check key with its own material: never migrate it.
+		testKey := pc.Health.TestKeyID
+		if testKey == "" {
+			testKey = proxy.DefaultHealthTestKeyID
+		}
+		cc.Select.Exclude = append(slices.Clone(cc.Select.Exclude), testKey)
 		if cc.Registry == nil && pc.Registry != nil {
 			cc.Registry = pc.Registry
 		}

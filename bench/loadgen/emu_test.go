@@ -299,3 +299,34 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// Stop ends an open-ended run without cutting off requests in flight: every request sent is
+// counted, and none fails because of the stop.
+func TestStopEndsRunWithoutCuttingOff(t *testing.T) {
+	_, cfg := startEmu(t)
+	cfg.Rate = 200
+	cfg.Workers = 100
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *Report, 1)
+	go func() {
+		rep, err := r.Run(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		done <- rep
+	}()
+	time.Sleep(500 * time.Millisecond)
+	r.Stop()
+	r.Stop() // idempotent
+	select {
+	case rep := <-done:
+		if rep.Total == 0 || rep.Failed != 0 || rep.Succeeded != rep.Total {
+			t.Fatalf("after Stop: %+v", rep)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after Stop")
+	}
+}

@@ -90,7 +90,15 @@ type Runner struct {
 
 	recMu    sync.Mutex
 	recorded []Sealed
+
+	// stop ends scheduling like Duration does: requests in flight finish and are counted.
+	stop     chan struct{}
+	stopOnce sync.Once
 }
+
+// Stop ends the run as if Duration had passed: no new request is sent, those in flight finish
+// and are counted, then Run returns. Unlike cancelling Run's context, nothing is cut off.
+func (r *Runner) Stop() { r.stopOnce.Do(func() { close(r.stop) }) }
 
 // New validates cfg, fills its defaults and prepares the HTTP client.
 func New(cfg Config) (*Runner, error) {
@@ -101,7 +109,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, ep: ep, errCount: make([]atomic.Int64, len(errNames)), samples: newSampleLog(cfg.MaxSamples)}
+	r := &Runner{cfg: cfg, ep: ep, errCount: make([]atomic.Int64, len(errNames)), samples: newSampleLog(cfg.MaxSamples), stop: make(chan struct{})}
 	m := cfg.Mix
 	w := [numOps]float64{m.Encrypt, m.Decrypt, m.Metadata, m.CreateKey}
 	var sum float64
@@ -214,6 +222,11 @@ func (r *Runner) Run(ctx context.Context) (*Report, error) {
 			w := r.newWorker(uint64(i))
 			wg.Go(func() {
 				for ctx.Err() == nil {
+					select {
+					case <-r.stop:
+						return
+					default:
+					}
 					t := r.cfg.Now()
 					if !end.IsZero() && !t.Before(end) {
 						return
@@ -258,10 +271,17 @@ func (r *Runner) openLoop(ctx context.Context, start, end time.Time, wg *sync.Wa
 			select {
 			case <-ctx.Done():
 				return
+			case <-r.stop:
+				return
 			case <-timer.C:
 			}
 		} else if ctx.Err() != nil {
 			return
+		}
+		select {
+		case <-r.stop:
+			return
+		default:
 		}
 		if r.inFlight.Load() >= int64(r.cfg.Workers) {
 			r.finish(numOps, t, 0, errIndex[ErrDropped])

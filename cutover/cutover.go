@@ -1,0 +1,658 @@
+// Package cutover migrates every XKS key from one Cosmian KMS backend to
+// another while the proxy keeps serving: copy in memory, prove the target
+// decrypts what the source encrypted, switch the route with fallback, watch a
+// probation window, finalize or roll back. Every transition bumps an epoch and
+// is journaled before the route changes, so a restarted proxy never routes to
+// a backend its journal does not name.
+package cutover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// Router is the proxy's atomically swapped route table.
+type Router interface {
+	SetRoute(epoch uint64, primary, fallback string) error
+}
+
+// Forwarder sends one XKS call to one named backend through the same path as
+// live traffic; resp is the spec-normalised reply body.
+type Forwarder interface {
+	Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (status int, resp []byte, err error)
+}
+
+// kmipAPI is the part of *cosmian.Client the controller uses.
+type kmipAPI interface {
+	Import(ctx context.Context, r cosmian.ImportRequest) (string, error)
+	Export(ctx context.Context, uid string, unwrap bool) (*cosmian.ExportedKey, error)
+	GetAttributes(ctx context.Context, uid string) (*cosmian.KeyAttributes, error)
+	Locate(ctx context.Context, r cosmian.LocateRequest) ([]string, error)
+	Encrypt(ctx context.Context, uid string, plaintext, aad []byte) (*cosmian.EncryptResult, error)
+	Decrypt(ctx context.Context, uid string, ciphertext, iv, tag, aad []byte) ([]byte, error)
+	Revoke(ctx context.Context, uid, reasonCode, message string) error
+	Grant(ctx context.Context, a cosmian.Access) error
+	RevokeAccess(ctx context.Context, a cosmian.Access) error
+	ListAccess(ctx context.Context, uid string) ([]cosmian.UserAccess, error)
+	Owned(ctx context.Context) ([]cosmian.OwnedObject, error)
+	Version(ctx context.Context) (string, error)
+}
+
+// Backend is one Cosmian server, reached through KMIP as the keys' owner.
+type Backend struct {
+	Name string
+	KMIP *cosmian.Client
+	// ACL is the XKS access-control generation the server runs: "arn"
+	// (≤ 5.26, per-principal grants), "service" (PR #1107, reserved
+	// [aws-xks-service] identity) or "both". Default "both": replicating the
+	// ARN grants and adding the service grant is right for either release.
+	ACL string
+}
+
+// ACL generations.
+const (
+	ACLARN     = "arn"
+	ACLService = "service"
+	ACLBoth    = "both"
+)
+
+// Selection says which keys on the source migrate.
+type Selection struct {
+	Mode string   `json:"mode"` // "tag" (default) | "owned" | "list"
+	Tag  string   `json:"tag,omitempty"`
+	Keys []string `json:"keys,omitempty"`
+	// Exclude names ids never migrated in either direction, whatever the mode: each backend's
+	// own health-check test key exists on both sides with different material by design.
+	Exclude []string `json:"exclude,omitempty"`
+}
+
+// ShadowConfig bounds the optional mirroring of live Decrypts to the target.
+type ShadowConfig struct {
+	Duration   time.Duration // default shadow duration when StartOptions.Shadow is 0 and shadowing is asked for by the operator
+	SampleRate float64       // fraction of Decrypts mirrored, (0,1]; default 1
+	QueueSize  int           // default 256
+	Workers    int           // default 4
+	Timeout    time.Duration // per mirrored call; default 2s
+}
+
+// ProbationConfig sets the thresholds that roll a switch back automatically.
+type ProbationConfig struct {
+	Duration     time.Duration // default 5m
+	MaxErrorRate float64       // default 0.01
+	MaxP99       time.Duration // default 200ms
+	MinRequests  int           // default 20
+	// Window is the sliding window the rate and p99 are computed over
+	// (default min(Duration, 1m)).
+	Window time.Duration
+}
+
+// Config configures a Controller.
+type Config struct {
+	Source, Target Backend
+	Router         Router
+	Forwarder      Forwarder // for shadowing; optional
+	JournalPath    string    // required
+	Select         Selection
+	Concurrency    int // default 8
+	Shadow         ShadowConfig
+	Probation      ProbationConfig
+	Now            func() time.Time
+	Logger         *slog.Logger
+	Registry       prometheus.Registerer
+	Progress       io.Writer // a terminal gets a one-line progress bar
+}
+
+// CheckAndSetDefaults validates c and fills defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.Source.Name == "" || c.Target.Name == "" {
+		return errors.New("cutover: source and target backend names are required")
+	}
+	if c.Source.Name == c.Target.Name {
+		return fmt.Errorf("cutover: source and target are the same backend %q", c.Source.Name)
+	}
+	for _, b := range []*Backend{&c.Source, &c.Target} {
+		if b.KMIP == nil {
+			return fmt.Errorf("cutover: backend %q has no KMIP client", b.Name)
+		}
+		switch b.ACL {
+		case "":
+			b.ACL = ACLBoth
+		case ACLARN, ACLService, ACLBoth:
+		default:
+			return fmt.Errorf("cutover: backend %q: unknown acl %q (want arn, service or both)", b.Name, b.ACL)
+		}
+	}
+	if c.Router == nil {
+		return errors.New("cutover: Router is required")
+	}
+	if c.JournalPath == "" {
+		return errors.New("cutover: JournalPath is required")
+	}
+	if err := c.Select.checkAndSetDefaults(); err != nil {
+		return err
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.Concurrency > 256 {
+		return errors.New("cutover: Concurrency above 256")
+	}
+	s := &c.Shadow
+	if s.SampleRate <= 0 || s.SampleRate > 1 {
+		s.SampleRate = 1
+	}
+	if s.QueueSize <= 0 {
+		s.QueueSize = 256
+	}
+	if s.Workers <= 0 {
+		s.Workers = 4
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 2 * time.Second
+	}
+	p := &c.Probation
+	if p.Duration <= 0 {
+		p.Duration = 5 * time.Minute
+	}
+	if p.MaxErrorRate <= 0 {
+		p.MaxErrorRate = 0.01
+	}
+	if p.MaxP99 <= 0 {
+		p.MaxP99 = 200 * time.Millisecond
+	}
+	if p.MinRequests <= 0 {
+		p.MinRequests = 20
+	}
+	if p.Window <= 0 {
+		p.Window = min(p.Duration, time.Minute)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (s *Selection) checkAndSetDefaults() error {
+	switch s.Mode {
+	case "":
+		s.Mode = "tag"
+	case "tag", "owned", "list":
+	default:
+		return fmt.Errorf("cutover: unknown selection mode %q (want tag, owned or list)", s.Mode)
+	}
+	if s.Tag == "" {
+		s.Tag = cosmian.XKSTag
+	}
+	if s.Mode == "list" && len(s.Keys) == 0 {
+		return errors.New("cutover: selection mode list needs keys")
+	}
+	for _, k := range s.Keys {
+		if err := validKeyID(k); err != nil {
+			return fmt.Errorf("cutover: selection: %w", err)
+		}
+	}
+	return nil
+}
+
+// maxKeyIDLen bounds key ids taken from outside (admin API, proxy hooks).
+const maxKeyIDLen = 512
+
+func validKeyID(id string) error {
+	if id == "" || len(id) > maxKeyIDLen {
+		return fmt.Errorf("key id of length %d", len(id))
+	}
+	if id[0] == '[' {
+		// Cosmian reads "[…" as a tag query, never as one uid.
+		return fmt.Errorf("key id %.40q starts with '['", id)
+	}
+	return nil
+}
+
+// State is a state of the migration state machine.
+type State string
+
+// States. Every state not listed as routing to the target routes to the source.
+const (
+	StateServing      State = "serving"       // no migration: source serves
+	StateCopying      State = "copying"       // copying keys source → target
+	StateCopyFailed   State = "copy_failed"   // some key could not be copied: blocked, source serves
+	StateVerifying    State = "verifying"     // cross-checking every key
+	StateVerifyFailed State = "verify_failed" // some key failed verification: blocked, source serves
+	StateVerified     State = "verified"      // ready to switch
+	StateShadowing    State = "shadowing"     // mirroring live Decrypts to the target
+	StateSwitched     State = "switched"      // target serves, source is the fallback (probation inside)
+	StateFinalized    State = "finalized"     // target serves alone
+	StateRolledBack   State = "rolled_back"   // back on the source, with a reason
+)
+
+func (s State) valid() bool {
+	switch s {
+	case StateServing, StateCopying, StateCopyFailed, StateVerifying, StateVerifyFailed,
+		StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRolledBack:
+		return true
+	}
+	return false
+}
+
+var allStates = []State{StateServing, StateCopying, StateCopyFailed, StateVerifying, StateVerifyFailed,
+	StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRolledBack}
+
+// inMigration reports whether s belongs to a migration that has not ended.
+func (s State) inMigration() bool {
+	switch s {
+	case StateServing, StateFinalized, StateRolledBack:
+		return false
+	}
+	return true
+}
+
+// Errors returned by control operations.
+var (
+	// ErrWrongState: the operation is not allowed in the current state (HTTP 409).
+	ErrWrongState = errors.New("cutover: wrong state")
+	// ErrRunning: a migration run is already in progress (HTTP 409).
+	ErrRunning = errors.New("cutover: a migration is already running")
+	// ErrRefused: a rollback or finalize was refused to avoid stranding keys (HTTP 409).
+	ErrRefused = errors.New("cutover: refused")
+	// ErrUnreachable: the target did not answer the pre-switch check.
+	ErrUnreachable = errors.New("cutover: target unreachable")
+)
+
+// StartOptions configure one migration run.
+type StartOptions struct {
+	// Shadow mirrors live Decrypts to the target for this long before switching (0 = no shadowing).
+	Shadow time.Duration `json:"shadow"`
+	// AutoSwitch switches as soon as verification (and shadowing) passed.
+	AutoSwitch bool `json:"auto_switch"`
+	// AutoFinalize finalizes once probation passed.
+	AutoFinalize bool `json:"auto_finalize"`
+}
+
+// FinalizeOptions configure Finalize.
+type FinalizeOptions struct {
+	// RevokeSourceGrants revokes, on the source, the access rights of every migrated key.
+	RevokeSourceGrants bool `json:"revoke_source_grants"`
+}
+
+type backend struct {
+	name string
+	k    kmipAPI
+	acl  string
+}
+
+// Controller runs migrations. All methods are safe for concurrent use.
+type Controller struct {
+	cfg      Config
+	src, tgt *backend
+	log      *slog.Logger
+	m        *metrics
+	jf       journalFile
+	bar      *progressBar
+
+	// ctl serialises control operations (start, switch, rollback, finalize
+	// and the runner's own transitions); acquired with a context so a
+	// cancelled runner never deadlocks an operator's rollback.
+	ctl chan struct{}
+
+	writeMu sync.Mutex // orders journal writes; taken before mu
+	mu      sync.Mutex
+	j       *journal
+	dirty   bool
+	changed chan struct{}
+	created map[string]bool // CreatedDuring ∪ CreatedOnTarget, for dedupe
+	listed  int             // size of the current work list (progress)
+	running bool
+	runStop context.CancelFunc
+	runDone chan struct{}
+
+	state atomic.Value // State, for the hot-path hooks
+
+	baseCtx    context.Context
+	baseCancel context.CancelFunc
+	flushDone  chan struct{}
+
+	shadow    *shadower
+	probation *window
+	fallbacks atomic.Uint64
+	// grantsCopied counts (key, user) grants applied on the target by this process.
+	grantsCopied atomic.Int64
+}
+
+// New loads (or creates) the journal and returns a controller. It starts no
+// migration work; call Resume to continue an interrupted run.
+func New(cfg Config) (*Controller, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		cfg:       cfg,
+		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
+		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
+		log:       cfg.Logger.With("component", "cutover"),
+		m:         m,
+		jf:        journalFile{path: cfg.JournalPath},
+		ctl:       make(chan struct{}, 1),
+		changed:   make(chan struct{}),
+		created:   map[string]bool{},
+		probation: newWindow(4096),
+		bar:       newProgressBar(cfg.Progress),
+	}
+	c.shadow = newShadower(c)
+	if err := c.loadJournal(); err != nil {
+		return nil, err
+	}
+	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
+	c.flushDone = make(chan struct{})
+	go c.flusher()
+	return c, nil
+}
+
+func (c *Controller) loadJournal() error {
+	c.jf.removeStale()
+	j, ok, err := loadJournal(c.jf.path)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		now := c.cfg.Now().UTC()
+		j = &journal{Version: journalVersion, Epoch: 1, State: StateServing,
+			Source: c.src.name, Target: c.tgt.name, StartedAt: now, UpdatedAt: now,
+			Keys: map[string]*KeyProgress{}}
+		if err := c.jf.write(j); err != nil {
+			return err
+		}
+	}
+	if j.State.inMigration() {
+		if j.Source != c.src.name || j.Target != c.tgt.name {
+			return fmt.Errorf("journal %s: a migration %s → %s is in state %s but the configuration names %s → %s; restore that configuration, then finish or roll back the migration",
+				c.jf.path, j.Source, j.Target, j.State, c.src.name, c.tgt.name)
+		}
+	} else if a := activeOf(j); a != c.src.name && a != c.tgt.name {
+		return fmt.Errorf("journal %s: backend %q is serving (state %s, epoch %d) but the configuration has no backend of that name; refusing to route elsewhere",
+			c.jf.path, a, j.State, j.Epoch)
+	}
+	for _, id := range j.CreatedDuring {
+		c.created[id] = true
+	}
+	for _, id := range j.CreatedOnTarget {
+		c.created[id] = true
+	}
+	c.j = j
+	c.state.Store(j.State)
+	c.m.setState(j.State, j.Epoch)
+	c.m.setKeys(j)
+	return nil
+}
+
+// activeOf names the backend that serves as primary in j's state.
+func activeOf(j *journal) string {
+	p, _ := routeOf(j)
+	return p
+}
+
+func routeOf(j *journal) (primary, fallback string) {
+	switch j.State {
+	case StateSwitched:
+		return j.Target, j.Source
+	case StateFinalized:
+		return j.Target, ""
+	}
+	return j.Source, ""
+}
+
+// InitialRoute is what the proxy must serve at start-up according to the journal.
+func (c *Controller) InitialRoute() (epoch uint64, primary, fallback string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, f := routeOf(c.j)
+	return c.j.Epoch, p, f
+}
+
+// Close stops background work (the journal is already durable).
+func (c *Controller) Close() error {
+	c.baseCancel()
+	c.mu.Lock()
+	done := c.runDone
+	c.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+	c.shadow.stop()
+	<-c.flushDone
+	return c.flush()
+}
+
+// lock acquires the control lock or gives up when ctx ends.
+func (c *Controller) lock(ctx context.Context) error {
+	select {
+	case c.ctl <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Controller) unlock() { <-c.ctl }
+
+// curState is the state without taking mu.
+func (c *Controller) curState() State { return c.state.Load().(State) }
+
+// transition moves to state to (bumping the epoch), journals it, and only
+// then applies the route. The caller holds ctl. mutate edits the journal
+// (under mu) before it is written.
+func (c *Controller) transition(to State, mutate func(j *journal)) error {
+	c.writeMu.Lock()
+	c.mu.Lock()
+	old := c.j.clone()
+	from := c.j.State
+	c.j.State = to
+	c.j.Epoch++
+	c.j.UpdatedAt = c.cfg.Now().UTC()
+	if mutate != nil {
+		mutate(c.j)
+	}
+	err := c.jf.write(c.j)
+	if err != nil {
+		c.j = old
+		c.mu.Unlock()
+		c.writeMu.Unlock()
+		c.log.Error("journal write failed; transition not taken", "from", from, "to", to, "err", err)
+		return err
+	}
+	c.dirty = false
+	epoch := c.j.Epoch
+	primary, fallback := routeOf(c.j)
+	c.state.Store(to)
+	c.m.setState(to, epoch)
+	c.m.setKeys(c.j)
+	c.mu.Unlock()
+	c.writeMu.Unlock()
+	c.log.Info("cutover transition", "from", from, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)
+	err = c.cfg.Router.SetRoute(epoch, primary, fallback)
+	// Waiters wake once the route is applied (or refused).
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("cutover: journaled %s (epoch %d) but the route was not applied: %w", to, epoch, err)
+	}
+	return nil
+}
+
+// setError records why the machine is stuck without changing state.
+func (c *Controller) setError(msg string) {
+	c.mu.Lock()
+	c.j.LastError = msg
+	c.dirty = true
+	c.mu.Unlock()
+}
+
+// flusher writes per-key progress at most every 200ms: a restart loses at
+// most that much progress, and re-copying a key is idempotent (it is found
+// identical on the target and skipped).
+func (c *Controller) flusher() {
+	defer close(c.flushDone)
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	lastLog := time.Now()
+	for {
+		select {
+		case <-c.baseCtx.Done():
+			c.bar.finish()
+			return
+		case <-t.C:
+		}
+		if err := c.flush(); err != nil {
+			c.log.Error("journal flush failed", "err", err)
+		}
+		st := c.Status()
+		c.bar.draw(&st)
+		if (st.State == StateCopying || st.State == StateVerifying) && time.Since(lastLog) >= 2*time.Second {
+			lastLog = time.Now()
+			c.log.Info("cutover progress", "state", st.State, "epoch", st.Epoch, "total", st.Keys.Total,
+				"copied", st.Keys.Copied, "skipped", st.Keys.Skipped, "verified", st.Keys.Verified,
+				"conflicts", st.Keys.Conflicts, "errors", st.Keys.Errors)
+		}
+	}
+}
+
+func (c *Controller) flush() error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	if !c.dirty {
+		c.mu.Unlock()
+		return nil
+	}
+	snap := c.j.clone()
+	c.dirty = false
+	c.m.setKeys(c.j)
+	c.mu.Unlock()
+	if err := c.jf.write(snap); err != nil {
+		c.mu.Lock()
+		c.dirty = true
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (c *Controller) setKey(id string, kp KeyProgress) {
+	c.mu.Lock()
+	if old, ok := c.j.Keys[id]; ok && old.Existing {
+		kp.Existing = true
+	}
+	c.j.Keys[id] = &kp
+	c.dirty = true
+	c.mu.Unlock()
+}
+
+func (c *Controller) keyProgress(id string) (KeyProgress, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.j.Keys[id]
+	if !ok {
+		return KeyProgress{}, false
+	}
+	return *k, true
+}
+
+// Wait blocks until the state is one of states, or ctx ends.
+func (c *Controller) Wait(ctx context.Context, states ...State) (Status, error) {
+	for {
+		c.mu.Lock()
+		s := c.j.State
+		ch := c.changed
+		c.mu.Unlock()
+		if slices.Contains(states, s) {
+			return c.Status(), nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return c.Status(), fmt.Errorf("cutover: waiting for %v (state is %s): %w", states, s, ctx.Err())
+		}
+	}
+}
+
+// NoteCreateKey is the proxy's hook for a CreateKey it forwarded.
+func (c *Controller) NoteCreateKey(keyID string) {
+	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.created[keyID] {
+		return
+	}
+	switch c.j.State {
+	case StateServing, StateRolledBack:
+		return // nothing to migrate: the source serves and keeps it
+	case StateSwitched, StateFinalized:
+		// Created on the target: a rollback must copy it back first.
+		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID)
+	default:
+		// Created on the source during the migration: catch-up copies it.
+		c.j.CreatedDuring = append(c.j.CreatedDuring, keyID)
+	}
+	c.created[keyID] = true
+	c.dirty = true
+	c.log.Info("cutover: CreateKey noted", "key_id", keyID, "state", c.j.State)
+}
+
+// Observe is the proxy's hook, called once per backend attempt: errName is
+// that attempt's XKS error ("" on success) and fellBack is true for the
+// retry sent to the fallback backend.
+func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time.Duration, fellBack bool) {
+	if fellBack {
+		c.fallbacks.Add(1)
+		c.m.fallbacks.Inc()
+	}
+	if backend != c.tgt.name || c.curState() != StateSwitched {
+		return
+	}
+	c.probation.record(c.cfg.Now(), latency, countsAsFailure(errName))
+}
+
+// countsAsFailure says which target errors speak against the target. Errors
+// the source would return too (a malformed request, a bad ciphertext, a bad
+// signature) do not.
+func countsAsFailure(n xks.ErrorName) bool {
+	switch n {
+	case "", xks.ValidationException, xks.InvalidCiphertextException, xks.AuthenticationFailedException,
+		xks.InvalidUriPathException, xks.UnsupportedOperationException:
+		return false
+	}
+	return true
+}
+
+// truncate shortens an error text for the journal and status.
+func truncate(s string) string {
+	const max = 300
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}

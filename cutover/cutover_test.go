@@ -1,0 +1,625 @@
+package cutover
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+func TestHappyPath(t *testing.T) {
+	for _, acl := range []kmsemu.ACLMode{kmsemu.ACLARN, kmsemu.ACLService} {
+		t.Run(string(acl), func(t *testing.T) {
+			e := newEnv(t, acl)
+			ids := seedMixed(t, e.A, 50)
+			c := e.controller(t, func(cfg *Config) { cfg.Probation.Duration = 100 * time.Millisecond })
+			ctx := ctxT(t)
+
+			p, err := c.Plan(ctx)
+			must(t, err)
+			if len(p.Keys) != 50 || p.Counts[ActionCopy] != 50 {
+				t.Fatalf("plan: %d keys, counts %v", len(p.Keys), p.Counts)
+			}
+			must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+			if err := c.Start(ctx, StartOptions{}); !errors.Is(err, ErrRunning) {
+				t.Errorf("second Start: %v, want ErrRunning", err)
+			}
+			st := mustWait(t, c, StateSwitched)
+			if st.Keys.Verified != 50 || st.Keys.Copied != 50 {
+				t.Errorf("keys: %+v", st.Keys)
+			}
+			if r := e.router.last(); r.primary != "B" || r.fallback != "A" || r.epoch != st.Epoch {
+				t.Errorf("route after switch %+v (status epoch %d)", r, st.Epoch)
+			}
+			e.checkCopies(t, ids)
+			// Wait for the probation to pass, then finalize.
+			deadline := time.Now().Add(20 * time.Second)
+			for !c.Status().Probation.Passed && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			must(t, c.Finalize(ctx, FinalizeOptions{}))
+			st = c.Status()
+			if st.State != StateFinalized {
+				t.Fatalf("state %s", st.State)
+			}
+			if r := e.router.last(); r.primary != "B" || r.fallback != "" || r.epoch != st.Epoch {
+				t.Errorf("route after finalize %+v", r)
+			}
+			e.checkCopies(t, ids)
+			// Verification left no grant for anyone else than the replicated ones.
+			for _, uid := range ids {
+				for u := range e.A.Access(uid) {
+					if strings.HasPrefix(u, "[") {
+						t.Errorf("%s: grant to %s appeared on A", uid, u)
+					}
+				}
+			}
+			// Nothing secret in the journal.
+			data, err := os.ReadFile(e.journal)
+			must(t, err)
+			fi, err := os.Stat(e.journal)
+			must(t, err)
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("journal mode %v", fi.Mode().Perm())
+			}
+			for _, uid := range ids {
+				k, err := e.cA.Export(ctx, uid, true)
+				must(t, err)
+				for _, enc := range []string{hex.EncodeToString(k.Material), strings.ToUpper(hex.EncodeToString(k.Material))} {
+					if bytes.Contains(data, []byte(enc)) {
+						t.Fatalf("journal contains key material of %s", uid)
+					}
+				}
+				if bytes.Contains(data, k.Material) {
+					t.Fatalf("journal contains raw key material of %s", uid)
+				}
+				k.Wipe()
+			}
+			// A restarted controller serves what the journal says.
+			c.Close()
+			c2 := e.controller(t, nil)
+			if ep, p, f := c2.InitialRoute(); p != "B" || f != "" || ep != st.Epoch {
+				t.Errorf("InitialRoute after restart: %d %s %s", ep, p, f)
+			}
+		})
+	}
+}
+
+func TestPerKeyFailures(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 4)
+	tag := []string{cosmian.XKSTag}
+	same := bytes.Repeat([]byte{7}, 32)
+	must(t, e.A.CreateKey("admin", "same", kmsemu.KeyOptions{Tags: tag, Material: same}))
+	must(t, e.B.CreateKey("admin", "same", kmsemu.KeyOptions{Tags: tag, Material: same}))
+	must(t, e.A.CreateKey("admin", "conflict", kmsemu.KeyOptions{Tags: tag, Material: bytes.Repeat([]byte{1}, 32)}))
+	must(t, e.B.CreateKey("admin", "conflict", kmsemu.KeyOptions{Tags: tag, Material: bytes.Repeat([]byte{2}, 32)}))
+	must(t, e.A.CreateKey("admin", "sensitive", kmsemu.KeyOptions{Tags: tag, Sensitive: true}))
+	must(t, e.A.CreateKey("admin", "wrapped", kmsemu.KeyOptions{Tags: tag, Wrapped: true}))
+	must(t, e.A.CreateKey("alice", "notowned", kmsemu.KeyOptions{Tags: tag}))
+	must(t, e.A.GrantAccess("alice", "notowned", "admin", "getattributes"))
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+
+	p, err := c.Plan(ctx)
+	must(t, err)
+	want := map[string]string{"same": ActionSkip, "conflict": ActionConflict, "sensitive": ActionError, "notowned": ActionError, "key-000": ActionCopy}
+	for _, k := range p.Keys {
+		if w, ok := want[k.KeyID]; ok && k.Action != w {
+			t.Errorf("plan %s: %s (%s), want %s", k.KeyID, k.Action, k.Reason, w)
+		}
+	}
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	st := mustWait(t, c, StateCopyFailed)
+	reasons := map[string]string{}
+	for _, f := range st.Failures {
+		reasons[f.KeyID] = f.Result + ": " + f.Reason
+	}
+	for id, sub := range map[string]string{
+		"conflict":  "conflict: a different key",
+		"sensitive": "sensitive key: cannot be exported",
+		"notowned":  "does not own",
+	} {
+		if !strings.Contains(reasons[id], sub) {
+			t.Errorf("%s: reason %q, want it to contain %q", id, reasons[id], sub)
+		}
+	}
+	if _, bad := reasons["wrapped"]; bad {
+		// The emulator unwraps with its own KEK (NotWrapped works), so this key copies.
+		t.Logf("wrapped: %s", reasons["wrapped"])
+	}
+	if _, bad := reasons["same"]; bad || st.Keys.Skipped < 1 {
+		t.Errorf("identical key: %q, skipped %d", reasons["same"], st.Keys.Skipped)
+	}
+	if e.router.everPrimary("B") {
+		t.Error("switched despite failures")
+	}
+	// B's conflicting key was never overwritten.
+	if eq, _ := e.A.KeyMaterialEqual("conflict", e.B); eq {
+		t.Error("conflicting key overwritten")
+	}
+	if err := c.Switch(ctx); !errors.Is(err, ErrWrongState) {
+		t.Errorf("Switch in copy_failed: %v", err)
+	}
+	must(t, c.Rollback(ctx, "operator gives up"))
+	if r := e.router.last(); r.primary != "A" {
+		t.Errorf("route %+v", r)
+	}
+}
+
+func TestSwitchTargetDown(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	ids := seedMixed(t, e.A, 10)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{}))
+	mustWait(t, c, StateVerified)
+	e.B.SetFaults(kmsemu.Faults{Down: true})
+	err := c.Switch(ctx)
+	if !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Switch with B down: %v", err)
+	}
+	if st := c.Status(); st.State != StateVerified || !strings.Contains(st.LastError, "not switching") {
+		t.Errorf("status %s %q", st.State, st.LastError)
+	}
+	if e.router.everPrimary("B") {
+		t.Fatal("route moved to a down target")
+	}
+	e.B.SetFaults(kmsemu.Faults{})
+	must(t, c.Switch(ctx))
+	if r := e.router.last(); r.primary != "B" || r.fallback != "A" {
+		t.Errorf("route %+v", r)
+	}
+	e.checkCopies(t, ids)
+}
+
+func TestProbationAutoRollback(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	ids := seedMixed(t, e.A, 10)
+	c := e.controller(t, func(cfg *Config) { cfg.Probation.Duration = time.Minute })
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	e.B.SetFaults(kmsemu.Faults{ErrorRate: 1, XKSOnly: true})
+	// Observations for another backend or client errors do not count.
+	for range 100 {
+		c.Observe("A", xks.InternalException, time.Millisecond, true)
+		c.Observe("B", xks.InvalidCiphertextException, time.Millisecond, false)
+	}
+	for range 30 {
+		c.Observe("B", xks.InternalException, 3*time.Millisecond, false)
+	}
+	st := mustWait(t, c, StateRolledBack)
+	if !strings.Contains(st.Reason, "error rate") {
+		t.Errorf("reason %q", st.Reason)
+	}
+	if st.Fallbacks != 100 {
+		t.Errorf("fallbacks %d", st.Fallbacks)
+	}
+	if r := e.router.last(); r.primary != "A" || r.fallback != "" {
+		t.Errorf("route %+v", r)
+	}
+	e.checkCopies(t, ids)
+}
+
+func TestProbationP99Rollback(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	for range 50 {
+		c.Observe("B", "", time.Second, false)
+	}
+	st := mustWait(t, c, StateRolledBack)
+	if !strings.Contains(st.Reason, "p99") {
+		t.Errorf("reason %q", st.Reason)
+	}
+}
+
+func TestSourceDownDuringCopy(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	ids := seedMixed(t, e.A, 20)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	e.A.SetFaults(kmsemu.Faults{Down: true})
+	must(t, c.Start(ctx, StartOptions{}))
+	time.Sleep(300 * time.Millisecond)
+	if st := c.Status(); st.State != StateCopying {
+		t.Fatalf("state %s while A is down", st.State)
+	}
+	e.A.SetFaults(kmsemu.Faults{})
+	mustWait(t, c, StateVerified)
+	e.checkCopies(t, ids)
+	if e.router.everPrimary("B") {
+		t.Error("route changed")
+	}
+}
+
+func TestRestartMidCopy(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	ids := seedMixed(t, e.A, 40)
+	slow := func(cfg *Config) { cfg.Concurrency = 1 }
+	c1 := e.controller(t, slow)
+	ctx := ctxT(t)
+	e.A.SetFaults(kmsemu.Faults{Latency: 2 * time.Millisecond})
+	must(t, c1.Start(ctx, StartOptions{}))
+	for c1.Status().Keys.Copied < 10 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	must(t, c1.Close()) // the process goes away mid-copy
+	done := c1.Status().Keys.Copied
+	if done >= 40 {
+		t.Skip("copy finished before the restart")
+	}
+	e.A.SetFaults(kmsemu.Faults{})
+	c2 := e.controller(t, slow)
+	if st := c2.Status(); st.State != StateCopying || st.Keys.Copied < done {
+		t.Fatalf("after restart: %s, %d copied (had %d)", st.State, st.Keys.Copied, done)
+	}
+	must(t, c2.Resume(ctx))
+	st := mustWait(t, c2, StateVerified)
+	// Keys done before the restart were not copied again; at most the one
+	// in flight is found already on B.
+	if st.Keys.Skipped > 1 {
+		t.Errorf("%d keys re-examined as existing", st.Keys.Skipped)
+	}
+	e.checkCopies(t, ids)
+}
+
+func TestLateCreateKey(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLService)
+	ids := seedMixed(t, e.A, 5)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{}))
+	mustWait(t, c, StateVerified)
+	// AWS CreateKey while verified: the key exists on A only.
+	must(t, e.A.CreateKey("admin", "late-key", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	c.NoteCreateKey("late-key")
+	if _, ok := e.B.Object("late-key"); ok {
+		t.Fatal("copied too early")
+	}
+	must(t, c.Switch(ctx))
+	e.checkCopies(t, append(ids, "late-key"))
+	if st := c.Status(); st.CreatedDuring != 1 || st.Keys.Verified != 6 {
+		t.Errorf("status %+v", st.Keys)
+	}
+}
+
+func TestListSelectionLateKey(t *testing.T) {
+	// In list mode the late key is found only through NoteCreateKey.
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, func(cfg *Config) { cfg.Select = Selection{Mode: "list", Keys: []string{"key-000", "key-001"}} })
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{}))
+	mustWait(t, c, StateVerified)
+	must(t, e.A.CreateKey("admin", "late", kmsemu.KeyOptions{}))
+	c.NoteCreateKey("late")
+	must(t, c.Switch(ctx))
+	e.checkCopies(t, []string{"key-000", "key-001", "late"})
+	if _, ok := e.B.Object("key-002"); ok {
+		t.Error("unselected key copied")
+	}
+}
+
+func TestRollbackCopiesBack(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	ids := seedMixed(t, e.A, 10)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	// After the switch: a key created on B, a revocation and a new grant on B.
+	must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	c.NoteCreateKey("born-on-b")
+	must(t, e.B.CreateKey("admin", "unnoticed-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	must(t, e.B.RevokeKey("key-000", "KeyCompromise"))
+	must(t, e.B.GrantAccess("admin", "key-007", "arn:aws:iam::123456789012:user/Carol", "decrypt"))
+	must(t, c.Rollback(ctx, "operator"))
+	st := c.Status()
+	if st.State != StateRolledBack || st.Reason != "operator" {
+		t.Fatalf("status %s %q", st.State, st.Reason)
+	}
+	if r := e.router.last(); r.primary != "A" || r.fallback != "" {
+		t.Errorf("route %+v", r)
+	}
+	for _, uid := range []string{"born-on-b", "unnoticed-on-b"} {
+		if eq, err := e.B.KeyMaterialEqual(uid, e.A); !eq || err != nil {
+			t.Errorf("%s not copied back: %v %v", uid, eq, err)
+		}
+	}
+	if o, _ := e.A.Object("key-000"); o.State != cosmian.StateCompromised {
+		t.Errorf("revocation not carried back: %s", o.State)
+	}
+	if ops := e.A.Access("key-007")["arn:aws:iam::123456789012:user/Carol"]; len(ops) == 0 {
+		t.Error("grant not carried back")
+	}
+	e.checkCopies(t, ids)
+}
+
+func TestRollbackRefused(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 5)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	// A key created on B that cannot be exported: copying it back fails.
+	must(t, e.B.CreateKey("admin", "stuck-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}, Sensitive: true}))
+	c.NoteCreateKey("stuck-on-b")
+	err := c.Rollback(ctx, "try")
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "stuck-on-b") {
+		t.Fatalf("Rollback: %v", err)
+	}
+	if st := c.Status(); st.State != StateSwitched || !st.Running {
+		t.Errorf("state %s running %v", st.State, st.Running)
+	}
+	if r := e.router.last(); r.primary != "B" {
+		t.Errorf("route %+v", r)
+	}
+}
+
+func TestCorruptJournal(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	for _, tc := range []struct{ name, data, want string }{
+		{"garbage", "{not json", "invalid JSON"},
+		{"empty", "", "empty file"},
+		{"version", `{"version":2,"epoch":1,"state":"serving","source":"A"}`, "unknown version 2"},
+		{"state", `{"version":1,"epoch":3,"state":"dancing","source":"A","target":"B","keys":{}}`, "unknown state"},
+		{"truncated", `{"version":1,"epoch":3,"state":"switched","source":"A","tar`, "invalid JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			must(t, os.WriteFile(e.journal, []byte(tc.data), 0o600))
+			_, err := New(e.config(nil))
+			if err == nil || !errors.Is(err, ErrCorruptJournal) || !strings.Contains(err.Error(), tc.want) ||
+				!strings.Contains(err.Error(), e.journal) || !strings.Contains(err.Error(), "refusing to start") {
+				t.Fatalf("New: %v", err)
+			}
+		})
+	}
+	// A journal naming another migration refuses too.
+	must(t, os.WriteFile(e.journal, []byte(`{"version":1,"epoch":3,"state":"switched","source":"X","target":"Y","keys":{}}`), 0o600))
+	if _, err := New(e.config(nil)); err == nil || !strings.Contains(err.Error(), "X → Y") {
+		t.Fatalf("New: %v", err)
+	}
+}
+
+func TestJournalAtomicWrite(t *testing.T) {
+	dir := t.TempDir()
+	jf := journalFile{path: dir + "/j"}
+	j1 := &journal{Version: 1, Epoch: 1, State: StateServing, Source: "A", Target: "B", Keys: map[string]*KeyProgress{}}
+	must(t, jf.write(j1))
+	old, _ := os.ReadFile(jf.path)
+	jf.beforeRename = func() error { return errors.New("killed") }
+	j2 := j1.clone()
+	j2.Epoch, j2.State = 2, StateCopying
+	if err := jf.write(j2); err == nil {
+		t.Fatal("write with crash hook succeeded")
+	}
+	now, _ := os.ReadFile(jf.path)
+	if !bytes.Equal(old, now) {
+		t.Fatal("journal changed by an interrupted write")
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Errorf("leftover files: %d", len(ents))
+	}
+	got, ok, err := loadJournal(jf.path)
+	if err != nil || !ok || got.Epoch != 1 {
+		t.Fatalf("load: %v %v %+v", err, ok, got)
+	}
+	fi, _ := os.Stat(jf.path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode().Perm())
+	}
+}
+
+func TestShadow(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	body := []byte(`{"plaintext":"aGVsbG8="}`)
+	var block chan struct{}
+	var mode atomic.Value
+	mode.Store("match")
+	fwd := &fakeForwarder{fn: func(ctx context.Context, backend string, op xks.Operation, keyID string, b []byte) (int, []byte, error) {
+		if backend != "B" || op != xks.OpDecrypt {
+			return 0, nil, errors.New("wrong call")
+		}
+		switch mode.Load() {
+		case "mismatch":
+			return 200, []byte(`{"plaintext":"aGVsbG9="}`), nil
+		case "error":
+			return 500, []byte(`{"errorName":"InternalException"}`), nil
+		case "block":
+			<-block
+		}
+		return 200, append([]byte(nil), body...), nil
+	}}
+	c := e.controller(t, func(cfg *Config) {
+		cfg.Forwarder = fwd
+		cfg.Shadow = ShadowConfig{QueueSize: 4, Workers: 2}
+	})
+	// Outside shadowing, Mirror does nothing.
+	c.Mirror("k", []byte("{}"), body)
+	if s := c.shadow.snapshot(); s != (ShadowStats{}) {
+		t.Fatalf("mirrored while not shadowing: %+v", s)
+	}
+	c.shadow.start()
+	waitFor := func(f func(ShadowStats) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !f(c.shadow.snapshot()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("shadow stats %+v", c.shadow.snapshot())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	for range 3 {
+		c.Mirror("k", []byte(`{"ciphertext":"x"}`), body)
+	}
+	waitFor(func(s ShadowStats) bool { return s.Match == 3 })
+	mode.Store("mismatch")
+	c.Mirror("k", []byte(`{}`), body)
+	waitFor(func(s ShadowStats) bool { return s.Mismatch == 1 })
+	mode.Store("error")
+	c.Mirror("k", []byte(`{}`), body)
+	waitFor(func(s ShadowStats) bool { return s.Errors == 1 })
+
+	block = make(chan struct{})
+	mode.Store("block")
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				c.Mirror("k", []byte(`{}`), body)
+			}
+		}()
+	}
+	wg.Wait() // returns although both workers are stuck and the queue is full
+	s := c.shadow.snapshot()
+	if s.Dropped == 0 {
+		t.Errorf("no drops: %+v", s)
+	}
+	close(block)
+	c.shadow.stop()
+	s = c.shadow.snapshot()
+	if total := s.Match + s.Mismatch + s.Errors + s.Dropped; total != 3+1+1+16*50 {
+		t.Errorf("accounted %d of %d: %+v", total, 3+1+1+16*50, s)
+	}
+}
+
+func TestShadowMismatchBlocksSwitch(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 3)
+	fwd := &fakeForwarder{fn: func(ctx context.Context, backend string, op xks.Operation, keyID string, b []byte) (int, []byte, error) {
+		return 200, []byte(`{"plaintext":"b3RoZXI="}`), nil
+	}}
+	c := e.controller(t, func(cfg *Config) { cfg.Forwarder = fwd })
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{Shadow: 300 * time.Millisecond, AutoSwitch: true}))
+	mustWait(t, c, StateShadowing)
+	c.Mirror("key-000", []byte(`{}`), []byte(`{"plaintext":"aGVsbG8="}`))
+	st := mustWait(t, c, StateVerifyFailed)
+	if !strings.Contains(st.LastError, "shadow") || e.router.everPrimary("B") {
+		t.Errorf("last error %q, switched %v", st.LastError, e.router.everPrimary("B"))
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, nil)
+	srv := httptest.NewServer(c.Handler())
+	defer srv.Close()
+	a := &AdminClient{BaseURL: srv.URL, Token: "t"}
+	ctx := ctxT(t)
+	p, err := a.Plan(ctx)
+	must(t, err)
+	if len(p.Keys) != 3 {
+		t.Errorf("plan %+v", p)
+	}
+	if err := a.Switch(ctx); !errors.Is(err, ErrWrongState) {
+		t.Errorf("switch in serving: %v", err)
+	}
+	if err := a.Rollback(ctx, "x"); !errors.Is(err, ErrWrongState) {
+		t.Errorf("rollback in serving: %v", err)
+	}
+	must(t, a.Start(ctx, StartOptions{Shadow: 0}))
+	mustWait(t, c, StateVerified)
+	must(t, a.Switch(ctx))
+	st, err := a.Status(ctx)
+	must(t, err)
+	if st.State != StateSwitched || st.Primary != "B" {
+		t.Errorf("status %+v", st)
+	}
+	var out bytes.Buffer
+	RenderStatus(&out, st)
+	if !strings.Contains(out.String(), "switched") || !strings.Contains(out.String(), "B (fallback A)") {
+		t.Errorf("render:\n%s", out.String())
+	}
+	must(t, a.Finalize(ctx, FinalizeOptions{RevokeSourceGrants: true}))
+	if len(e.A.Access("key-000")) != 0 {
+		t.Errorf("source grants left: %v", e.A.Access("key-000"))
+	}
+	must(t, a.Rollback(ctx, "back to A"))
+	if r := e.router.last(); r.primary != "A" {
+		t.Errorf("route %+v", r)
+	}
+	// The rollback from finalized restored A's grants from B.
+	if len(e.A.Access("key-000")) == 0 {
+		t.Error("grants not restored on A")
+	}
+	// Bad input.
+	resp, err := srv.Client().Post(srv.URL+"/v1/cutover/start", "application/json", strings.NewReader(`{"shadow":"forever"}`))
+	must(t, err)
+	if resp.StatusCode != 400 {
+		t.Errorf("bad body: %d", resp.StatusCode)
+	}
+	resp.Body.Close()
+}
+
+func TestNextMigrationAfterFinalize(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	ids := seedMixed(t, e.A, 4)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	c.Close()
+	// Back from B to A with the roles exchanged.
+	c2, err := New(e.config(func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
+	must(t, err)
+	defer c2.Close()
+	must(t, c2.Start(ctx, StartOptions{AutoSwitch: true}))
+	st := mustWait(t, c2, StateSwitched)
+	if st.Keys.Skipped != 4 {
+		t.Errorf("keys %+v", st.Keys)
+	}
+	if r := e.router.last(); r.primary != "A" || r.fallback != "B" {
+		t.Errorf("route %+v", r)
+	}
+	e.checkCopies(t, ids)
+}
+
+func FuzzParseJournal(f *testing.F) {
+	f.Add([]byte(`{"version":1,"epoch":3,"state":"copying","source":"A","target":"B","started_at":"2024-01-01T00:00:00Z","updated_at":"2024-01-01T00:00:00Z","options":{"shadow":"0s","auto_switch":true,"auto_finalize":false},"keys":{"k":{"phase":"copy","result":"ok"}}}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":1,"epoch":1,"state":"serving","source":"A","target":"","keys":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		j, err := parseJournal(data)
+		if err != nil {
+			return
+		}
+		if !j.State.valid() || j.Epoch == 0 || j.Keys == nil {
+			t.Fatalf("accepted invalid journal %+v", j)
+		}
+	})
+}
+
+func FuzzStartOptions(f *testing.F) {
+	f.Add([]byte(`{"shadow":"30s","auto_switch":true}`))
+	f.Add([]byte(`{"shadow":1000}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var o StartOptions
+		if o.UnmarshalJSON(data) == nil && (o.Shadow < 0 || o.Shadow > 7*24*time.Hour) {
+			t.Fatalf("out of range %v", o.Shadow)
+		}
+	})
+}

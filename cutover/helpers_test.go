@@ -1,0 +1,248 @@
+package cutover
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+type route struct {
+	epoch             uint64
+	primary, fallback string
+}
+
+// fakeRouter records every SetRoute.
+type fakeRouter struct {
+	mu     sync.Mutex
+	routes []route
+	fail   bool
+}
+
+func (r *fakeRouter) SetRoute(epoch uint64, primary, fallback string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail {
+		return fmt.Errorf("router refused")
+	}
+	if n := len(r.routes); n > 0 && r.routes[n-1].epoch >= epoch {
+		return fmt.Errorf("epoch %d not above %d", epoch, r.routes[n-1].epoch)
+	}
+	r.routes = append(r.routes, route{epoch, primary, fallback})
+	return nil
+}
+
+func (r *fakeRouter) last() route {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.routes) == 0 {
+		return route{}
+	}
+	return r.routes[len(r.routes)-1]
+}
+
+func (r *fakeRouter) everPrimary(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.routes, func(x route) bool { return x.primary == name })
+}
+
+type fakeForwarder struct {
+	fn func(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error)
+}
+
+func (f *fakeForwarder) Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error) {
+	return f.fn(ctx, backend, op, keyID, body)
+}
+
+// env is two emulated Cosmian servers over loopback TLS.
+type env struct {
+	A, B       *kmsemu.Server
+	cA, cB     *cosmian.Client
+	journal    string
+	router     *fakeRouter
+	aclB       string
+	closeFuncs []func() error
+}
+
+func newEnv(tb testing.TB, aclB kmsemu.ACLMode) *env {
+	tb.Helper()
+	e := &env{journal: filepath.Join(tb.TempDir(), "cutover.journal"), router: &fakeRouter{}, aclB: string(aclB)}
+	start := func(acl kmsemu.ACLMode) (*kmsemu.Server, *cosmian.Client) {
+		s, err := kmsemu.New(kmsemu.Config{ACL: acl})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		run, err := s.Start("127.0.0.1:0", true)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { run.Close() })
+		hc := &http.Client{Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: run.CertPool},
+			MaxIdleConnsPerHost: 64,
+		}}
+		tb.Cleanup(hc.CloseIdleConnections) // runs before run.Close: no 5 s wait on unused conns
+		c, err := cosmian.NewClient(cosmian.ClientConfig{BaseURL: run.URL, HTTP: hc, Timeout: 2 * time.Second})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return s, c
+	}
+	e.A, e.cA = start(kmsemu.ACLARN)
+	e.B, e.cB = start(aclB)
+	return e
+}
+
+func (e *env) config(mut func(*Config)) Config {
+	acl := ACLARN
+	if e.aclB == string(kmsemu.ACLService) {
+		acl = ACLService
+	}
+	cfg := Config{
+		Source:      Backend{Name: "A", KMIP: e.cA, ACL: ACLARN},
+		Target:      Backend{Name: "B", KMIP: e.cB, ACL: acl},
+		Router:      e.router,
+		JournalPath: e.journal,
+		Probation:   ProbationConfig{Duration: time.Hour, MinRequests: 20},
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	return cfg
+}
+
+func (e *env) controller(tb testing.TB, mut func(*Config)) *Controller {
+	tb.Helper()
+	c, err := New(e.config(mut))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	ep, p, f := c.InitialRoute()
+	if err := e.router.SetRoute(ep, p, f); err != nil && len(e.router.routes) == 0 {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func ctxT(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+func mustWait(t *testing.T, c *Controller, states ...State) Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := c.Wait(ctx, states...)
+	if err != nil {
+		t.Fatalf("%v; last error %q; failures %+v", err, st.LastError, st.Failures)
+	}
+	return st
+}
+
+// seedMixed creates n XKS keys on A with varied states, masks, tags and grants.
+func seedMixed(t testing.TB, s *kmsemu.Server, n int) []string {
+	t.Helper()
+	var ids []string
+	future := time.Now().Add(48 * time.Hour)
+	for i := range n {
+		uid := fmt.Sprintf("key-%03d", i)
+		opts := kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}
+		switch i % 10 {
+		case 1:
+			opts.UsageMask = cosmian.UsageEncrypt
+		case 2:
+			opts.UsageMask = cosmian.UsageDecrypt
+		case 3:
+			opts.ActivationDate = &future
+		case 4:
+			opts.Tags = append(opts.Tags, "team-a", "prod")
+		}
+		if err := s.CreateKey("admin", uid, opts); err != nil {
+			t.Fatal(err)
+		}
+		switch i % 10 {
+		case 5:
+			must(t, s.RevokeKey(uid, "CessationOfOperation"))
+		case 6:
+			must(t, s.RevokeKey(uid, "KeyCompromise"))
+		}
+		switch i % 4 {
+		case 0:
+			must(t, s.GrantAccess("admin", uid, "arn:aws:iam::123456789012:user/Alice", "encrypt", "decrypt", "getattributes"))
+		case 1:
+			must(t, s.GrantAccess("admin", uid, "dynamodb.amazonaws.com", "decrypt"))
+			must(t, s.GrantAccess("admin", uid, "arn:aws:iam::123456789012:role/Bob", "get"))
+		case 2:
+			must(t, s.GrantAccess("admin", uid, "*", "getattributes", "encrypt"))
+		}
+		ids = append(ids, uid)
+	}
+	return ids
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkCopies asserts that every id is byte-identical on B, with the same
+// state, tags, mask and (at least) the same grants, and that a ciphertext
+// made on A through KMIP decrypts on B.
+func (e *env) checkCopies(t *testing.T, ids []string) {
+	t.Helper()
+	ctx := ctxT(t)
+	for _, uid := range ids {
+		eq, err := e.A.KeyMaterialEqual(uid, e.B)
+		if err != nil || !eq {
+			t.Errorf("%s: material equal=%v err=%v", uid, eq, err)
+			continue
+		}
+		a, _ := e.A.Object(uid)
+		b, _ := e.B.Object(uid)
+		if a.State != b.State || a.UsageMask != b.UsageMask || !slices.Equal(a.Tags, b.Tags) || !a.ActivationDate.Equal(b.ActivationDate) {
+			t.Errorf("%s: A %+v vs B %+v", uid, a, b)
+		}
+		accB := e.B.Access(uid)
+		for u, ops := range e.A.Access(uid) {
+			for _, op := range ops {
+				if !slices.Contains(accB[u], op) {
+					t.Errorf("%s: grant %s to %s missing on B (B has %v)", uid, op, u, accB)
+				}
+			}
+		}
+		if e.aclB == string(kmsemu.ACLService) {
+			for _, op := range xksServiceOps {
+				if !slices.Contains(accB[cosmian.XKSServiceUser], op) {
+					t.Errorf("%s: %s grant %s missing on B", uid, cosmian.XKSServiceUser, op)
+				}
+			}
+		}
+		const both = cosmian.UsageEncrypt | cosmian.UsageDecrypt
+		if a.State == cosmian.StateActive && a.UsageMask&both == both {
+			res, err := e.cA.Encrypt(ctx, uid, []byte("hello world"), []byte("aad"))
+			if err != nil {
+				t.Errorf("%s: encrypt on A: %v", uid, err)
+				continue
+			}
+			pt, err := e.cB.Decrypt(ctx, uid, res.Ciphertext, res.IV, res.Tag, []byte("aad"))
+			if err != nil || string(pt) != "hello world" {
+				t.Errorf("%s: decrypt on B: %q %v", uid, pt, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package cutover
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// journalVersion is the only on-disk format this package reads or writes.
+const journalVersion = 1
+
+// maxJournalSize bounds what New reads: the journal holds ids and short
+// reasons, never material, so even 100k keys stay far below this.
+const maxJournalSize = 64 << 20
+
+// KeyProgress is the journaled progress of one key. It never holds material.
+type KeyProgress struct {
+	Phase  string `json:"phase"`           // "copy" or "verify"
+	Result string `json:"result"`          // ok | skipped | conflict | error
+	Error  string `json:"error,omitempty"` // reason, for conflict/error
+	// Existing: the target already held the identical key (copy skipped).
+	Existing bool `json:"existing,omitempty"`
+}
+
+// Per-key phases and results.
+const (
+	PhaseCopy   = "copy"
+	PhaseVerify = "verify"
+
+	ResultOK       = "ok"
+	ResultSkipped  = "skipped" // identical key already on the target
+	ResultConflict = "conflict"
+	ResultError    = "error"
+)
+
+// journal is the persisted state machine. Field order is the file's order.
+type journal struct {
+	Version   int       `json:"version"`
+	Epoch     uint64    `json:"epoch"`
+	State     State     `json:"state"`
+	Source    string    `json:"source"`
+	Target    string    `json:"target"`
+	StartedAt time.Time `json:"started_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// SwitchedAt is when traffic moved to the target (zero before).
+	SwitchedAt time.Time `json:"switched_at,omitzero"`
+	// ProbationPassed is set once the probation window ended without breach.
+	ProbationPassed bool                    `json:"probation_passed,omitempty"`
+	Options         StartOptions            `json:"options"`
+	Reason          string                  `json:"reason,omitempty"`     // rollback reason
+	LastError       string                  `json:"last_error,omitempty"` // why the machine stopped, if it did
+	Keys            map[string]*KeyProgress `json:"keys"`
+	// CreatedDuring are ids seen in CreateKey while the source was primary
+	// (they must be copied before the switch).
+	CreatedDuring []string `json:"created_during,omitempty"`
+	// CreatedOnTarget are ids seen in CreateKey after the switch: they exist
+	// only on the target and must be copied back before a rollback.
+	CreatedOnTarget []string `json:"created_on_target,omitempty"`
+}
+
+// ErrCorruptJournal is wrapped by New's error when the journal cannot be trusted.
+var ErrCorruptJournal = errors.New("corrupt journal")
+
+func corrupt(path, format string, args ...any) error {
+	return fmt.Errorf("journal %s: corrupt: %s; refusing to start (move it aside to start fresh): %w",
+		path, fmt.Sprintf(format, args...), ErrCorruptJournal)
+}
+
+// loadJournal reads path. ok is false when the file does not exist.
+func loadJournal(path string) (j *journal, ok bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("journal %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxJournalSize+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("journal %s: %w", path, err)
+	}
+	if len(data) > maxJournalSize {
+		return nil, false, corrupt(path, "larger than %d bytes", maxJournalSize)
+	}
+	j, err = parseJournal(data)
+	if err != nil {
+		return nil, false, corrupt(path, "%v", err)
+	}
+	return j, true, nil
+}
+
+// parseJournal decodes and validates a journal file's bytes.
+func parseJournal(data []byte) (*journal, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("empty file")
+	}
+	// Read the version first so an unknown version is reported as such,
+	// not as an unknown field of version 1.
+	var v struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %v", err)
+	}
+	if v.Version == nil {
+		return nil, errors.New("no version field")
+	}
+	if *v.Version != journalVersion {
+		return nil, fmt.Errorf("unknown version %d (this build reads version %d)", *v.Version, journalVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	j := new(journal)
+	if err := dec.Decode(j); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	if !j.State.valid() {
+		return nil, fmt.Errorf("unknown state %q", j.State)
+	}
+	if j.Epoch == 0 {
+		return nil, errors.New("epoch is 0")
+	}
+	if j.Source == "" || (j.State != StateServing && j.Target == "") {
+		return nil, errors.New("missing source or target backend name")
+	}
+	if j.Source == j.Target {
+		return nil, fmt.Errorf("source and target are both %q", j.Source)
+	}
+	if j.Keys == nil {
+		j.Keys = map[string]*KeyProgress{}
+	}
+	for id, k := range j.Keys {
+		if id == "" || k == nil {
+			return nil, errors.New("empty key entry")
+		}
+		if k.Phase != PhaseCopy && k.Phase != PhaseVerify {
+			return nil, fmt.Errorf("key %q: unknown phase %q", id, k.Phase)
+		}
+		switch k.Result {
+		case ResultOK, ResultSkipped, ResultConflict, ResultError:
+		default:
+			return nil, fmt.Errorf("key %q: unknown result %q", id, k.Result)
+		}
+	}
+	return j, nil
+}
+
+// journalFile writes the journal atomically: temp file in the same
+// directory, fsync, rename over the old one, fsync the directory. A crash at
+// any point leaves either the old or the new complete file.
+type journalFile struct {
+	path string
+	// beforeRename is a test hook simulating a crash between write and rename.
+	beforeRename func() error
+}
+
+func (f *journalFile) tempPrefix() string { return "." + filepath.Base(f.path) + ".tmp-" }
+
+// removeStale deletes temp files a crash may have left behind.
+func (f *journalFile) removeStale() {
+	dir := filepath.Dir(f.path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), f.tempPrefix()) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+func (f *journalFile) write(j *journal) error {
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return fmt.Errorf("journal %s: encode: %w", f.path, err)
+	}
+	data = append(data, '\n')
+	dir := filepath.Dir(f.path)
+	tmp, err := os.CreateTemp(dir, f.tempPrefix())
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", f.path, err)
+	}
+	name := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(name)
+		}
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return fmt.Errorf("journal %s: %w", f.path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("journal %s: write: %w", f.path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("journal %s: fsync: %w", f.path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("journal %s: %w", f.path, err)
+	}
+	if f.beforeRename != nil {
+		if err := f.beforeRename(); err != nil {
+			return fmt.Errorf("journal %s: %w", f.path, err)
+		}
+	}
+	if err := os.Rename(name, f.path); err != nil {
+		return fmt.Errorf("journal %s: rename: %w", f.path, err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("journal %s: fsync dir: %w", f.path, err)
+		}
+	}
+	return nil
+}
+
+// clone deep-copies j so it can be encoded outside the controller's lock.
+func (j *journal) clone() *journal {
+	c := *j
+	c.Keys = make(map[string]*KeyProgress, len(j.Keys))
+	for id, k := range j.Keys {
+		kk := *k
+		c.Keys[id] = &kk
+	}
+	c.CreatedDuring = append([]string(nil), j.CreatedDuring...)
+	c.CreatedOnTarget = append([]string(nil), j.CreatedOnTarget...)
+	return &c
+}

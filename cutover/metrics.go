@@ -1,0 +1,93 @@
+package cutover
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	epoch     prometheus.Gauge
+	state     *prometheus.GaugeVec
+	keys      *prometheus.GaugeVec
+	shadow    *prometheus.CounterVec
+	rollbacks *prometheus.CounterVec
+	fallbacks prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		epoch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xks_cutover_epoch",
+			Help: "Epoch of the cutover state machine (bumped on every transition)."}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xks_cutover_state",
+			Help: "1 for the current cutover state, 0 for the others."}, []string{"state"}),
+		keys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xks_cutover_keys",
+			Help: "Keys of the current migration by phase and result."}, []string{"phase", "result"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_shadow_results_total",
+			Help: "Mirrored Decrypts by result (match, mismatch, error, dropped)."}, []string{"result"}),
+		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rollbacks_total",
+			Help: "Rollbacks by reason (manual, error_rate, p99)."}, []string{"reason"}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "xks_cutover_fallbacks_total",
+			Help: "Calls retried on the fallback backend after the switch."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.epoch, err = register(reg, m.epoch); err != nil {
+		return nil, err
+	}
+	if m.state, err = register(reg, m.state); err != nil {
+		return nil, err
+	}
+	if m.keys, err = register(reg, m.keys); err != nil {
+		return nil, err
+	}
+	if m.shadow, err = register(reg, m.shadow); err != nil {
+		return nil, err
+	}
+	if m.rollbacks, err = register(reg, m.rollbacks); err != nil {
+		return nil, err
+	}
+	if m.fallbacks, err = register(reg, m.fallbacks); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or adopts the identical collector already registered.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+func (m *metrics) setState(s State, epoch uint64) {
+	m.epoch.Set(float64(epoch))
+	for _, st := range allStates {
+		v := 0.0
+		if st == s {
+			v = 1
+		}
+		m.state.WithLabelValues(string(st)).Set(v)
+	}
+}
+
+// setKeys recomputes the per-key gauges; the caller holds the controller's mu.
+func (m *metrics) setKeys(j *journal) {
+	counts := map[[2]string]int{}
+	for _, k := range j.Keys {
+		counts[[2]string{k.Phase, k.Result}]++
+	}
+	m.keys.Reset()
+	for pr, n := range counts {
+		m.keys.WithLabelValues(pr[0], pr[1]).Set(float64(n))
+	}
+}

@@ -1,0 +1,109 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+)
+
+// Plan actions.
+const (
+	ActionCopy     = "copy"     // absent on the target: will be copied
+	ActionSkip     = "skip"     // identical key already on the target
+	ActionConflict = "conflict" // a different key under the same uid on the target: blocks
+	ActionError    = "error"    // cannot be migrated (sensitive, wrapped, not owned…)
+)
+
+// PlanKey is the plan for one key.
+type PlanKey struct {
+	KeyID  string `json:"key_id"`
+	Action string `json:"action"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Plan is what a migration would do, computed without changing anything.
+type Plan struct {
+	Source string         `json:"source"`
+	Target string         `json:"target"`
+	Keys   []PlanKey      `json:"keys"`
+	Counts map[string]int `json:"counts"`
+}
+
+// Plan lists the selected keys on the source and compares each with the target.
+func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
+	ids, err := c.list(ctx, c.src, controlAttempts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Source: c.src.name, Target: c.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{}}
+	var mu sync.Mutex
+	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
+		pk := c.planKey(ctx, id)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		mu.Lock()
+		p.Keys = append(p.Keys, pk)
+		p.Counts[pk.Action]++
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(p.Keys, func(i, j int) bool { return p.Keys[i].KeyID < p.Keys[j].KeyID })
+	return p, nil
+}
+
+func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
+	pk := PlanKey{KeyID: id}
+	fail := func(err error) PlanKey {
+		var ke *keyError
+		pk.Action = ActionError
+		if errors.As(err, &ke) && ke.result == ResultConflict {
+			pk.Action = ActionConflict
+		}
+		pk.Reason = truncate(err.Error())
+		return pk
+	}
+	sa, err := c.attrs(ctx, c.src, id, controlAttempts)
+	if err != nil {
+		return fail(err)
+	}
+	if sa == nil {
+		return fail(failKey("not found on %s, or the configured identity has no right on it", c.src.name))
+	}
+	if sa.Sensitive {
+		return fail(failKey("sensitive key: cannot be exported"))
+	}
+	if sa.ObjectType != "" && sa.ObjectType != "SymmetricKey" {
+		return fail(failKey("unsupported object type %s (only symmetric keys migrate)", sa.ObjectType))
+	}
+	exp, err := c.export(ctx, c.src, id, controlAttempts)
+	if err != nil {
+		return fail(err)
+	}
+	defer exp.Wipe()
+	ta, err := c.attrs(ctx, c.tgt, id, controlAttempts)
+	if err != nil {
+		return fail(err)
+	}
+	if ta == nil {
+		pk.Action = ActionCopy
+		return pk
+	}
+	if destroyed(ta.State) {
+		return fail(conflictKey("uid is taken on %s by a destroyed object", c.tgt.name))
+	}
+	same, err := c.sameMaterial(ctx, c.tgt, id, exp.Material, controlAttempts)
+	if err != nil {
+		return fail(err)
+	}
+	if !same {
+		return fail(conflictKey("a different key with this uid already exists on %s", c.tgt.name))
+	}
+	pk.Action = ActionSkip
+	pk.Reason = "identical key already on " + c.tgt.name
+	return pk
+}

@@ -1,0 +1,194 @@
+package cutover
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+	"time"
+)
+
+// KeyCounts sums the per-key progress of the current migration.
+type KeyCounts struct {
+	Total     int `json:"total"`
+	Copied    int `json:"copied"`  // present on the target (imported or already there)
+	Skipped   int `json:"skipped"` // of Copied: identical key was already on the target
+	Verified  int `json:"verified"`
+	Conflicts int `json:"conflicts"`
+	Errors    int `json:"errors"`
+	Pending   int `json:"pending"`
+	// GrantsCopied counts (key, user) grants this process applied on the target, the
+	// [aws-xks-service] grant included; it restarts at zero with the process.
+	GrantsCopied int `json:"grants_copied"`
+}
+
+// KeyFailure names a key that blocks the migration and why (never material).
+type KeyFailure struct {
+	KeyID  string `json:"key_id"`
+	Phase  string `json:"phase,omitempty"`
+	Result string `json:"result"`
+	Reason string `json:"reason"`
+}
+
+// ProbationStatus is the probation picture while switched.
+type ProbationStatus struct {
+	ProbationStats
+	Duration     time.Duration `json:"duration_ns"`
+	Passed       bool          `json:"passed"`
+	MaxErrorRate float64       `json:"max_error_rate"`
+	MaxP99       time.Duration `json:"max_p99_ns"`
+	MinRequests  int           `json:"min_requests"`
+}
+
+// maxStatusFailures bounds the failures listed in Status (the count is exact).
+const maxStatusFailures = 200
+
+// Status is a JSON-serialisable snapshot of the controller.
+type Status struct {
+	Epoch           uint64           `json:"epoch"`
+	State           State            `json:"state"`
+	Source          string           `json:"source"`
+	Target          string           `json:"target"`
+	Primary         string           `json:"primary"`
+	Fallback        string           `json:"fallback,omitempty"`
+	Running         bool             `json:"running"`
+	StartedAt       time.Time        `json:"started_at"`
+	UpdatedAt       time.Time        `json:"updated_at"`
+	SwitchedAt      time.Time        `json:"switched_at,omitzero"`
+	Options         StartOptions     `json:"options"`
+	Reason          string           `json:"reason,omitempty"`
+	LastError       string           `json:"last_error,omitempty"`
+	Keys            KeyCounts        `json:"keys"`
+	Failures        []KeyFailure     `json:"failures,omitempty"`
+	FailuresTotal   int              `json:"failures_total"`
+	CreatedDuring   int              `json:"created_during"`
+	CreatedOnTarget []string         `json:"created_on_target,omitempty"`
+	Shadow          ShadowStats      `json:"shadow"`
+	Probation       *ProbationStatus `json:"probation,omitempty"`
+	Fallbacks       uint64           `json:"fallbacks"`
+}
+
+// Status returns a snapshot of the controller.
+func (c *Controller) Status() Status {
+	c.mu.Lock()
+	j := c.j
+	primary, fallback := routeOf(j)
+	s := Status{
+		Epoch: j.Epoch, State: j.State, Source: j.Source, Target: j.Target,
+		Primary: primary, Fallback: fallback, Running: c.running,
+		StartedAt: j.StartedAt, UpdatedAt: j.UpdatedAt, SwitchedAt: j.SwitchedAt,
+		Options: j.Options, Reason: j.Reason, LastError: j.LastError,
+		CreatedDuring:   len(j.CreatedDuring),
+		CreatedOnTarget: slices.Clone(j.CreatedOnTarget),
+	}
+	for id, k := range j.Keys {
+		switch {
+		case k.Result == ResultConflict:
+			s.Keys.Conflicts++
+		case k.Result == ResultError:
+			s.Keys.Errors++
+		default:
+			s.Keys.Copied++
+			if k.Existing || k.Result == ResultSkipped {
+				s.Keys.Skipped++
+			}
+			if k.Phase == PhaseVerify {
+				s.Keys.Verified++
+			}
+		}
+		if k.Result == ResultConflict || k.Result == ResultError {
+			s.FailuresTotal++
+			s.Failures = append(s.Failures, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
+		}
+	}
+	s.Keys.Total = max(c.listed, len(j.Keys))
+	s.Keys.GrantsCopied = int(c.grantsCopied.Load())
+	s.Keys.Pending = max(0, s.Keys.Total-s.Keys.Copied-s.Keys.Errors-s.Keys.Conflicts)
+	passed := j.ProbationPassed
+	c.mu.Unlock()
+
+	slices.SortFunc(s.Failures, func(a, b KeyFailure) int {
+		if a.KeyID < b.KeyID {
+			return -1
+		}
+		if a.KeyID > b.KeyID {
+			return 1
+		}
+		return 0
+	})
+	if len(s.Failures) > maxStatusFailures {
+		s.Failures = s.Failures[:maxStatusFailures]
+	}
+	s.Shadow = c.shadow.snapshot()
+	s.Fallbacks = c.fallbacks.Load()
+	if s.State == StateSwitched {
+		p := c.cfg.Probation
+		s.Probation = &ProbationStatus{
+			ProbationStats: c.probation.stats(c.cfg.Now(), p.Window),
+			Duration:       p.Duration, Passed: passed,
+			MaxErrorRate: p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: p.MinRequests,
+		}
+	}
+	return s
+}
+
+// RenderStatus writes a human-readable status table.
+func RenderStatus(w io.Writer, s *Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	route := s.Primary
+	if s.Fallback != "" {
+		route += " (fallback " + s.Fallback + ")"
+	}
+	fmt.Fprintf(tw, "state:\t%s\n", s.State)
+	fmt.Fprintf(tw, "epoch:\t%d\n", s.Epoch)
+	fmt.Fprintf(tw, "migration:\t%s → %s\n", s.Source, s.Target)
+	fmt.Fprintf(tw, "serving:\t%s\n", route)
+	if !s.StartedAt.IsZero() {
+		fmt.Fprintf(tw, "started:\t%s\n", s.StartedAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "updated:\t%s\n", s.UpdatedAt.UTC().Format(time.RFC3339))
+	if !s.SwitchedAt.IsZero() {
+		fmt.Fprintf(tw, "switched:\t%s\n", s.SwitchedAt.UTC().Format(time.RFC3339))
+	}
+	if s.Running {
+		fmt.Fprintf(tw, "running:\tyes\n")
+	}
+	k := s.Keys
+	fmt.Fprintf(tw, "keys:\t%d total, %d copied (%d already there), %d verified, %d pending, %d conflicts, %d errors\n",
+		k.Total, k.Copied, k.Skipped, k.Verified, k.Pending, k.Conflicts, k.Errors)
+	if s.CreatedDuring > 0 || len(s.CreatedOnTarget) > 0 {
+		fmt.Fprintf(tw, "created:\t%d during the migration, %d on the target after the switch\n", s.CreatedDuring, len(s.CreatedOnTarget))
+	}
+	sh := s.Shadow
+	if sh.Match+sh.Mismatch+sh.Errors+sh.Dropped > 0 {
+		fmt.Fprintf(tw, "shadow:\t%d match, %d mismatch, %d errors, %d dropped\n", sh.Match, sh.Mismatch, sh.Errors, sh.Dropped)
+	}
+	if p := s.Probation; p != nil {
+		verdict := "running"
+		if p.Passed {
+			verdict = "passed"
+		}
+		fmt.Fprintf(tw, "probation:\t%s; %d requests, error rate %.2f%% (max %.2f%%), p99 %s (max %s)\n",
+			verdict, p.Requests, 100*p.ErrorRate, 100*p.MaxErrorRate, p.P99.Round(time.Microsecond), p.MaxP99)
+	}
+	fmt.Fprintf(tw, "fallbacks:\t%d\n", s.Fallbacks)
+	if s.Reason != "" {
+		fmt.Fprintf(tw, "reason:\t%s\n", s.Reason)
+	}
+	if s.LastError != "" {
+		fmt.Fprintf(tw, "last error:\t%s\n", s.LastError)
+	}
+	tw.Flush()
+	if len(s.Failures) > 0 {
+		fmt.Fprintf(w, "\nfailed keys (%d):\n", s.FailuresTotal)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  KEY\tPHASE\tRESULT\tREASON")
+		for _, f := range s.Failures {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", f.KeyID, f.Phase, f.Result, f.Reason)
+		}
+		tw.Flush()
+		if s.FailuresTotal > len(s.Failures) {
+			fmt.Fprintf(w, "  … and %d more\n", s.FailuresTotal-len(s.Failures))
+		}
+	}
+}

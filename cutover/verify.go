@@ -1,0 +1,142 @@
+package cutover
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+)
+
+// verifyKey proves, as the keys' owner over KMIP (no grant is created on
+// either side), that the target's copy of uid is the source's key: same
+// metadata, and cross encrypt/decrypt with AAD both ways; keys that cannot
+// encrypt (revoked, pre-active, one-way usage masks) are compared by material.
+func (c *Controller) verifyKey(ctx context.Context, uid string, attempts int) error {
+	sa, err := c.attrs(ctx, c.src, uid, attempts)
+	if err != nil {
+		return err
+	}
+	if sa == nil {
+		return failKey("no longer found on %s", c.src.name)
+	}
+	ta, err := c.attrs(ctx, c.tgt, uid, attempts)
+	if err != nil {
+		return err
+	}
+	if ta == nil {
+		return failKey("not found on %s", c.tgt.name)
+	}
+	if d := attrDiff(sa, ta); d != "" {
+		return failKey("metadata differs between %s and %s: %s", c.src.name, c.tgt.name, d)
+	}
+	const both = cosmian.UsageEncrypt | cosmian.UsageDecrypt
+	if sa.State == cosmian.StateActive && sa.UsageMask&both == both {
+		if err := c.crossCheck(ctx, c.src, c.tgt, uid, attempts); err != nil {
+			return err
+		}
+		return c.crossCheck(ctx, c.tgt, c.src, uid, attempts)
+	}
+	exp, err := c.export(ctx, c.src, uid, attempts)
+	if err != nil {
+		return err
+	}
+	defer exp.Wipe()
+	same, err := c.sameMaterial(ctx, c.tgt, uid, exp.Material, attempts)
+	if err != nil {
+		return err
+	}
+	if !same {
+		return failKey("key material differs between %s and %s", c.src.name, c.tgt.name)
+	}
+	return nil
+}
+
+// crossCheck encrypts random data with random AAD on enc and decrypts it on dec.
+func (c *Controller) crossCheck(ctx context.Context, enc, dec *backend, uid string, attempts int) error {
+	var buf [48]byte
+	rand.Read(buf[:])
+	pt, aad := buf[:32], buf[32:]
+	defer clear(buf[:])
+	res, err := retry(ctx, c, attempts, "encrypt on "+enc.name, func(ctx context.Context) (*cosmian.EncryptResult, error) {
+		return enc.k.Encrypt(ctx, uid, pt, aad)
+	})
+	if err != nil {
+		return wrapKMS(err, "encrypt on %s", enc.name)
+	}
+	got, err := retry(ctx, c, attempts, "decrypt on "+dec.name, func(ctx context.Context) ([]byte, error) {
+		return dec.k.Decrypt(ctx, uid, res.Ciphertext, res.IV, res.Tag, aad)
+	})
+	if err != nil {
+		return wrapKMS(err, "ciphertext made on %s does not decrypt on %s", enc.name, dec.name)
+	}
+	defer clear(got)
+	if subtle.ConstantTimeCompare(got, pt) != 1 {
+		return failKey("ciphertext made on %s decrypts on %s to different plaintext", enc.name, dec.name)
+	}
+	return nil
+}
+
+// attrDiff names the first attribute on which a and b disagree ("" if none).
+func attrDiff(a, b *cosmian.KeyAttributes) string {
+	switch {
+	case a.ObjectType != b.ObjectType:
+		return fmt.Sprintf("object type %s vs %s", a.ObjectType, b.ObjectType)
+	case a.Algorithm != b.Algorithm:
+		return fmt.Sprintf("algorithm %s vs %s", a.Algorithm, b.Algorithm)
+	case a.Length != b.Length:
+		return fmt.Sprintf("length %d vs %d", a.Length, b.Length)
+	case a.UsageMask != b.UsageMask:
+		return fmt.Sprintf("usage mask %d vs %d", a.UsageMask, b.UsageMask)
+	case a.State != b.State:
+		return fmt.Sprintf("state %s vs %s", a.State, b.State)
+	case !sameTime(a.ActivationDate, b.ActivationDate):
+		return fmt.Sprintf("activation date %s vs %s", fmtTime(a.ActivationDate), fmtTime(b.ActivationDate))
+	}
+	at, bt := sortedTags(a), sortedTags(b)
+	if !slices.Equal(at, bt) {
+		return fmt.Sprintf("tags %q vs %q", at, bt)
+	}
+	return ""
+}
+
+// sameTime compares at KMIP DateTime precision (seconds).
+func sameTime(a, b time.Time) bool {
+	return a.Truncate(time.Second).Equal(b.Truncate(time.Second))
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "none"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func sortedTags(a *cosmian.KeyAttributes) []string {
+	t := slices.Clone(a.UserTags())
+	sort.Strings(t)
+	return slices.Compact(t)
+}
+
+// verifyOne verifies id and journals the result; only a context error is returned.
+func (c *Controller) verifyOne(ctx context.Context, id string) error {
+	err := c.verifyKey(ctx, id, forever)
+	var ke *keyError
+	switch {
+	case err == nil:
+		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
+	case errors.As(err, &ke):
+		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: ke.reason})
+		c.log.Warn("cutover: key failed verification", "key_id", id, "reason", ke.reason)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: truncate(err.Error())})
+	}
+	return nil
+}
