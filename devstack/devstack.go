@@ -49,7 +49,8 @@ func (u Usage) Mask() (int32, error) {
 	case UsageDecrypt:
 		return cosmian.UsageDecrypt | cosmian.UsageUnwrapKey, nil
 	case UsageNone:
-		// Neither Encrypt nor Decrypt: the key exists but XKS calls get InvalidKeyUsageException.
+		// Neither Encrypt nor Decrypt. Cosmian 5.26 skips such a key when it selects one for a
+		// crypto operation, so XKS calls get KeyNotFoundException, not InvalidKeyUsageException.
 		return cosmian.UsageSign | cosmian.UsageVerify, nil
 	}
 	return 0, fmt.Errorf("usage %q: want encrypt-decrypt, encrypt, decrypt or none", u)

@@ -26,7 +26,7 @@ Commands (against a running proxy's admin API):
                              stop falling back to the source
 
 Common flags:
-  --admin URL                admin API base URL (default http://127.0.0.1:9444, or $XKSPROXY_ADMIN)
+  --admin URL                admin API base URL (default http://127.0.0.1:9465, or $XKSPROXY_ADMIN)
   --token-file FILE          admin token file (or $XKSPROXY_ADMIN_TOKEN)
   --json                     print JSON instead of text
 `
@@ -42,7 +42,7 @@ func cmdCutover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sub := args[0]
 	fs := flag.NewFlagSet("cutover "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", defaultStr(os.Getenv("XKSPROXY_ADMIN"), "http://127.0.0.1:9444"), "admin API base URL")
+	admin := fs.String("admin", defaultStr(os.Getenv("XKSPROXY_ADMIN"), "http://127.0.0.1:9465"), "admin API base URL")
 	tokenFile := fs.String("token-file", "", "file holding the admin token")
 	asJSON := fs.Bool("json", false, "print JSON")
 	shadow := fs.Duration("shadow", 0, "start: mirror live Decrypts to the target for this long before switching")
