@@ -327,6 +327,13 @@ func (c *Controller) phaseVerify(ctx context.Context) error {
 	if err := c.forEach(ctx, todo, c.verifyOne); err != nil {
 		return err
 	}
+	// Reachability first: the catch-up retries transient errors without limit, so with the
+	// target down it would hold the control lock until ctx ends instead of refusing.
+	if err := c.checkTarget(ctx); err != nil {
+		msg := fmt.Sprintf("not switching: %v", err)
+		c.setError(truncate(msg))
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
 	if err := c.catchUp(ctx, true); err != nil {
 		return err
 	}

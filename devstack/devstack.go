@@ -132,9 +132,10 @@ type Stack struct {
 	JournalPath    string
 	Keys           []Key
 
-	cancel  context.CancelFunc
-	done    chan error
-	tempDir string
+	cancel    context.CancelFunc
+	done      chan error
+	tempDir   string
+	newConfig func(listen string) app.Config
 }
 
 // RandomCredential makes an AWS-shaped SigV4 credential: a 20-character access key id from
@@ -329,64 +330,118 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	backendTLS := &tls.Config{RootCAs: a.run.CertPool, MinVersion: tls.VersionTLS12}
-	backendTLSB := &tls.Config{RootCAs: b.run.CertPool, MinVersion: tls.VersionTLS12}
-	ac := app.Config{
-		Logger: log,
-		Proxy: proxy.Config{
-			Listen:        cfg.Listen,
-			TLS:           serverTLS,
-			MetricsListen: cfg.MetricsListen,
-			Prefixes: []proxy.PrefixConfig{{
-				Path: cfg.Prefix, Region: cfg.Region, Credentials: []sigv4.Credential{cfg.Credential},
-			}},
-			Backends: []proxy.BackendConfig{
-				{Name: "a", XKSURL: a.run.URL + "/aws", Region: cfg.Region, Credential: a.cred, TLS: backendTLS, Model: "Cosmian KMS 5.26.0 (emulated)"},
-				{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS 5.26.0 (emulated)"},
+	// newConfig builds the App's configuration; RestartProxy calls it again with the first
+	// proxy's address, so a restarted proxy listens where clients already connect. Each call
+	// gets a fresh metrics registry (collectors register once per registry).
+	s.newConfig = func(listen string) app.Config {
+		reg := prometheus.NewRegistry()
+		backendTLS := &tls.Config{RootCAs: a.run.CertPool, MinVersion: tls.VersionTLS12}
+		backendTLSB := &tls.Config{RootCAs: b.run.CertPool, MinVersion: tls.VersionTLS12}
+		return app.Config{
+			Logger: log,
+			Proxy: proxy.Config{
+				Listen:        listen,
+				TLS:           serverTLS,
+				MetricsListen: cfg.MetricsListen,
+				Prefixes: []proxy.PrefixConfig{{
+					Path: cfg.Prefix, Region: cfg.Region, Credentials: []sigv4.Credential{cfg.Credential},
+				}},
+				Backends: []proxy.BackendConfig{
+					{Name: "a", XKSURL: a.run.URL + "/aws", Region: cfg.Region, Credential: a.cred, TLS: backendTLS, Model: "Cosmian KMS 5.26.0 (emulated)"},
+					{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS 5.26.0 (emulated)"},
+				},
+				Route:    proxy.Route{Primary: "a"},
+				Admin:    proxy.AdminConfig{Listen: cfg.AdminListen, Token: s.AdminToken},
+				Version:  cfg.Version,
+				Logger:   log,
+				Registry: reg,
 			},
-			Route:    proxy.Route{Primary: "a"},
-			Admin:    proxy.AdminConfig{Listen: cfg.AdminListen, Token: s.AdminToken},
-			Version:  cfg.Version,
-			Logger:   log,
-			Registry: reg,
-		},
-		Cutover: &cutover.Config{
-			Source:      cutover.Backend{Name: "a", KMIP: kmipA, ACL: string(cfg.ACLA)},
-			Target:      cutover.Backend{Name: "b", KMIP: kmipB, ACL: string(cfg.ACLB)},
-			JournalPath: s.JournalPath,
-			Probation:   cfg.Probation,
-			Shadow:      cfg.Shadow,
-			Logger:      log,
-			Registry:    reg,
-			Progress:    cfg.Progress,
-		},
+			Cutover: &cutover.Config{
+				Source:      cutover.Backend{Name: "a", KMIP: kmipA, ACL: string(cfg.ACLA)},
+				Target:      cutover.Backend{Name: "b", KMIP: kmipB, ACL: string(cfg.ACLB)},
+				JournalPath: s.JournalPath,
+				Probation:   cfg.Probation,
+				Shadow:      cfg.Shadow,
+				Logger:      log,
+				Registry:    reg,
+				Progress:    cfg.Progress,
+			},
+		}
 	}
-	s.App, err = app.New(ac)
-	if err != nil {
+	if err := s.runApp(ctx, cfg.Listen); err != nil {
 		return nil, err
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.App.Run(runCtx) }()
-	select {
-	case <-s.App.Proxy.Ready():
-	case err := <-s.done:
-		s.done <- err
-		return nil, fmt.Errorf("devstack: proxy: %w", err)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	s.Endpoint = "https://" + s.App.Proxy.Addr().String()
-	if ad := s.App.Proxy.AdminAddr(); ad != nil {
-		s.AdminURL = "http://" + ad.String()
-	}
-	if md := s.App.Proxy.MetricsAddr(); md != nil {
-		s.MetricsURL = "http://" + md.String() + "/metrics"
 	}
 	ok = true
 	return s, nil
+}
+
+// runApp builds an App from s.newConfig, runs it in the background and waits until the proxy
+// listens. On failure nothing is left running.
+func (s *Stack) runApp(ctx context.Context, listen string) error {
+	ap, err := app.New(s.newConfig(listen))
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ap.Run(runCtx) }()
+	select {
+	case <-ap.Proxy.Ready():
+	case err := <-done:
+		cancel()
+		return fmt.Errorf("devstack: proxy: %w", err)
+	case <-ctx.Done():
+		cancel()
+		<-done
+		return ctx.Err()
+	}
+	s.App, s.cancel, s.done = ap, cancel, done
+	s.Endpoint = "https://" + ap.Proxy.Addr().String()
+	s.AdminURL, s.MetricsURL = "", ""
+	if ad := ap.Proxy.AdminAddr(); ad != nil {
+		s.AdminURL = "http://" + ad.String()
+	}
+	if md := ap.Proxy.MetricsAddr(); md != nil {
+		s.MetricsURL = "http://" + md.String() + "/metrics"
+	}
+	return nil
+}
+
+// stopApp stops the running App (in-flight requests finish, the controller flushes its
+// journal) and waits for it, at most 15s.
+func (s *Stack) stopApp() error {
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	case <-time.After(15 * time.Second):
+		return errors.New("devstack: proxy did not stop within 15s")
+	}
+}
+
+// RestartProxy simulates a restart of the xksproxy process: it stops the App (proxy and
+// cutover controller) and builds a new one on the same emulators, credentials, certificate and
+// journal, listening on the same address, so clients reconnect to the same endpoint. The new
+// App reads the journal and resumes an interrupted migration (app.Run calls Resume). Requests
+// sent while no proxy listens fail, as with a real restart. The admin and metrics listeners get
+// new ports (AdminURL and MetricsURL are updated). If the new App cannot start (a corrupt
+// journal, say), the error is returned and no proxy runs; Close still stops the emulators.
+func (s *Stack) RestartProxy(ctx context.Context) error {
+	listen := s.App.Proxy.Addr().String()
+	if err := s.stopApp(); err != nil {
+		return fmt.Errorf("devstack: restart: stopping the proxy: %w", err)
+	}
+	if err := s.runApp(ctx, listen); err != nil {
+		return fmt.Errorf("devstack: restart: %w", err)
+	}
+	return nil
 }
 
 // ClientTLS is a TLS configuration that trusts the proxy's self-signed certificate.
@@ -397,16 +452,8 @@ func (s *Stack) ClientTLS() *tls.Config {
 // Close stops the proxy and both emulators and removes temporary files.
 func (s *Stack) Close() error {
 	var errs []error
-	if s.cancel != nil {
-		s.cancel()
-		select {
-		case err := <-s.done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				errs = append(errs, err)
-			}
-		case <-time.After(15 * time.Second):
-			errs = append(errs, errors.New("devstack: proxy did not stop within 15s"))
-		}
+	if err := s.stopApp(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, r := range []*kmsemu.Running{s.ARun, s.BRun} {
 		if r != nil {
