@@ -1,0 +1,257 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	testSecret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
+	testToken  = "0123456789abcdef0123456789abcdef-admin"
+)
+
+// copyFull copies testdata/full.toml and its secret file into a fresh directory with mode 0600.
+func copyFull(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, n := range []string{"full.toml", "secret-b.txt"} {
+		b, err := os.ReadFile(filepath.Join("testdata", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "full.toml")
+}
+
+func TestLoadFull(t *testing.T) {
+	t.Setenv("XKSPROXY_TEST_SECRET", "bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQtbmV3")
+	t.Setenv("XKSPROXY_TEST_ADMIN_TOKEN", testToken)
+	path := copyFull(t)
+	f, warns, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 0 {
+		t.Errorf("warnings: %v", warns)
+	}
+	if got := f.Server.Listen; got != "0.0.0.0:443" {
+		t.Errorf("listen %q", got)
+	}
+	if got := f.Server.Limits.Budget.D(); got != 240*time.Millisecond {
+		t.Errorf("budget %v", got)
+	}
+	if len(f.Prefix) != 1 || len(f.Prefix[0].Credential) != 2 {
+		t.Fatalf("prefix %+v", f.Prefix)
+	}
+	creds := f.Prefix[0].Credentials()
+	if creds[1].Secret != "bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQtbmV3" {
+		t.Errorf("env secret not resolved")
+	}
+	if f.Backend[1].SigV4().Secret != "YmFja2VuZC1iLXNlY3JldC1iYWNrZW5kLWItc2VjcmV0LWI=" {
+		t.Errorf("file secret not resolved/trimmed")
+	}
+	if f.Backend[1].Service != "kms-xks-proxy" || f.Backend[1].MaxIdleConns != 64 || f.Backend[1].Model != "Cosmian KMS" {
+		t.Errorf("backend defaults %+v", f.Backend[1])
+	}
+	if f.Backend[0].CKMSConfig != filepath.Join(filepath.Dir(path), "ckms-a.toml") {
+		t.Errorf("ckms_config not resolved relative to the file: %q", f.Backend[0].CKMSConfig)
+	}
+	if f.Admin.Token != testToken {
+		t.Errorf("admin token")
+	}
+	if *f.Cutover.ShadowSampleRate != 0.05 || f.Cutover.Concurrency != 8 {
+		t.Errorf("cutover %+v", f.Cutover)
+	}
+}
+
+func minimal(extra string) string {
+	return `
+[tls]
+mode = "self-signed"
+[[prefix]]
+path = "/aws"
+region = "us-east-1"
+[[prefix.credential]]
+access_key_id = "AKIAXKSPROXYOLDKEY01"
+secret_access_key = "` + testSecret + `"
+[[backend]]
+name = "a"
+xks_url = "https://kms-a:9998/aws"
+region = "us-east-1"
+access_key_id = "AKIACOSMIANBACKENDA1"
+secret_access_key = "` + testSecret + `"
+` + extra
+}
+
+func TestDefaults(t *testing.T) {
+	f, _, err := Parse("x.toml", []byte(minimal("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Server.Listen != DefaultListen || f.Server.MetricsListen != DefaultMetricsListen {
+		t.Errorf("listen defaults %+v", f.Server)
+	}
+	if f.Route.Primary != "a" || f.Health.Interval.D() != 15*time.Second || f.Backend[0].Timeout.D() != 200*time.Millisecond {
+		t.Errorf("defaults: route %+v health %+v", f.Route, f.Health)
+	}
+	if f.TLS.Hosts[0] != "localhost" || f.Log.Format != "json" || f.Server.Limits.MaxInFlight != 1024 {
+		t.Errorf("defaults: %+v %+v", f.TLS, f.Log)
+	}
+	f, _, err = Parse("x.toml", []byte(minimal("")+"[server]\nmetrics_listen = \"off\"\n"))
+	if err != nil || f.Server.MetricsListen != "" {
+		t.Errorf("metrics off: %v %q", err, f.Server.MetricsListen)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "s.txt")
+	if err := os.WriteFile(secretFile, []byte(testSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	two := `
+[[backend]]
+name = "b"
+xks_url = "https://kms-b:9998/aws"
+region = "us-east-1"
+access_key_id = "AKIACOSMIANBACKENDB2"
+secret_access_key = "` + testSecret + `"
+`
+	cases := []struct {
+		name, doc, want string
+	}{
+		{"syntax", minimal("[server\nlisten=1"), "x.toml:"},
+		{"syntax line", "\n\nlisten = = 3\n", "x.toml:3:"},
+		{"unknown key", minimal("[server]\nlistne = \"x\"\n"), "x.toml: server.listne: "},
+		{"unknown section", minimal("[bogus]\na = 1\n"), "x.toml: bogus"},
+		{"wrong type", minimal("[server]\nlisten = 3\n"), "x.toml:17: server.listen: incompatible types"},
+		{"bad duration", minimal("[health]\ninterval = \"soon\"\n"), "x.toml:17: health.interval: not a duration"},
+		{"listen", minimal("[server]\nlisten = \"nope\"\n"), "x.toml: server.listen: "},
+		{"budget", minimal("[server.limits]\nbudget = \"300ms\"\n"), "x.toml: server.limits.budget: "},
+		{"payload", minimal("[server.limits]\nmax_payload_bytes = 100\n"), "x.toml: server.limits.max_payload_bytes: "},
+		{"aad", minimal("[server.limits]\nmax_aad_bytes = 100\n"), "x.toml: server.limits.max_aad_bytes: "},
+		{"body", minimal("[server.limits]\nmax_body_bytes = 100\n"), "x.toml: server.limits.max_body_bytes: "},
+		{"acme", strings.Replace(minimal(""), `"self-signed"`, `"acme"`, 1), "x.toml: tls.mode: \"acme\" is not supported yet"},
+		{"tls mode", strings.Replace(minimal(""), `"self-signed"`, `"magic"`, 1), "x.toml: tls.mode: "},
+		{"tls files", strings.Replace(minimal(""), `"self-signed"`, `"files"`, 1), "x.toml: tls.cert_file: required"},
+		{"prefix path", strings.Replace(minimal(""), `path = "/aws"`, `path = "aws"`, 1), "x.toml: prefix[0].path: "},
+		{"prefix region", strings.Replace(minimal(""), "region = \"us-east-1\"\n[[prefix.credential]]", "region = \"US EAST\"\n[[prefix.credential]]", 1), "x.toml: prefix[0].region: "},
+		{"no prefix", "[tls]\nmode=\"self-signed\"\n", "x.toml: prefix: "},
+		{"akid", strings.Replace(minimal(""), "AKIAXKSPROXYOLDKEY01", "short", 1), "x.toml: prefix[0].credential[0].access_key_id: "},
+		{"secret short", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key = "abc"`, 1), "x.toml: prefix[0].credential[0].secret_access_key: "},
+		{"two secrets", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key = "`+testSecret+`"`+"\nsecret_access_key_env = \"X\"", 1), "x.toml: prefix[0].credential[0].secret_access_key: give exactly one"},
+		{"no secret", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, ``, 1), "x.toml: prefix[0].credential[0].secret_access_key: required"},
+		{"env unset", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key_env = "XKSPROXY_SURELY_UNSET_VAR"`, 1), "x.toml: prefix[0].credential[0].secret_access_key_env: "},
+		{"file missing", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key_file = "/nonexistent/s"`, 1), "x.toml: prefix[0].credential[0].secret_access_key_file: "},
+		{"dup akid", minimal("") + "", ""},
+		{"backend url", strings.Replace(minimal(""), "https://kms-a:9998/aws", "ftp://kms-a/aws", 1), "x.toml: backend[0].xks_url: must be https:// or http://"},
+		{"backend url suffix", strings.Replace(minimal(""), "https://kms-a:9998/aws", "https://kms-a:9998/aws/kms/xks/v1", 1), "x.toml: backend[0].xks_url: "},
+		{"backend name", strings.Replace(minimal(""), `name = "a"`, `name = "A!"`, 1), "x.toml: backend[0].name: "},
+		{"backend dup", minimal(strings.Replace(two, `name = "b"`, `name = "a"`, 1)), "x.toml: backend[1].name: same name"},
+		{"backend timeout", minimal("") + "", ""},
+		{"route primary", minimal("[route]\nprimary = \"z\"\n"), "x.toml: route.primary: "},
+		{"route fallback same", minimal(two + "[route]\nprimary = \"a\"\nfallback = \"a\"\n"), "x.toml: route.fallback: "},
+		{"health interval", minimal("[health]\ninterval = \"2m\"\n"), "x.toml: health.interval: "},
+		{"health key", minimal("[health]\ntest_key_id = \"bad key\"\n"), "x.toml: health.test_key_id: "},
+		{"admin remote", minimal("[admin]\nlisten = \"0.0.0.0:9465\"\ntoken = \"" + testToken + "\"\n"), "x.toml: admin.listen: must be a loopback"},
+		{"admin token missing", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\n"), "x.toml: admin.token: required"},
+		{"admin token short", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\ntoken = \"short\"\n"), "x.toml: admin.token: must be at least 32"},
+		{"cutover select", minimal(two + "[cutover]\nselect = \"all\"\n"), "x.toml: cutover.select: "},
+		{"cutover list", minimal(two + "[cutover]\nselect = \"list\"\n"), "x.toml: cutover.keys: "},
+		{"cutover target", minimal("[cutover]\ntarget = \"z\"\n"), "x.toml: cutover.target: "},
+		{"cutover rate", minimal(two + "[cutover]\nshadow_sample_rate = 1.5\n"), "x.toml: cutover.shadow_sample_rate: "},
+		{"cutover acl", minimal(two + "[cutover]\ntarget_acl = \"x\"\n"), "x.toml: cutover.target_acl: "},
+		{"log", minimal("[log]\nformat = \"xml\"\n"), "x.toml: log.format: "},
+	}
+	for _, tc := range cases {
+		if tc.want == "" {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Parse("/etc/xksproxy/x.toml", []byte(tc.doc))
+			if err == nil {
+				t.Fatalf("no error")
+			}
+			if !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("error %q, want prefix %q", err, tc.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("not ErrInvalid: %v", err)
+			}
+			if strings.Contains(err.Error(), testSecret) || strings.Contains(err.Error(), testToken) {
+				t.Errorf("error leaks a secret: %v", err)
+			}
+		})
+	}
+	t.Run("dup akid", func(t *testing.T) {
+		doc := strings.Replace(minimal(""), "[[backend]]", "[[prefix.credential]]\naccess_key_id = \"AKIAXKSPROXYOLDKEY01\"\nsecret_access_key_file = \""+secretFile+"\"\n[[backend]]", 1)
+		_, _, err := Parse("x.toml", []byte(doc))
+		if err == nil || !strings.HasPrefix(err.Error(), "x.toml: prefix[0].credential[1].access_key_id: same access key id") {
+			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("backend timeout", func(t *testing.T) {
+		doc := strings.Replace(minimal(""), "[[backend]]\n", "[[backend]]\ntimeout = \"1s\"\n", 1)
+		_, _, err := Parse("x.toml", []byte(doc))
+		if err == nil || !strings.HasPrefix(err.Error(), "x.toml: backend[0].timeout: ") {
+			t.Errorf("got %v", err)
+		}
+	})
+}
+
+func TestSecretFileWarning(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "s.txt")
+	if err := os.WriteFile(p, []byte("  "+testSecret+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key_file = "s.txt"`, 1)
+	f, warns, err := Parse(filepath.Join(dir, "x.toml"), []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Prefix[0].Credential[0].SecretAccessKey != testSecret {
+		t.Errorf("secret not trimmed")
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "prefix[0].credential[0].secret_access_key_file") || strings.Contains(warns[0], testSecret) {
+		t.Errorf("warnings %v", warns)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, _, err := Load("/nonexistent/xksproxy.toml")
+	if err == nil || !strings.HasPrefix(err.Error(), "/nonexistent/xksproxy.toml: ") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, n := range []string{"full.toml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(minimal("")))
+	f.Add([]byte(minimal("[server.limits]\nbudget = \"1ms\"\n[cutover]\nshadow_sample_rate = 0.5\n")))
+	f.Add([]byte("[[prefix]]\n[[prefix.credential]]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, _, err := Parse("fuzz.toml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.toml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		if file.Route.Primary == "" || len(file.Backend) == 0 || len(file.Prefix) == 0 {
+			t.Fatalf("valid file without route/backends/prefixes")
+		}
+	})
+}

@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/xksproxy/xksproxy/sigv4"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// maxBackendReply bounds a backend reply; XKS replies are a few KB.
+const maxBackendReply = 256 << 10
+
+type backend struct {
+	cfg       BackendConfig
+	name      string
+	scheme    string
+	host      string
+	keysBase  string // path prefix + "/kms/xks/v1/keys/"
+	healthURL string
+	transport *http.Transport
+	client    *http.Client
+	signer    *sigv4.Signer
+	xks       *xks.Client // for health probes
+}
+
+var ctJSON = []string{"application/json"}
+
+func newBackend(bc BackendConfig, now func() time.Time) (*backend, error) {
+	u, err := backendBase(bc.XKSURL)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := sigv4.NewSigner(sigv4.SignerConfig{Credential: bc.Credential, Region: bc.Region, Service: bc.Service, Now: now})
+	if err != nil {
+		return nil, err
+	}
+	var tlsCfg = bc.TLS
+	if tlsCfg != nil {
+		tlsCfg = tlsCfg.Clone()
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                  nil, // never an environment proxy on the hot path
+		DialContext:            d.DialContext,
+		TLSClientConfig:        tlsCfg,
+		TLSHandshakeTimeout:    2 * time.Second,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           bc.MaxIdleConns,
+		MaxIdleConnsPerHost:    bc.MaxIdleConns,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  0, // the per-attempt context bounds the call
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	b := &backend{
+		cfg:       bc,
+		name:      bc.Name,
+		scheme:    u.Scheme,
+		host:      u.Host,
+		keysBase:  u.Path + xks.APIPathSuffix + "/keys/",
+		healthURL: u.Path + xks.APIPathSuffix + "/health",
+		transport: tr,
+		client:    &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		signer:    signer,
+	}
+	b.xks, err = xks.NewClient(xks.ClientConfig{
+		BaseURL: u.Scheme + "://" + u.Host + u.Path + xks.APIPathSuffix,
+		HTTP:    b.client,
+		Signer:  signer,
+		Timeout: 2 * time.Second,
+		Header:  http.Header{"X-Xksproxy-Purpose": {"health-check"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func opSegment(op xks.Operation) string {
+	switch op {
+	case xks.OpMetadata:
+		return "/metadata"
+	case xks.OpEncrypt:
+		return "/encrypt"
+	case xks.OpDecrypt:
+		return "/decrypt"
+	}
+	return ""
+}
+
+// errNoReply marks a backend failure without a usable HTTP reply.
+var errNoReply = errors.New("backend did not reply")
+
+// call POSTs body to the backend for op/keyID, re-signed with the backend credential, and
+// appends the raw reply body to dst. err != nil means no reply was received; a timeout of ctx
+// satisfies errors.Is(err, context.DeadlineExceeded).
+func (b *backend) call(ctx context.Context, op xks.Operation, keyID string, body []byte, dst []byte) (int, []byte, error) {
+	u := &url.URL{Scheme: b.scheme, Host: b.host}
+	if op == xks.OpHealth {
+		u.Path = b.healthURL
+	} else {
+		u.Path = b.keysBase + keyID + opSegment(op)
+	}
+	rd := bytes.NewReader(body)
+	req := (&http.Request{
+		Method:        http.MethodPost,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Host:          b.host,
+		ContentLength: int64(len(body)),
+		Body:          io.NopCloser(rd),
+		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+		Header: http.Header{
+			"Content-Type": ctJSON,
+			// XKS calls are stateless, so the transport may resend one on a connection the
+			// backend closed while idle. A nil value is not sent.
+			"X-Idempotency-Key": nil,
+		},
+	}).WithContext(ctx)
+	if err := b.signer.Sign(ctx, req, body); err != nil {
+		return 0, dst, fmt.Errorf("signing for backend %s: %w", b.name, err)
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return 0, dst, b.noReply(ctx, err)
+	}
+	defer resp.Body.Close()
+	dst, err = readBounded(dst, resp.Body, resp.ContentLength, maxBackendReply)
+	if err != nil {
+		return 0, dst, b.noReply(ctx, err)
+	}
+	return resp.StatusCode, dst, nil
+}
+
+func (b *backend) noReply(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("backend %s: %w: %w: %w", b.name, errNoReply, cerr, err)
+	}
+	return fmt.Errorf("backend %s: %w: %w", b.name, errNoReply, err)
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readBounded appends r to dst, at most limit bytes; more is errTooLarge.
+func readBounded(dst []byte, r io.Reader, contentLength, limit int64) ([]byte, error) {
+	if contentLength > limit {
+		return dst, errTooLarge
+	}
+	if contentLength > 0 && int64(cap(dst)-len(dst)) < contentLength+1 {
+		n := make([]byte, len(dst), len(dst)+int(contentLength)+1)
+		copy(n, dst)
+		dst = n
+	}
+	start := len(dst)
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if int64(len(dst)-start) > limit {
+			return dst, errTooLarge
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
+	}
+}

@@ -1,0 +1,211 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// End-to-end tests against the project's Cosmian emulator (real TLS on both sides).
+
+const aliceARN = "arn:aws:iam::123456789012:user/Alice"
+
+type emuEnv struct {
+	*env
+	ea, eb *kmsemu.Server
+}
+
+func xksCalls(s *kmsemu.Server) int64 {
+	var n int64
+	for _, v := range s.Stats().XKS {
+		n += v
+	}
+	return n
+}
+
+func (e *emuEnv) calls() int64 { return xksCalls(e.ea) + xksCalls(e.eb) }
+
+func newEmuEnv(t *testing.T, mutate func(*Config), post ...func(*Proxy)) *emuEnv {
+	t.Helper()
+	e := &emuEnv{env: &env{}}
+	var backends []BackendConfig
+	for _, name := range []string{"a", "b"} {
+		s, err := kmsemu.New(kmsemu.Config{
+			XKS: &kmsemu.XKSConfig{Region: "eu-west-1", AccessKeyID: credBackend.AccessKeyID, SecretAccessKey: credBackend.Secret},
+			ACL: kmsemu.ACLARN,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "enc-only": Alice may encrypt but not decrypt (Cosmian answers 401 InvalidKeyUsage).
+		for _, k := range []struct {
+			uid string
+			ops []string
+		}{{"k1", []string{"encrypt", "decrypt", "getattributes"}}, {"enc-only", []string{"encrypt", "getattributes"}}} {
+			if err := s.CreateKey("admin", k.uid, kmsemu.KeyOptions{Material: sharedKey, Tags: []string{"aws-xks"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.GrantAccess("admin", k.uid, aliceARN, k.ops...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		run, err := s.Start("127.0.0.1:0", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = run.Close() })
+		backends = append(backends, BackendConfig{
+			Name: name, XKSURL: run.URL + "/aws", Region: "eu-west-1", Credential: credBackend,
+			TLS: &tls.Config{RootCAs: run.CertPool, MinVersion: tls.VersionTLS12}, Timeout: 240 * time.Millisecond,
+		})
+		if name == "a" {
+			e.ea = s
+		} else {
+			e.eb = s
+		}
+	}
+	e.start(t, backends, mutate, post...)
+	return e
+}
+
+func TestEmulatorEndToEnd(t *testing.T) {
+	e := newEmuEnv(t, nil)
+	t.Run("metadata", func(t *testing.T) {
+		st, b := e.post(t, keysPath+"k1/metadata", []byte(`{"requestMetadata":`+meta("DescribeKey")+`}`))
+		var m xks.MetadataResponse
+		_ = json.Unmarshal(b, &m)
+		if st != 200 || m.KeySpec != "AES_256" || !contains(m.KeyUsage, "ENCRYPT") || !contains(m.KeyUsage, "DECRYPT") || m.KeyStatus != "ENABLED" {
+			t.Errorf("%d %s", st, b)
+		}
+	})
+	pt := []byte("0123456789abcdef0123456789abcdef")
+	ct := e.encrypt(t, "k1", pt, []byte("aad"))
+	t.Run("decrypt", func(t *testing.T) {
+		for _, style := range []signStyle{styleKMS, styleCurl} {
+			st, b, _ := e.send(t, e.request(t, http.MethodPost, keysPath+"k1/decrypt", decBody(ct, []byte("aad")), e.signer, style))
+			var d struct{ Plaintext []byte }
+			_ = json.Unmarshal(b, &d)
+			if st != 200 || string(d.Plaintext) != string(pt) {
+				t.Errorf("%d %s", st, b)
+			}
+		}
+	})
+	t.Run("health", func(t *testing.T) {
+		st, b := e.post(t, "/aws/kms/xks/v1/health", []byte(`{"requestMetadata":{"kmsRequestId":"r","kmsOperation":"KmsHealthCheck"}}`))
+		var h xks.HealthResponse
+		_ = json.Unmarshal(b, &h)
+		if st != 200 || len(h.EkmFleetDetails) != 2 || h.EkmFleetDetails[0].HealthStatus != xks.HealthActive || h.EkmFleetDetails[1].HealthStatus != xks.HealthActive {
+			t.Errorf("%d %s", st, b)
+		}
+	})
+	tampered := ct
+	tampered.AuthenticationTag = append([]byte(nil), ct.AuthenticationTag...)
+	tampered.AuthenticationTag[3] ^= 0x40
+	good := encBody([]byte("hello"), nil)
+	for _, tc := range []struct {
+		name, path string
+		body       []byte
+		style      signStyle
+		status     int
+		errName    string
+		noBackend  bool
+	}{
+		{"unknown prefix", "/other/kms/xks/v1/keys/k1/encrypt", good, styleNone, 404, "InvalidUriPathException", true},
+		{"unknown path", "/aws/kms/xks/v2/keys/k1/encrypt", good, styleNone, 404, "InvalidUriPathException", true},
+		{"unsigned", keysPath + "k1/encrypt", good, styleNone, 401, "AuthenticationFailedException", true},
+		{"key not found (418)", keysPath + "nokey/encrypt", good, styleKMS, 404, "KeyNotFoundException", false},
+		{"invalid key usage (401)", keysPath + "enc-only/decrypt", decBody(ct, []byte("aad")), styleKMS, 400, "InvalidKeyUsageException", false},
+		{"invalid ciphertext (401)", keysPath + "k1/decrypt", decBody(tampered, []byte("aad")), styleKMS, 400, "InvalidCiphertextException", false},
+		{"wrong aad (401)", keysPath + "k1/decrypt", decBody(ct, []byte("aae")), styleKMS, 400, "InvalidCiphertextException", false},
+		{"unsupported payload", keysPath + "k1/encrypt", encBody(make([]byte, 6145), nil), styleKMS, 501, "UnsupportedOperationException", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.calls()
+			st, b, _ := e.send(t, e.request(t, http.MethodPost, tc.path, tc.body, e.signer, tc.style))
+			if st != tc.status || errName(t, b) != tc.errName {
+				t.Errorf("got %d %s, want %d %s", st, b, tc.status, tc.errName)
+			}
+			if tc.noBackend && e.calls() != before {
+				t.Errorf("reached a backend")
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name    string
+		faults  kmsemu.Faults
+		status  int
+		errName string
+	}{
+		{"latency past timeout", kmsemu.Faults{Latency: 3 * time.Second}, 503, "DependencyTimeoutException"},
+		{"down", kmsemu.Faults{Down: true}, 500, "InternalException"},
+		{"error rate", kmsemu.Faults{ErrorRate: 1}, 500, "InternalException"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.ea.SetFaults(tc.faults)
+			defer e.ea.SetFaults(kmsemu.Faults{})
+			st, b := e.post(t, keysPath+"k1/encrypt", good)
+			if st != tc.status || errName(t, b) != tc.errName {
+				t.Errorf("got %d %s", st, b)
+			}
+		})
+	}
+	e.encrypt(t, "k1", []byte("recovered"), nil)
+}
+
+func TestEmulatorFallbackAndHealth(t *testing.T) {
+	e := newEmuEnv(t, func(c *Config) {
+		c.Route = Route{Epoch: 1, Primary: "a", Fallback: "b"}
+	})
+	ct := e.encrypt(t, "k1", []byte("written on a"), nil)
+	e.ea.SetFaults(kmsemu.Faults{Down: true})
+	if st, b := e.post(t, keysPath+"k1/decrypt", decBody(ct, nil)); st != 200 {
+		t.Errorf("fallback decrypt: %d %s", st, b)
+	}
+	// A key that only the fallback holds (created during a migration).
+	e.ea.SetFaults(kmsemu.Faults{})
+	if err := e.eb.CreateKey("admin", "only-b", kmsemu.KeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.eb.GrantAccess("admin", "only-b", aliceARN, "encrypt"); err != nil {
+		t.Fatal(err)
+	}
+	e.encrypt(t, "only-b", []byte("hello"), nil)
+
+	check := func(want string) {
+		t.Helper()
+		_ = e.p.health.check(context.Background())
+		if got := e.p.Health().EkmFleetDetails[0].HealthStatus; got != want {
+			t.Errorf("a is %s, want %s", got, want)
+		}
+		if got := e.p.Health().EkmFleetDetails[1].HealthStatus; got != xks.HealthActive {
+			t.Errorf("b is %s", got)
+		}
+	}
+	check(xks.HealthActive)
+	e.ea.SetFaults(kmsemu.Faults{Latency: 600 * time.Millisecond, XKSOnly: true})
+	check(xks.HealthDegraded)
+	e.ea.SetFaults(kmsemu.Faults{Down: true})
+	check(xks.HealthDegraded)
+	check(xks.HealthUnavailable)
+	e.ea.SetFaults(kmsemu.Faults{})
+	check(xks.HealthDegraded)
+	check(xks.HealthActive)
+	if _, ok := e.ea.Object("xksproxy-health-check"); !ok {
+		t.Errorf("health test key was not created on a")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,313 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/xksproxy/xksproxy/sigv4"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// minAttempt is the least time worth giving a fallback attempt.
+const minAttempt = 5 * time.Millisecond
+
+var (
+	errUnknownPath = xks.Errorf(xks.InvalidUriPathException, "unknown path or prefix")
+	errThrottled   = xks.Errorf(xks.ThrottlingException, "too many requests in flight")
+	errTooLarge501 = xks.Errorf(xks.UnsupportedOperationException, "request body too large")
+	errHeaders     = xks.Errorf(xks.ValidationException, "too many header fields")
+	errBodyRead    = xks.Errorf(xks.ValidationException, "request body could not be read")
+	allowPOST      = []string{http.MethodPost}
+	textPlain      = []string{"text/plain; charset=utf-8"}
+	appJSON        = []string{"application/json"}
+	noStore        = []string{"no-store"}
+)
+
+// serveXKS is the hot path: route, bound, authenticate, validate, forward, normalise, write.
+func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if path == "/ping" {
+		p.servePing(w, r)
+		return
+	}
+	start := time.Now()
+	res := Result{}
+	prefix, op, keyID, ok, perr := xks.ParsePath(path)
+	var ps *prefixState
+	if ok {
+		ps = p.prefixes[prefix]
+	}
+	if ps == nil {
+		// Before authentication: an unknown path or prefix never reaches the verifier.
+		p.reply(w, r, nil, &res, start, errUnknownPath)
+		return
+	}
+	res.Op, res.Prefix, res.KeyID = op, prefix, keyID
+	if r.Method != http.MethodPost {
+		p.methodNotAllowed(w, r, ps, &res, start)
+		return
+	}
+	if n := p.inFlight.Add(1); n > int64(p.cfg.Limits.MaxInFlight) {
+		p.inFlight.Add(-1)
+		p.reply(w, r, ps, &res, start, errThrottled)
+		return
+	}
+	defer p.inFlight.Add(-1)
+
+	nh := 0
+	for _, vs := range r.Header {
+		nh += len(vs)
+	}
+	if nh > p.cfg.Limits.MaxHeaderCount {
+		p.reply(w, r, ps, &res, start, errHeaders)
+		return
+	}
+
+	reqBuf := p.getBuf()
+	defer p.putBuf(reqBuf, true)
+	body, err := readBounded((*reqBuf)[:0], r.Body, r.ContentLength, p.cfg.Limits.MaxBodyBytes)
+	*reqBuf = body
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			p.reply(w, r, ps, &res, start, errTooLarge501)
+		} else {
+			p.reply(w, r, ps, &res, start, errBodyRead)
+		}
+		return
+	}
+
+	if _, err := ps.verifier.Verify(r, body); err != nil {
+		reason := "other"
+		var ae *sigv4.AuthError
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		p.m.sigv4Failure(ps.label, reason)
+		msg := "request signature could not be verified"
+		if ae != nil {
+			msg = ae.Message
+		}
+		p.reply(w, r, ps, &res, start, &xks.Error{Name: xks.AuthenticationFailedException, Message: msg, Err: err})
+		return
+	}
+	if perr != nil {
+		p.reply(w, r, ps, &res, start, perr)
+		return
+	}
+	v, err := xks.Validate(op, body, p.cfg.Limits.XKS)
+	if err != nil {
+		p.reply(w, r, ps, &res, start, err)
+		return
+	}
+	res.KMSOperation, res.KMSRequestID = v.Metadata.KMSOperation, v.Metadata.KMSRequestID
+	if op == xks.OpHealth {
+		p.serveHealth(w, r, ps, &res, start)
+		return
+	}
+
+	rt := p.route.Load()
+	rawBuf, outBuf := p.getBuf(), p.getBuf()
+	defer p.putBuf(rawBuf, true)
+	defer p.putBuf(outBuf, true)
+	status, out, berr := p.forward(r.Context(), rt, op, keyID, body, v, start, rawBuf, outBuf, &res)
+	res.Status = status
+	res.ErrorName = xks.NameOf(berr)
+	writeJSON(w, status, out)
+	p.done(r.Context(), ps, &res, start, berr)
+	if berr == nil && p.cfg.Hooks.Mirror != nil && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
+		p.cfg.Hooks.Mirror(res, body, out)
+	}
+	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
+		p.cfg.Hooks.OnCreateKey(keyID)
+	}
+}
+
+// forward sends the request to the route's primary and, when that fails in a way another
+// backend could fix and time remains in the budget, once to the fallback.
+func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, keyID string, body []byte, v xks.Validated, start time.Time, rawBuf, outBuf *[]byte, res *Result) (int, []byte, error) {
+	// The primary's timeout does not shrink with the time already spent: that is the proxy's own
+	// CPU time (microseconds) unless the host is overloaded, and then a short timeout would only
+	// add failures. The fallback gets what is left of the budget.
+	deadline := start.Add(p.cfg.Limits.Budget)
+	t := rt.primary.cfg.Timeout
+	if rt.fallback != nil {
+		// Leave the fallback half the budget.
+		t = min(t, p.cfg.Limits.Budget/2)
+	}
+	status, out, err := p.attempt(ctx, rt.primary, op, keyID, body, v, t, rawBuf, outBuf)
+	res.Backend = rt.primary.name
+	if err == nil || rt.fallback == nil || !fallbackWorthy(err) {
+		return status, out, err
+	}
+	remaining := time.Until(deadline)
+	if remaining < minAttempt {
+		return status, out, err
+	}
+	p.m.fallback(rt.primary.name, rt.fallback.name)
+	res.FellBackFrom, res.Backend = rt.primary.name, rt.fallback.name
+	return p.attempt(ctx, rt.fallback, op, keyID, body, v, min(rt.fallback.cfg.Timeout, remaining), rawBuf, outBuf)
+}
+
+// fallbackWorthy: retryable errors (network, timeout, 429/500/503) and a key the primary does
+// not (yet) hold.
+func fallbackWorthy(err error) bool {
+	n := xks.NameOf(err)
+	return n.Retryable() || n == xks.KeyNotFoundException
+}
+
+// attempt makes one backend call and normalises its reply into outBuf.
+func (p *Proxy) attempt(ctx context.Context, b *backend, op xks.Operation, keyID string, body []byte, v xks.Validated, timeout time.Duration, rawBuf, outBuf *[]byte) (int, []byte, error) {
+	t0 := time.Now()
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	status, raw, err := b.call(actx, op, keyID, body, (*rawBuf)[:0])
+	cancel()
+	*rawBuf = raw
+	var e *xks.Error
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			e = &xks.Error{Name: xks.DependencyTimeoutException, Message: "key manager " + b.name + " did not answer within " + timeout.String(), Err: err}
+		} else {
+			e = &xks.Error{Name: xks.InternalException, Message: "key manager " + b.name + " is unreachable", Err: err}
+		}
+		p.m.backendObserve(b.name, op, time.Since(t0), e.Name)
+		out := xks.AppendErrorBody((*outBuf)[:0], e.Name, e.Message)
+		*outBuf = out
+		return e.Name.Status(), out, e
+	}
+	outStatus, out, nerr := xks.NormalizeResponse((*outBuf)[:0], op, status, raw, v)
+	*outBuf = out
+	p.m.backendObserve(b.name, op, time.Since(t0), xks.NameOf(nerr))
+	return outStatus, out, nerr
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = appJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Cache-Control"] = noStore
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// reply writes a locally produced XKS error and records the request.
+func (p *Proxy) reply(w http.ResponseWriter, r *http.Request, ps *prefixState, res *Result, start time.Time, err error) {
+	name := xks.NameOf(err)
+	var buf [640]byte
+	var msg string
+	var xe *xks.Error
+	if errors.As(err, &xe) {
+		msg = xe.Message
+	}
+	out := xks.AppendErrorBody(buf[:0], name, msg)
+	res.Status, res.ErrorName = name.Status(), name
+	writeJSON(w, res.Status, out)
+	p.done(r.Context(), ps, res, start, err)
+}
+
+func (p *Proxy) methodNotAllowed(w http.ResponseWriter, r *http.Request, ps *prefixState, res *Result, start time.Time) {
+	var buf [128]byte
+	out := xks.AppendErrorBody(buf[:0], xks.ValidationException, "method not allowed; XKS API calls use POST")
+	w.Header()["Allow"] = allowPOST
+	res.Status, res.ErrorName = http.StatusMethodNotAllowed, xks.ValidationException
+	writeJSON(w, http.StatusMethodNotAllowed, out)
+	p.done(r.Context(), ps, res, start, nil)
+}
+
+func (p *Proxy) servePing(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header()["Allow"] = []string{"GET, HEAD"}
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	h := w.Header()
+	h["Content-Type"] = textPlain
+	h["Content-Length"] = []string{"5"}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write([]byte("pong\n"))
+	}
+}
+
+// done records metrics, the log line and the OnResult hook for one request.
+func (p *Proxy) done(ctx context.Context, ps *prefixState, res *Result, start time.Time, err error) {
+	res.Latency = time.Since(start)
+	label := "unmatched"
+	if ps != nil {
+		label = ps.label
+	}
+	p.m.observe(label, res)
+	if p.log.Enabled(ctx, slog.LevelInfo) {
+		lvl := slog.LevelInfo
+		attrs := [...]slog.Attr{
+			slog.String("kmsRequestId", res.KMSRequestID),
+			slog.String("prefix", label),
+			slog.String("keyId", res.KeyID),
+			slog.String("operation", opName(res.Op)),
+			slog.String("kmsOperation", res.KMSOperation),
+			slog.String("backend", res.Backend),
+			slog.Int("status", res.Status),
+			slog.String("errorName", string(res.ErrorName)),
+			slog.Float64("latency_ms", float64(res.Latency.Microseconds())/1000),
+			slog.String("fellBackFrom", res.FellBackFrom),
+		}
+		if err != nil && res.Status >= 500 {
+			// The cause (e.g. "connection refused") helps operators; it never holds payloads.
+			p.log.LogAttrs(ctx, lvl, "xks request", append(attrs[:], slog.String("cause", err.Error()))...)
+		} else {
+			p.log.LogAttrs(ctx, lvl, "xks request", attrs[:]...)
+		}
+	}
+	if p.cfg.Hooks.OnResult != nil && res.Op != 0 {
+		p.cfg.Hooks.OnResult(*res)
+	}
+}
+
+func opName(op xks.Operation) string {
+	if op == 0 {
+		return "unknown"
+	}
+	return op.String()
+}
+
+func (p *Proxy) getBuf() *[]byte { return p.bufs.Get().(*[]byte) }
+
+// putBuf zeroes (payloads may be plaintext) and returns a buffer; outsized ones are dropped.
+func (p *Proxy) putBuf(b *[]byte, zero bool) {
+	if zero {
+		clear((*b)[:cap(*b)])
+	}
+	if cap(*b) > 128<<10 {
+		return
+	}
+	*b = (*b)[:0]
+	p.bufs.Put(b)
+}
+
+// Forward sends body to one named backend exactly as live traffic would (validation,
+// re-signing, timeout, normalisation), without fallback or hooks. resp is a fresh copy owned by
+// the caller (clear it after use: it may hold plaintext). err is the *xks.Error of an error reply.
+func (p *Proxy) Forward(ctx context.Context, backendName string, op xks.Operation, keyID string, body []byte) (status int, resp []byte, err error) {
+	b := p.backends[backendName]
+	if b == nil {
+		return 0, nil, ErrUnknownRoute
+	}
+	if op != xks.OpHealth {
+		if err := xks.ValidKeyID(keyID); err != nil {
+			return xks.NameOf(err).Status(), nil, err
+		}
+	}
+	v, verr := xks.Validate(op, body, p.cfg.Limits.XKS)
+	if verr != nil {
+		name := xks.NameOf(verr)
+		return name.Status(), xks.AppendErrorBody(nil, name, ""), verr
+	}
+	rawBuf, outBuf := p.getBuf(), p.getBuf()
+	defer p.putBuf(rawBuf, true)
+	defer p.putBuf(outBuf, true)
+	status, out, err := p.attempt(ctx, b, op, keyID, body, v, min(b.cfg.Timeout, p.cfg.Limits.Budget), rawBuf, outBuf)
+	return status, append([]byte(nil), out...), err
+}

@@ -1,0 +1,629 @@
+// Package proxy is the XKS edge: a TLS server that authenticates AWS KMS's SigV4 requests,
+// validates them, forwards the raw body to the Cosmian KMS backend that the current route names
+// (re-signed with the backend's own credential), normalises the reply to the XKS spec, and
+// answers GetHealthStatus from a background deep health check. It also serves Prometheus
+// metrics and a token-protected admin API on their own listeners.
+//
+// Decisions where the XKS spec is silent (see also the comments at each site):
+//   - A body larger than Limits.MaxBodyBytes is 501 UnsupportedOperationException (the spec's
+//     error for "a size above the spec minimums that this proxy does not support"; MaxBodyBytes
+//     is always above the size of a spec-minimum request). It is answered before
+//     authentication, because the signature cannot be checked without reading the body.
+//   - More than Limits.MaxHeaderCount header values is 400 ValidationException, before
+//     authentication. A header block larger than MaxHeaderBytes is refused by net/http itself
+//     (431, plain text).
+//   - A non-POST method on an API path is 405 with Allow: POST and an XKS body naming
+//     ValidationException (the spec fixes the status, not the name).
+//   - A backend that does not answer within its attempt timeout is 503
+//     DependencyTimeoutException; a backend that fails otherwise (connection refused, reset,
+//     garbled reply) is 500 InternalException.
+//   - Over MaxInFlight concurrent requests is 429 ThrottlingException, before anything else.
+//   - Metrics: error="none" for a success; backend="proxy" for requests answered by the proxy
+//     itself (health, errors before forwarding); prefix="unmatched" for 404 InvalidUriPath.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/sigv4"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// Config configures a Proxy. New validates it and fills the defaults.
+type Config struct {
+	Listen        string          // main XKS listener; default "127.0.0.1:8443"
+	TLS           *tls.Config     // server TLS with certificate(s) loaded; required
+	Prefixes      []PrefixConfig  // ≥ 1
+	Backends      []BackendConfig // 1..10 (ekmFleetDetails holds at most 10 entries)
+	Route         Route           // initial route; Primary required
+	Limits        Limits
+	Health        HealthConfig
+	MetricsListen string // default "127.0.0.1:9464"; "-" disables (a zero value means default)
+	Admin         AdminConfig
+	Version       string     // reported in xksProxyModel, e.g. "xksproxy 0.1.0"
+	FleetSize     func() int // optional; default 1
+	Hooks         Hooks
+	Logger        *slog.Logger
+	Registry      *prometheus.Registry // default: a new one (nothing registered globally)
+	Now           func() time.Time
+}
+
+// DefaultHealthTestKeyID is the dedicated key the deep health check creates on every backend
+// (through XKS CreateKey) and round-trips through. It is never a customer key.
+const DefaultHealthTestKeyID = "xksproxy-health-check"
+
+// MetricsDisabled as Config.MetricsListen turns the metrics listener off.
+const MetricsDisabled = "-"
+
+// PrefixConfig is one logical key store.
+type PrefixConfig struct {
+	Path        string // URI prefix before /kms/xks/v1, e.g. "/aws" or ""
+	Region      string
+	Service     string // default kms-xks-proxy
+	Credentials []sigv4.Credential
+}
+
+// BackendConfig is one Cosmian KMS server's XKS endpoint.
+type BackendConfig struct {
+	Name         string // [a-z0-9-]{1,32}, unique
+	XKSURL       string // base before /kms/xks/v1, e.g. "https://kms-a:9998/aws"
+	Region       string
+	Service      string // default kms-xks-proxy
+	Credential   sigv4.Credential
+	TLS          *tls.Config   // client TLS; nil → system roots
+	Timeout      time.Duration // per attempt; default 200ms
+	MaxIdleConns int           // default 64
+	Model        string        // ekmFleetDetails.model; default "Cosmian KMS"
+}
+
+// Route names the backend that serves traffic and an optional fallback.
+type Route struct {
+	Epoch    uint64 `json:"epoch"`
+	Primary  string `json:"primary"`
+	Fallback string `json:"fallback,omitempty"`
+}
+
+// Limits bound every request.
+type Limits struct {
+	MaxBodyBytes      int64         // default 64 KiB
+	MaxHeaderBytes    int           // default 16 KiB
+	MaxHeaderCount    int           // default 64 header values
+	ReadHeaderTimeout time.Duration // default 5s
+	ReadTimeout       time.Duration // default 10s
+	WriteTimeout      time.Duration // default 10s
+	IdleTimeout       time.Duration // default 120s (AWS reuses connections)
+	Budget            time.Duration // total per request incl. a fallback attempt; default 240ms
+	MaxInFlight       int           // default 1024; beyond → 429 ThrottlingException
+	XKS               xks.Limits
+}
+
+// HealthConfig configures the deep health check.
+type HealthConfig struct {
+	Interval        time.Duration // default 15s; ≤ 55s
+	TestKeyID       string        // default "xksproxy-health-check"
+	PrincipalARN    string        // default "xksproxy-health"
+	DegradedLatency time.Duration // default 150ms
+	// ProbeTimeout bounds one backend's whole probe (3 calls); default 2s.
+	ProbeTimeout time.Duration
+	Disabled     bool // no probes; every backend is reported ACTIVE
+}
+
+// AdminConfig configures the admin listener.
+type AdminConfig struct {
+	Listen      string // "" disables; must be loopback unless AllowRemote
+	Token       string // required when Listen is set; ≥ 32 characters
+	AllowRemote bool
+}
+
+// Hooks let the cutover package observe traffic. Each must be fast and must not block.
+type Hooks struct {
+	OnResult    func(Result)                             // after every XKS API request (not /ping)
+	Mirror      func(r Result, reqBody, respBody []byte) // successful primary Decrypt without fallback; buffers valid during the call only
+	OnCreateKey func(keyID string)                       // successful GetKeyMetadata with kmsOperation "CreateKey"
+}
+
+// Result describes one finished XKS request.
+type Result struct {
+	Op           xks.Operation
+	Prefix       string
+	KeyID        string
+	KMSOperation string
+	KMSRequestID string
+	Backend      string // backend that produced the reply; "" when the proxy answered itself
+	FellBackFrom string
+	ErrorName    xks.ErrorName // "" on success
+	Status       int
+	Latency      time.Duration
+}
+
+const (
+	defaultListen        = "127.0.0.1:8443"
+	defaultMetricsListen = "127.0.0.1:9464"
+	maxBackends          = 10
+	maxHealthAge         = 60 * time.Second
+)
+
+// Errors returned by New, SetRoute and SetCredentials.
+var (
+	ErrConfig        = errors.New("proxy: invalid configuration")
+	ErrUnknownRoute  = errors.New("proxy: unknown backend in route")
+	ErrStaleEpoch    = errors.New("proxy: route epoch lower than the current one")
+	ErrUnknownPrefix = errors.New("proxy: unknown prefix")
+)
+
+func configErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+}
+
+// Proxy is the XKS server. Create it with New, serve with Run.
+type Proxy struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	prefixes map[string]*prefixState
+	backends map[string]*backend
+	order    []*backend // configuration order (ekmFleetDetails order)
+	route    atomic.Pointer[routeTable]
+	routeMu  sync.Mutex
+	inFlight atomic.Int64
+	m        *metrics
+	health   *healthChecker
+	bufs     sync.Pool // *[]byte
+	handler  http.Handler
+
+	adminMux  *http.ServeMux
+	ready     chan struct{}
+	addr      atomic.Pointer[net.Addr]
+	metAddr   atomic.Pointer[net.Addr]
+	adminAddr atomic.Pointer[net.Addr]
+}
+
+type prefixState struct {
+	path     string
+	verifier *sigv4.Verifier
+	label    string // metric label
+}
+
+type routeTable struct {
+	Route
+	primary, fallback *backend
+}
+
+// New validates cfg, fills defaults and builds backends, verifiers and metrics. Nothing listens
+// until Run.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.checkAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		prefixes: make(map[string]*prefixState, len(cfg.Prefixes)),
+		backends: make(map[string]*backend, len(cfg.Backends)),
+		ready:    make(chan struct{}),
+		adminMux: http.NewServeMux(),
+	}
+	p.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	for i, pc := range cfg.Prefixes {
+		if err := xks.ValidPrefix(pc.Path); err != nil {
+			return nil, configErr("prefix[%d] %q: %v", i, pc.Path, err)
+		}
+		if _, dup := p.prefixes[pc.Path]; dup {
+			return nil, configErr("prefix[%d] %q listed twice", i, pc.Path)
+		}
+		if len(pc.Credentials) > sigv4.MaxCredentials {
+			return nil, configErr("prefix[%d]: at most %d credentials", i, sigv4.MaxCredentials)
+		}
+		v, err := sigv4.NewVerifier(sigv4.VerifierConfig{Region: pc.Region, Service: pc.Service, Now: cfg.Now, Credentials: pc.Credentials})
+		if err != nil {
+			return nil, fmt.Errorf("%w: prefix[%d] %q: %w", ErrConfig, i, pc.Path, err)
+		}
+		label := pc.Path
+		if label == "" {
+			label = "/"
+		}
+		p.prefixes[pc.Path] = &prefixState{path: pc.Path, verifier: v, label: label}
+	}
+	for i, bc := range cfg.Backends {
+		if _, dup := p.backends[bc.Name]; dup {
+			return nil, configErr("backend[%d]: name %q listed twice", i, bc.Name)
+		}
+		b, err := newBackend(bc, cfg.Now)
+		if err != nil {
+			return nil, fmt.Errorf("%w: backend[%d] %q: %w", ErrConfig, i, bc.Name, err)
+		}
+		p.backends[bc.Name] = b
+		p.order = append(p.order, b)
+	}
+	rt, err := p.table(cfg.Route)
+	if err != nil {
+		return nil, fmt.Errorf("%w: route: %w", ErrConfig, err)
+	}
+	p.route.Store(rt)
+	p.m = newMetrics(cfg.Registry, p)
+	p.m.setRoute(cfg.Route)
+	p.health = newHealthChecker(p)
+	p.handler = http.HandlerFunc(p.serveXKS)
+	p.adminMux.HandleFunc("GET /v1/route", p.adminRoute)
+	p.adminMux.HandleFunc("GET /v1/health", p.adminHealth)
+	return p, nil
+}
+
+func (c *Config) checkAndSetDefaults() error {
+	if c.Listen == "" {
+		c.Listen = defaultListen
+	}
+	if c.TLS == nil {
+		return configErr("TLS is required")
+	}
+	if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil {
+		return configErr("TLS has no certificate")
+	}
+	if len(c.Prefixes) == 0 {
+		return configErr("at least one prefix is required")
+	}
+	if len(c.Backends) == 0 || len(c.Backends) > maxBackends {
+		return configErr("need 1 to %d backends, got %d", maxBackends, len(c.Backends))
+	}
+	if c.Route.Primary == "" {
+		return configErr("route: primary is required")
+	}
+	switch c.MetricsListen {
+	case "":
+		c.MetricsListen = defaultMetricsListen
+	case MetricsDisabled:
+		c.MetricsListen = ""
+	}
+	if c.Version == "" {
+		c.Version = "xksproxy"
+	}
+	if c.FleetSize == nil {
+		c.FleetSize = func() int { return 1 }
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	l := &c.Limits
+	setDef(&l.MaxBodyBytes, 64<<10)
+	setDef(&l.MaxHeaderBytes, 16<<10)
+	setDef(&l.MaxHeaderCount, 64)
+	setDef(&l.ReadHeaderTimeout, 5*time.Second)
+	setDef(&l.ReadTimeout, 10*time.Second)
+	setDef(&l.WriteTimeout, 10*time.Second)
+	setDef(&l.IdleTimeout, 120*time.Second)
+	setDef(&l.Budget, 240*time.Millisecond)
+	setDef(&l.MaxInFlight, 1024)
+	if err := l.XKS.CheckAndSetDefaults(); err != nil {
+		return fmt.Errorf("%w: limits: %w", ErrConfig, err)
+	}
+	if l.Budget < 0 || l.Budget > 250*time.Millisecond {
+		return configErr("limits: Budget must be at most 250ms (AWS KMS's timeout)")
+	}
+	if l.MaxBodyBytes < int64(l.XKS.MaxBody) {
+		// The xks layer answers larger bodies with 501 itself; the HTTP bound must let them in.
+		l.MaxBodyBytes = int64(l.XKS.MaxBody)
+	}
+	if l.MaxInFlight < 1 || l.MaxHeaderCount < 1 || l.MaxHeaderBytes < 1024 {
+		return configErr("limits: MaxInFlight, MaxHeaderCount must be ≥ 1 and MaxHeaderBytes ≥ 1024")
+	}
+	h := &c.Health
+	setDef(&h.Interval, 15*time.Second)
+	if h.Interval < 0 || h.Interval > 55*time.Second {
+		return configErr("health: Interval must be at most 55s (the cached result must stay under a minute old)")
+	}
+	if h.TestKeyID == "" {
+		h.TestKeyID = DefaultHealthTestKeyID
+	}
+	if err := xks.ValidKeyID(h.TestKeyID); err != nil {
+		return configErr("health: TestKeyID: %v", err)
+	}
+	if h.PrincipalARN == "" {
+		h.PrincipalARN = "xksproxy-health"
+	}
+	setDef(&h.DegradedLatency, 150*time.Millisecond)
+	setDef(&h.ProbeTimeout, 2*time.Second)
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		if !validName(b.Name) {
+			return configErr("backend[%d]: name %q must be 1 to 32 characters of a-z 0-9 -", i, b.Name)
+		}
+		if b.Service == "" {
+			b.Service = sigv4.DefaultService
+		}
+		setDef(&b.Timeout, 200*time.Millisecond)
+		if b.Timeout < 0 || b.Timeout > l.Budget {
+			return configErr("backend[%d] %q: Timeout must be positive and within the budget %v", i, b.Name, l.Budget)
+		}
+		setDef(&b.MaxIdleConns, 64)
+		if b.Model == "" {
+			b.Model = "Cosmian KMS"
+		}
+	}
+	a := &c.Admin
+	if a.Listen != "" {
+		if len(a.Token) < 32 {
+			return configErr("admin: Token of at least 32 characters is required when Listen is set")
+		}
+		host, _, err := net.SplitHostPort(a.Listen)
+		if err != nil {
+			return configErr("admin: Listen %q: %v", a.Listen, err)
+		}
+		if !a.AllowRemote && !isLoopback(host) {
+			return configErr("admin: Listen %q is not a loopback address (set AllowRemote to allow it)", a.Listen)
+		}
+	}
+	return nil
+}
+
+func setDef[T int | int64 | time.Duration](p *T, v T) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Proxy) table(r Route) (*routeTable, error) {
+	t := &routeTable{Route: r, primary: p.backends[r.Primary]}
+	if t.primary == nil {
+		return nil, fmt.Errorf("%w: primary %q", ErrUnknownRoute, r.Primary)
+	}
+	if r.Fallback != "" {
+		if t.fallback = p.backends[r.Fallback]; t.fallback == nil {
+			return nil, fmt.Errorf("%w: fallback %q", ErrUnknownRoute, r.Fallback)
+		}
+		if t.fallback == t.primary {
+			return nil, fmt.Errorf("%w: fallback equals primary %q", ErrUnknownRoute, r.Primary)
+		}
+	}
+	return t, nil
+}
+
+// SetRoute atomically swaps the route table. It rejects unknown backends and an epoch lower
+// than the current one (an equal epoch is accepted, so re-applying the same state is harmless).
+// Requests in flight finish on the table they started with.
+func (p *Proxy) SetRoute(r Route) error {
+	t, err := p.table(r)
+	if err != nil {
+		return err
+	}
+	p.routeMu.Lock()
+	defer p.routeMu.Unlock()
+	if cur := p.route.Load(); r.Epoch < cur.Epoch {
+		return fmt.Errorf("%w: %d < %d", ErrStaleEpoch, r.Epoch, cur.Epoch)
+	}
+	p.route.Store(t)
+	p.m.setRoute(r)
+	p.log.Info("route changed", "epoch", r.Epoch, "primary", r.Primary, "fallback", r.Fallback)
+	return nil
+}
+
+// Route returns the current route.
+func (p *Proxy) Route() Route { return p.route.Load().Route }
+
+// SetCredentials replaces the SigV4 credential sets of a prefix (SIGHUP rotation). Open
+// connections stay up; the next request is verified against the new sets.
+func (p *Proxy) SetCredentials(prefix string, creds []sigv4.Credential) error {
+	ps := p.prefixes[prefix]
+	if ps == nil {
+		return fmt.Errorf("%w %q", ErrUnknownPrefix, prefix)
+	}
+	if err := ps.verifier.SetCredentials(creds); err != nil {
+		return err
+	}
+	ids := ps.verifier.AccessKeyIDs()
+	p.log.Info("credentials replaced", "prefix", ps.label, "access_key_ids", strings.Join(ids, ","))
+	return nil
+}
+
+// Registry returns the Prometheus registry the proxy's metrics live in.
+func (p *Proxy) Registry() *prometheus.Registry { return p.cfg.Registry }
+
+// Handler returns the XKS handler (for in-process tests and benchmarks).
+func (p *Proxy) Handler() http.Handler { return p.handler }
+
+// HandleAdmin registers h on the admin mux, behind the token check.
+func (p *Proxy) HandleAdmin(pattern string, h http.Handler) { p.adminMux.Handle(pattern, h) }
+
+// Ready is closed once Run has bound every listener.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// Addr is the main listener's address (nil before Ready).
+func (p *Proxy) Addr() net.Addr { return loadAddr(&p.addr) }
+
+// MetricsAddr is the metrics listener's address (nil before Ready or when disabled).
+func (p *Proxy) MetricsAddr() net.Addr { return loadAddr(&p.metAddr) }
+
+// AdminAddr is the admin listener's address (nil before Ready or when disabled).
+func (p *Proxy) AdminAddr() net.Addr { return loadAddr(&p.adminAddr) }
+
+func loadAddr(a *atomic.Pointer[net.Addr]) net.Addr {
+	if v := a.Load(); v != nil {
+		return *v
+	}
+	return nil
+}
+
+// Run serves the main, metrics and admin listeners and runs the health loop until ctx is done,
+// then shuts down gracefully, letting in-flight requests finish (up to WriteTimeout).
+func (p *Proxy) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", p.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", p.cfg.Listen, err)
+	}
+	l := &p.cfg.Limits
+	tlsCfg := p.cfg.TLS.Clone()
+	if len(tlsCfg.NextProtos) == 0 {
+		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	}
+	main := &http.Server{
+		Handler:           p.handler,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	servers := []*http.Server{main}
+	type served struct {
+		srv *http.Server
+		ln  net.Listener
+		tls bool
+	}
+	list := []served{{main, ln, true}}
+	closeAll := func() {
+		for _, s := range list {
+			s.ln.Close()
+		}
+	}
+	a := ln.Addr()
+	p.addr.Store(&a)
+	if p.cfg.MetricsListen != "" {
+		mln, err := lc.Listen(ctx, "tcp", p.cfg.MetricsListen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("proxy: listen metrics %s: %w", p.cfg.MetricsListen, err)
+		}
+		ms := &http.Server{Handler: p.metricsHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+		servers = append(servers, ms)
+		list = append(list, served{ms, mln, false})
+		ma := mln.Addr()
+		p.metAddr.Store(&ma)
+	}
+	if p.cfg.Admin.Listen != "" {
+		aln, err := lc.Listen(ctx, "tcp", p.cfg.Admin.Listen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("proxy: listen admin %s: %w", p.cfg.Admin.Listen, err)
+		}
+		as := &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
+		servers = append(servers, as)
+		list = append(list, served{as, aln, false})
+		aa := aln.Addr()
+		p.adminAddr.Store(&aa)
+	}
+
+	hctx, hcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p.health.loop(hctx) }()
+
+	errc := make(chan error, len(list))
+	for _, s := range list {
+		go func() {
+			var err error
+			if s.tls {
+				err = s.srv.ServeTLS(s.ln, "", "")
+			} else {
+				err = s.srv.Serve(s.ln)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+	p.warm(ctx)
+	close(p.ready)
+	p.log.Info("xksproxy serving", "listen", a.String(), "metrics", p.cfg.MetricsListen, "admin", p.cfg.Admin.Listen)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), l.WriteTimeout)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(sctx)
+	}
+	hcancel()
+	wg.Wait()
+	for _, b := range p.order {
+		b.transport.CloseIdleConnections()
+	}
+	return runErr
+}
+
+// backendURL builds the XKS base URL of a backend.
+func backendBase(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return nil, errors.New("XKSURL must be https:// or http://")
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, errors.New("XKSURL must be scheme://host[:port][/prefix]")
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	if strings.HasSuffix(u.Path, xks.APIPathSuffix) {
+		return nil, errors.New("XKSURL is the base before /kms/xks/v1")
+	}
+	if err := xks.ValidPrefix(u.Path); err != nil {
+		return nil, fmt.Errorf("XKSURL path: %w", err)
+	}
+	return u, nil
+}
+
+// warm opens a connection to every backend (a shallow XKS health call) before traffic arrives,
+// so that the first requests after start or after a route swap do not pay a TLS handshake.
+func (p *Proxy) warm(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, b := range p.order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			md := xks.RequestMetadata{KMSOperation: "KmsHealthCheck", KMSRequestID: "xksproxy-warmup"}
+			if _, err := b.xks.Health(ctx, md); err != nil {
+				p.log.Warn("backend warm-up failed", "backend", b.name, "error", err.Error())
+			}
+		}()
+	}
+	wg.Wait()
+}
