@@ -114,7 +114,12 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 	onResult, mirror, onCreate := h.OnResult, h.Mirror, h.OnCreateKey
 	return proxy.Hooks{
 		OnResult: func(r proxy.Result) {
-			if r.Backend != "" {
+			if r.FellBackFrom != "" {
+				// The failed attempt counts against the backend that failed (probation must see
+				// B's errors even when A's fallback answered).
+				ctrl.Observe(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, false)
+			}
+			if r.Backend != "" && r.Backend != "proxy" {
 				ctrl.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
 			}
 			if onResult != nil {
@@ -127,10 +132,10 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 				mirror(r, req, resp)
 			}
 		},
-		OnCreateKey: func(keyID string) {
-			ctrl.NoteCreateKey(keyID)
+		OnCreateKey: func(keyID, principal string) {
+			ctrl.NoteCreateKey(keyID, principal)
 			if onCreate != nil {
-				onCreate(keyID)
+				onCreate(keyID, principal)
 			}
 		},
 	}

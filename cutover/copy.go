@@ -388,6 +388,12 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 	if to.acl == ACLService || to.acl == ACLBoth {
 		want[cosmian.XKSServiceUser] = append(want[cosmian.XKSServiceUser], xksServiceOps...)
 	}
+	if to.acl == ACLARN || to.acl == ACLBoth {
+		// What Cosmian 5.26's XKS CreateKey would have granted had the key been created here.
+		if p := c.creatorOf(uid); p != "" {
+			want[p] = append(want[p], xksServiceOps...)
+		}
+	}
 	var have map[string][]string
 	if exact {
 		cur, err := retry(ctx, c, attempts, "list access on "+to.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {

@@ -238,20 +238,21 @@ const (
 	StateShadowing    State = "shadowing"     // mirroring live Decrypts to the target
 	StateSwitched     State = "switched"      // target serves, source is the fallback (probation inside)
 	StateFinalized    State = "finalized"     // target serves alone
+	StateRollingBack  State = "rolling_back"  // source serves, target is the fallback until the last copy-back pass
 	StateRolledBack   State = "rolled_back"   // back on the source, with a reason
 )
 
 func (s State) valid() bool {
 	switch s {
 	case StateServing, StateCopying, StateCopyFailed, StateVerifying, StateVerifyFailed,
-		StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRolledBack:
+		StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRollingBack, StateRolledBack:
 		return true
 	}
 	return false
 }
 
 var allStates = []State{StateServing, StateCopying, StateCopyFailed, StateVerifying, StateVerifyFailed,
-	StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRolledBack}
+	StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRollingBack, StateRolledBack}
 
 // inMigration reports whether s belongs to a migration that has not ended.
 func (s State) inMigration() bool {
@@ -332,6 +333,8 @@ type Controller struct {
 	fallbacks atomic.Uint64
 	// grantsCopied counts (key, user) grants applied on the target by this process.
 	grantsCopied atomic.Int64
+	// backfill wakes the loop that copies keys created on the target back to the source.
+	backfill chan struct{}
 }
 
 // New loads (or creates) the journal and returns a controller. It starts no
@@ -346,6 +349,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c := &Controller{
 		cfg:       cfg,
+		backfill:  make(chan struct{}, 1),
 		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
 		log:       cfg.Logger.With("component", "cutover"),
@@ -416,6 +420,9 @@ func routeOf(j *journal) (primary, fallback string) {
 		return j.Target, j.Source
 	case StateFinalized:
 		return j.Target, ""
+	case StateRollingBack:
+		// Keys created on the target while the first copy-back pass ran are still served.
+		return j.Source, j.Target
 	}
 	return j.Source, ""
 }
@@ -597,7 +604,7 @@ func (c *Controller) Wait(ctx context.Context, states ...State) (Status, error) 
 }
 
 // NoteCreateKey is the proxy's hook for a CreateKey it forwarded.
-func (c *Controller) NoteCreateKey(keyID string) {
+func (c *Controller) NoteCreateKey(keyID, principalARN string) {
 	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
 		return
 	}
@@ -607,16 +614,27 @@ func (c *Controller) NoteCreateKey(keyID string) {
 		return
 	}
 	switch c.j.State {
-	case StateServing, StateRolledBack:
+	case StateServing, StateRolledBack, StateRollingBack:
 		return // nothing to migrate: the source serves and keeps it
 	case StateSwitched, StateFinalized:
-		// Created on the target: a rollback must copy it back first.
+		// Created on the target: copied back to the source in the background while switched,
+		// and a rollback makes sure of it first.
 		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID)
+		select {
+		case c.backfill <- struct{}{}:
+		default:
+		}
 	default:
 		// Created on the source during the migration: catch-up copies it.
 		c.j.CreatedDuring = append(c.j.CreatedDuring, keyID)
 	}
 	c.created[keyID] = true
+	if principalARN != "" && validPrincipal(principalARN) {
+		if c.j.CreatedBy == nil {
+			c.j.CreatedBy = map[string]string{}
+		}
+		c.j.CreatedBy[keyID] = principalARN
+	}
 	c.dirty = true
 	c.log.Info("cutover: CreateKey noted", "key_id", keyID, "state", c.j.State)
 }
@@ -655,4 +673,25 @@ func truncate(s string) string {
 		return s[:max] + "…"
 	}
 	return s
+}
+
+// validPrincipal bounds what is recorded from a request: AWS ARNs are at most 2048 characters of
+// printable ASCII.
+func validPrincipal(s string) bool {
+	if len(s) > 2048 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// creatorOf returns the principal recorded for a key created through XKS during the migration.
+func (c *Controller) creatorOf(uid string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.j.CreatedBy[uid]
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -201,6 +202,7 @@ func TestProbationAutoRollback(t *testing.T) {
 		c.Observe("B", xks.InternalException, 3*time.Millisecond, false)
 	}
 	st := mustWait(t, c, StateRolledBack)
+	// rolled_back is announced after the second copy-back pass, with the route on A alone.
 	if !strings.Contains(st.Reason, "error rate") {
 		t.Errorf("reason %q", st.Reason)
 	}
@@ -224,6 +226,7 @@ func TestProbationP99Rollback(t *testing.T) {
 		c.Observe("B", "", time.Second, false)
 	}
 	st := mustWait(t, c, StateRolledBack)
+	// rolled_back is announced after the second copy-back pass, with the route on A alone.
 	if !strings.Contains(st.Reason, "p99") {
 		t.Errorf("reason %q", st.Reason)
 	}
@@ -288,7 +291,7 @@ func TestLateCreateKey(t *testing.T) {
 	mustWait(t, c, StateVerified)
 	// AWS CreateKey while verified: the key exists on A only.
 	must(t, e.A.CreateKey("admin", "late-key", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey("late-key")
+	c.NoteCreateKey("late-key", "")
 	if _, ok := e.B.Object("late-key"); ok {
 		t.Fatal("copied too early")
 	}
@@ -308,7 +311,7 @@ func TestListSelectionLateKey(t *testing.T) {
 	must(t, c.Start(ctx, StartOptions{}))
 	mustWait(t, c, StateVerified)
 	must(t, e.A.CreateKey("admin", "late", kmsemu.KeyOptions{}))
-	c.NoteCreateKey("late")
+	c.NoteCreateKey("late", "")
 	must(t, c.Switch(ctx))
 	e.checkCopies(t, []string{"key-000", "key-001", "late"})
 	if _, ok := e.B.Object("key-002"); ok {
@@ -325,7 +328,8 @@ func TestRollbackCopiesBack(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	// After the switch: a key created on B, a revocation and a new grant on B.
 	must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey("born-on-b")
+	const creator = "arn:aws:iam::123456789012:role/creator"
+	c.NoteCreateKey("born-on-b", creator)
 	must(t, e.B.CreateKey("admin", "unnoticed-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.B.RevokeKey("key-000", "KeyCompromise"))
 	must(t, e.B.GrantAccess("admin", "key-007", "arn:aws:iam::123456789012:user/Carol", "decrypt"))
@@ -348,6 +352,11 @@ func TestRollbackCopiesBack(t *testing.T) {
 	if ops := e.A.Access("key-007")["arn:aws:iam::123456789012:user/Carol"]; len(ops) == 0 {
 		t.Error("grant not carried back")
 	}
+	// A runs per-ARN access control: the key made on B must be usable by its creator on A, as
+	// if Cosmian 5.26's CreateKey had run there.
+	if ops := e.A.Access("born-on-b")[creator]; !slices.Equal(ops, []string{"decrypt", "encrypt", "getattributes"}) {
+		t.Errorf("creator's grant on A after copy-back: %v", ops)
+	}
 	e.checkCopies(t, ids)
 }
 
@@ -360,7 +369,7 @@ func TestRollbackRefused(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	// A key created on B that cannot be exported: copying it back fails.
 	must(t, e.B.CreateKey("admin", "stuck-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}, Sensitive: true}))
-	c.NoteCreateKey("stuck-on-b")
+	c.NoteCreateKey("stuck-on-b", "")
 	err := c.Rollback(ctx, "try")
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "stuck-on-b") {
 		t.Fatalf("Rollback: %v", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,11 @@ type journal struct {
 	// CreatedOnTarget are ids seen in CreateKey after the switch: they exist
 	// only on the target and must be copied back before a rollback.
 	CreatedOnTarget []string `json:"created_on_target,omitempty"`
+	// CreatedBy maps those ids to the awsPrincipalArn that created them. Cosmian 5.26
+	// (per-ARN access control) grants the creator on XKS CreateKey; a copy onto such a backend
+	// must do the same, or the key is unusable there (e.g. a key made on a [aws-xks-service]
+	// target and copied back to an ARN-generation source by a rollback).
+	CreatedBy map[string]string `json:"created_by,omitempty"`
 }
 
 // ErrCorruptJournal is wrapped by New's error when the journal cannot be trusted.
@@ -240,5 +246,6 @@ func (j *journal) clone() *journal {
 	}
 	c.CreatedDuring = append([]string(nil), j.CreatedDuring...)
 	c.CreatedOnTarget = append([]string(nil), j.CreatedOnTarget...)
+	c.CreatedBy = maps.Clone(j.CreatedBy)
 	return &c
 }

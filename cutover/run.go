@@ -92,6 +92,13 @@ func (c *Controller) Resume(ctx context.Context) error {
 	if running {
 		return nil
 	}
+	if st == StateRollingBack {
+		c.mu.Lock()
+		reason := c.j.Reason
+		c.mu.Unlock()
+		c.log.Info("cutover: resuming an interrupted rollback")
+		return c.rollbackLocked(ctx, reason, "resumed")
+	}
 	switch {
 	case st == StateCopying, st == StateVerifying, st == StateShadowing,
 		st == StateVerified && opts.AutoSwitch,
@@ -162,7 +169,17 @@ func (c *Controller) run(ctx context.Context) {
 				return
 			}
 		case StateSwitched:
+			bctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); c.backfillLoop(bctx) }()
 			c.probationLoop(ctx)
+			if c.curState() == StateSwitched {
+				// Probation passed without auto-finalize: keep the fallback complete until
+				// the operator finalizes or rolls back.
+				<-ctx.Done()
+			}
+			stop()
+			<-done
 			return
 		default:
 			return
@@ -586,8 +603,25 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.src.name)
 	}
 	if st == StateSwitched || st == StateFinalized {
+		// First pass while the target still serves: everything it gained so far.
 		if err := c.copyBack(ctx); err != nil {
 			c.setError(truncate("rollback refused: " + err.Error()))
+			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
+		}
+		if err := c.transition(StateRollingBack, func(j *journal) {
+			j.Reason = reason
+			j.LastError = ""
+		}); err != nil {
+			return err
+		}
+		st = StateRollingBack
+	}
+	if st == StateRollingBack {
+		// Second pass with the source serving and the target as fallback: keys created on the
+		// target while the first pass ran. Until it succeeds they stay reachable through the
+		// fallback, and Rollback can be called again.
+		if err := c.copyBack(ctx); err != nil {
+			c.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
 	}
@@ -828,5 +862,51 @@ func (c *Controller) revokeSourceGrants(ctx context.Context) {
 		msg := fmt.Sprintf("finalized, but revoking access rights on %s failed for %d key(s), e.g. %s", c.src.name, len(failed), failed[0])
 		c.log.Warn("cutover: " + msg)
 		c.setError(msg)
+	}
+}
+
+// backfillLoop keeps the source, now the fallback, complete while switched: keys AWS creates on
+// the target are copied back to the source as soon as they are noticed. A request for such a key
+// can then fall back to the source when the target fails, and a rollback has less to copy.
+func (c *Controller) backfillLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	done := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.backfill:
+		case <-t.C:
+		}
+		if c.curState() != StateSwitched {
+			return
+		}
+		c.mu.Lock()
+		var ids []string
+		for _, id := range c.j.CreatedOnTarget {
+			if !done[id] {
+				ids = append(ids, id)
+			}
+		}
+		c.mu.Unlock()
+		for _, id := range ids {
+			if ctx.Err() != nil {
+				return
+			}
+			sa, err := c.attrs(ctx, c.src, id, controlAttempts)
+			if err != nil {
+				continue // retried on the next tick
+			}
+			if sa == nil {
+				if _, err := c.copyKey(ctx, c.tgt, c.src, id, controlAttempts); err != nil {
+					c.log.Warn("cutover: copying a key created on the target back to the source failed; will retry",
+						"key_id", id, "err", err)
+					continue
+				}
+				c.log.Info("cutover: key created on the target copied to the source (fallback kept complete)", "key_id", id)
+			}
+			done[id] = true
+		}
 	}
 }

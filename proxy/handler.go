@@ -104,6 +104,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res.KMSOperation, res.KMSRequestID = v.Metadata.KMSOperation, v.Metadata.KMSRequestID
+	res.Principal = v.Metadata.AWSPrincipalArn
 	if op == xks.OpHealth {
 		p.serveHealth(w, r, ps, &res, start)
 		return
@@ -122,7 +123,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		p.cfg.Hooks.Mirror(res, body, out)
 	}
 	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
-		p.cfg.Hooks.OnCreateKey(keyID)
+		p.cfg.Hooks.OnCreateKey(keyID, res.Principal)
 	}
 }
 
@@ -138,6 +139,7 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 		// Leave the fallback half the budget.
 		t = min(t, p.cfg.Limits.Budget/2)
 	}
+	t0 := time.Now()
 	status, out, err := p.attempt(ctx, rt.primary, op, keyID, body, v, t, rawBuf, outBuf)
 	res.Backend = rt.primary.name
 	if err == nil || rt.fallback == nil || !fallbackWorthy(err) {
@@ -149,7 +151,19 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 	}
 	p.m.fallback(rt.primary.name, rt.fallback.name)
 	res.FellBackFrom, res.Backend = rt.primary.name, rt.fallback.name
-	return p.attempt(ctx, rt.fallback, op, keyID, body, v, min(rt.fallback.cfg.Timeout, remaining), rawBuf, outBuf)
+	res.PrimaryError, res.PrimaryLatency = xks.NameOf(err), time.Since(t0)
+	fs, fout, ferr := p.attempt(ctx, rt.fallback, op, keyID, body, v, min(rt.fallback.cfg.Timeout, remaining), rawBuf, outBuf)
+	if xks.NameOf(ferr) == xks.KeyNotFoundException && res.PrimaryError.Retryable() {
+		// The key exists only on the primary, which failed transiently: its retryable error is
+		// the truth (AWS retries it); the fallback's KeyNotFound would tell AWS the key is gone.
+		res.Backend = rt.primary.name
+		var xe *xks.Error
+		if !errors.As(err, &xe) {
+			xe = &xks.Error{Name: res.PrimaryError, Err: err}
+		}
+		return xe.Status(), xks.AppendErrorBody((*outBuf)[:0], xe.Name, xe.Message), xe
+	}
+	return fs, fout, ferr
 }
 
 // fallbackWorthy: retryable errors (network, timeout, 429/500/503) and a key the primary does

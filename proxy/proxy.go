@@ -132,7 +132,7 @@ type AdminConfig struct {
 type Hooks struct {
 	OnResult    func(Result)                             // after every XKS API request (not /ping)
 	Mirror      func(r Result, reqBody, respBody []byte) // successful primary Decrypt without fallback; buffers valid during the call only
-	OnCreateKey func(keyID string)                       // successful GetKeyMetadata with kmsOperation "CreateKey"
+	OnCreateKey func(keyID, principalARN string)         // successful GetKeyMetadata with kmsOperation "CreateKey"
 }
 
 // Result describes one finished XKS request.
@@ -144,9 +144,16 @@ type Result struct {
 	KMSRequestID string
 	Backend      string // backend that produced the reply; "" when the proxy answered itself
 	FellBackFrom string
-	ErrorName    xks.ErrorName // "" on success
-	Status       int
-	Latency      time.Duration
+	// PrimaryError and PrimaryLatency describe the failed attempt on FellBackFrom, so that a
+	// backend's failures stay visible when the fallback answered.
+	PrimaryError   xks.ErrorName
+	PrimaryLatency time.Duration
+	// Principal is the request's awsPrincipalArn: Cosmian 5.26 grants it on XKS CreateKey. It is
+	// passed to hooks only; it is never a metric label.
+	Principal string
+	ErrorName xks.ErrorName // "" on success
+	Status    int
+	Latency   time.Duration
 }
 
 const (

@@ -513,8 +513,8 @@ func TestHooksAndForward(t *testing.T) {
 					mirrored.Add(1)
 				}
 			},
-			OnCreateKey: func(id string) {
-				if id == "new-key" {
+			OnCreateKey: func(id, principal string) {
+				if id == "new-key" && principal != "" {
 					created.Add(1)
 				}
 			},
