@@ -12,8 +12,10 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/proxy"
+	"github.com/xksproxy/xksproxy/sigv4"
 	"github.com/xksproxy/xksproxy/xks"
 )
 
@@ -24,6 +26,12 @@ type Config struct {
 	// filled in by New.
 	Cutover *cutover.Config
 	Logger  *slog.Logger
+	// Certs, when set, is the certificate source behind Proxy.TLS: App.Run runs it (file
+	// polling, ACME renewals) and App.ReloadTLS re-reads its files. nil: Proxy.TLS is static.
+	Certs certs.Source
+	// CertMetrics exports certificate expiry and SigV4 credential ages (already registered on
+	// Proxy.Registry); App.SetCredentials keeps the ages current. May be nil.
+	CertMetrics *certs.Metrics
 }
 
 // App is a wired proxy and controller.
@@ -31,6 +39,39 @@ type App struct {
 	Proxy   *proxy.Proxy
 	Cutover *cutover.Controller // nil without migrations
 	log     *slog.Logger
+	certs   certs.Source
+	certM   *certs.Metrics
+}
+
+// ErrNothingToReload is returned by ReloadTLS when the certificate does not come from files.
+var ErrNothingToReload = errors.New("app: the certificate source has no files to reload")
+
+// ReloadTLS re-reads the certificate and key files (tls.mode = "files") now, as on SIGHUP. A
+// replacement that does not parse, does not match its key or has expired is refused: the
+// current certificate stays in service and the error is returned. Other modes return
+// ErrNothingToReload (ACME renews by itself; self-signed never changes).
+func (a *App) ReloadTLS() error {
+	r, ok := a.certs.(interface{ Reload() error })
+	if !ok {
+		return ErrNothingToReload
+	}
+	return r.Reload()
+}
+
+// SetCredentials replaces the SigV4 credential sets of one prefix without dropping
+// connections, and the credential-age series of that prefix (sets with a zero Created have
+// none).
+func (a *App) SetCredentials(prefix string, creds []sigv4.Credential, ages []certs.CredentialAge) error {
+	if err := a.Proxy.SetCredentials(prefix, creds); err != nil {
+		return err
+	}
+	known := make([]certs.CredentialAge, 0, len(ages))
+	for _, c := range ages {
+		if !c.Created.IsZero() {
+			known = append(known, c)
+		}
+	}
+	return a.certM.SetCredentialAges(prefix, known)
 }
 
 // lazyProxy lets the controller be built before the proxy: the controller must read its journal
@@ -62,7 +103,7 @@ func New(cfg Config) (*App, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &App{log: log}
+	a := &App{log: log, certs: cfg.Certs, certM: cfg.CertMetrics}
 	lazy := &lazyProxy{}
 	pc := cfg.Proxy
 	if cfg.Cutover != nil {
@@ -144,6 +185,19 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 // Run serves until ctx is done. A migration interrupted by a restart resumes once the proxy is
 // listening.
 func (a *App) Run(ctx context.Context) error {
+	if a.certs != nil {
+		// The certificate source (file polling, ACME renewals) lives exactly as long as the
+		// proxy: stopped after the proxy has shut down.
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := a.certs.Run(cctx); err != nil {
+				a.log.Error("tls: certificate source stopped", "err", err)
+			}
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- a.Proxy.Run(ctx) }()
 	if a.Cutover != nil {

@@ -1,7 +1,7 @@
 package app
 
 import (
-	"crypto/tls"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/config"
 	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/cutover"
@@ -16,23 +17,36 @@ import (
 	"github.com/xksproxy/xksproxy/xks"
 )
 
-// FromFile turns a validated configuration file into an App configuration: it loads the TLS
-// certificate, each backend's ckms client file (TLS for the XKS path, KMIP access for
-// migrations) and, with two or more backends, the cutover controller's settings.
-func FromFile(f *config.File, version string, log *slog.Logger, progress io.Writer) (Config, error) {
+// FromFile turns a validated configuration file into an App configuration: it builds the
+// certificate source of [tls] (files re-read on change, self-signed, or ACME — which obtains or
+// loads its certificate now, so ctx bounds that), registers the certificate and credential-age
+// metrics on the proxy's registry, loads each backend's ckms client file (TLS for the XKS path,
+// KMIP access for migrations) and, with two or more backends, the cutover controller's settings.
+func FromFile(ctx context.Context, f *config.File, version string, log *slog.Logger, progress io.Writer) (Config, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	name := filepath.Base(f.Path)
-	serverTLS, err := serverTLS(f)
+	reg := prometheus.NewRegistry()
+	certMetrics := certs.NewMetrics(reg)
+	for i, p := range f.Prefix {
+		if err := certMetrics.SetCredentialAges(p.Path, credentialAges(p)); err != nil {
+			return Config{}, fmt.Errorf("%s: prefix[%d].credential: %w", name, i, err)
+		}
+	}
+	certSrc, serverTLS, err := certSource(ctx, f, certMetrics, log)
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: tls: %w", name, err)
+	}
+	metricsListen := f.Server.MetricsListen
+	if metricsListen == "" { // config's "off"; the proxy reads "" as its default address
+		metricsListen = proxy.MetricsDisabled
 	}
 	lim := f.Server.Limits
 	pc := proxy.Config{
 		Listen:        f.Server.Listen,
 		TLS:           serverTLS,
-		MetricsListen: f.Server.MetricsListen,
+		MetricsListen: metricsListen,
 		Route:         proxy.Route{Primary: f.Route.Primary, Fallback: f.Route.Fallback},
 		Limits: proxy.Limits{
 			MaxBodyBytes:      lim.MaxBodyBytes,
@@ -56,7 +70,7 @@ func FromFile(f *config.File, version string, log *slog.Logger, progress io.Writ
 		Admin:    proxy.AdminConfig{Listen: f.Admin.Listen, Token: f.Admin.Token, AllowRemote: f.Admin.AllowRemote},
 		Version:  version,
 		Logger:   log,
-		Registry: prometheus.NewRegistry(),
+		Registry: reg,
 	}
 	if f.Server.VersionLabel != "" {
 		pc.Version = f.Server.VersionLabel
@@ -90,7 +104,7 @@ func FromFile(f *config.File, version string, log *slog.Logger, progress io.Writ
 		}
 		pc.Backends = append(pc.Backends, bc)
 	}
-	out := Config{Proxy: pc, Logger: log}
+	out := Config{Proxy: pc, Logger: log, Certs: certSrc, CertMetrics: certMetrics}
 	if len(f.Backend) < 2 {
 		return out, nil
 	}
@@ -123,16 +137,4 @@ func FromFile(f *config.File, version string, log *slog.Logger, progress io.Writ
 	}
 	out.Cutover = cc
 	return out, nil
-}
-
-func serverTLS(f *config.File) (*tls.Config, error) {
-	switch f.TLS.Mode {
-	case config.TLSFiles:
-		return proxy.LoadTLS(f.TLS.CertFile, f.TLS.KeyFile)
-	case config.TLSSelfSigned:
-		c, _, err := proxy.SelfSignedTLS(f.TLS.Hosts...)
-		return c, err
-	default:
-		return nil, fmt.Errorf("mode %q is not supported by this build", f.TLS.Mode)
-	}
 }

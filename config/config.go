@@ -31,9 +31,17 @@
 //	max_aad_bytes       largest AAD [8192]; ≥ 8192 (spec minimum)
 //
 //	[tls]
-//	mode       "files" | "self-signed" ["files"]; "acme" is reserved and refused for now
-//	cert_file, key_file   PEM files (mode "files", both required)
+//	mode       "files" | "self-signed" | "acme" ["files"]
+//	cert_file, key_file   PEM files (mode "files", both required; re-read on change and SIGHUP)
+//	poll_interval         how often mode "files" checks the files for a change ["30s"]; ≥ 1s
 //	hosts      DNS names / IPs for the self-signed certificate [["localhost"]]
+//	domains    DNS names of the ACME certificate (mode "acme", required; no IPs, no wildcards)
+//	ca         ACME directory URL [Let's Encrypt production]
+//	email      ACME account contact [""]
+//	storage_dir           ACME account, keys and certificates (0700) ["/var/lib/xksproxy/acme"]
+//	challenge             "tls-alpn-01" (answered on server.listen) | "dns-01" ["tls-alpn-01"]
+//	preferred_chain_root  root CN of the chain to prefer ["ISRG Root X1" with Let's Encrypt]
+//	trusted_roots_file    PEM roots trusted for the ACME directory (private/test CA) [system]
 //
 //	[[prefix]]             one per logical key store (≥ 1)
 //	path       URI prefix before /kms/xks/v1, "" or "/..." (e.g. "/aws")
@@ -41,6 +49,9 @@
 //	service    SigV4 service ["kms-xks-proxy"]
 //	[[prefix.credential]]  1..16 sets, distinct access key ids
 //	access_key_id, secret_access_key | secret_access_key_file | secret_access_key_env
+//	created    when the set was issued, RFC 3339 ("2026-01-15T00:00:00Z", "2026-01-15" or a
+//	           TOML date), for xks_sigv4_credential_age_days [the secret file's mtime; without
+//	           a file the set has no age series and a warning says so]
 //
 //	[[backend]]            1..10 Cosmian KMS servers
 //	name            [a-z0-9-]{1,32}, unique (e.g. "a", "b")
@@ -182,10 +193,20 @@ type Limits struct {
 
 // TLS is [tls].
 type TLS struct {
-	Mode     string   `toml:"mode"`
-	CertFile string   `toml:"cert_file"`
-	KeyFile  string   `toml:"key_file"`
-	Hosts    []string `toml:"hosts"`
+	Mode     string `toml:"mode"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// PollInterval is how often mode "files" stats the files for a change.
+	PollInterval Duration `toml:"poll_interval"`
+	Hosts        []string `toml:"hosts"`
+	// Mode "acme".
+	Domains            []string `toml:"domains"`
+	CA                 string   `toml:"ca"`
+	Email              string   `toml:"email"`
+	StorageDir         string   `toml:"storage_dir"`
+	Challenge          string   `toml:"challenge"`
+	PreferredChainRoot string   `toml:"preferred_chain_root"`
+	TrustedRootsFile   string   `toml:"trusted_roots_file"`
 }
 
 // TLS modes.
@@ -194,6 +215,36 @@ const (
 	TLSSelfSigned = "self-signed"
 	TLSACME       = "acme"
 )
+
+// ACME defaults and challenges.
+const (
+	DefaultACMECA         = "https://acme-v02.api.letsencrypt.org/directory" // Let's Encrypt production
+	DefaultACMEStorageDir = "/var/lib/xksproxy/acme"
+	DefaultPollInterval   = 30 * time.Second
+	ChallengeTLSALPN01    = "tls-alpn-01"
+	ChallengeDNS01        = "dns-01"
+)
+
+// Timestamp is a point in time written as RFC 3339 ("2026-01-15T00:00:00Z"), a date
+// ("2026-01-15", midnight UTC), or the TOML datetime/date of either.
+type Timestamp struct{ time.Time }
+
+// UnmarshalText parses RFC 3339 or a bare date.
+func (ts *Timestamp) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		ts.Time = t.UTC()
+		return nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		ts.Time = t
+		return nil
+	}
+	return fmt.Errorf("not an RFC 3339 date (want e.g. \"2026-01-15T00:00:00Z\" or \"2026-01-15\")")
+}
+
+// MarshalText writes RFC 3339.
+func (ts Timestamp) MarshalText() ([]byte, error) { return []byte(ts.UTC().Format(time.RFC3339)), nil }
 
 // Prefix is one [[prefix]].
 type Prefix struct {
@@ -209,6 +260,9 @@ type Credential struct {
 	SecretAccessKey     string `toml:"secret_access_key"`
 	SecretAccessKeyFile string `toml:"secret_access_key_file"`
 	SecretAccessKeyEnv  string `toml:"secret_access_key_env"`
+	// Created is when the set was issued: the configured date, else the secret file's
+	// modification time, else zero (no age metric for this set).
+	Created Timestamp `toml:"created"`
 }
 
 // Backend is one [[backend]].
@@ -463,37 +517,7 @@ func (c *checker) check(f *File) {
 	}
 
 	// [tls]
-	t := &f.TLS
-	defStr(&t.Mode, TLSFiles)
-	switch t.Mode {
-	case TLSFiles:
-		if t.CertFile == "" {
-			c.fail("tls.cert_file", "required when tls.mode = \"files\"")
-		}
-		if t.KeyFile == "" {
-			c.fail("tls.key_file", "required when tls.mode = \"files\"")
-		}
-		if len(t.Hosts) > 0 {
-			c.fail("tls.hosts", "only used with tls.mode = \"self-signed\"")
-		}
-		t.CertFile, t.KeyFile = c.rel(t.CertFile), c.rel(t.KeyFile)
-	case TLSSelfSigned:
-		if t.CertFile != "" || t.KeyFile != "" {
-			c.fail("tls.cert_file", "not used with tls.mode = \"self-signed\"")
-		}
-		if len(t.Hosts) == 0 {
-			t.Hosts = []string{"localhost"}
-		}
-		for i, h := range t.Hosts {
-			if h == "" || strings.ContainsAny(h, " /:") && net.ParseIP(h) == nil {
-				c.fail(fmt.Sprintf("tls.hosts[%d]", i), "must be a DNS name or an IP address")
-			}
-		}
-	case TLSACME:
-		c.fail("tls.mode", "\"acme\" is not supported yet; use \"files\" (e.g. certificates from certbot) or \"self-signed\"")
-	default:
-		c.fail("tls.mode", "must be \"files\" or \"self-signed\"")
-	}
+	c.tls(&f.TLS)
 
 	// [[prefix]]
 	if len(f.Prefix) == 0 {
@@ -522,6 +546,7 @@ func (c *checker) check(f *File) {
 			fc := fmt.Sprintf("%s.credential[%d]", fp, k)
 			cr.SecretAccessKey = c.secret(fc, "secret_access_key", cr.SecretAccessKey, cr.SecretAccessKeyFile, cr.SecretAccessKeyEnv, true)
 			c.credential(fc, cr.AccessKeyID, cr.SecretAccessKey)
+			c.created(fc, cr)
 			if j, dup := seen[cr.AccessKeyID]; dup {
 				c.fail(fc+".access_key_id", "same access key id as credential[%d]", j)
 			}
@@ -676,6 +701,149 @@ func (c *checker) check(f *File) {
 	default:
 		c.fail("log.format", "must be \"json\" or \"text\"")
 	}
+}
+
+// tls checks [tls] for its mode and refuses the keys of the other modes.
+func (c *checker) tls(t *TLS) {
+	defStr(&t.Mode, TLSFiles)
+	switch t.Mode {
+	case TLSFiles, TLSSelfSigned, TLSACME:
+	default:
+		c.fail("tls.mode", "must be \"files\", \"self-signed\" or \"acme\"")
+		return
+	}
+	// Each key belongs to one mode; a key of another mode is a mistake worth naming.
+	owner := []struct {
+		field, mode string
+		set         bool
+	}{
+		{"tls.cert_file", TLSFiles, t.CertFile != ""},
+		{"tls.key_file", TLSFiles, t.KeyFile != ""},
+		{"tls.poll_interval", TLSFiles, t.PollInterval != 0},
+		{"tls.hosts", TLSSelfSigned, len(t.Hosts) > 0},
+		{"tls.domains", TLSACME, len(t.Domains) > 0},
+		{"tls.ca", TLSACME, t.CA != ""},
+		{"tls.email", TLSACME, t.Email != ""},
+		{"tls.storage_dir", TLSACME, t.StorageDir != ""},
+		{"tls.challenge", TLSACME, t.Challenge != ""},
+		{"tls.preferred_chain_root", TLSACME, t.PreferredChainRoot != ""},
+		{"tls.trusted_roots_file", TLSACME, t.TrustedRootsFile != ""},
+	}
+	for _, o := range owner {
+		if o.set && o.mode != t.Mode {
+			c.fail(o.field, "only used with tls.mode = %q", o.mode)
+		}
+	}
+	switch t.Mode {
+	case TLSFiles:
+		if t.CertFile == "" {
+			c.fail("tls.cert_file", "required when tls.mode = \"files\"")
+		}
+		if t.KeyFile == "" {
+			c.fail("tls.key_file", "required when tls.mode = \"files\"")
+		}
+		t.CertFile, t.KeyFile = c.rel(t.CertFile), c.rel(t.KeyFile)
+		defDur(&t.PollInterval, DefaultPollInterval)
+		if t.PollInterval.D() < time.Second || t.PollInterval.D() > 24*time.Hour {
+			c.fail("tls.poll_interval", "must be between 1s and 24h")
+		}
+	case TLSSelfSigned:
+		if len(t.Hosts) == 0 {
+			t.Hosts = []string{"localhost"}
+		}
+		for i, h := range t.Hosts {
+			if h == "" || strings.ContainsAny(h, " /:") && net.ParseIP(h) == nil {
+				c.fail(fmt.Sprintf("tls.hosts[%d]", i), "must be a DNS name or an IP address")
+			}
+		}
+	case TLSACME:
+		if len(t.Domains) == 0 {
+			c.fail("tls.domains", "required when tls.mode = \"acme\" (the XKS endpoint's DNS names)")
+		}
+		if len(t.Domains) > 100 {
+			c.fail("tls.domains", "at most 100 names")
+		}
+		seen := map[string]int{}
+		for i, d := range t.Domains {
+			fd := fmt.Sprintf("tls.domains[%d]", i)
+			d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+			if !validDNSName(d) {
+				c.fail(fd, "must be a DNS name (no IP address, port, or wildcard)")
+			}
+			if j, dup := seen[d]; dup {
+				c.fail(fd, "same name as tls.domains[%d]", j)
+			}
+			seen[d] = i
+			t.Domains[i] = d
+		}
+		defStr(&t.CA, DefaultACMECA)
+		if u, err := url.Parse(t.CA); err != nil || u.Host == "" || u.User != nil || (u.Scheme != "https" && u.Scheme != "http") {
+			c.fail("tls.ca", "must be the ACME directory URL (https://...)")
+		}
+		if t.Email != "" && (len(t.Email) > 254 || strings.Count(t.Email, "@") != 1 ||
+			strings.HasPrefix(t.Email, "@") || strings.HasSuffix(t.Email, "@") || strings.ContainsAny(t.Email, " \t\r\n<>,;")) {
+			c.fail("tls.email", "must be an e-mail address")
+		}
+		defStr(&t.StorageDir, DefaultACMEStorageDir)
+		t.StorageDir = c.rel(t.StorageDir)
+		defStr(&t.Challenge, ChallengeTLSALPN01)
+		switch t.Challenge {
+		case ChallengeTLSALPN01, ChallengeDNS01:
+		default:
+			c.fail("tls.challenge", "must be %q or %q", ChallengeTLSALPN01, ChallengeDNS01)
+		}
+		if len(t.PreferredChainRoot) > 256 {
+			c.fail("tls.preferred_chain_root", "longer than 256 characters")
+		}
+		if t.TrustedRootsFile != "" {
+			t.TrustedRootsFile = c.rel(t.TrustedRootsFile)
+			if _, err := os.Stat(t.TrustedRootsFile); err != nil {
+				c.fail("tls.trusted_roots_file", "cannot read: %v", errors.Unwrap(err))
+			}
+		}
+	}
+}
+
+// created fills cr.Created: the configured date, else the secret file's modification time
+// (rotation writes a new file), else zero with a warning: the set then has no age series.
+func (c *checker) created(field string, cr *Credential) {
+	if !cr.Created.IsZero() {
+		if cr.Created.After(time.Now().Add(24 * time.Hour)) {
+			c.fail(field+".created", "is in the future")
+		}
+		return
+	}
+	if cr.SecretAccessKeyFile != "" {
+		if st, err := os.Stat(c.rel(cr.SecretAccessKeyFile)); err == nil {
+			cr.Created = Timestamp{st.ModTime().UTC()}
+			return
+		}
+		return // the read error is reported by secret()
+	}
+	c.warn(field+".created", "not set and the secret is not from a file: xks_sigv4_credential_age_days has no series for %s", cr.AccessKeyID)
+}
+
+// validDNSName: lower-case LDH labels, at least two of them, no wildcard.
+func validDNSName(d string) bool {
+	if d == "" || len(d) > 253 || net.ParseIP(d) != nil {
+		return false
+	}
+	labels := strings.Split(d, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			b := l[i]
+			if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // sectionUsed: the cutover backends are checked when [cutover] is written or there are two or

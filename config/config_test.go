@@ -69,6 +69,119 @@ func TestLoadFull(t *testing.T) {
 	if *f.Cutover.ShadowSampleRate != 0.05 || f.Cutover.Concurrency != 8 {
 		t.Errorf("cutover %+v", f.Cutover)
 	}
+	if f.TLS.PollInterval.D() != 30*time.Second || f.TLS.CertFile != filepath.Join(filepath.Dir(path), "certs/xks.example.com.crt") {
+		t.Errorf("tls %+v", f.TLS)
+	}
+	want := []time.Time{time.Date(2025, 11, 2, 9, 30, 0, 0, time.UTC), time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)}
+	for i, w := range want {
+		if got := f.Prefix[0].Credential[i].Created.Time; !got.Equal(w) {
+			t.Errorf("credential[%d].created = %v, want %v", i, got, w)
+		}
+	}
+}
+
+func TestLoadACME(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"acme.toml", "secret-b.txt"} {
+		b, err := os.ReadFile(filepath.Join("testdata", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "acme-root.pem"), []byte("roots"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(filepath.Join(dir, "secret-b.txt"), mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	f, warns, err := Load(filepath.Join(dir, "acme.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 0 {
+		t.Errorf("warnings: %v", warns)
+	}
+	tl := f.TLS
+	if tl.Mode != TLSACME || len(tl.Domains) != 2 || tl.Domains[1] != "xks.vpce.example.com" {
+		t.Errorf("domains not normalised: %q", tl.Domains)
+	}
+	if tl.CA != "https://acme.internal:14000/dir" || tl.Email != "security@example.com" || tl.Challenge != ChallengeTLSALPN01 ||
+		tl.PreferredChainRoot != "ISRG Root X1" {
+		t.Errorf("tls %+v", tl)
+	}
+	if tl.StorageDir != filepath.Join(dir, "acme") || tl.TrustedRootsFile != filepath.Join(dir, "acme-root.pem") {
+		t.Errorf("paths not resolved relative to the file: %q %q", tl.StorageDir, tl.TrustedRootsFile)
+	}
+	if got := f.Prefix[0].Credential[0].Created.Time; !got.Equal(mtime) {
+		t.Errorf("created from the secret file's mtime: %v, want %v", got, mtime)
+	}
+}
+
+func TestTLSDefaults(t *testing.T) {
+	acme := strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"acme\"\ndomains = [\"xks.example.com\"]", 1)
+	f, _, err := Parse("/etc/xksproxy/x.toml", []byte(acme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.TLS.CA != DefaultACMECA || f.TLS.StorageDir != DefaultACMEStorageDir || f.TLS.Challenge != ChallengeTLSALPN01 ||
+		f.TLS.PreferredChainRoot != "" || f.TLS.TrustedRootsFile != "" {
+		t.Errorf("acme defaults %+v", f.TLS)
+	}
+	files := strings.Replace(minimal(""), `mode = "self-signed"`, `mode = "files"`+"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"", 1)
+	f, _, err = Parse("/etc/xksproxy/x.toml", []byte(files))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.TLS.PollInterval.D() != DefaultPollInterval || f.TLS.CertFile != "/etc/xksproxy/c.pem" {
+		t.Errorf("files defaults %+v", f.TLS)
+	}
+}
+
+func TestCreated(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "s.txt")
+	if err := os.WriteFile(secretFile, []byte(testSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2024, 3, 4, 5, 6, 7, 0, time.UTC)
+	if err := os.Chtimes(secretFile, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	inline := `secret_access_key = "` + testSecret + `"`
+	tests := []struct {
+		name, repl string
+		want       time.Time
+		warn       bool
+	}{
+		{"rfc3339 string", inline + "\ncreated = \"2026-01-15T10:00:00+02:00\"", time.Date(2026, 1, 15, 8, 0, 0, 0, time.UTC), false},
+		{"date string", inline + "\ncreated = \"2026-01-15\"", time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC), false},
+		{"toml datetime", inline + "\ncreated = 2026-01-15T00:00:00Z", time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC), false},
+		{"toml date", inline + "\ncreated = 2026-01-15", time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC), false},
+		{"file mtime", `secret_access_key_file = "s.txt"`, mtime, false},
+		{"explicit beats mtime", `secret_access_key_file = "s.txt"` + "\ncreated = \"2026-01-15\"", time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC), false},
+		{"inline without date", inline, time.Time{}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(minimal(""), inline, tc.repl, 1)
+			f, warns, err := Parse(filepath.Join(dir, "x.toml"), []byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Prefix[0].Credential[0].Created.Time; !got.Equal(tc.want) {
+				t.Errorf("created %v, want %v", got, tc.want)
+			}
+			gotWarn := len(warns) == 1 && strings.Contains(warns[0], "prefix[0].credential[0].created: not set") &&
+				strings.Contains(warns[0], "xks_sigv4_credential_age_days")
+			if gotWarn != tc.warn || (!tc.warn && len(warns) != 0) {
+				t.Errorf("warnings %v, want a created warning: %v", warns, tc.warn)
+			}
+		})
+	}
 }
 
 func minimal(extra string) string {
@@ -123,6 +236,9 @@ region = "us-east-1"
 access_key_id = "AKIACOSMIANBACKENDB2"
 secret_access_key = "` + testSecret + `"
 `
+	acme := func(keys string) string {
+		return strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"acme\"\n"+keys, 1)
+	}
 	cases := []struct {
 		name, doc, want string
 	}{
@@ -137,7 +253,23 @@ secret_access_key = "` + testSecret + `"
 		{"payload", minimal("[server.limits]\nmax_payload_bytes = 100\n"), "x.toml: server.limits.max_payload_bytes: "},
 		{"aad", minimal("[server.limits]\nmax_aad_bytes = 100\n"), "x.toml: server.limits.max_aad_bytes: "},
 		{"body", minimal("[server.limits]\nmax_body_bytes = 100\n"), "x.toml: server.limits.max_body_bytes: "},
-		{"acme", strings.Replace(minimal(""), `"self-signed"`, `"acme"`, 1), "x.toml: tls.mode: \"acme\" is not supported yet"},
+		{"acme domains", strings.Replace(minimal(""), `"self-signed"`, `"acme"`, 1), "x.toml: tls.domains: required"},
+		{"acme ip", acme(`domains = ["192.0.2.1"]`), "x.toml: tls.domains[0]: must be a DNS name"},
+		{"acme wildcard", acme(`domains = ["*.example.com"]`), "x.toml: tls.domains[0]: must be a DNS name"},
+		{"acme port", acme(`domains = ["xks.example.com:443"]`), "x.toml: tls.domains[0]: must be a DNS name"},
+		{"acme single label", acme(`domains = ["localhost"]`), "x.toml: tls.domains[0]: must be a DNS name"},
+		{"acme dup", acme(`domains = ["xks.example.com", "XKS.example.com"]`), "x.toml: tls.domains[1]: same name"},
+		{"acme ca", acme(`domains = ["xks.example.com"]` + "\nca = \"ftp://x/dir\""), "x.toml: tls.ca: "},
+		{"acme ca relative", acme(`domains = ["xks.example.com"]` + "\nca = \"dir\""), "x.toml: tls.ca: "},
+		{"acme email", acme(`domains = ["xks.example.com"]` + "\nemail = \"nobody\""), "x.toml: tls.email: "},
+		{"acme challenge", acme(`domains = ["xks.example.com"]` + "\nchallenge = \"http-01\""), "x.toml: tls.challenge: must be"},
+		{"acme roots missing", acme(`domains = ["xks.example.com"]` + "\ntrusted_roots_file = \"/nonexistent/roots.pem\""), "x.toml: tls.trusted_roots_file: cannot read"},
+		{"acme with cert_file", acme(`domains = ["xks.example.com"]` + "\ncert_file = \"c.pem\""), "x.toml: tls.cert_file: only used with tls.mode = \"files\""},
+		{"files with domains", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"files\"\ncert_file = \"c\"\nkey_file = \"k\"\ndomains = [\"xks.example.com\"]", 1), "x.toml: tls.domains: only used with tls.mode = \"acme\""},
+		{"poll interval", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"files\"\ncert_file = \"c\"\nkey_file = \"k\"\npoll_interval = \"10ms\"", 1), "x.toml: tls.poll_interval: must be between"},
+		{"poll interval self-signed", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"self-signed\"\npoll_interval = \"10s\"", 1), "x.toml: tls.poll_interval: only used with tls.mode = \"files\""},
+		{"created bad", strings.Replace(minimal(""), "[[backend]]", "created = \"yesterday\"\n[[backend]]", 1), "x.toml:10: prefix.credential.created: not an RFC 3339 date"},
+		{"created future", strings.Replace(minimal(""), "[[backend]]", "created = \"2999-01-01\"\n[[backend]]", 1), "x.toml: prefix[0].credential[0].created: is in the future"},
 		{"tls mode", strings.Replace(minimal(""), `"self-signed"`, `"magic"`, 1), "x.toml: tls.mode: "},
 		{"tls files", strings.Replace(minimal(""), `"self-signed"`, `"files"`, 1), "x.toml: tls.cert_file: required"},
 		{"prefix path", strings.Replace(minimal(""), `path = "/aws"`, `path = "aws"`, 1), "x.toml: prefix[0].path: "},
@@ -232,7 +364,7 @@ func TestLoadMissingFile(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, n := range []string{"full.toml"} {
+	for _, n := range []string{"full.toml", "acme.toml"} {
 		b, err := os.ReadFile(filepath.Join("testdata", n))
 		if err != nil {
 			f.Fatal(err)
@@ -242,6 +374,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal("")))
 	f.Add([]byte(minimal("[server.limits]\nbudget = \"1ms\"\n[cutover]\nshadow_sample_rate = 0.5\n")))
 	f.Add([]byte("[[prefix]]\n[[prefix.credential]]\n"))
+	f.Add([]byte(strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"acme\"\ndomains = [\"xks.example.com\"]\nchallenge = \"dns-01\"", 1)))
+	f.Add([]byte(strings.Replace(minimal(""), "[[backend]]", "created = 2026-01-15\n[[backend]]", 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, _, err := Parse("fuzz.toml", data)
 		if err != nil {

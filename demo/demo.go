@@ -30,8 +30,11 @@ type Options struct {
 	Probation time.Duration // watch B after the switch before finalizing; default 5s
 	Tail      time.Duration // traffic after finalizing; default 2s
 	Listen    string        // proxy listener; default 127.0.0.1:0
-	Logger    *slog.Logger
-	Progress  io.Writer // status lines while running (nil: quiet)
+	// Timeout is the load generator's per-request timeout (default 250 ms, AWS's budget).
+	// Tests under the race detector raise it, and Budget/BackendTimeout (the proxy's), with it.
+	Timeout, Budget, BackendTimeout time.Duration
+	Logger                          *slog.Logger
+	Progress                        io.Writer // status lines while running (nil: quiet)
 }
 
 // Report is the demo's outcome. JSON names are the issue's.
@@ -154,6 +157,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	keys, traffic := keySet(o.Keys)
 	st, err := devstack.Start(ctx, devstack.Config{
 		Listen: o.Listen, Keys: keys, Logger: o.Logger, Version: "xksproxy demo",
+		Budget: o.Budget, BackendTimeout: o.BackendTimeout,
 		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: 20},
 	})
 	if err != nil {
@@ -166,7 +170,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Endpoint: st.Endpoint, Prefix: st.Prefix, Region: st.Region, Credential: st.Credential,
 		TLS: st.ClientTLS(), Keys: traffic, Rate: o.RPS, Workers: 256, Conns: 16,
 		Principals: []string{trafficPrincipal}, CreateKeyPrefix: "demo-new-%d", Record: true,
-		Logger: o.Logger,
+		Timeout: o.Timeout,
+		Logger:  o.Logger,
 	}
 	lg, err := loadgen.New(lcfg)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,42 +18,169 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/app"
+	"github.com/xksproxy/xksproxy/certs"
+	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/proxy"
+	"github.com/xksproxy/xksproxy/sigv4"
 )
 
-// exportedMetricNames returns every metric name the proxy exports.
-//
-// TODO(lead): replace this list with the live registries once proxy, cutover
-// and certs are wired: build a prometheus.Registry, register
-// proxy.NewMetrics / cutover metrics / certs.NewMetrics on it, touch each
-// vector once, and return the names from reg.Gather().
+// liveRegistry assembles what `xksproxy serve` registers, on one registry: the proxy (self-signed
+// TLS, one prefix, two backends at unused loopback URLs, health and the metrics listener off),
+// the cutover controller wired by app.New (two Cosmian clients at unused URLs and a temporary
+// journal: New does no network) and the certificate metrics. Nothing listens or connects.
+func liveRegistry(t *testing.T) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	serverTLS, _, err := proxy.SelfSignedTLS("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred := sigv4.Credential{AccessKeyID: "AKIAXKSPROXYDEPLOY01", Secret: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="}
+	pc := proxy.Config{
+		TLS:           serverTLS,
+		MetricsListen: proxy.MetricsDisabled,
+		Prefixes:      []proxy.PrefixConfig{{Path: "/aws", Region: "us-east-1", Credentials: []sigv4.Credential{cred}}},
+		Backends: []proxy.BackendConfig{
+			{Name: "a", XKSURL: "http://127.0.0.1:1/aws", Region: "us-east-1", Credential: cred},
+			{Name: "b", XKSURL: "http://127.0.0.1:2/aws", Region: "us-east-1", Credential: cred},
+		},
+		Route:    proxy.Route{Primary: "a"},
+		Health:   proxy.HealthConfig{Disabled: true},
+		Logger:   slog.New(slog.DiscardHandler),
+		Registry: reg,
+	}
+	kmip := func(url string) *cosmian.Client {
+		c, err := cosmian.NewClient(cosmian.ClientConfig{BaseURL: url, HTTP: &http.Client{Timeout: time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, err := app.New(app.Config{Proxy: pc, Logger: slog.New(slog.DiscardHandler), Cutover: &cutover.Config{
+		Source:      cutover.Backend{Name: "a", KMIP: kmip("http://127.0.0.1:1")},
+		Target:      cutover.Backend{Name: "b", KMIP: kmip("http://127.0.0.1:2")},
+		JournalPath: filepath.Join(t.TempDir(), "cutover.json"),
+		Logger:      slog.New(slog.DiscardHandler),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Cutover.Close() })
+	certs.NewMetrics(reg)
+	return reg
+}
+
+var fqNameRe = regexp.MustCompile(`^Desc\{fqName: "([^"]+)"`)
+
+// exportedMetricNames returns every metric family the running proxy can export. Vectors
+// appear in Gather only once a label set exists, so the names come from the registry's
+// descriptors (Registry.Describe reports every registered collector's Desc; a Desc exposes its
+// name only through String), checked against what Gather already returns.
 func exportedMetricNames(t *testing.T) []string {
 	t.Helper()
-	return []string{
-		// proxy
-		"xks_requests_total",
-		"xks_request_duration_seconds",
-		"xks_backend_request_duration_seconds",
-		"xks_in_flight_requests",
-		"xks_sigv4_failures_total",
-		"xks_fallback_total",
-		"xks_backend_up",
-		"xks_route_epoch",
-		"xks_route_info",
-		"xks_build_info",
-		// cutover
-		"xks_cutover_epoch",
-		"xks_cutover_state",
-		"xks_cutover_keys",
-		"xks_shadow_results_total",
-		"xks_cutover_rollbacks_total",
-		"xks_cutover_fallbacks_total",
-		// certs
-		"xks_tls_certificate_expiry_days",
-		"xks_tls_certificate_reloads_total",
-		"xks_sigv4_credential_age_days",
+	reg := liveRegistry(t)
+	ch := make(chan *prometheus.Desc)
+	go func() { reg.Describe(ch); close(ch) }()
+	names := map[string]bool{}
+	for d := range ch {
+		m := fqNameRe.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("cannot read the name of %s", d)
+		}
+		names[m[1]] = true
 	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if !names[mf.GetName()] {
+			t.Errorf("gathered %s has no descriptor", mf.GetName())
+		}
+	}
+	out := make([]string, 0, len(names))
+	for n := range names {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// labelValues are the values a label of a metric can take, where rules or panels select on
+// them: the exported constants where the package has them, else the literals of the named file.
+func labelValues(t *testing.T) map[string]map[string][]string {
+	t.Helper()
+	states := []string{}
+	mfs, err := liveRegistry(t).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "xks_cutover_state" { // the controller sets every state's gauge at start
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "state" {
+						states = append(states, l.GetValue())
+					}
+				}
+			}
+		}
+	}
+	if len(states) < 11 {
+		t.Fatalf("xks_cutover_state has %d states at start: %v", len(states), states)
+	}
+	return map[string]map[string][]string{
+		"xks_cutover_state": {"state": states},
+		"xks_cutover_keys": {
+			"phase":  {cutover.PhaseCopy, cutover.PhaseVerify},
+			"result": {cutover.ResultOK, cutover.ResultSkipped, cutover.ResultConflict, cutover.ResultError},
+		},
+		"xks_shadow_results_total":          {"result": {"match", "mismatch", "error", "dropped"}},     // cutover/shadow.go
+		"xks_cutover_rollbacks_total":       {"reason": {"manual", "error_rate", "p99", "resumed"}},    // cutover/run.go
+		"xks_tls_certificate_reloads_total": {"result": {"success", "failure"}, "source": certSources}, // certs/metrics.go
+		"xks_tls_certificate_expiry_days":   {"source": certSources},
+	}
+}
+
+var certSources = []string{"files", "acme", "self-signed"}
+
+var (
+	selectorRe = regexp.MustCompile(`\b(xks_[a-z0-9_]+)\{([^}]*)\}`)
+	matcherRe  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"`)
+	plainRe    = regexp.MustCompile(`^[a-z0-9_-]*$`)
+)
+
+// badLabelValues returns the label values expr selects on that the metric never takes. Regex
+// alternatives are checked one by one when they are plain words.
+func badLabelValues(expr string, values map[string]map[string][]string) []string {
+	var bad []string
+	for _, sel := range selectorRe.FindAllStringSubmatch(expr, -1) {
+		labels := values[sel[1]]
+		for _, m := range matcherRe.FindAllStringSubmatch(sel[2], -1) {
+			allowed, ok := labels[m[1]]
+			if !ok {
+				continue
+			}
+			alts := []string{m[3]}
+			if m[2] == "=~" || m[2] == "!~" {
+				alts = strings.Split(m[3], "|")
+			}
+			for _, v := range alts {
+				if v != "" && plainRe.MatchString(v) && !slices.Contains(allowed, v) {
+					bad = append(bad, sel[1]+"{"+m[1]+"=\""+v+"\"}")
+				}
+			}
+		}
+	}
+	return bad
 }
 
 var (
@@ -127,9 +256,13 @@ func TestMetricNamesAreExported(t *testing.T) {
 	if len(exprs["rules"]) < 8 {
 		t.Fatalf("found %d rule expressions", len(exprs["rules"]))
 	}
+	values := labelValues(t)
 	used := map[string]bool{}
 	for where, es := range exprs {
 		for _, e := range es {
+			for _, b := range badLabelValues(e, values) {
+				t.Errorf("%s: %s selects a label value the proxy never exports (expr: %s)", where, b, strings.TrimSpace(e))
+			}
 			names := metricNames(e, known)
 			if len(names) == 0 {
 				t.Errorf("%s: expression uses no xks_ metric: %s", where, e)
@@ -149,6 +282,27 @@ func TestMetricNamesAreExported(t *testing.T) {
 		if !used[n] {
 			t.Errorf("no rule or panel uses %s", n)
 		}
+	}
+}
+
+func TestBadLabelValues(t *testing.T) {
+	values := map[string]map[string][]string{"xks_cutover_keys": {"result": {"ok", "error"}}}
+	tests := []struct {
+		expr string
+		want []string
+	}{
+		{`sum(xks_cutover_keys{result="error"})`, nil},
+		{`sum(xks_cutover_keys{result="failed"})`, []string{`xks_cutover_keys{result="failed"}`}},
+		{`sum(xks_cutover_keys{phase="copy", result=~"ok|failed"})`, []string{`xks_cutover_keys{result="failed"}`}},
+		{`sum(xks_cutover_keys{result=~".+"})`, nil},
+		{`sum(xks_requests_total{result="anything"})`, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.expr, func(t *testing.T) {
+			if got := badLabelValues(tc.expr, values); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -507,6 +661,39 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 }
 
+// fileKeyRe finds the files a configuration reads at load time (secrets, the admin token).
+var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
+
+// loadConfig runs config.Load on doc as if installed: /etc/xksproxy/ becomes a temporary
+// directory holding the secret files it names (mode 0600, valid test secrets).
+func loadConfig(t *testing.T, name, doc string) *config.File {
+	t.Helper()
+	dir := t.TempDir()
+	for _, m := range fileKeyRe.FindAllStringSubmatch(doc, -1) {
+		p := filepath.Join(dir, strings.TrimPrefix(m[2], "/etc/xksproxy/"))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		// Valid as a SigV4 secret and as an admin token (≥ 32 characters).
+		if err := os.WriteFile(p, []byte("ZGVwbG95LXRlc3Qtc2VjcmV0LWRlcGxveS10ZXN0LXNlY3JldA==\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doc = strings.ReplaceAll(doc, "/etc/xksproxy/", dir+"/")
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, warnings, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config.Load: %v", err)
+	}
+	for _, w := range warnings {
+		t.Logf("%s: warning: %s", name, w)
+	}
+	return f
+}
+
 func TestExamples(t *testing.T) {
 	tests := []struct {
 		file     string
@@ -518,29 +705,37 @@ func TestExamples(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
-			var conf struct {
-				Server  map[string]any   `toml:"server"`
-				TLS     map[string]any   `toml:"tls"`
-				Prefix  []map[string]any `toml:"prefix"`
-				Backend []map[string]any `toml:"backend"`
-				Route   map[string]any   `toml:"route"`
-			}
-			md, err := toml.DecodeFile(tc.file, &conf)
+			b, err := os.ReadFile(tc.file)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_ = md
-			if len(conf.Backend) != tc.backends || conf.TLS["mode"] != tc.tlsMode || len(conf.Prefix) == 0 {
-				t.Errorf("backends %d, tls mode %v, prefixes %d", len(conf.Backend), conf.TLS["mode"], len(conf.Prefix))
+			f := loadConfig(t, filepath.Base(tc.file), string(b))
+			if len(f.Backend) != tc.backends || f.TLS.Mode != tc.tlsMode || len(f.Prefix) == 0 {
+				t.Errorf("backends %d, tls mode %v, prefixes %d", len(f.Backend), f.TLS.Mode, len(f.Prefix))
 			}
-			if !strings.HasSuffix(conf.Server["listen"].(string), ":443") {
-				t.Errorf("listen %v: AWS connects to 443 only", conf.Server["listen"])
+			if !strings.HasSuffix(f.Server.Listen, ":443") {
+				t.Errorf("listen %v: AWS connects to 443 only", f.Server.Listen)
 			}
-			for _, b := range conf.Backend {
-				if _, inline := b["secret_access_key"]; inline {
-					t.Errorf("backend %v: examples keep secrets in files", b["name"])
+			if bytes.Contains(b, []byte("secret_access_key =")) {
+				t.Errorf("examples keep secrets in files")
+			}
+			for _, p := range f.Prefix {
+				for _, c := range p.Credential {
+					if c.Created.IsZero() {
+						t.Errorf("prefix %s credential %s: no created date (the age metric needs one)", p.Path, c.AccessKeyID)
+					}
 				}
 			}
 		})
 	}
+	t.Run("kubernetes configmap", func(t *testing.T) {
+		var cm map[string]any
+		for _, d := range readYAML(t, "kubernetes/configmap.yaml") {
+			cm = d.(map[string]any)
+		}
+		f := loadConfig(t, "xksproxy.toml", str(t, get(t, cm, "data", "xksproxy.toml")))
+		if f.TLS.Mode != "files" {
+			t.Errorf("tls mode %q: several replicas need files (ACME needs shared storage)", f.TLS.Mode)
+		}
+	})
 }

@@ -114,6 +114,9 @@ type Config struct {
 	Logger      *slog.Logger
 	Progress    interface{ Write([]byte) (int, error) }
 	Version     string
+	// Budget and BackendTimeout override the proxy's 240 ms budget and 200 ms per-attempt
+	// timeout; tests under the race detector need more (it slows everything several times).
+	Budget, BackendTimeout time.Duration
 }
 
 // Stack is a running environment.
@@ -347,9 +350,10 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 					Path: cfg.Prefix, Region: cfg.Region, Credentials: []sigv4.Credential{cfg.Credential},
 				}},
 				Backends: []proxy.BackendConfig{
-					{Name: "a", XKSURL: a.run.URL + "/aws", Region: cfg.Region, Credential: a.cred, TLS: backendTLS, Model: "Cosmian KMS 5.26.0 (emulated)"},
-					{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS 5.26.0 (emulated)"},
+					{Name: "a", XKSURL: a.run.URL + "/aws", Region: cfg.Region, Credential: a.cred, TLS: backendTLS, Model: "Cosmian KMS 5.26.0 (emulated)", Timeout: cfg.BackendTimeout},
+					{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS 5.26.0 (emulated)", Timeout: cfg.BackendTimeout},
 				},
+				Limits:   proxy.Limits{Budget: cfg.Budget, AllowSlowBudget: cfg.Budget > 250*time.Millisecond},
 				Route:    proxy.Route{Primary: "a"},
 				Admin:    proxy.AdminConfig{Listen: cfg.AdminListen, Token: s.AdminToken},
 				Version:  cfg.Version,

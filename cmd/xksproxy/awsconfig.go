@@ -29,7 +29,7 @@ func cmdAWSConfig(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("config", "", "TOML configuration file (required)")
 	prefix := fs.String("prefix", "", "prefix path (default: the first [[prefix]])")
 	akid := fs.String("access-key-id", "", "credential set (default: the last one listed, i.e. the newest in a rotation)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *cfgPath == "" {

@@ -40,6 +40,12 @@ func cmdCutover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	}
 	sub := args[0]
+	switch sub {
+	case "plan", "start", "status", "switch", "rollback", "finalize":
+	default:
+		fmt.Fprint(stderr, cutoverUsage)
+		return usageErr("cutover: unknown command %q", sub)
+	}
 	fs := flag.NewFlagSet("cutover "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", defaultStr(os.Getenv("XKSPROXY_ADMIN"), "http://127.0.0.1:9465"), "admin API base URL")
@@ -51,7 +57,7 @@ func cmdCutover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	reason := fs.String("reason", "", "rollback: why (recorded in the journal)")
 	revoke := fs.Bool("revoke-source-grants", false, "finalize: revoke on the source the grants that were replicated")
 	watch := fs.Duration("watch", 0, "status: refresh at this interval until the migration ends")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	token := os.Getenv("XKSPROXY_ADMIN_TOKEN")

@@ -23,7 +23,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&o.Tail, "tail", 2*time.Second, "traffic after finalizing")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the summary")
 	logLevel := fs.String("log-level", "error", "log level for the components (logs go to stderr)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/xksproxy/xksproxy/app"
+	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/config"
 )
 
@@ -21,7 +23,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dev := fs.Bool("dev", false, "run in front of two in-process emulated Cosmian KMS servers (no configuration file)")
 	var d devFlags
 	d.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -50,7 +52,7 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	for _, w := range warnings {
 		log.Warn("configuration", "warning", w)
 	}
-	ac, err := app.FromFile(f, "xksproxy "+version, log, nil)
+	ac, err := app.FromFile(ctx, f, "xksproxy "+version, log, nil)
 	if err != nil {
 		return err
 	}
@@ -63,9 +65,11 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	return a.Run(ctx)
 }
 
-// reloadOnHUP re-reads the configuration file on SIGHUP and applies the SigV4 credential sets of
-// every prefix without dropping connections: the spec's rotation procedure (add the new set,
-// update the key store in AWS, wait, remove the old set) is two edits and two SIGHUPs.
+// reloadOnHUP applies SIGHUP (systemctl reload): it re-reads the configuration file and applies
+// the SigV4 credential sets of every prefix without dropping connections — the spec's rotation
+// procedure (add the new set, update the key store in AWS, wait, remove the old set) is two edits
+// and two SIGHUPs — updates xks_sigv4_credential_age_days, and re-reads the certificate files
+// (tls.mode = "files"; a bad replacement is refused and the current certificate kept).
 func reloadOnHUP(ctx context.Context, path string, a *app.App, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -76,21 +80,46 @@ func reloadOnHUP(ctx context.Context, path string, a *app.App, log *slog.Logger)
 			return
 		case <-hup:
 		}
-		f, _, err := config.Load(path)
-		if err != nil {
-			log.Error("reload: configuration refused; keeping the current credentials", "err", err)
-			continue
+		reload(path, a, log)
+	}
+}
+
+// reload is one SIGHUP. The certificate files are re-read even when the configuration file is
+// refused: renewing a certificate must not depend on an unrelated edit.
+func reload(path string, a *app.App, log *slog.Logger) {
+	log.Info("reload: SIGHUP received", "config", path)
+	if f, warnings, err := config.Load(path); err != nil {
+		log.Error("reload: configuration refused; keeping the current credentials", "err", err)
+	} else {
+		for _, w := range warnings {
+			log.Warn("reload: configuration", "warning", w)
 		}
 		for _, p := range f.Prefix {
-			if err := a.Proxy.SetCredentials(p.Path, p.Credentials()); err != nil {
+			ids := make([]string, 0, len(p.Credential))
+			ages := make([]certs.CredentialAge, 0, len(p.Credential))
+			var noAge []string
+			for _, c := range p.Credential {
+				ids = append(ids, c.AccessKeyID)
+				if c.Created.IsZero() {
+					noAge = append(noAge, c.AccessKeyID)
+					continue
+				}
+				ages = append(ages, certs.CredentialAge{AccessKeyID: c.AccessKeyID, Created: c.Created.Time})
+			}
+			if err := a.SetCredentials(p.Path, p.Credentials(), ages); err != nil {
 				log.Error("reload: credentials refused", "prefix", p.Path, "err", err)
 				continue
 			}
-			ids := make([]string, 0, len(p.Credential))
-			for _, c := range p.Credential {
-				ids = append(ids, c.AccessKeyID)
-			}
-			log.Info("reload: credentials applied", "prefix", p.Path, "access_key_ids", ids)
+			log.Info("reload: credentials applied", "prefix", p.Path, "access_key_ids", ids,
+				"age_metric_sets", len(ages), "no_created_date", noAge)
 		}
+	}
+	switch err := a.ReloadTLS(); {
+	case errors.Is(err, app.ErrNothingToReload):
+		log.Info("reload: certificate not reloaded (not from files)")
+	case err != nil:
+		log.Error("reload: certificate files refused; still serving the previous certificate", "err", err)
+	default:
+		log.Info("reload: certificate files checked (reloaded if changed)")
 	}
 }

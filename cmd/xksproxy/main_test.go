@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const cliTestConfig = `
+[server]
+listen = "127.0.0.1:0"
+metrics_listen = "off"
+
+[tls]
+mode = "self-signed"
+
+[[prefix]]
+path = "/aws"
+region = "us-east-1"
+[[prefix.credential]]
+access_key_id = "AKIAOLDOLDOLDOLDOLD1"
+secret_access_key = "b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZC1zZWNyZXQtb2xk"
+[[prefix.credential]]
+access_key_id = "AKIANEWNEWNEWNEWNEW2"
+secret_access_key = "bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQtbmV3"
+
+[[backend]]
+name = "a"
+xks_url = "https://127.0.0.1:1/aws"
+region = "us-east-1"
+access_key_id = "AKIABACKENDBACKENDA1"
+secret_access_key = "YmFja2VuZC1hLXNlY3JldC1iYWNrZW5kLWEtc2VjcmV0LWE="
+`
+
+func writeTemp(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCommandLine(t *testing.T) {
+	cfg := writeTemp(t, "xksproxy.toml", cliTestConfig)
+	bad := writeTemp(t, "bad.toml", strings.Replace(cliTestConfig, `xks_url = "https://127.0.0.1:1/aws"`, `xks_url = "ftp://x"`, 1))
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		out, err string // regexps
+	}{
+		{"no command", nil, 2, "", "Usage:"},
+		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"version", []string{"version"}, 0, `^xksproxy \S+\n$`, ""},
+		{"serve needs a config", []string{"serve"}, 2, "", `--config FILE is required`},
+		{"serve --dev and --config", []string{"serve", "--dev", "--config", cfg}, 2, "", "exclusive"},
+		{"serve names file and field", []string{"serve", "--config", bad}, 1, "", `bad\.toml: backend\[0\]\.xks_url`},
+		{"serve missing file", []string{"serve", "--config", "/nonexistent/x.toml"}, 1, "", `/nonexistent/x\.toml`},
+		{"bad dev key usage", []string{"serve", "--dev", "--dev-key", "k1:sign"}, 2, "", `--dev-key "k1:sign"`},
+		{"aws-config newest credential", []string{"aws-config", "--config", cfg}, 0,
+			`"XksProxyUriPath": "/aws/kms/xks/v1"[\s\S]*"AccessKeyId": "AKIANEWNEWNEWNEWNEW2"[\s\S]*"RawSecretAccessKey": "bmV3`, ""},
+		{"aws-config chosen credential", []string{"aws-config", "--config", cfg, "--access-key-id", "AKIAOLDOLDOLDOLDOLD1"}, 0, `AKIAOLDOLDOLDOLDOLD1`, ""},
+		{"aws-config unknown prefix", []string{"aws-config", "--config", cfg, "--prefix", "/nope"}, 1, "", `no \[\[prefix\]\] with path "/nope"`},
+		{"cutover needs a token", []string{"cutover", "status"}, 2, "", "admin token is required"},
+		{"cutover unknown", []string{"cutover", "explode", "--admin", "http://127.0.0.1:1"}, 2, "", "unknown command"},
+		{"demo bad flag", []string{"demo", "--keys"}, 2, "", "flag needs an argument"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("XKSPROXY_ADMIN_TOKEN", "")
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errb)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out.String(), errb.String())
+			}
+			if tc.out != "" && !regexp.MustCompile(tc.out).MatchString(out.String()) {
+				t.Errorf("stdout %q does not match %q", out.String(), tc.out)
+			}
+			if tc.err != "" && !regexp.MustCompile(tc.err).MatchString(errb.String()) {
+				t.Errorf("stderr %q does not match %q", errb.String(), tc.err)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while the command writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestServeDevAndCutoverCLI runs `serve --dev` and drives it with `cutover plan` and
+// `cutover status` as an operator would, through the admin API with the printed token.
+func TestServeDevAndCutoverCLI(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pcfg := filepath.Join(t.TempDir(), "proxy-config.json")
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--dev", "--listen", "127.0.0.1:0", "--log-level", "error",
+			"--dev-key", "k1", "--dev-key", "k2:encrypt", "--proxy-config-out", pcfg}, &out, &errb)
+	}()
+	re := regexp.MustCompile(`admin API\s+(http://\S+)\s+\(token: (\S+)\)`)
+	var m []string
+	deadline := time.Now().Add(60 * time.Second)
+	for m == nil && time.Now().Before(deadline) {
+		m = re.FindStringSubmatch(out.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m == nil {
+		t.Fatalf("serve --dev did not start:\n%s\n%s", out.String(), errb.String())
+	}
+	b, err := os.ReadFile(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pc ProxyConfigFile
+	if err := json.Unmarshal(b, &pc); err != nil || pc.XksProxyURIPath != "/aws/kms/xks/v1" || pc.XksProxyAuthenticationCredential.AccessKeyID == "" {
+		t.Fatalf("proxy configuration file %s: %v", b, err)
+	}
+	if fi, _ := os.Stat(pcfg); fi.Mode().Perm() != 0o600 {
+		t.Errorf("proxy configuration file mode %v, want 0600 (it holds the secret)", fi.Mode().Perm())
+	}
+	t.Setenv("XKSPROXY_ADMIN_TOKEN", m[2])
+	var pout, perr bytes.Buffer
+	if code := run(ctx, []string{"cutover", "plan", "--admin", m[1], "--json"}, &pout, &perr); code != 0 {
+		t.Fatalf("cutover plan: exit %d: %s", code, perr.String())
+	}
+	// B holds the same keys as A in dev mode: both keys are skipped, none copied.
+	if !strings.Contains(pout.String(), `"skip": 2`) {
+		t.Errorf("plan: %s", pout.String())
+	}
+	var sout, serr bytes.Buffer
+	if code := run(ctx, []string{"cutover", "status", "--admin", m[1]}, &sout, &serr); code != 0 || !strings.Contains(sout.String(), "serving") {
+		t.Errorf("cutover status: exit %d: %s %s", code, sout.String(), serr.String())
+	}
+	t.Setenv("XKSPROXY_ADMIN_TOKEN", "wrong-token-wrong-token-wrong-token")
+	var wout, werr bytes.Buffer
+	if code := run(ctx, []string{"cutover", "status", "--admin", m[1]}, &wout, &werr); code != 1 || !strings.Contains(werr.String(), "401") {
+		t.Errorf("wrong token: exit %d: %s", code, werr.String())
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve --dev exit %d: %s", code, errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve --dev did not stop")
+	}
+}
