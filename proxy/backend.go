@@ -102,7 +102,7 @@ var errNoReply = errors.New("backend did not reply")
 // call POSTs body to the backend for op/keyID, re-signed with the backend credential, and
 // appends the raw reply body to dst. err != nil means no reply was received; a timeout of ctx
 // satisfies errors.Is(err, context.DeadlineExceeded).
-func (b *backend) call(ctx context.Context, op xks.Operation, keyID string, body []byte, dst []byte) (int, []byte, error) {
+func (b *backend) call(ctx context.Context, op xks.Operation, keyID string, body []byte, bodySum *[32]byte, dst []byte) (int, []byte, error) {
 	u := &url.URL{Scheme: b.scheme, Host: b.host}
 	if op == xks.OpHealth {
 		u.Path = b.healthURL
@@ -120,18 +120,25 @@ func (b *backend) call(ctx context.Context, op xks.Operation, keyID string, body
 		ContentLength: int64(len(body)),
 		Body:          io.NopCloser(rd),
 		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
-		Header: http.Header{
-			"Content-Type": ctJSON,
-			// XKS calls are stateless, so the transport may resend one on a connection the
-			// backend closed while idle. A nil value is not sent.
-			"X-Idempotency-Key": nil,
-		},
+		// Room for the two headers the signer adds and the one added after signing.
+		Header: make(http.Header, 4),
 	}).WithContext(ctx)
-	if err := b.signer.Sign(ctx, req, body); err != nil {
+	req.Header["Content-Type"] = ctJSON
+	// Only Content-Type is present: the signer signs req in place, without a shadow copy.
+	if err := b.signer.SignPayloadHash(ctx, req, bodySum); err != nil {
 		return 0, dst, fmt.Errorf("signing for backend %s: %w", b.name, err)
 	}
-	resp, err := b.client.Do(req)
+	// XKS calls are stateless, so the transport may resend one on a connection the backend
+	// closed while idle. A nil value is not sent (and is not signed: it is set after signing).
+	req.Header["X-Idempotency-Key"] = nil
+	// The transport directly: http.Client would clone the headers and the request for its
+	// redirect logic, and CheckRedirect refuses redirects anyway (a 3xx is a reply like any
+	// other and is normalised as a backend failure).
+	resp, err := b.client.Transport.RoundTrip(req)
 	if err != nil {
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
 		return 0, dst, b.noReply(ctx, err)
 	}
 	defer resp.Body.Close()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -80,7 +81,8 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if _, err := ps.verifier.Verify(r, body); err != nil {
+	var bodySum [32]byte // SHA-256 of body: the verifier computes it, the re-signing reuses it
+	if _, err := ps.verifier.VerifyPayload(r, body, &bodySum); err != nil {
 		reason := "other"
 		var ae *sigv4.AuthError
 		if errors.As(err, &ae) {
@@ -114,7 +116,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	rawBuf, outBuf := p.getBuf(), p.getBuf()
 	defer p.putBuf(rawBuf, true)
 	defer p.putBuf(outBuf, true)
-	status, out, berr := p.forward(r.Context(), rt, op, keyID, body, v, start, rawBuf, outBuf, &res)
+	status, out, berr := p.forward(r.Context(), rt, op, keyID, body, &bodySum, v, start, rawBuf, outBuf, &res)
 	res.Status = status
 	res.ErrorName = xks.NameOf(berr)
 	writeJSON(w, status, out)
@@ -129,7 +131,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 
 // forward sends the request to the route's primary and, when that fails in a way another
 // backend could fix and time remains in the budget, once to the fallback.
-func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, keyID string, body []byte, v xks.Validated, start time.Time, rawBuf, outBuf *[]byte, res *Result) (int, []byte, error) {
+func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, keyID string, body []byte, bodySum *[32]byte, v xks.Validated, start time.Time, rawBuf, outBuf *[]byte, res *Result) (int, []byte, error) {
 	// The primary's timeout does not shrink with the time already spent: that is the proxy's own
 	// CPU time (microseconds) unless the host is overloaded, and then a short timeout would only
 	// add failures. The fallback gets what is left of the budget.
@@ -140,7 +142,7 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 		t = min(t, p.cfg.Limits.Budget/2)
 	}
 	t0 := time.Now()
-	status, out, err := p.attempt(ctx, rt.primary, op, keyID, body, v, t, rawBuf, outBuf)
+	status, out, err := p.attempt(ctx, rt.primary, op, keyID, body, bodySum, v, t, rawBuf, outBuf)
 	res.Backend = rt.primary.name
 	if err == nil || rt.fallback == nil || !fallbackWorthy(err) {
 		return status, out, err
@@ -152,7 +154,7 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 	p.m.fallback(rt.primary.name, rt.fallback.name)
 	res.FellBackFrom, res.Backend = rt.primary.name, rt.fallback.name
 	res.PrimaryError, res.PrimaryLatency = xks.NameOf(err), time.Since(t0)
-	fs, fout, ferr := p.attempt(ctx, rt.fallback, op, keyID, body, v, min(rt.fallback.cfg.Timeout, remaining), rawBuf, outBuf)
+	fs, fout, ferr := p.attempt(ctx, rt.fallback, op, keyID, body, bodySum, v, min(rt.fallback.cfg.Timeout, remaining), rawBuf, outBuf)
 	if xks.NameOf(ferr) == xks.KeyNotFoundException && res.PrimaryError.Retryable() {
 		// The key exists only on the primary, which failed transiently: its retryable error is
 		// the truth (AWS retries it); the fallback's KeyNotFound would tell AWS the key is gone.
@@ -174,10 +176,10 @@ func fallbackWorthy(err error) bool {
 }
 
 // attempt makes one backend call and normalises its reply into outBuf.
-func (p *Proxy) attempt(ctx context.Context, b *backend, op xks.Operation, keyID string, body []byte, v xks.Validated, timeout time.Duration, rawBuf, outBuf *[]byte) (int, []byte, error) {
+func (p *Proxy) attempt(ctx context.Context, b *backend, op xks.Operation, keyID string, body []byte, bodySum *[32]byte, v xks.Validated, timeout time.Duration, rawBuf, outBuf *[]byte) (int, []byte, error) {
 	t0 := time.Now()
 	actx, cancel := context.WithTimeout(ctx, timeout)
-	status, raw, err := b.call(actx, op, keyID, body, (*rawBuf)[:0])
+	status, raw, err := b.call(actx, op, keyID, body, bodySum, (*rawBuf)[:0])
 	cancel()
 	*rawBuf = raw
 	var e *xks.Error
@@ -322,6 +324,7 @@ func (p *Proxy) Forward(ctx context.Context, backendName string, op xks.Operatio
 	rawBuf, outBuf := p.getBuf(), p.getBuf()
 	defer p.putBuf(rawBuf, true)
 	defer p.putBuf(outBuf, true)
-	status, out, err := p.attempt(ctx, b, op, keyID, body, v, min(b.cfg.Timeout, p.cfg.Limits.Budget), rawBuf, outBuf)
+	sum := sha256.Sum256(body)
+	status, out, err := p.attempt(ctx, b, op, keyID, body, &sum, v, min(b.cfg.Timeout, p.cfg.Limits.Budget), rawBuf, outBuf)
 	return status, append([]byte(nil), out...), err
 }

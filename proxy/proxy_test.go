@@ -3,8 +3,10 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
@@ -683,4 +685,32 @@ func grep(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestALPNOrder(t *testing.T) {
+	for _, prefer := range []bool{false, true} {
+		e := newEnv(t, func(c *Config) { c.PreferHTTP1 = prefer })
+		for _, tc := range []struct {
+			offer []string
+			want  string
+		}{
+			{[]string{"h2", "http/1.1"}, map[bool]string{false: "h2", true: "http/1.1"}[prefer]},
+			{[]string{"http/1.1", "h2"}, map[bool]string{false: "h2", true: "http/1.1"}[prefer]},
+			{[]string{"h2"}, "h2"},
+			{[]string{"http/1.1"}, "http/1.1"},
+		} {
+			t.Run(fmt.Sprintf("prefer=%v/offer=%v", prefer, tc.offer), func(t *testing.T) {
+				cfg := e.client.Transport.(*http.Transport).TLSClientConfig.Clone()
+				cfg.NextProtos = tc.offer
+				c, err := tls.Dial("tcp", e.p.Addr().String(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if got := c.ConnectionState().NegotiatedProtocol; got != tc.want {
+					t.Fatalf("negotiated %q, want %q", got, tc.want)
+				}
+			})
+		}
+	}
 }

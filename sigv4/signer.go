@@ -58,13 +58,42 @@ func NewSigner(cfg SignerConfig) (*Signer, error) {
 // Sign sets X-Amz-Date and Authorization on r for body, signing host and x-amz-date (and
 // content-type if set), as AWS KMS does, with the body's hex SHA-256 as payload hash.
 //
-// The SDK signer signs every header it finds (and content-length), so it is given a shadow
-// request carrying only the headers to sign; headers added later by the transport (User-Agent,
-// Accept-Encoding) therefore cannot break the signature. r.Host is set to the host that was
-// signed (the SDK drops a default port), so the transport sends exactly that.
+// The SDK signer signs every header it finds (and content-length), so when r carries headers
+// other than Content-Type it is given a shadow request carrying only the headers to sign;
+// headers added later by the transport (User-Agent, Accept-Encoding) therefore cannot break
+// the signature. r.Host is set to the host that was signed (the SDK drops a default port), so
+// the transport sends exactly that.
 func (s *Signer) Sign(ctx context.Context, r *http.Request, body []byte) error {
+	sum := sha256.Sum256(body)
+	return s.SignPayloadHash(ctx, r, &sum)
+}
+
+// SignPayloadHash is Sign for a body whose SHA-256 the caller already has (a proxy that
+// verified the inbound signature over the same bytes, see Verifier.VerifyPayload).
+func (s *Signer) SignPayloadHash(ctx context.Context, r *http.Request, payloadSHA256 *[32]byte) error {
 	if r.URL == nil {
 		return fmt.Errorf("sigv4: sign: request has no URL")
+	}
+	if requestHost(r) == "" {
+		return fmt.Errorf("sigv4: sign: request has no host")
+	}
+	var hx [64]byte
+	hex.Encode(hx[:], payloadSHA256[:])
+	if r.URL.RawQuery == "" && onlySignedHeaders(r.Header) {
+		// Fast path (the proxy's own requests): sign r itself, without a shadow copy. The
+		// SDK would also sign content-length; AWS KMS does not, so neither do we.
+		if r.Header == nil {
+			r.Header = make(http.Header, 2)
+		}
+		cl := r.ContentLength
+		r.ContentLength = 0
+		err := s.signer.SignHTTP(ctx, s.creds, r, string(hx[:]), s.service, s.region, s.now())
+		r.ContentLength = cl
+		if err != nil {
+			return fmt.Errorf("sigv4: sign: %w", err)
+		}
+		r.Host = requestHost(r)
+		return nil
 	}
 	u := *r.URL
 	shadow := &http.Request{
@@ -76,11 +105,7 @@ func (s *Signer) Sign(ctx context.Context, r *http.Request, body []byte) error {
 	if ct := r.Header.Values("Content-Type"); len(ct) > 0 {
 		shadow.Header["Content-Type"] = ct
 	}
-	if requestHost(shadow) == "" {
-		return fmt.Errorf("sigv4: sign: request has no host")
-	}
-	sum := sha256.Sum256(body)
-	if err := s.signer.SignHTTP(ctx, s.creds, shadow, hex.EncodeToString(sum[:]), s.service, s.region, s.now()); err != nil {
+	if err := s.signer.SignHTTP(ctx, s.creds, shadow, string(hx[:]), s.service, s.region, s.now()); err != nil {
 		return fmt.Errorf("sigv4: sign: %w", err)
 	}
 	if r.Header == nil {
@@ -90,4 +115,17 @@ func (s *Signer) Sign(ctx context.Context, r *http.Request, body []byte) error {
 	r.Header["Authorization"] = shadow.Header["Authorization"]
 	r.Host = requestHost(shadow)
 	return nil
+}
+
+// onlySignedHeaders reports whether h holds nothing but the headers Sign signs or replaces
+// (canonical keys only: the SDK would sign any other key, whatever its spelling).
+func onlySignedHeaders(h http.Header) bool {
+	for k := range h {
+		switch k {
+		case "Content-Type", "X-Amz-Date", "Authorization":
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -141,14 +141,22 @@ func (v *Verifier) AccessKeyIDs() []string {
 // sets. body is the whole request body, already read and size-bounded by the caller. The host
 // comes from r.Host. It returns the access key id that matched; every failure is an *AuthError.
 func (v *Verifier) Verify(r *http.Request, body []byte) (accessKeyID string, err error) {
-	id, e := v.verify(r, body)
+	var sum [32]byte
+	return v.VerifyPayload(r, body, &sum)
+}
+
+// VerifyPayload is Verify that also stores the body's SHA-256 in *payloadSHA256 when the
+// signature is valid, so that a proxy forwarding the body unchanged can re-sign it
+// (Signer.SignPayloadHash) without hashing it again.
+func (v *Verifier) VerifyPayload(r *http.Request, body []byte, payloadSHA256 *[32]byte) (accessKeyID string, err error) {
+	id, e := v.verify(r, body, payloadSHA256)
 	if e != nil {
 		return "", e
 	}
 	return id, nil
 }
 
-func (v *Verifier) verify(r *http.Request, body []byte) (string, *AuthError) {
+func (v *Verifier) verify(r *http.Request, body []byte, sum *[32]byte) (string, *AuthError) {
 	vals := r.Header["Authorization"]
 	switch {
 	case len(vals) == 0:
@@ -197,7 +205,7 @@ func (v *Verifier) verify(r *http.Request, body []byte) (string, *AuthError) {
 			v.scratch.Put(sc)
 		}
 	}()
-	sum := sha256.Sum256(body)
+	*sum = sha256.Sum256(body)
 	hex.Encode(sc.payload[:], sum[:])
 	cr, e := appendCanonicalRequest(sc.buf[:0], r, &a, sc.payload[:])
 	sc.buf = cr
