@@ -45,6 +45,7 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 	lim := f.Server.Limits
 	pc := proxy.Config{
 		Listen:        f.Server.Listen,
+		PreferHTTP1:   f.Server.PreferHTTP1,
 		TLS:           serverTLS,
 		MetricsListen: metricsListen,
 		Route:         proxy.Route{Primary: f.Route.Primary, Fallback: f.Route.Fallback},

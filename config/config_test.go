@@ -44,6 +44,9 @@ func TestLoadFull(t *testing.T) {
 	if got := f.Server.Listen; got != "0.0.0.0:443" {
 		t.Errorf("listen %q", got)
 	}
+	if !f.Server.PreferHTTP1 {
+		t.Errorf("prefer_http1 not read")
+	}
 	if got := f.Server.Limits.Budget.D(); got != 240*time.Millisecond {
 		t.Errorf("budget %v", got)
 	}
