@@ -44,7 +44,7 @@ type Report struct {
 	KeysVerified        int              `json:"keys_verified"`
 	KeysIdentical       int              `json:"keys_identical_on_b"`
 	GrantsCopied        int              `json:"grants_copied"`
-	CreatedDuring       int              `json:"keys_created_during_migration"`
+	CreatedDuring       int              `json:"createkey_ids_noticed_during_migration"`
 	RequestsTotal       int64            `json:"requests_total"`
 	RequestsFailed      int64            `json:"requests_failed"`
 	RequestsOver250ms   int64            `json:"requests_over_250ms"`
@@ -333,7 +333,7 @@ func (r *Report) WriteText(w io.Writer) {
 xksproxy demo — live migration A → B under AWS-like load: %s
 
   keys            %d total, %d copied, %d verified, %d byte-identical on B, %d grants copied
-                  %d created by CreateKey traffic during the migration
+                  %d key ids seen in CreateKey calls during the migration (new keys and AWS-style repeats)
   requests        %d total, %d failed, %d over 250 ms
   latency         p50 %.2f ms, p99 %.2f ms (before migration p99 %.2f ms, during %.2f ms)
   migration       %.2f s from start to finalized; disconnected %.2f s (%d health polls)
