@@ -173,10 +173,10 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 				mirror(r, req, resp)
 			}
 		},
-		OnCreateKey: func(keyID, principal string) {
-			ctrl.NoteCreateKey(keyID, principal)
+		OnCreateKey: func(keyID, principal, backend string) {
+			ctrl.NoteCreateKey(keyID, principal, backend)
 			if onCreate != nil {
-				onCreate(keyID, principal)
+				onCreate(keyID, principal, backend)
 			}
 		},
 	}

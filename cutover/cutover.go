@@ -604,7 +604,7 @@ func (c *Controller) Wait(ctx context.Context, states ...State) (Status, error) 
 }
 
 // NoteCreateKey is the proxy's hook for a CreateKey it forwarded.
-func (c *Controller) NoteCreateKey(keyID, principalARN string) {
+func (c *Controller) NoteCreateKey(keyID, principalARN, backend string) {
 	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
 		return
 	}
@@ -613,13 +613,24 @@ func (c *Controller) NoteCreateKey(keyID, principalARN string) {
 	if c.created[keyID] {
 		return
 	}
+	onSource := backend == c.src.name
 	switch c.j.State {
-	case StateServing, StateRolledBack, StateRollingBack:
+	case StateServing, StateRolledBack:
 		return // nothing to migrate: the source serves and keeps it
+	case StateRollingBack:
+		if onSource {
+			return // the source serves again and holds it
+		}
+		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID) // the second pass copies it back
 	case StateSwitched, StateFinalized:
-		// Created on the target: copied back to the source in the background while switched,
-		// and a rollback makes sure of it first.
-		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID)
+		if onSource {
+			// The source answered (the proxy found the key there): copy it to the target.
+			c.j.CreatedDuring = append(c.j.CreatedDuring, keyID)
+		} else {
+			// Created on the target: copied back to the source in the background while
+			// switched, and a rollback makes sure of it first.
+			c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID)
+		}
 		select {
 		case c.backfill <- struct{}{}:
 		default:
@@ -636,7 +647,7 @@ func (c *Controller) NoteCreateKey(keyID, principalARN string) {
 		c.j.CreatedBy[keyID] = principalARN
 	}
 	c.dirty = true
-	c.log.Info("cutover: CreateKey noted", "key_id", keyID, "state", c.j.State)
+	c.log.Info("cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", c.j.State)
 }
 
 // Observe is the proxy's hook, called once per backend attempt: errName is

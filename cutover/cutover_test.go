@@ -291,7 +291,7 @@ func TestLateCreateKey(t *testing.T) {
 	mustWait(t, c, StateVerified)
 	// AWS CreateKey while verified: the key exists on A only.
 	must(t, e.A.CreateKey("admin", "late-key", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey("late-key", "")
+	c.NoteCreateKey("late-key", "", "A")
 	if _, ok := e.B.Object("late-key"); ok {
 		t.Fatal("copied too early")
 	}
@@ -311,7 +311,7 @@ func TestListSelectionLateKey(t *testing.T) {
 	must(t, c.Start(ctx, StartOptions{}))
 	mustWait(t, c, StateVerified)
 	must(t, e.A.CreateKey("admin", "late", kmsemu.KeyOptions{}))
-	c.NoteCreateKey("late", "")
+	c.NoteCreateKey("late", "", "A")
 	must(t, c.Switch(ctx))
 	e.checkCopies(t, []string{"key-000", "key-001", "late"})
 	if _, ok := e.B.Object("key-002"); ok {
@@ -329,7 +329,7 @@ func TestRollbackCopiesBack(t *testing.T) {
 	// After the switch: a key created on B, a revocation and a new grant on B.
 	must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	const creator = "arn:aws:iam::123456789012:role/creator"
-	c.NoteCreateKey("born-on-b", creator)
+	c.NoteCreateKey("born-on-b", creator, "B")
 	must(t, e.B.CreateKey("admin", "unnoticed-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.B.RevokeKey("key-000", "KeyCompromise"))
 	must(t, e.B.GrantAccess("admin", "key-007", "arn:aws:iam::123456789012:user/Carol", "decrypt"))
@@ -369,7 +369,7 @@ func TestRollbackRefused(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	// A key created on B that cannot be exported: copying it back fails.
 	must(t, e.B.CreateKey("admin", "stuck-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}, Sensitive: true}))
-	c.NoteCreateKey("stuck-on-b", "")
+	c.NoteCreateKey("stuck-on-b", "", "B")
 	err := c.Rollback(ctx, "try")
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "stuck-on-b") {
 		t.Fatalf("Rollback: %v", err)

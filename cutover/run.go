@@ -882,31 +882,42 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 		if c.curState() != StateSwitched {
 			return
 		}
+		type job struct {
+			id       string
+			from, to *backend
+		}
 		c.mu.Lock()
-		var ids []string
+		var jobs []job
 		for _, id := range c.j.CreatedOnTarget {
 			if !done[id] {
-				ids = append(ids, id)
+				jobs = append(jobs, job{id, c.tgt, c.src})
+			}
+		}
+		// Keys the source answered a CreateKey for after the switch (see the proxy's guard):
+		// the target, which serves, must hold them too.
+		for _, id := range c.j.CreatedDuring {
+			if !done[id] {
+				jobs = append(jobs, job{id, c.src, c.tgt})
 			}
 		}
 		c.mu.Unlock()
-		for _, id := range ids {
+		for _, jb := range jobs {
 			if ctx.Err() != nil {
 				return
 			}
-			sa, err := c.attrs(ctx, c.src, id, controlAttempts)
+			have, err := c.attrs(ctx, jb.to, jb.id, controlAttempts)
 			if err != nil {
 				continue // retried on the next tick
 			}
-			if sa == nil {
-				if _, err := c.copyKey(ctx, c.tgt, c.src, id, controlAttempts); err != nil {
-					c.log.Warn("cutover: copying a key created on the target back to the source failed; will retry",
-						"key_id", id, "err", err)
+			if have == nil {
+				if _, err := c.copyKey(ctx, jb.from, jb.to, jb.id, controlAttempts); err != nil {
+					c.log.Warn("cutover: copying a key created during the switch failed; will retry",
+						"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", err)
 					continue
 				}
-				c.log.Info("cutover: key created on the target copied to the source (fallback kept complete)", "key_id", id)
+				c.log.Info("cutover: key created during the switch copied", "key_id", jb.id, "from", jb.from.name, "to", jb.to.name)
 			}
-			done[id] = true
+			done[jb.id] = true
 		}
 	}
 }

@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,4 +211,62 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestCreateKeyNeverMintsASecondKey: during a migration (a fallback configured), a CreateKey for
+// an id the fallback already holds must be answered from the fallback, not minted anew on the
+// primary with different material; a new id is created on the primary only; and when the
+// fallback cannot tell, nothing is created.
+func TestCreateKeyNeverMintsASecondKey(t *testing.T) {
+	var mu sync.Mutex
+	var created []string
+	e := newEmuEnv(t, func(c *Config) {
+		c.Route = Route{Epoch: 1, Primary: "b", Fallback: "a"}
+		c.Hooks.OnCreateKey = func(id, principal, backend string) {
+			mu.Lock()
+			created = append(created, id+"@"+backend)
+			mu.Unlock()
+		}
+	})
+	createKey := func(id string) (int, []byte) {
+		return e.post(t, keysPath+id+"/metadata", []byte(`{"requestMetadata":`+meta("CreateKey")+`}`))
+	}
+	if err := e.ea.CreateKey("admin", "made-on-a", kmsemu.KeyOptions{Tags: []string{"aws-xks"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ea.GrantAccess("admin", "made-on-a", aliceARN, "encrypt", "decrypt", "getattributes"); err != nil {
+		t.Fatal(err)
+	}
+
+	if st, b := createKey("made-on-a"); st != 200 || !bytes.Contains(b, []byte(`"keySpec":"AES_256"`)) {
+		t.Fatalf("CreateKey of a key the fallback holds: %d %s", st, b)
+	}
+	if _, ok := e.eb.Object("made-on-a"); ok {
+		t.Fatal("the primary minted a second key under an id the fallback holds")
+	}
+
+	if st, b := createKey("brand-new"); st != 200 {
+		t.Fatalf("CreateKey of a new id: %d %s", st, b)
+	}
+	if _, ok := e.eb.Object("brand-new"); !ok {
+		t.Error("new key not created on the primary")
+	}
+	if _, ok := e.ea.Object("brand-new"); ok {
+		t.Error("new key created on the fallback too")
+	}
+
+	e.ea.SetFaults(kmsemu.Faults{Down: true})
+	if st, b := createKey("while-a-is-down"); st < 500 {
+		t.Fatalf("CreateKey with the fallback unreachable: %d %s, want a retryable error", st, b)
+	}
+	if _, ok := e.eb.Object("while-a-is-down"); ok {
+		t.Error("a key was minted while the fallback could not say whether it holds the id")
+	}
+	e.ea.SetFaults(kmsemu.Faults{})
+
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"made-on-a@a", "brand-new@b"}; !slices.Equal(created, want) {
+		t.Errorf("OnCreateKey saw %v, want %v", created, want)
+	}
 }

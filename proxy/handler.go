@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -125,7 +126,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		p.cfg.Hooks.Mirror(res, body, out)
 	}
 	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
-		p.cfg.Hooks.OnCreateKey(keyID, res.Principal)
+		p.cfg.Hooks.OnCreateKey(keyID, res.Principal, res.Backend)
 	}
 }
 
@@ -136,6 +137,11 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 	// CPU time (microseconds) unless the host is overloaded, and then a short timeout would only
 	// add failures. The fallback gets what is left of the budget.
 	deadline := start.Add(p.cfg.Limits.Budget)
+	if op == xks.OpMetadata && v.Metadata.KMSOperation == "CreateKey" && rt.fallback != nil {
+		if status, out, err, done := p.createKeyHeldByFallback(ctx, rt, keyID, v, rawBuf, outBuf, res); done {
+			return status, out, err
+		}
+	}
 	t := rt.primary.cfg.Timeout
 	if rt.fallback != nil {
 		// Leave the fallback half the budget.
@@ -166,6 +172,36 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 		return xe.Status(), xks.AppendErrorBody((*outBuf)[:0], xe.Name, xe.Message), xe
 	}
 	return fs, fout, ferr
+}
+
+// createKeyHeldByFallback guards CreateKey while a fallback exists (during a migration). Cosmian
+// answers CreateKey for an id it does not hold by minting a new key. If the fallback already
+// holds that id (AWS repeating a CreateKey that reached the other side, around a switch), minting
+// it on the primary would leave two different keys under one id: data encrypted under one could
+// never be decrypted with the other. So the fallback is asked first (GetKeyMetadata, read-only):
+// if it holds the key, it answers and the cutover controller copies the key over; if it does
+// not, CreateKey goes to the primary as usual; if it cannot tell, the call fails with the
+// fallback's retryable error rather than risk a second key.
+func (p *Proxy) createKeyHeldByFallback(ctx context.Context, rt *routeTable, keyID string, v xks.Validated, rawBuf, outBuf *[]byte, res *Result) (int, []byte, error, bool) {
+	md := v.Metadata
+	md.KMSOperation = "GetKeyMetadata"
+	probe, err := json.Marshal(xks.MetadataRequest{RequestMetadata: md})
+	if err != nil {
+		return 0, nil, nil, false
+	}
+	sum := sha256.Sum256(probe)
+	t := min(rt.fallback.cfg.Timeout, p.cfg.Limits.Budget/3)
+	status, out, ferr := p.attempt(ctx, rt.fallback, xks.OpMetadata, keyID, probe, &sum, v, t, rawBuf, outBuf)
+	switch {
+	case ferr == nil:
+		res.Backend = rt.fallback.name
+		return status, out, nil, true
+	case xks.NameOf(ferr) == xks.KeyNotFoundException:
+		return 0, nil, nil, false
+	default:
+		res.Backend = rt.fallback.name
+		return status, out, ferr, true
+	}
 }
 
 // fallbackWorthy: retryable errors (network, timeout, 429/500/503) and a key the primary does

@@ -139,9 +139,9 @@ type AdminConfig struct {
 
 // Hooks let the cutover package observe traffic. Each must be fast and must not block.
 type Hooks struct {
-	OnResult    func(Result)                             // after every XKS API request (not /ping)
-	Mirror      func(r Result, reqBody, respBody []byte) // successful primary Decrypt without fallback; buffers valid during the call only
-	OnCreateKey func(keyID, principalARN string)         // successful GetKeyMetadata with kmsOperation "CreateKey"
+	OnResult    func(Result)                              // after every XKS API request (not /ping)
+	Mirror      func(r Result, reqBody, respBody []byte)  // successful primary Decrypt without fallback; buffers valid during the call only
+	OnCreateKey func(keyID, principalARN, backend string) // successful GetKeyMetadata with kmsOperation "CreateKey"; backend answered
 }
 
 // Result describes one finished XKS request.
