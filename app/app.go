@@ -173,10 +173,14 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 				mirror(r, req, resp)
 			}
 		},
-		OnCreateKey: func(keyID, principal, backend string) {
+		OnCreateKey: func(ctx context.Context, keyID, principal, backend string) {
 			ctrl.NoteCreateKey(keyID, principal, backend)
+			// While switched, copy the new key to the other side before AWS hears back, so
+			// its first Encrypt can already fall back; the background backfill retries on
+			// failure.
+			ctrl.CopyCreated(ctx, keyID, backend)
 			if onCreate != nil {
-				onCreate(keyID, principal, backend)
+				onCreate(ctx, keyID, principal, backend)
 			}
 		},
 	}

@@ -921,3 +921,26 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 		}
 	}
 }
+
+// CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side
+// while switched (or rolling back), within ctx. The proxy calls it before replying to AWS, so
+// that the key is on both sides before it is first used. Failures are left to the backfill loop.
+func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
+	st := c.curState()
+	if st != StateSwitched && st != StateRollingBack {
+		return
+	}
+	from, to := c.tgt, c.src
+	if backend == c.src.name {
+		from, to = c.src, c.tgt
+	}
+	if have, err := c.attrs(ctx, to, keyID, 1); err != nil || have != nil {
+		return
+	}
+	if _, err := c.copyKey(ctx, from, to, keyID, 1); err != nil {
+		c.log.Warn("cutover: copying a new key at CreateKey time failed; the backfill will retry",
+			"key_id", keyID, "from", from.name, "to", to.name, "err", err)
+		return
+	}
+	c.log.Info("cutover: new key copied at CreateKey time", "key_id", keyID, "from", from.name, "to", to.name)
+}

@@ -120,13 +120,18 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	status, out, berr := p.forward(r.Context(), rt, op, keyID, body, &bodySum, v, start, rawBuf, outBuf, &res)
 	res.Status = status
 	res.ErrorName = xks.NameOf(berr)
+	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
+		// Before the reply: during a migration the hook copies the new key to the other side,
+		// so that AWS's first Encrypt with it can already fall back. It gets what is left of the
+		// budget (minus a margin for writing the reply); CreateKey is rare.
+		hctx, cancel := context.WithDeadline(r.Context(), start.Add(p.cfg.Limits.Budget-10*time.Millisecond))
+		p.cfg.Hooks.OnCreateKey(hctx, keyID, res.Principal, res.Backend)
+		cancel()
+	}
 	writeJSON(w, status, out)
 	p.done(r.Context(), ps, &res, start, berr)
 	if berr == nil && p.cfg.Hooks.Mirror != nil && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
 		p.cfg.Hooks.Mirror(res, body, out)
-	}
-	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
-		p.cfg.Hooks.OnCreateKey(keyID, res.Principal, res.Backend)
 	}
 }
 
@@ -180,8 +185,11 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 // it on the primary would leave two different keys under one id: data encrypted under one could
 // never be decrypted with the other. So the fallback is asked first (GetKeyMetadata, read-only):
 // if it holds the key, it answers and the cutover controller copies the key over; if it does
-// not, CreateKey goes to the primary as usual; if it cannot tell, the call fails with the
-// fallback's retryable error rather than risk a second key.
+// not, CreateKey goes to the primary as usual. If the fallback cannot tell (it is failing — the
+// very case a fallback exists for), CreateKey still goes to the primary: refusing every CreateKey
+// while the fallback is down would fail AWS callers for the rare case of a repeated CreateKey
+// for a key only the fallback holds; that case is logged here and, should it happen, the
+// controller reports the two keys as a conflict instead of overwriting either.
 func (p *Proxy) createKeyHeldByFallback(ctx context.Context, rt *routeTable, keyID string, v xks.Validated, rawBuf, outBuf *[]byte, res *Result) (int, []byte, error, bool) {
 	md := v.Metadata
 	md.KMSOperation = "GetKeyMetadata"
@@ -199,8 +207,9 @@ func (p *Proxy) createKeyHeldByFallback(ctx context.Context, rt *routeTable, key
 	case xks.NameOf(ferr) == xks.KeyNotFoundException:
 		return 0, nil, nil, false
 	default:
-		res.Backend = rt.fallback.name
-		return status, out, ferr, true
+		p.log.Warn("CreateKey during a migration: the fallback could not say whether it holds the key; creating on the primary",
+			"keyId", keyID, "fallback", rt.fallback.name, "errorName", string(xks.NameOf(ferr)))
+		return 0, nil, nil, false
 	}
 }
 

@@ -139,9 +139,12 @@ type AdminConfig struct {
 
 // Hooks let the cutover package observe traffic. Each must be fast and must not block.
 type Hooks struct {
-	OnResult    func(Result)                              // after every XKS API request (not /ping)
-	Mirror      func(r Result, reqBody, respBody []byte)  // successful primary Decrypt without fallback; buffers valid during the call only
-	OnCreateKey func(keyID, principalARN, backend string) // successful GetKeyMetadata with kmsOperation "CreateKey"; backend answered
+	OnResult func(Result)                             // after every XKS API request (not /ping)
+	Mirror   func(r Result, reqBody, respBody []byte) // successful primary Decrypt without fallback; buffers valid during the call only
+	// OnCreateKey is called after a successful GetKeyMetadata with kmsOperation "CreateKey",
+	// BEFORE the reply is written, with the backend that answered. It may block until ctx's
+	// deadline (the rest of the request's budget).
+	OnCreateKey func(ctx context.Context, keyID, principalARN, backend string)
 }
 
 // Result describes one finished XKS request.

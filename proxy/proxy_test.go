@@ -515,7 +515,7 @@ func TestHooksAndForward(t *testing.T) {
 					mirrored.Add(1)
 				}
 			},
-			OnCreateKey: func(id, principal, backend string) {
+			OnCreateKey: func(_ context.Context, id, principal, backend string) {
 				if id == "new-key" && principal != "" {
 					created.Add(1)
 				}
