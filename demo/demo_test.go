@@ -55,7 +55,7 @@ func TestDemoSmall(t *testing.T) {
 }
 
 func TestReportVerdict(t *testing.T) {
-	good := Report{KeysTotal: 3, KeysVerified: 3, KeysIdentical: 3, FinalState: "finalized"}
+	good := Report{KeysTotal: 3, KeysVerified: 3, KeysOnA: 4, KeysIdentical: 4, FinalState: "finalized"}
 	tests := []struct {
 		name string
 		mut  func(*Report)
@@ -64,7 +64,7 @@ func TestReportVerdict(t *testing.T) {
 		{"all good", func(*Report) {}, true},
 		{"a failed request", func(r *Report) { r.RequestsFailed = 1 }, false},
 		{"a key not verified", func(r *Report) { r.KeysVerified = 2 }, false},
-		{"a key differs on B", func(r *Report) { r.KeysIdentical = 2 }, false},
+		{"a key differs on B", func(r *Report) { r.KeysIdentical = 3 }, false},
 		{"an old ciphertext fails", func(r *Report) { r.RedecryptFailed = 1 }, false},
 		{"not finalized", func(r *Report) { r.FinalState = "rolled_back" }, false},
 		{"a failure noted", func(r *Report) { r.Failures = []string{"x"} }, false},

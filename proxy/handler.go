@@ -213,11 +213,13 @@ func (p *Proxy) createKeyHeldByFallback(ctx context.Context, rt *routeTable, key
 	}
 }
 
-// fallbackWorthy: retryable errors (network, timeout, 429/500/503) and a key the primary does
-// not (yet) hold.
+// fallbackWorthy: retryable errors (network, timeout, 429/500/503), a key the primary does not
+// (yet) hold, and an authorization refusal: a key copied during a migration is imported before
+// its grants are replicated, so for a moment the serving side holds it without the rights the
+// other side has. A genuine refusal gets the same answer from the fallback.
 func fallbackWorthy(err error) bool {
 	n := xks.NameOf(err)
-	return n.Retryable() || n == xks.KeyNotFoundException
+	return n.Retryable() || n == xks.KeyNotFoundException || n == xks.InvalidKeyUsageException || n == xks.AccessDeniedException
 }
 
 // attempt makes one backend call and normalises its reply into outBuf.

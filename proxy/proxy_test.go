@@ -326,14 +326,25 @@ func TestFallback(t *testing.T) {
 		e.encrypt(t, "k1", []byte("hello"), nil)
 	})
 	t.Run("no fallback for client errors", func(t *testing.T) {
+		r := e.encrypt(t, "k1", []byte("x"), nil)
+		r.AuthenticationTag[0] ^= 1 // tampered: the fallback would refuse it the same way
 		before := e.fb.calls.Load()
-		st, _ := e.post(t, keysPath+"enc-only/decrypt", decBody(e.encrypt(t, "k1", []byte("x"), nil), nil))
-		if st != 400 || e.fb.calls.Load() != before {
-			t.Errorf("status %d, fallback calls %d", st, e.fb.calls.Load()-before)
+		st, b := e.post(t, keysPath+"k1/decrypt", decBody(r, nil))
+		if st != 400 || errName(t, b) != "InvalidCiphertextException" || e.fb.calls.Load() != before {
+			t.Errorf("status %d %s, fallback calls %d", st, b, e.fb.calls.Load()-before)
+		}
+	})
+	t.Run("authorization refusal falls back", func(t *testing.T) {
+		// During a migration the serving side may hold a key a moment before its grants; a
+		// genuine refusal gets the same answer from the fallback.
+		before := e.fb.calls.Load()
+		st, b := e.post(t, keysPath+"enc-only/decrypt", decBody(e.encrypt(t, "k1", []byte("x"), nil), nil))
+		if st != 400 || errName(t, b) != "InvalidKeyUsageException" || e.fb.calls.Load() != before+1 {
+			t.Errorf("status %d %s, fallback calls %d", st, b, e.fb.calls.Load()-before)
 		}
 	})
 	body := scrape(t, e)
-	if !strings.Contains(body, `xks_fallback_total{from="a",to="b"} 4`) {
+	if !strings.Contains(body, `xks_fallback_total{from="a",to="b"} 5`) {
 		t.Errorf("fallback metric:\n%s", grep(body, "xks_fallback"))
 	}
 }
