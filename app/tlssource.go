@@ -22,18 +22,6 @@ var ErrNoCertificates = errors.New("no PEM certificate found")
 // maxRootsFileBytes bounds tls.trusted_roots_file (a bundle of a few roots).
 const maxRootsFileBytes = 1 << 20
 
-// cipherSuites is the TLS 1.2 list the proxy's own server configuration uses (proxy.LoadTLS):
-// the XKS spec's AES-256-GCM suites first, AES-128-GCM for HTTP/2, ChaCha20 for clients without
-// AES hardware. The certs sources leave suites to Go's defaults, so the app sets them.
-var cipherSuites = []uint16{
-	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-}
-
 // certSource builds the certificate source of [tls]. Mode "acme" obtains (or loads from its
 // storage) the certificate now, before the proxy listens: the TLS-ALPN-01 challenge of a first
 // order is answered on server.listen's port by the ACME client itself, later renewals through
@@ -88,9 +76,8 @@ func certSource(ctx context.Context, f *config.File, m *certs.Metrics, log *slog
 	default:
 		return nil, nil, fmt.Errorf("mode %q is not supported by this build", t.Mode)
 	}
-	c := src.TLSConfig().Clone()
-	c.CipherSuites = append([]uint16(nil), cipherSuites...)
-	return src, c, nil
+	// The proxy applies its TLS policy (versions, suites, ALPN) to whatever it is handed.
+	return src, src.TLSConfig(), nil
 }
 
 // listenHostPort splits server.listen for the TLS-ALPN-01 solver ("0.0.0.0" and "" mean all).

@@ -527,9 +527,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	l := &p.cfg.Limits
 	tlsCfg := p.cfg.TLS.Clone()
-	if len(tlsCfg.NextProtos) == 0 {
-		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
-	}
+	applyTLSPolicy(tlsCfg)
 	if p.cfg.PreferHTTP1 {
 		tlsCfg.NextProtos = preferHTTP1(tlsCfg.NextProtos)
 	}

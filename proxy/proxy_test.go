@@ -725,3 +725,45 @@ func TestALPNOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSPolicyOnHandedConfig: a bare configuration (as a certificate source hands it over: a
+// certificate and nothing else) is served with the proxy's policy: TLS 1.2 at least, the AEAD
+// suites, h2 and HTTP/1.1.
+func TestTLSPolicyOnHandedConfig(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		bare := &tls.Config{Certificates: c.TLS.Certificates}
+		c.TLS = bare
+	})
+	base := e.client.Transport.(*http.Transport).TLSClientConfig
+	for _, tc := range []struct {
+		name string
+		mod  func(*tls.Config)
+		ok   bool
+	}{
+		{"TLS 1.1 refused", func(c *tls.Config) { c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11 }, false},
+		{"TLS 1.2 CBC suite refused", func(c *tls.Config) {
+			c.MaxVersion = tls.VersionTLS12
+			c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
+		}, false},
+		{"TLS 1.2 AES-256-GCM", func(c *tls.Config) {
+			c.MaxVersion = tls.VersionTLS12
+			c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}
+		}, true},
+		{"TLS 1.3 with h2", func(c *tls.Config) { c.NextProtos = []string{"h2"} }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base.Clone()
+			tc.mod(cfg)
+			c, err := tls.Dial("tcp", e.p.Addr().String(), cfg)
+			if (err == nil) != tc.ok {
+				t.Fatalf("handshake err = %v, want ok=%v", err, tc.ok)
+			}
+			if err == nil {
+				if len(cfg.NextProtos) > 0 && c.ConnectionState().NegotiatedProtocol != cfg.NextProtos[0] {
+					t.Errorf("negotiated %q", c.ConnectionState().NegotiatedProtocol)
+				}
+				c.Close()
+			}
+		})
+	}
+}

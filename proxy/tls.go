@@ -7,43 +7,39 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"time"
 )
 
-// serverTLS is the base server configuration: TLS 1.2+, h2 and HTTP/1.1, session tickets on.
-// TLS 1.2 suites: ECDHE with AEAD only. The XKS spec names TLS_ECDHE_{RSA,ECDSA}_WITH_
-// AES_256_GCM_SHA384 (listed first); the AES-128-GCM ones are required by HTTP/2 and ChaCha20
-// serves clients without AES hardware. TLS 1.3 suites are not configurable in Go; its defaults
-// include the spec's TLS_AES_256_GCM_SHA384 and TLS_CHACHA20_POLY1305_SHA256.
-func serverTLS() *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
-		CipherSuites: []uint16{
-			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-		},
-		SessionTicketsDisabled: false,
-	}
+// serverCipherSuites are the TLS 1.2 suites: ECDHE with AEAD only. The XKS spec names
+// TLS_ECDHE_{RSA,ECDSA}_WITH_AES_256_GCM_SHA384 (listed first); the AES-128-GCM ones are required
+// by HTTP/2 and ChaCha20 serves clients without AES hardware. TLS 1.3 suites are not configurable
+// in Go; its defaults include the spec's TLS_AES_256_GCM_SHA384 and TLS_CHACHA20_POLY1305_SHA256.
+var serverCipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// LoadTLS loads a PEM certificate chain and key (ECDSA P-256 preferred: a handshake costs a
-// third of RSA-2048's) into a server configuration.
-func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: loading TLS certificate %s: %w", certFile, err)
+// applyTLSPolicy makes any server configuration the proxy is handed (files, self-signed, ACME)
+// follow one policy: TLS 1.2 or later, the suites above unless the caller chose its own, h2 and
+// HTTP/1.1 (plus whatever the certificate source needs, e.g. acme-tls/1), session tickets on.
+func applyTLSPolicy(c *tls.Config) {
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
 	}
-	c := serverTLS()
-	c.Certificates = []tls.Certificate{cert}
-	return c, nil
+	if len(c.CipherSuites) == 0 {
+		c.CipherSuites = slices.Clone(serverCipherSuites)
+	}
+	if len(c.NextProtos) == 0 {
+		c.NextProtos = []string{"h2", "http/1.1"}
+	}
+	c.SessionTicketsDisabled = false
 }
 
 // SelfSignedTLS makes an ECDSA P-256 self-signed certificate for hosts (DNS names or IPs;
@@ -87,7 +83,7 @@ func SelfSignedTLS(hosts ...string) (*tls.Config, *x509.Certificate, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := serverTLS()
-	c.Certificates = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}
+	c := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
+	applyTLSPolicy(c)
 	return c, leaf, nil
 }
