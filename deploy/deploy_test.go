@@ -39,10 +39,11 @@ import (
 func liveRegistry(t *testing.T) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	serverTLS, _, err := proxy.SelfSignedTLS("127.0.0.1")
+	src, err := certs.SelfSigned("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	serverTLS := src.TLSConfig()
 	cred := sigv4.Credential{AccessKeyID: "AKIAXKSPROXYDEPLOY01", Secret: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="}
 	pc := proxy.Config{
 		TLS:           serverTLS,

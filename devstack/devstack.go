@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/xksproxy/xksproxy/certs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -307,13 +308,13 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		}
 	}
 
-	serverTLS, cert, err := proxy.SelfSignedTLS("localhost", "127.0.0.1")
+	src, err := certs.SelfSigned("localhost", "127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
-	s.ServerCert = cert
-	s.CertPool = x509.NewCertPool()
-	s.CertPool.AddCert(cert)
+	serverTLS := src.TLSConfig()
+	s.ServerCert = src.Certificate()
+	s.CertPool = src.CertPool()
 	if s.AdminToken, err = randomToken(); err != nil {
 		return nil, err
 	}

@@ -185,10 +185,7 @@ func (d *discardRW) WriteHeader(int)             {}
 // BenchmarkHandlerEncrypt isolates the proxy's own work: the XKS handler in process, with an
 // in-memory backend RoundTripper (no TLS, no sockets, no backend).
 func BenchmarkHandlerEncrypt(b *testing.B) {
-	tlsCfg, _, err := SelfSignedTLS()
-	if err != nil {
-		b.Fatal(err)
-	}
+	tlsCfg, _ := selfSignedTLS(b)
 	p, err := New(Config{
 		TLS:      tlsCfg,
 		Prefixes: []PrefixConfig{{Path: "/aws", Region: testRegion, Credentials: []sigv4.Credential{credOld}}},

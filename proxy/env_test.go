@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/xksproxy/xksproxy/certs"
 	"io"
 	"log/slog"
 	"net/http"
@@ -99,10 +100,7 @@ func (e *env) start(t testing.TB, backends []BackendConfig, mutate func(*Config)
 	if e.logs == nil {
 		e.logs = newSyncBuffer()
 	}
-	serverTLS, cert, err := SelfSignedTLS("localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverTLS, cert := selfSignedTLS(t, "localhost", "127.0.0.1")
 	cfg := Config{
 		Listen:        "127.0.0.1:0",
 		MetricsListen: "127.0.0.1:0",
@@ -289,4 +287,15 @@ func relaxTimeouts(p *Proxy) {
 	for _, b := range p.order {
 		b.cfg.Timeout = 10 * time.Second
 	}
+}
+
+// selfSignedTLS is a development certificate from the certs package (the source serve --dev
+// and self-signed mode use), as the proxy is handed it.
+func selfSignedTLS(tb testing.TB, hosts ...string) (*tls.Config, *x509.Certificate) {
+	tb.Helper()
+	src, err := certs.SelfSigned(hosts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return src.TLSConfig(), src.Certificate()
 }

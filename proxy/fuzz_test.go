@@ -30,10 +30,7 @@ func (c *countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
 // it must never panic, must answer /ping or an XKS JSON error/success, and must never call
 // the backend for an unsigned request.
 func FuzzHandler(f *testing.F) {
-	tlsCfg, _, err := SelfSignedTLS()
-	if err != nil {
-		f.Fatal(err)
-	}
+	tlsCfg, _ := selfSignedTLS(f)
 	p, err := New(Config{
 		TLS:      tlsCfg,
 		Prefixes: []PrefixConfig{{Path: "/aws", Region: testRegion, Credentials: []sigv4.Credential{credOld}}, {Path: "", Region: testRegion, Credentials: []sigv4.Credential{credNew}}},

@@ -622,10 +622,7 @@ func TestAdmin(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	tlsCfg, _, err := SelfSignedTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsCfg, _ := selfSignedTLS(t)
 	base := func() Config {
 		return Config{
 			TLS:      tlsCfg,
@@ -731,7 +728,7 @@ func TestALPNOrder(t *testing.T) {
 // suites, h2 and HTTP/1.1.
 func TestTLSPolicyOnHandedConfig(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
-		bare := &tls.Config{Certificates: c.TLS.Certificates}
+		bare := &tls.Config{GetCertificate: c.TLS.GetCertificate}
 		c.TLS = bare
 	})
 	base := e.client.Transport.(*http.Transport).TLSClientConfig
