@@ -34,6 +34,65 @@ type Result struct {
 	Requests           int64            `json:"requests"`               // completed in both measured runs
 	Failed             int64            `json:"failed"`                 // failed in both measured runs
 	Errors             map[string]int64 `json:"errors,omitempty"`
+	Round              int              `json:"round,omitempty"`  // which round, in Outcome.Runs
+	Rounds             int              `json:"rounds,omitempty"` // how many runs a median result summarises
+}
+
+// MedianResult summarises runs of one path: the median of each figure (peak RSS: the maximum,
+// it is a peak), requests, failures and errors summed. One run is returned as it is.
+func MedianResult(rs []Result) Result {
+	if len(rs) == 1 {
+		return rs[0]
+	}
+	out := Result{Name: rs[0].Name, Rate: rs[0].Rate, Rounds: len(rs)}
+	med := func(get func(Result) float64) float64 {
+		xs := make([]float64, len(rs))
+		for i, r := range rs {
+			xs[i] = get(r)
+		}
+		return median(xs)
+	}
+	medp := func(get func(Result) *float64) *float64 {
+		var xs []float64
+		for _, r := range rs {
+			if p := get(r); p != nil {
+				xs = append(xs, *p)
+			}
+		}
+		if len(xs) == 0 {
+			return nil
+		}
+		return ptr(median(xs))
+	}
+	maxp := func(get func(Result) *float64) *float64 {
+		var m *float64
+		for _, r := range rs {
+			if p := get(r); p != nil && (m == nil || *p > *m) {
+				m = ptr(*p)
+			}
+		}
+		return m
+	}
+	out.RPSMax = med(func(r Result) float64 { return r.RPSMax })
+	out.P50ms = med(func(r Result) float64 { return r.P50ms })
+	out.P99ms = med(func(r Result) float64 { return r.P99ms })
+	out.BackendCPUUsPerReq = med(func(r Result) float64 { return r.BackendCPUUsPerReq })
+	out.CPUUsPerReq = medp(func(r Result) *float64 { return r.CPUUsPerReq })
+	out.CPUUsPerReqAtRate = medp(func(r Result) *float64 { return r.CPUUsPerReqAtRate })
+	out.CoresAtRate = medp(func(r Result) *float64 { return r.CoresAtRate })
+	out.RSSMB = maxp(func(r Result) *float64 { return r.RSSMB })
+	out.RSSMBMax = maxp(func(r Result) *float64 { return r.RSSMBMax })
+	for _, r := range rs {
+		out.Requests += r.Requests
+		out.Failed += r.Failed
+		for k, v := range r.Errors {
+			if out.Errors == nil {
+				out.Errors = map[string]int64{}
+			}
+			out.Errors[k] += v
+		}
+	}
+	return out
 }
 
 // Machine describes where the figures came from.
@@ -72,7 +131,11 @@ func WriteTable(w io.Writer, rs []Result) error {
 		"rss_mb (@rate)", "rss_mb (max)", "emu cpu_us/req", "failed"}
 	rows := [][]string{head}
 	for _, r := range rs {
-		rows = append(rows, []string{r.Name, fmt.Sprintf("%.0f", r.RPSMax), fmtOpt(r.CPUUsPerReq, 1),
+		name := r.Name
+		if r.Round > 0 {
+			name = fmt.Sprintf("%d %s", r.Round, r.Name)
+		}
+		rows = append(rows, []string{name, fmt.Sprintf("%.0f", r.RPSMax), fmtOpt(r.CPUUsPerReq, 1),
 			fmtOpt(r.CPUUsPerReqAtRate, 1), fmtOpt(r.CoresAtRate, 3), fmt.Sprintf("%.3f", r.P50ms),
 			fmt.Sprintf("%.3f", r.P99ms), fmtOpt(r.RSSMB, 1), fmtOpt(r.RSSMBMax, 1),
 			fmt.Sprintf("%.1f", r.BackendCPUUsPerReq), fmt.Sprintf("%d/%d", r.Failed, r.Requests)})

@@ -39,6 +39,9 @@ type Options struct {
 	Workers  int           // closed-loop concurrency and connections for rps_max [32]
 	Conns    int           // keep-alive connections at the fixed rate [16]
 	Region   string        // SigV4 region ["us-east-1"]
+	Rounds   int           // every path is measured this many times, interleaved; the medians are reported [1]
+
+	PerfDir string // profiling: `perf record -g` the middle process in each phase into this directory
 
 	SkipNginx bool          // debugging only
 	SkipDemo  bool          // skip the cutover-under-load scenario
@@ -68,6 +71,9 @@ func (o *Options) setDefaults() error {
 	if o.Region == "" {
 		o.Region = "us-east-1"
 	}
+	if o.Rounds == 0 {
+		o.Rounds = 1
+	}
 	if o.DemoKeys == 0 {
 		o.DemoKeys = 1000
 	}
@@ -82,8 +88,8 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Duration < 500*time.Millisecond || o.Duration > time.Hour || o.Rate < 1 || o.Rate > 1e5 ||
 		o.Keys < 1 || o.Keys > 10000 || o.Workers < 1 || o.Workers > 4096 || o.Conns < 1 || o.Conns > 4096 ||
-		o.DemoKeys < 1 || o.DemoRPS <= 0 {
-		return errors.New("compare: options out of range (duration 0.5s..1h, rate 1..1e5, keys 1..10000, workers/conns 1..4096)")
+		o.DemoKeys < 1 || o.DemoRPS <= 0 || o.Rounds < 1 || o.Rounds > 100 {
+		return errors.New("compare: options out of range (duration 0.5s..1h, rate 1..1e5, keys 1..10000, workers/conns 1..4096, rounds 1..100)")
 	}
 	if o.RepoDir == "" {
 		dir, err := findModuleRoot()
@@ -116,7 +122,8 @@ func findModuleRoot() (string, error) {
 // Outcome is everything one Run measured.
 type Outcome struct {
 	Machine  Machine         `json:"machine"`
-	Paths    []Result        `json:"paths"`
+	Paths    []Result        `json:"paths"`          // per path; with Rounds > 1, the medians of its runs
+	Runs     []Result        `json:"runs,omitempty"` // with Rounds > 1: every run, in the order run
 	Checks   []Check         `json:"checks"`
 	Demo     json.RawMessage `json:"demo,omitempty"`
 	DemoNote string          `json:"demo_note,omitempty"`
@@ -137,6 +144,7 @@ type run struct {
 	emuCred cred
 	prxCred cred
 	keys    []string
+	variant *Variant // RunAB: the xksproxy build and environment being measured
 }
 
 type cred struct{ id, secret string }
@@ -154,44 +162,74 @@ func Run(ctx context.Context, o Options) (*Outcome, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	r := &run{o: o, emuCred: newCred("AKIABENCHEMU"), prxCred: newCred("AKIABENCHPRX")}
-	defer r.procs.stopAll()
-	dir, err := os.MkdirTemp("", "xksproxy-compare-")
+	r, cleanup, err := newRun(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	r.dir = dir
-	defer os.RemoveAll(dir)
-	r.asUser = os.Geteuid() == 0
-	if r.asUser {
-		if err := os.Chmod(dir, 0o755); err != nil {
-			return nil, err
-		}
-	}
+	defer cleanup()
 	out := &Outcome{Machine: r.machine()}
-	fmt.Fprintf(o.Log, "compare: building binaries in %s\n", dir)
-	if err := r.build(ctx); err != nil {
-		return nil, err
-	}
-	for i := 0; i < o.Keys; i++ {
-		r.keys = append(r.keys, fmt.Sprintf("bench-key-%04d", i))
-	}
 	paths := []string{PathDirect, PathNginx, PathXKSProxy}
 	if o.SkipNginx {
 		paths = []string{PathDirect, PathXKSProxy}
 	}
-	for _, p := range paths {
-		res, err := r.measure(ctx, p)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
+	byPath := map[string][]Result{}
+	for round := range o.Rounds {
+		// The order rotates each round, so no path always runs first (or right after a build).
+		for i := range paths {
+			p := paths[(i+round)%len(paths)]
+			if o.Rounds > 1 {
+				fmt.Fprintf(o.Log, "compare: round %d/%d\n", round+1, o.Rounds)
+			}
+			res, err := r.measure(ctx, p)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			if o.Rounds > 1 {
+				res.Round = round + 1
+				out.Runs = append(out.Runs, res)
+			}
+			byPath[p] = append(byPath[p], res)
 		}
-		out.Paths = append(out.Paths, res)
+	}
+	for _, p := range paths {
+		out.Paths = append(out.Paths, MedianResult(byPath[p]))
 	}
 	out.Checks = Assess(out.Paths)
 	if !o.SkipDemo {
 		out.Demo, out.DemoNote = r.demo(ctx)
 	}
 	return out, nil
+}
+
+// newRun makes the temporary directory and builds the binaries; cleanup stops every process
+// the run started and removes the directory.
+func newRun(ctx context.Context, o Options) (*run, func(), error) {
+	r := &run{o: o, emuCred: newCred("AKIABENCHEMU"), prxCred: newCred("AKIABENCHPRX")}
+	dir, err := os.MkdirTemp("", "xksproxy-compare-")
+	if err != nil {
+		return nil, nil, err
+	}
+	r.dir = dir
+	cleanup := func() {
+		r.procs.stopAll()
+		os.RemoveAll(dir)
+	}
+	r.asUser = os.Geteuid() == 0
+	if r.asUser {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+	}
+	fmt.Fprintf(o.Log, "compare: building binaries in %s\n", dir)
+	if err := r.build(ctx); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	for i := 0; i < o.Keys; i++ {
+		r.keys = append(r.keys, fmt.Sprintf("bench-key-%04d", i))
+	}
+	return r, cleanup, nil
 }
 
 func (r *run) machine() Machine {
@@ -334,7 +372,9 @@ func (r *run) measure(ctx context.Context, path string) (Result, error) {
 
 	fmt.Fprintf(r.o.Log, "compare: %s: %.0f req/s for %v\n", path, r.o.Rate, r.o.Duration)
 	m0, t0 := r.proc.Sample(midPIDs), time.Now()
+	stopPerf := r.perf(ctx, mid, path, "rate")
 	rep, err := r.load(ctx, endpoint, c, r.o.Rate, r.o.Duration)
+	stopPerf()
 	if err != nil {
 		return res, err
 	}
@@ -351,7 +391,9 @@ func (r *run) measure(ctx context.Context, path string) (Result, error) {
 
 	fmt.Fprintf(r.o.Log, "compare: %s: closed loop, %d workers, for %v\n", path, r.o.Workers, r.o.Duration)
 	m0, e0 := r.proc.Sample(midPIDs), r.proc.Sample(emuPIDs)
+	stopPerf = r.perf(ctx, mid, path, "max")
 	rep, err = r.load(ctx, endpoint, c, 0, r.o.Duration)
+	stopPerf()
 	if err != nil {
 		return res, err
 	}
@@ -374,6 +416,31 @@ func (r *run) measure(ctx context.Context, path string) (Result, error) {
 		fmt.Fprintf(r.o.Log, "compare: %s: WARNING: %d of %d requests failed: %v\n", path, res.Failed, res.Requests, res.Errors)
 	}
 	return res, nil
+}
+
+// perf starts `perf record -g` on the middle process when Options.PerfDir is set; the returned
+// function stops it (SIGINT, so perf writes its file) and waits. Profiled runs are for finding
+// where the time goes, not for figures: perf itself costs CPU.
+func (r *run) perf(ctx context.Context, mid *proc, path, phase string) func() {
+	if r.o.PerfDir == "" || mid == nil {
+		return func() {}
+	}
+	name := path
+	if r.variant != nil {
+		name = r.variant.Name
+	}
+	out := filepath.Join(r.o.PerfDir, fmt.Sprintf("%s-%s-%d.data", name, phase, time.Now().Unix()))
+	cmd := exec.CommandContext(ctx, "perf", "record", "-F", "1999", "-g", "-o", out, "-p", strconv.Itoa(mid.pid()))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(r.o.Log, "compare: perf: %v\n", err)
+		return func() {}
+	}
+	fmt.Fprintf(r.o.Log, "compare: perf recording into %s\n", out)
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
 }
 
 func ptr(f float64) *float64 { return &f }
@@ -683,9 +750,16 @@ func (r *run) startXKSProxy(ctx context.Context, emuAddr string) (*proc, string,
 	if err := r.chownTree(dir); err != nil {
 		return nil, "", err
 	}
-	p, err := r.procs.start(ctx, procSpec{name: "xksproxy", cpu: r.cpuMid, bin: filepath.Join(r.bin, "xksproxy"),
+	bin, env := filepath.Join(r.bin, "xksproxy"), []string{"GOMAXPROCS=1", "BENCH_PROXY_SECRET=" + r.prxCred.secret, "BENCH_BACKEND_SECRET=" + r.emuCred.secret}
+	if v := r.variant; v != nil {
+		if v.Bin != "" {
+			bin = v.Bin
+		}
+		env = append(env, v.Env...)
+	}
+	p, err := r.procs.start(ctx, procSpec{name: "xksproxy", cpu: r.cpuMid, bin: bin,
 		args:    []string{"serve", "--config", filepath.Join(dir, "xksproxy.toml")},
-		env:     []string{"GOMAXPROCS=1", "BENCH_PROXY_SECRET=" + r.prxCred.secret, "BENCH_BACKEND_SECRET=" + r.emuCred.secret},
+		env:     env,
 		logFile: filepath.Join(r.dir, "xksproxy.log")})
 	if err != nil {
 		return nil, "", err

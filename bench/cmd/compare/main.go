@@ -36,11 +36,22 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Keys, "keys", 100, "keys seeded in the emulator and spread over by the client")
 	fs.IntVar(&o.Workers, "workers", 32, "closed-loop concurrency (and connections) for rps_max")
 	fs.IntVar(&o.Conns, "conns", 16, "keep-alive connections at the fixed rate")
+	fs.StringVar(&o.PerfDir, "perf", "", "profiling only: perf record -g the middle process in each phase into this directory (perturbs the figures)")
 	fs.BoolVar(&o.SkipNginx, "skip-nginx", false, "debugging only: leave nginx out")
 	fs.BoolVar(&o.SkipDemo, "skip-demo", false, "leave the cutover-under-load demo out")
 	fs.IntVar(&o.DemoKeys, "demo-keys", 1000, "cutover demo: keys")
 	fs.Float64Var(&o.DemoRPS, "demo-rps", 1800, "cutover demo: requests/s")
 	fs.DurationVar(&o.DemoLimit, "demo-timeout", 5*time.Minute, "cutover demo: give up after")
+	var variants []compare.Variant
+	fs.Func("variant", "A/B mode (repeatable): measure only the xksproxy path for each `NAME[@BIN][:KEY=VALUE,...]` "+
+		"(BIN: an xksproxy binary, default the one built here; KEY=VALUE: added to its environment), interleaved over --rounds", func(s string) error {
+		v, err := compare.ParseVariant(s)
+		if err == nil {
+			variants = append(variants, v)
+		}
+		return err
+	})
+	fs.IntVar(&o.Rounds, "rounds", 0, "measure every path (or --variant) this many times, interleaved, and report the medians [1; 3 with --variant]")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,6 +61,33 @@ func run(args []string, stdout, stderr io.Writer) error {
 	o.Log = stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(variants) > 0 {
+		if o.Rounds == 0 {
+			o.Rounds = 3
+		}
+		ab, err := compare.RunAB(ctx, o, variants, o.Rounds)
+		if err != nil {
+			return err
+		}
+		human := stdout
+		if *asJSON {
+			human = stderr
+		}
+		fmt.Fprintln(human)
+		if err := compare.WriteMachine(human, ab.Machine); err != nil {
+			return err
+		}
+		fmt.Fprintln(human)
+		if err := compare.WriteAB(human, ab, variants); err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(ab)
+		}
+		return nil
+	}
 	res, err := compare.Run(ctx, o)
 	if err != nil {
 		return err
@@ -67,6 +105,13 @@ func report(res *compare.Outcome, asJSON bool, out string, stdout, stderr io.Wri
 		return err
 	}
 	fmt.Fprintln(human)
+	if len(res.Runs) > 0 {
+		fmt.Fprintln(human, "Every run:")
+		if err := compare.WriteTable(human, res.Runs); err != nil {
+			return err
+		}
+		fmt.Fprintf(human, "\nMedians of %d rounds (peak RSS: the highest):\n", res.Paths[0].Rounds)
+	}
 	if err := compare.WriteTable(human, res.Paths); err != nil {
 		return err
 	}
