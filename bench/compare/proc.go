@@ -82,6 +82,9 @@ func ParseStat(b []byte) (Stat, error) {
 type Status struct {
 	VmHWM int64 // peak resident set size
 	VmRSS int64 // current resident set size
+	// CtxSwitches is voluntary_ctxt_switches + nonvoluntary_ctxt_switches: of one thread when
+	// read from /proc/PID/task/TID/status.
+	CtxSwitches uint64
 }
 
 // ParseStatus parses the contents of /proc/PID/status. Kernel threads and zombies have no Vm*
@@ -102,6 +105,13 @@ func ParseStatus(b []byte) (Status, error) {
 			dst = &s.VmHWM
 		case "VmRSS":
 			dst = &s.VmRSS
+		case "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches":
+			n, err := strconv.ParseUint(string(bytes.TrimSpace(val)), 10, 64)
+			if err != nil {
+				return Status{}, fmt.Errorf("%w: status %s", ErrProcFormat, name)
+			}
+			s.CtxSwitches += n
+			continue
 		default:
 			continue
 		}
@@ -183,6 +193,7 @@ func (p ProcFS) Tree(pid int) ([]int, error) {
 // Usage is the summed figures of a group of processes at one instant.
 type Usage struct {
 	PerPID   map[int]uint64 // CPU ticks of each process
+	PerTask  map[int]uint64 // context switches of each thread (TID)
 	HWMkB    int64          // sum of VmHWM (an upper bound when processes share pages)
 	RSSkB    int64          // sum of VmRSS
 	Problems []string       // processes that could not be read
@@ -190,7 +201,7 @@ type Usage struct {
 
 // Sample reads the CPU ticks and memory of every process in pids.
 func (p ProcFS) Sample(pids []int) Usage {
-	u := Usage{PerPID: make(map[int]uint64, len(pids))}
+	u := Usage{PerPID: make(map[int]uint64, len(pids)), PerTask: map[int]uint64{}}
 	for _, pid := range pids {
 		st, err := p.Stat(pid)
 		if err != nil {
@@ -205,8 +216,42 @@ func (p ProcFS) Sample(pids []int) Usage {
 		}
 		u.HWMkB += ss.VmHWM
 		u.RSSkB += ss.VmRSS
+		p.sampleTasks(pid, u.PerTask)
 	}
 	return u
+}
+
+// sampleTasks adds the context switches of every thread of pid to into (threads that exit
+// between the listing and the read are skipped).
+func (p ProcFS) sampleTasks(pid int, into map[int]uint64) {
+	ents, err := os.ReadDir(filepath.Join(p.root(), strconv.Itoa(pid), "task"))
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil || tid <= 0 {
+			continue
+		}
+		b, err := p.read(pid, filepath.Join("task", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		if st, err := ParseStatus(b); err == nil {
+			into[tid] = st.CtxSwitches
+		}
+	}
+}
+
+// CtxSwitchesSince returns the context switches between before and u of the threads in u;
+// a thread started in between counts whole.
+func (u Usage) CtxSwitchesSince(before Usage) (n uint64) {
+	for tid, c := range u.PerTask {
+		if b := before.PerTask[tid]; c >= b {
+			n += c - b
+		}
+	}
+	return n
 }
 
 // CPUSince returns the CPU time spent between before and u by the processes present in both.

@@ -61,6 +61,8 @@ VmSize:	 1263340 kB
 VmHWM:	   19416 kB
 VmRSS:	   18044 kB
 Threads:	7
+voluntary_ctxt_switches:	150
+nonvoluntary_ctxt_switches:	12
 `
 
 func TestParseStatus(t *testing.T) {
@@ -70,7 +72,8 @@ func TestParseStatus(t *testing.T) {
 		want    Status
 		wantErr bool
 	}{
-		{"go process", statusGo, Status{VmHWM: 19416, VmRSS: 18044}, false},
+		{"go process", statusGo, Status{VmHWM: 19416, VmRSS: 18044, CtxSwitches: 162}, false},
+		{"bad context switch count", "voluntary_ctxt_switches:\t-1\n", Status{}, true},
 		{"kernel thread has no Vm lines", "Name:\tkthreadd\nState:\tS (sleeping)\n", Status{}, false},
 		{"bad unit", "VmHWM:\t 12 MB\n", Status{}, true},
 		{"not a number", "VmRSS:\t x kB\n", Status{}, true},
@@ -133,6 +136,17 @@ func fakeProc(t *testing.T, procs map[int][4]int) string {
 		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// Two threads: the leader (TID = PID) with pid context switches, one more with 1000.
+		for tid, n := range map[int]int{pid: pid, pid + 1000: 1000} {
+			tdir := filepath.Join(dir, "task", strconv.Itoa(tid))
+			if err := os.MkdirAll(tdir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			ts := "Name:\tp\nvoluntary_ctxt_switches:\t" + strconv.Itoa(n-1) + "\nnonvoluntary_ctxt_switches:\t1\n"
+			if err := os.WriteFile(filepath.Join(tdir, "status"), []byte(ts), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// Non-process entries are skipped.
 	if err := os.WriteFile(filepath.Join(root, "cpuinfo"), []byte("x"), 0o644); err != nil {
@@ -167,6 +181,14 @@ func TestProcFSTreeAndSample(t *testing.T) {
 	if got := after.CPUSince(before); got != 260 {
 		t.Fatalf("CPUSince = %d, want 260", got)
 	}
+	if len(before.PerTask) != 6 || before.PerTask[11] != 11 || before.PerTask[1011] != 1000 {
+		t.Fatalf("per-thread context switches = %v", before.PerTask)
+	}
+	// Later: thread 11 switched 40 more times, 1010 did not, 1011 exited, 77 is new with 5.
+	after.PerTask = map[int]uint64{10: 10, 1010: 1000, 11: 51, 77: 5}
+	if got := after.CtxSwitchesSince(before); got != 45 {
+		t.Fatalf("CtxSwitchesSince = %d, want 45", got)
+	}
 	if got := p.Sample([]int{10, 404}); len(got.Problems) != 1 || got.PerPID[10] != 150 {
 		t.Fatalf("missing pid: %+v", got)
 	}
@@ -191,6 +213,11 @@ func TestProcFSSelf(t *testing.T) {
 	}
 	if ss.VmHWM <= 0 || ss.VmRSS <= 0 || ss.VmRSS > ss.VmHWM {
 		t.Fatalf("status = %+v", ss)
+	}
+	// This process has threads, and the test binary has switched context by now.
+	u := p.Sample([]int{os.Getpid()})
+	if len(u.PerTask) < 2 || u.PerTask[os.Getpid()] == 0 {
+		t.Fatalf("per-thread context switches of this process = %v", u.PerTask)
 	}
 }
 

@@ -26,13 +26,15 @@ type Result struct {
 	P99ms       float64  `json:"p99_ms"`         // at the fixed rate
 	RSSMB       *float64 `json:"rss_mb"`         // middle process VmHWM after the fixed-rate run
 
-	Rate               float64          `json:"rate"`                   // the fixed rate, requests/s
-	CPUUsPerReqAtRate  *float64         `json:"cpu_us_per_req_at_rate"` // middle process, at the fixed rate
-	CoresAtRate        *float64         `json:"cores_at_rate"`          // middle process CPU / wall time at the fixed rate
-	RSSMBMax           *float64         `json:"rss_mb_max"`             // VmHWM after the rps_max run too
-	BackendCPUUsPerReq float64          `json:"backend_cpu_us_per_req"` // the emulator, during the rps_max run
-	Requests           int64            `json:"requests"`               // completed in both measured runs
-	Failed             int64            `json:"failed"`                 // failed in both measured runs
+	Rate               float64          `json:"rate"`                         // the fixed rate, requests/s
+	CPUUsPerReqAtRate  *float64         `json:"cpu_us_per_req_at_rate"`       // middle process, at the fixed rate
+	CoresAtRate        *float64         `json:"cores_at_rate"`                // middle process CPU / wall time at the fixed rate
+	RSSMBMax           *float64         `json:"rss_mb_max"`                   // VmHWM after the rps_max run too
+	BackendCPUUsPerReq float64          `json:"backend_cpu_us_per_req"`       // the emulator, during the rps_max run
+	CtxSwPerReq        *float64         `json:"ctx_switches_per_req"`         // middle process threads, during the rps_max run
+	CtxSwPerReqAtRate  *float64         `json:"ctx_switches_per_req_at_rate"` // middle process threads, at the fixed rate
+	Requests           int64            `json:"requests"`                     // completed in both measured runs
+	Failed             int64            `json:"failed"`                       // failed in both measured runs
 	Errors             map[string]int64 `json:"errors,omitempty"`
 	Round              int              `json:"round,omitempty"`  // which round, in Outcome.Runs
 	Rounds             int              `json:"rounds,omitempty"` // how many runs a median result summarises
@@ -80,6 +82,8 @@ func MedianResult(rs []Result) Result {
 	out.CPUUsPerReq = medp(func(r Result) *float64 { return r.CPUUsPerReq })
 	out.CPUUsPerReqAtRate = medp(func(r Result) *float64 { return r.CPUUsPerReqAtRate })
 	out.CoresAtRate = medp(func(r Result) *float64 { return r.CoresAtRate })
+	out.CtxSwPerReq = medp(func(r Result) *float64 { return r.CtxSwPerReq })
+	out.CtxSwPerReqAtRate = medp(func(r Result) *float64 { return r.CtxSwPerReqAtRate })
 	out.RSSMB = maxp(func(r Result) *float64 { return r.RSSMB })
 	out.RSSMBMax = maxp(func(r Result) *float64 { return r.RSSMBMax })
 	for _, r := range rs {
@@ -128,7 +132,7 @@ func WriteTable(w io.Writer, rs []Result) error {
 	}
 	head := []string{"path", "rps_max", "cpu_us/req (max)", fmt.Sprintf("cpu_us/req (@%.0f)", rate),
 		fmt.Sprintf("cores (@%.0f)", rate), fmt.Sprintf("p50_ms (@%.0f)", rate), fmt.Sprintf("p99_ms (@%.0f)", rate),
-		"rss_mb (@rate)", "rss_mb (max)", "emu cpu_us/req", "failed"}
+		"rss_mb (@rate)", "rss_mb (max)", "ctxsw/req (max)", fmt.Sprintf("ctxsw/req (@%.0f)", rate), "emu cpu_us/req", "failed"}
 	rows := [][]string{head}
 	for _, r := range rs {
 		name := r.Name
@@ -137,7 +141,7 @@ func WriteTable(w io.Writer, rs []Result) error {
 		}
 		rows = append(rows, []string{name, fmt.Sprintf("%.0f", r.RPSMax), fmtOpt(r.CPUUsPerReq, 1),
 			fmtOpt(r.CPUUsPerReqAtRate, 1), fmtOpt(r.CoresAtRate, 3), fmt.Sprintf("%.3f", r.P50ms),
-			fmt.Sprintf("%.3f", r.P99ms), fmtOpt(r.RSSMB, 1), fmtOpt(r.RSSMBMax, 1),
+			fmt.Sprintf("%.3f", r.P99ms), fmtOpt(r.RSSMB, 1), fmtOpt(r.RSSMBMax, 1), fmtOpt(r.CtxSwPerReq, 2), fmtOpt(r.CtxSwPerReqAtRate, 2),
 			fmt.Sprintf("%.1f", r.BackendCPUUsPerReq), fmt.Sprintf("%d/%d", r.Failed, r.Requests)})
 	}
 	width := make([]int, len(head))

@@ -387,6 +387,7 @@ func (r *run) measure(ctx context.Context, path string) (Result, error) {
 		res.CPUUsPerReqAtRate = ptr(us / float64(max(done, 1)))
 		res.CoresAtRate = ptr(us / 1e6 / wall.Seconds())
 		res.RSSMB = ptr(float64(m1.HWMkB) / 1024)
+		res.CtxSwPerReqAtRate = ptr(float64(m1.CtxSwitchesSince(m0)) / float64(max(done, 1)))
 	}
 
 	fmt.Fprintf(r.o.Log, "compare: %s: closed loop, %d workers, for %v\n", path, r.o.Workers, r.o.Duration)
@@ -405,6 +406,7 @@ func (r *run) measure(ctx context.Context, path string) (Result, error) {
 	if mid != nil {
 		res.CPUUsPerReq = ptr(TicksToMicros(m1.CPUSince(m0)) / float64(max(done, 1)))
 		res.RSSMBMax = ptr(float64(m1.HWMkB) / 1024)
+		res.CtxSwPerReq = ptr(float64(m1.CtxSwitchesSince(m0)) / float64(max(done, 1)))
 		for _, p := range append(m1.Problems, m0.Problems...) {
 			fmt.Fprintf(r.o.Log, "compare: %s: /proc: %s\n", path, p)
 		}
