@@ -441,7 +441,14 @@ func (r *run) perf(ctx context.Context, mid *proc, path, phase string) func() {
 	fmt.Fprintf(r.o.Log, "compare: perf recording into %s\n", out)
 	return func() {
 		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second): // perf writes its file on SIGINT; never wait forever
+			_ = cmd.Process.Kill()
+			<-done
+		}
 	}
 }
 
