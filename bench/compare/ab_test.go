@@ -102,3 +102,23 @@ func TestMedianResult(t *testing.T) {
 		t.Errorf("got %+v: want nil cores (no run had it), the path's name and rate", got)
 	}
 }
+
+func TestWriteProtocols(t *testing.T) {
+	rs := []Result{
+		{Name: PathDirect, Protocols: map[string]int64{"HTTP/1.1": 10}},
+		{Name: PathNginx, Protocols: map[string]int64{"HTTP/2": 7, "HTTP/1.1": 3}},
+		{Name: PathXKSProxy},
+	}
+	var b bytes.Buffer
+	if err := WriteProtocols(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	want := "protocols spoken by the client: direct HTTP/1.1×10; nginx HTTP/1.1×3 HTTP/2×7; xksproxy n/a\n"
+	if b.String() != want {
+		t.Fatalf("got %q, want %q", b.String(), want)
+	}
+	m := MedianResult([]Result{rs[1], rs[1]})
+	if m.Protocols["HTTP/2"] != 14 || m.Protocols["HTTP/1.1"] != 6 {
+		t.Fatalf("medians sum protocols: %v", m.Protocols)
+	}
+}

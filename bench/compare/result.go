@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -36,8 +37,9 @@ type Result struct {
 	Requests           int64            `json:"requests"`                     // completed in both measured runs
 	Failed             int64            `json:"failed"`                       // failed in both measured runs
 	Errors             map[string]int64 `json:"errors,omitempty"`
-	Round              int              `json:"round,omitempty"`  // which round, in Outcome.Runs
-	Rounds             int              `json:"rounds,omitempty"` // how many runs a median result summarises
+	Protocols          map[string]int64 `json:"protocols,omitempty"` // replies by the protocol the client actually spoke
+	Round              int              `json:"round,omitempty"`     // which round, in Outcome.Runs
+	Rounds             int              `json:"rounds,omitempty"`    // how many runs a median result summarises
 }
 
 // MedianResult summarises runs of one path: the median of each figure (peak RSS: the maximum,
@@ -95,6 +97,12 @@ func MedianResult(rs []Result) Result {
 			}
 			out.Errors[k] += v
 		}
+		for k, v := range r.Protocols {
+			if out.Protocols == nil {
+				out.Protocols = map[string]int64{}
+			}
+			out.Protocols[k] += v
+		}
 	}
 	return out
 }
@@ -108,6 +116,8 @@ type Machine struct {
 	Kernel    string `json:"kernel"`
 	Nginx     string `json:"nginx,omitempty"`
 	Pinning   string `json:"pinning"`
+	// ClientProtocol says what the load generator spoke to each path.
+	ClientProtocol string `json:"client_protocol"`
 }
 
 // WriteJSON writes results as an indented JSON array.
@@ -264,6 +274,32 @@ func Assess(rs []Result) []Check {
 	return out
 }
 
+// WriteProtocols writes one line per path naming the protocols its replies came over.
+func WriteProtocols(w io.Writer, rs []Result) error {
+	var b strings.Builder
+	b.WriteString("protocols spoken by the client:")
+	for i, r := range rs {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " %s", r.Name)
+		keys := make([]string, 0, len(r.Protocols))
+		for k := range r.Protocols {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if len(keys) == 0 {
+			b.WriteString(" n/a")
+		}
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s×%d", k, r.Protocols[k])
+		}
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
 // WriteChecks writes the target checks as lines.
 func WriteChecks(w io.Writer, cs []Check) error {
 	var b strings.Builder
@@ -284,7 +320,7 @@ func WriteChecks(w io.Writer, cs []Check) error {
 
 // WriteMachine writes the machine description as lines.
 func WriteMachine(w io.Writer, m Machine) error {
-	_, err := fmt.Fprintf(w, "date %s; nproc %d; CPU %s; %s; kernel %s; %s\npinning: %s\n",
-		m.Date, m.NProc, m.CPUModel, m.GoVersion, m.Kernel, m.Nginx, m.Pinning)
+	_, err := fmt.Fprintf(w, "date %s; nproc %d; CPU %s; %s; kernel %s; %s\npinning: %s\nclient: %s\n",
+		m.Date, m.NProc, m.CPUModel, m.GoVersion, m.Kernel, m.Nginx, m.Pinning, m.ClientProtocol)
 	return err
 }

@@ -147,7 +147,7 @@ func TestXKSProxyConfLoads(t *testing.T) {
 }
 
 func TestNginxConf(t *testing.T) {
-	c := NginxConf("/tmp/x", "127.0.0.1:8443", "127.0.0.1:9998")
+	c := NginxConf("/tmp/x", "127.0.0.1:8443", "127.0.0.1:9998", false)
 	for _, want := range []string{
 		"worker_processes 1;", "listen 127.0.0.1:8443 ssl;", "server 127.0.0.1:9998;", "keepalive 64;",
 		"proxy_pass https://emulator;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`,
@@ -159,6 +159,10 @@ func TestNginxConf(t *testing.T) {
 	}
 	if strings.Count(c, "{") != strings.Count(c, "}") {
 		t.Fatal("unbalanced braces")
+	}
+	if c2 := NginxConf("/tmp/x", "127.0.0.1:8443", "127.0.0.1:9998", true); !strings.Contains(c2, "listen 127.0.0.1:8443 ssl http2;") ||
+		!strings.Contains(c2, "proxy_http_version 1.1;") {
+		t.Errorf("HTTP/2 nginx.conf: want h2 in front and HTTP/1.1 upstream:\n%s", c2)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -328,5 +330,44 @@ func TestStopEndsRunWithoutCuttingOff(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after Stop")
+	}
+}
+
+// The report counts replies by the protocol actually spoken: HTTP/2 only when asked for and
+// the server offers it, HTTP/1.1 otherwise — so a benchmark cannot claim h2 it did not get.
+func TestProtocolsReported(t *testing.T) {
+	emu, cfg := startEmu(t)
+	ts := httptest.NewUnstartedServer(emu) // the emulator's handler behind a server that offers h2
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.Certificate())
+	cfg.Endpoint, cfg.TLS = ts.URL, &tls.Config{RootCAs: pool}
+	cfg.Rate, cfg.Duration, cfg.Workers = 50, 300*time.Millisecond, 20
+	cfg.Mix = Mix{Encrypt: 1}
+	for _, tt := range []struct {
+		name  string
+		http2 bool
+		want  string
+	}{{"http1", false, "HTTP/1.1"}, {"http2", true, "HTTP/2"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := cfg
+			c.HTTP2 = tt.http2
+			r, err := New(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := r.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Failed != 0 || rep.Succeeded == 0 {
+				t.Fatalf("run: %+v", rep)
+			}
+			if len(rep.Protocols) != 1 || rep.Protocols[tt.want] != rep.Succeeded {
+				t.Fatalf("protocols %v, want all %d replies as %s", rep.Protocols, rep.Succeeded, tt.want)
+			}
+		})
 	}
 }

@@ -38,6 +38,7 @@ type Report struct {
 	Failed      int64              `json:"failed"`
 	ByOperation map[string]OpStats `json:"by_operation"`
 	ByError     map[string]int64   `json:"by_error"`
+	Protocols   map[string]int64   `json:"protocols,omitempty"` // replies by protocol: "HTTP/1.1", "HTTP/2"
 	Over250ms   int64              `json:"over_250ms"`
 	P50         time.Duration      `json:"p50_ns"`
 	P90         time.Duration      `json:"p90_ns"`
@@ -591,6 +592,14 @@ func (r *Runner) Snapshot() *Report {
 	rep := &Report{
 		Total: r.total.Load(), Succeeded: r.succeeded.Load(), Failed: r.failed.Load(), Over250ms: r.over250.Load(),
 		ByOperation: make(map[string]OpStats, numOps), ByError: map[string]int64{},
+	}
+	for proto, n := range map[string]int64{"HTTP/1.1": r.ep.replies1.Load(), "HTTP/2": r.ep.replies2.Load()} {
+		if n > 0 {
+			if rep.Protocols == nil {
+				rep.Protocols = map[string]int64{}
+			}
+			rep.Protocols[proto] = n
+		}
 	}
 	var all histSnap
 	var one histSnap

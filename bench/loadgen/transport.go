@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/xksproxy/xksproxy/sigv4"
@@ -24,6 +25,8 @@ type endpoint struct {
 	signer  *sigv4.Signer
 	base    string // Endpoint + Prefix + /kms/xks/v1
 	timeout time.Duration
+	// Replies by HTTP major version, so a report says what was spoken, not what was asked for.
+	replies1, replies2 atomic.Int64
 }
 
 func newEndpoint(cfg *Config) (*endpoint, error) {
@@ -92,6 +95,11 @@ func (e *endpoint) roundTrip(ctx context.Context, url string, body, resp []byte)
 	res, err := e.client.Do(req)
 	if err != nil {
 		return 0, resp, classify(ctx, rctx, err), err
+	}
+	if res.ProtoMajor == 2 {
+		e.replies2.Add(1)
+	} else {
+		e.replies1.Add(1)
 	}
 	reply, err = readAll(resp[:0], res.Body)
 	res.Body.Close()

@@ -37,6 +37,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Workers, "workers", 32, "closed-loop concurrency (and connections) for rps_max")
 	fs.IntVar(&o.Conns, "conns", 16, "keep-alive connections at the fixed rate")
 	fs.StringVar(&o.PerfDir, "perf", "", "profiling only: perf record -g the middle process in each phase into this directory (perturbs the figures)")
+	fs.BoolVar(&o.HTTP2, "http2", false, "the client offers HTTP/2 on every path (nginx and xksproxy take it; the emulator speaks HTTP/1.1)")
 	fs.BoolVar(&o.SkipNginx, "skip-nginx", false, "debugging only: leave nginx out")
 	fs.BoolVar(&o.SkipDemo, "skip-demo", false, "leave the cutover-under-load demo out")
 	fs.IntVar(&o.DemoKeys, "demo-keys", 1000, "cutover demo: keys")
@@ -115,6 +116,9 @@ func report(res *compare.Outcome, asJSON bool, out string, stdout, stderr io.Wri
 	if err := compare.WriteTable(human, res.Paths); err != nil {
 		return err
 	}
+	if err := compare.WriteProtocols(human, res.Paths); err != nil {
+		return err
+	}
 	fmt.Fprintln(human, "\nTargets (reported, not asserted):")
 	if err := compare.WriteChecks(human, res.Checks); err != nil {
 		return err
@@ -147,6 +151,7 @@ func report(res *compare.Outcome, asJSON bool, out string, stdout, stderr io.Wri
 		_ = compare.WriteMachine(f, res.Machine)
 		fmt.Fprintln(f)
 		_ = compare.WriteTable(f, res.Paths)
+		_ = compare.WriteProtocols(f, res.Paths)
 		fmt.Fprintln(f)
 		_ = compare.WriteChecks(f, res.Checks)
 		if err := f.Close(); err != nil {
