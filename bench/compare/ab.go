@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 )
@@ -160,4 +161,19 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// WriteBenchfmt writes every run in Go's benchmark format, one line per run, named
+// BenchmarkXKSProxyPath/variant=NAME, so `benchstat -col /variant FILE` tests the differences
+// between variants for significance, as for `go test -bench` results.
+func WriteBenchfmt(w io.Writer, out *ABOutcome) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "goos: linux\ngoarch: %s\ncpu: %s\npkg: github.com/xksproxy/xksproxy/bench/compare\n", runtime.GOARCH, out.Machine.CPUModel)
+	for _, run := range out.Runs {
+		r := run.Result
+		fmt.Fprintf(&b, "BenchmarkXKSProxyPath/variant=%s 1 %.2f cpu-µs/req %.2f cpu-µs/req@rate %.0f req/s %.3f p99-ms@rate %.3f ctxsw/req %.1f rss-MB\n",
+			run.Variant, deref(r.CPUUsPerReq), deref(r.CPUUsPerReqAtRate), r.RPSMax, r.P99ms, deref(r.CtxSwPerReq), deref(r.RSSMBMax))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

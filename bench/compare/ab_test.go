@@ -122,3 +122,26 @@ func TestWriteProtocols(t *testing.T) {
 		t.Fatalf("medians sum protocols: %v", m.Protocols)
 	}
 }
+
+// The benchmark-format output parses as benchstat expects: one line per run, named by variant.
+func TestWriteBenchfmt(t *testing.T) {
+	out := &ABOutcome{Machine: Machine{CPUModel: "Test CPU"}, Runs: []ABRun{
+		{Round: 1, Variant: "base", Result: Result{CPUUsPerReq: ptr(52.25), CPUUsPerReqAtRate: ptr(110), RPSMax: 15000, P99ms: 2, CtxSwPerReq: ptr(1.1), RSSMBMax: ptr(24)}},
+		{Round: 1, Variant: "new", Result: Result{CPUUsPerReq: ptr(48), RPSMax: 15500}},
+	}}
+	var b bytes.Buffer
+	if err := WriteBenchfmt(&b, out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 6 || lines[2] != "cpu: Test CPU" {
+		t.Fatalf("output:\n%s", b.String())
+	}
+	want := "BenchmarkXKSProxyPath/variant=base 1 52.25 cpu-µs/req 110.00 cpu-µs/req@rate 15000 req/s 2.000 p99-ms@rate 1.100 ctxsw/req 24.0 rss-MB"
+	if lines[4] != want {
+		t.Fatalf("line\n%q\nwant\n%q", lines[4], want)
+	}
+	if !strings.HasPrefix(lines[5], "BenchmarkXKSProxyPath/variant=new 1 48.00 cpu-µs/req 0.00 ") {
+		t.Fatalf("line %q", lines[5])
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	})
+	benchfmt := fs.String("benchfmt", "", "A/B mode: also write every run in Go benchmark format to this file (for benchstat -col /variant)")
 	fs.IntVar(&o.Rounds, "rounds", 0, "measure every path (or --variant) this many times, interleaved, and report the medians [1; 3 with --variant]")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -81,6 +83,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(human)
 		if err := compare.WriteAB(human, ab, variants); err != nil {
 			return err
+		}
+		if *benchfmt != "" {
+			var b strings.Builder
+			if err := compare.WriteBenchfmt(&b, ab); err != nil {
+				return err
+			}
+			if err := os.WriteFile(*benchfmt, []byte(b.String()), 0o644); err != nil {
+				return err
+			}
 		}
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
