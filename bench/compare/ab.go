@@ -71,14 +71,12 @@ func RunAB(ctx context.Context, o Options, variants []Variant, rounds int) (*ABO
 			}
 		}
 	}
-	if err := o.setDefaults(); err != nil {
-		return nil, err
-	}
 	r, cleanup, err := newRun(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
+	o = r.o
 	out := &ABOutcome{Machine: r.machine()}
 	for round := range rounds {
 		for i := range variants {

@@ -159,15 +159,13 @@ func newCred(prefix string) cred {
 
 // Run measures the three paths (direct, nginx, xksproxy) and then the cutover demo. Every
 // process it starts is stopped before it returns, also when ctx is cancelled.
-func Run(ctx context.Context, o Options) (*Outcome, error) {
-	if err := o.setDefaults(); err != nil {
-		return nil, err
-	}
-	r, cleanup, err := newRun(ctx, o)
+func Run(ctx context.Context, opts Options) (*Outcome, error) {
+	r, cleanup, err := newRun(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
+	o := r.o
 	out := &Outcome{Machine: r.machine()}
 	paths := []string{PathDirect, PathNginx, PathXKSProxy}
 	if o.SkipNginx {
@@ -202,9 +200,12 @@ func Run(ctx context.Context, o Options) (*Outcome, error) {
 	return out, nil
 }
 
-// newRun makes the temporary directory and builds the binaries; cleanup stops every process
-// the run started and removes the directory.
+// newRun fills o's defaults, makes the temporary directory and builds the binaries; cleanup
+// stops every process the run started and removes the directory.
 func newRun(ctx context.Context, o Options) (*run, func(), error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, nil, err
+	}
 	r := &run{o: o, emuCred: newCred("AKIABENCHEMU"), prxCred: newCred("AKIABENCHPRX")}
 	dir, err := os.MkdirTemp("", "xksproxy-compare-")
 	if err != nil {
