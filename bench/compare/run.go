@@ -173,12 +173,12 @@ func Run(ctx context.Context, opts Options) (*Outcome, error) {
 	}
 	byPath := map[string][]Result{}
 	for round := range o.Rounds {
+		if o.Rounds > 1 {
+			fmt.Fprintf(o.Log, "compare: round %d/%d\n", round+1, o.Rounds)
+		}
 		// The order rotates each round, so no path always runs first (or right after a build).
 		for i := range paths {
 			p := paths[(i+round)%len(paths)]
-			if o.Rounds > 1 {
-				fmt.Fprintf(o.Log, "compare: round %d/%d\n", round+1, o.Rounds)
-			}
 			res, err := r.measure(ctx, p)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", p, err)
