@@ -2,15 +2,9 @@ package app
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,75 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/internal/metrictest"
+	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/sigv4"
 )
 
 const testSecret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
-
-// testCA signs server certificates for 127.0.0.1 / localhost.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "app test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert, key, pool}
-}
-
-// writeLeaf writes a leaf for 127.0.0.1 with the given serial to certFile/keyFile.
-func (ca *testCA) writeLeaf(t *testing.T, certFile, keyFile string, serial int64, notAfter time.Time) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "xks.test"},
-		DNSNames: []string{"xks.test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // unusedURL is a loopback URL nothing listens on (the backend is never reached: health is off).
 func unusedURL(t *testing.T) string {
@@ -194,60 +127,22 @@ func servedLeaf(t *testing.T, a *App, roots *x509.CertPool) *x509.Certificate {
 	return conn.ConnectionState().PeerCertificates[0]
 }
 
-// gauge returns the value of the metric name with the given labels.
-func gauge(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				got[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue next
-				}
-			}
-			return metricValue(m), true
-		}
-	}
-	return 0, false
-}
-
-func metricValue(m *dto.Metric) float64 {
-	switch {
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	}
-	return 0
-}
-
 func TestFromFileFilesReload(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
+	ca := testpki.NewCA(t, "app test CA", time.Now().Add(24*time.Hour))
 	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
-	ca.writeLeaf(t, certFile, keyFile, 1001, time.Now().Add(10*24*time.Hour))
+	ca.WriteLeaf(t, certFile, keyFile, 1001, time.Now().Add(10*24*time.Hour), "xks.test", "127.0.0.1")
 	// A long poll interval: only ReloadTLS can pick the change up within the test.
 	a := start(t, writeConfig(t, dir, "mode = \"files\"\ncert_file = \"fullchain.pem\"\nkey_file = \"privkey.pem\"\npoll_interval = \"1h\""))
 	reg := a.Proxy.Registry()
 
-	if got := servedLeaf(t, a, ca.pool).SerialNumber.Int64(); got != 1001 {
+	if got := servedLeaf(t, a, ca.Pool).SerialNumber.Int64(); got != 1001 {
 		t.Fatalf("served serial %d, want 1001", got)
 	}
 	if a.Proxy.MetricsAddr() != nil {
 		t.Errorf("metrics_listen = \"off\" but a metrics listener runs on %v", a.Proxy.MetricsAddr())
 	}
-	days, ok := gauge(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"})
+	days, ok := metrictest.Value(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"})
 	if !ok || days < 9 || days > 10 {
 		t.Errorf("expiry days = %v (present %v), want about 10", days, ok)
 	}
@@ -260,14 +155,20 @@ func TestFromFileFilesReload(t *testing.T) {
 		success    float64
 		failure    float64
 	}{
-		{"replaced file is served", func() { ca.writeLeaf(t, certFile, keyFile, 1002, time.Now().Add(60*24*time.Hour)) }, false, 1002, 1, 0},
+		{"replaced file is served", func() {
+			ca.WriteLeaf(t, certFile, keyFile, 1002, time.Now().Add(60*24*time.Hour), "xks.test", "127.0.0.1")
+		}, false, 1002, 1, 0},
 		{"garbage is refused, previous kept", func() {
 			if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}, true, 1002, 1, 1},
-		{"expired replacement is refused", func() { ca.writeLeaf(t, certFile, keyFile, 1003, time.Now().Add(-time.Minute)) }, true, 1002, 1, 2},
-		{"valid again", func() { ca.writeLeaf(t, certFile, keyFile, 1004, time.Now().Add(30*24*time.Hour)) }, false, 1004, 2, 2},
+		{"expired replacement is refused", func() {
+			ca.WriteLeaf(t, certFile, keyFile, 1003, time.Now().Add(-time.Minute), "xks.test", "127.0.0.1")
+		}, true, 1002, 1, 2},
+		{"valid again", func() {
+			ca.WriteLeaf(t, certFile, keyFile, 1004, time.Now().Add(30*24*time.Hour), "xks.test", "127.0.0.1")
+		}, false, 1004, 2, 2},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -276,17 +177,17 @@ func TestFromFileFilesReload(t *testing.T) {
 			if (err != nil) != st.wantErr {
 				t.Fatalf("ReloadTLS: %v, want error %v", err, st.wantErr)
 			}
-			if got := servedLeaf(t, a, ca.pool).SerialNumber.Int64(); got != st.wantSerial {
+			if got := servedLeaf(t, a, ca.Pool).SerialNumber.Int64(); got != st.wantSerial {
 				t.Errorf("served serial %d, want %d", got, st.wantSerial)
 			}
-			s, _ := gauge(t, reg, certs.MetricCertificateReloads, map[string]string{"source": "files", "result": "success"})
-			f, _ := gauge(t, reg, certs.MetricCertificateReloads, map[string]string{"source": "files", "result": "failure"})
+			s, _ := metrictest.Value(t, reg, certs.MetricCertificateReloads, map[string]string{"source": "files", "result": "success"})
+			f, _ := metrictest.Value(t, reg, certs.MetricCertificateReloads, map[string]string{"source": "files", "result": "failure"})
 			if s != st.success || f != st.failure {
 				t.Errorf("reloads success %v failure %v, want %v %v", s, f, st.success, st.failure)
 			}
 		})
 	}
-	days, _ = gauge(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"})
+	days, _ = metrictest.Value(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"})
 	if days < 29 || days > 30 {
 		t.Errorf("expiry days after reload = %v, want about 30", days)
 	}
@@ -297,7 +198,7 @@ func TestFromFileCredentialAges(t *testing.T) {
 	a := start(t, writeConfig(t, dir, "mode = \"self-signed\"\nhosts = [\"127.0.0.1\"]"))
 	reg := a.Proxy.Registry()
 	age := func(id string) (float64, bool) {
-		return gauge(t, reg, certs.MetricCredentialAgeDays, map[string]string{"prefix": "/aws", "access_key_id": id})
+		return metrictest.Value(t, reg, certs.MetricCredentialAgeDays, map[string]string{"prefix": "/aws", "access_key_id": id})
 	}
 	wantOld := time.Since(time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)).Hours() / 24
 	if v, ok := age("AKIAXKSPROXYOLDKEY01"); !ok || v < wantOld-1 || v > wantOld+1 {
@@ -309,7 +210,7 @@ func TestFromFileCredentialAges(t *testing.T) {
 	if _, ok := age("AKIAXKSPROXYNODATE03"); ok {
 		t.Errorf("a set without created and without a secret file has an age series")
 	}
-	if _, ok := gauge(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "self-signed"}); !ok {
+	if _, ok := metrictest.Value(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "self-signed"}); !ok {
 		t.Errorf("no expiry series for the self-signed certificate")
 	}
 	if err := a.ReloadTLS(); !errors.Is(err, ErrNothingToReload) {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/internal/metrictest"
 )
 
 func TestACMEConfigCheck(t *testing.T) {
@@ -131,7 +133,7 @@ func TestACMEPebble(t *testing.T) {
 		if first.DNSNames[0] != "localhost" {
 			t.Fatalf("leaf names %v", first.DNSNames)
 		}
-		if d, ok := gather(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "acme", "domain": "localhost"}); !ok || d <= 0 || d > 1 {
+		if d, ok := metrictest.Value(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "acme", "domain": "localhost"}); !ok || d <= 0 || d > 1 {
 			t.Errorf("expiry days = %v (present %v), want in (0, 1] for a 30 s certificate", d, ok)
 		}
 		checkPrivateStorage(t, storage)
@@ -155,7 +157,7 @@ func TestACMEPebble(t *testing.T) {
 			t.Errorf("renewed NotAfter %v not after %v", renewed.NotAfter, first.NotAfter)
 		}
 		ka.get(t) // the connection opened before the renewal still works
-		if n, _ := gather(t, reg, MetricCertificateReloads, map[string]string{"source": "acme", "result": "success"}); n < 2 {
+		if n, _ := metrictest.Value(t, reg, MetricCertificateReloads, map[string]string{"source": "acme", "result": "success"}); n < 2 {
 			t.Errorf("reloads{acme,success} = %v, want >= 2 (obtain + renewal)", n)
 		}
 		lastSerial = a.Leaf("localhost").SerialNumber.String()

@@ -15,48 +15,16 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/internal/metrictest"
+	"github.com/xksproxy/xksproxy/internal/testpki"
 )
-
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "files test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(c)
-	return &testCA{c, key, pool}
-}
-
-func (ca *testCA) write(t *testing.T, certFile, keyFile string, notAfter time.Time) {
-	t.Helper()
-	certPEM, keyPEM := signLeaf(t, ca.cert, ca.key, notAfter, "xks.test")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestFilesLoadErrorsNameTheFile(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
+	ca := testpki.NewCA(t, "files test CA", time.Now().Add(48*time.Hour))
 	good, goodKey := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	ca.write(t, good, goodKey, time.Now().Add(time.Hour))
+	ca.WriteLeaf(t, good, goodKey, 0, time.Now().Add(time.Hour), "xks.test")
 	garbage := filepath.Join(dir, "garbage.pem")
 	os.WriteFile(garbage, []byte("not pem"), 0o600)
 	tests := []struct {
@@ -80,37 +48,37 @@ func TestFilesLoadErrorsNameTheFile(t *testing.T) {
 func TestFilesReload(t *testing.T) {
 	tests := []struct {
 		name     string
-		replace  func(t *testing.T, ca *testCA, certFile, keyFile string)
+		replace  func(t *testing.T, ca *testpki.CA, certFile, keyFile string)
 		changes  bool
 		explicit bool // Reload() rather than Run's polling
 	}{
-		{name: "poll picks up a new pair", changes: true, replace: func(t *testing.T, ca *testCA, c, k string) {
-			ca.write(t, c, k, time.Now().Add(2*time.Hour))
+		{name: "poll picks up a new pair", changes: true, replace: func(t *testing.T, ca *testpki.CA, c, k string) {
+			ca.WriteLeaf(t, c, k, 0, time.Now().Add(2*time.Hour), "xks.test")
 		}},
-		{name: "Reload picks up a new pair", changes: true, explicit: true, replace: func(t *testing.T, ca *testCA, c, k string) {
-			ca.write(t, c, k, time.Now().Add(2*time.Hour))
+		{name: "Reload picks up a new pair", changes: true, explicit: true, replace: func(t *testing.T, ca *testpki.CA, c, k string) {
+			ca.WriteLeaf(t, c, k, 0, time.Now().Add(2*time.Hour), "xks.test")
 		}},
-		{name: "mismatched key keeps old", replace: func(t *testing.T, ca *testCA, c, k string) {
-			certPEM, _ := signLeaf(t, ca.cert, ca.key, time.Now().Add(2*time.Hour), "xks.test")
+		{name: "mismatched key keeps old", replace: func(t *testing.T, ca *testpki.CA, c, k string) {
+			certPEM, _ := ca.Leaf(t, 0, time.Now().Add(2*time.Hour), "xks.test")
 			os.WriteFile(c, certPEM, 0o600)
 		}},
-		{name: "mismatched key keeps old (Reload)", explicit: true, replace: func(t *testing.T, ca *testCA, c, k string) {
-			certPEM, _ := signLeaf(t, ca.cert, ca.key, time.Now().Add(2*time.Hour), "xks.test")
+		{name: "mismatched key keeps old (Reload)", explicit: true, replace: func(t *testing.T, ca *testpki.CA, c, k string) {
+			certPEM, _ := ca.Leaf(t, 0, time.Now().Add(2*time.Hour), "xks.test")
 			os.WriteFile(c, certPEM, 0o600)
 		}},
-		{name: "truncated cert keeps old", replace: func(t *testing.T, ca *testCA, c, k string) {
+		{name: "truncated cert keeps old", replace: func(t *testing.T, ca *testpki.CA, c, k string) {
 			os.WriteFile(c, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n"), 0o600)
 		}},
-		{name: "expired replacement keeps old", explicit: true, replace: func(t *testing.T, ca *testCA, c, k string) {
-			ca.write(t, c, k, time.Now().Add(-time.Minute))
+		{name: "expired replacement keeps old", explicit: true, replace: func(t *testing.T, ca *testpki.CA, c, k string) {
+			ca.WriteLeaf(t, c, k, 0, time.Now().Add(-time.Minute), "xks.test")
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			ca := newTestCA(t)
+			ca := testpki.NewCA(t, "files test CA", time.Now().Add(48*time.Hour))
 			certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-			ca.write(t, certFile, keyFile, time.Now().Add(time.Hour))
+			ca.WriteLeaf(t, certFile, keyFile, 0, time.Now().Add(time.Hour), "xks.test")
 			reg := prometheus.NewRegistry()
 			log, _ := testLogger(t)
 			f, err := NewFiles(FilesConfig{CertFile: certFile, KeyFile: keyFile, PollInterval: 20 * time.Millisecond, Logger: log, Metrics: NewMetrics(reg)})
@@ -118,8 +86,8 @@ func TestFilesReload(t *testing.T) {
 				t.Fatal(err)
 			}
 			addr, _ := serveTLS(t, f.TLSConfig(), 0)
-			first := handshake(t, addr, "xks.test", ca.pool)[0]
-			ka := dialKeepAlive(t, addr, "xks.test", ca.pool)
+			first := handshake(t, addr, "xks.test", ca.Pool)[0]
+			ka := dialKeepAlive(t, addr, "xks.test", ca.Pool)
 			ka.get(t)
 
 			// A different mtime guarantees the poller sees a change even on
@@ -138,8 +106,8 @@ func TestFilesReload(t *testing.T) {
 				// Wait until the poller has acted (success or failure).
 				deadline := time.Now().Add(5 * time.Second)
 				for time.Now().Before(deadline) {
-					s, _ := gather(t, reg, MetricCertificateReloads, map[string]string{"result": "success"})
-					fl, _ := gather(t, reg, MetricCertificateReloads, map[string]string{"result": "failure"})
+					s, _ := metrictest.Value(t, reg, MetricCertificateReloads, map[string]string{"result": "success"})
+					fl, _ := metrictest.Value(t, reg, MetricCertificateReloads, map[string]string{"result": "failure"})
 					if s+fl > 0 {
 						break
 					}
@@ -148,7 +116,7 @@ func TestFilesReload(t *testing.T) {
 				cancel()
 				<-done
 			}
-			leaf := handshake(t, addr, "xks.test", ca.pool)[0]
+			leaf := handshake(t, addr, "xks.test", ca.Pool)[0]
 			changed := leaf.SerialNumber.Cmp(first.SerialNumber) != 0
 			if changed != tc.changes {
 				t.Fatalf("served certificate changed = %v, want %v", changed, tc.changes)
@@ -157,13 +125,13 @@ func TestFilesReload(t *testing.T) {
 			if tc.changes {
 				result = "success"
 			}
-			if n, _ := gather(t, reg, MetricCertificateReloads, map[string]string{"source": "files", "result": result}); n != 1 {
+			if n, _ := metrictest.Value(t, reg, MetricCertificateReloads, map[string]string{"source": "files", "result": result}); n != 1 {
 				t.Errorf("reloads{files,%s} = %v, want 1", result, n)
 			}
 			if tc.explicit && (reloadErr == nil) == !tc.changes {
 				t.Errorf("Reload() = %v", reloadErr)
 			}
-			if d, ok := gather(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"}); !ok || d <= 0 {
+			if d, ok := metrictest.Value(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"}); !ok || d <= 0 {
 				t.Errorf("expiry days = %v (present %v)", d, ok)
 			}
 			ka.get(t) // established connections are never closed by a reload
@@ -173,9 +141,9 @@ func TestFilesReload(t *testing.T) {
 
 func TestFilesPollUnchangedIsQuiet(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
+	ca := testpki.NewCA(t, "files test CA", time.Now().Add(48*time.Hour))
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	ca.write(t, certFile, keyFile, time.Now().Add(time.Hour))
+	ca.WriteLeaf(t, certFile, keyFile, 0, time.Now().Add(time.Hour), "xks.test")
 	reg := prometheus.NewRegistry()
 	f, err := NewFiles(FilesConfig{CertFile: certFile, KeyFile: keyFile, Metrics: NewMetrics(reg)})
 	if err != nil {
@@ -186,7 +154,7 @@ func TestFilesPollUnchangedIsQuiet(t *testing.T) {
 	os.Chtimes(certFile, later, later)
 	f.poll()
 	f.poll()
-	if n, ok := gather(t, reg, MetricCertificateReloads, nil); ok && n != 0 {
+	if n, ok := metrictest.Value(t, reg, MetricCertificateReloads, nil); ok && n != 0 {
 		t.Errorf("reloads = %v after touching unchanged files, want 0", n)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/internal/metrictest"
 )
 
 func TestCredentialAges(t *testing.T) {
@@ -46,7 +48,7 @@ func TestCredentialAges(t *testing.T) {
 				t.Fatal(err)
 			}
 			for id, want := range tc.want {
-				got, ok := gather(t, reg, MetricCredentialAgeDays, map[string]string{"prefix": "/kms/a", "access_key_id": id})
+				got, ok := metrictest.Value(t, reg, MetricCredentialAgeDays, map[string]string{"prefix": "/kms/a", "access_key_id": id})
 				if !ok || got != want {
 					t.Errorf("%s age = %v (present %v), want %v", id, got, ok, want)
 				}
@@ -55,13 +57,13 @@ func TestCredentialAges(t *testing.T) {
 			if err := m.SetCredentialAges("/kms/a", tc.creds[:1]); err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := gather(t, reg, MetricCredentialAgeDays, map[string]string{"access_key_id": "AKIAOLD"}); ok {
+			if _, ok := metrictest.Value(t, reg, MetricCredentialAgeDays, map[string]string{"access_key_id": "AKIAOLD"}); ok {
 				t.Error("removed credential set still reported")
 			}
 			if err := m.SetCredentialAges("/kms/a", nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := gather(t, reg, MetricCredentialAgeDays, nil); ok {
+			if _, ok := metrictest.Value(t, reg, MetricCredentialAgeDays, nil); ok {
 				t.Error("prefix with no credentials still reported")
 			}
 		})

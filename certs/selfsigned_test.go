@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xksproxy/xksproxy/internal/metrictest"
 )
 
 func TestSelfSigned(t *testing.T) {
@@ -47,7 +49,7 @@ func TestSelfSignedRunAndMetrics(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	s.SetMetrics(NewMetrics(reg))
-	if d, ok := gather(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "self-signed", "domain": "xks.test"}); !ok || d < 364 || d > 366 {
+	if d, ok := metrictest.Value(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "self-signed", "domain": "xks.test"}); !ok || d < 364 || d > 366 {
 		t.Errorf("expiry days = %v (present %v), want ~365", d, ok)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
