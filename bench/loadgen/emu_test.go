@@ -66,14 +66,7 @@ func TestOpenLoopAgainstEmulator(t *testing.T) {
 		createEmuKey(t, emu, id)
 		return nil
 	}
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := r.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, rep := runOnce(t, cfg)
 	// 100 req/s for 1 s schedules exactly 100 requests; allow a little slack for a loaded box.
 	if rep.Total < 90 || rep.Total > 100 {
 		t.Errorf("total %d, want about 100", rep.Total)
@@ -151,14 +144,7 @@ func TestErrorClassification(t *testing.T) {
 			}
 			cfg.Workers = 4
 			cfg.Duration = 400 * time.Millisecond
-			r, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rep, err := r.Run(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, rep := runOnce(t, cfg)
 			if rep.Total == 0 || rep.Succeeded != 0 || rep.ByError[tc.want] != rep.Total {
 				t.Fatalf("want every request counted as %s: %+v", tc.want, rep)
 			}
@@ -176,14 +162,7 @@ func TestWrongSecretIsRejected(t *testing.T) {
 	cfg.Credential.Secret = strings.ToUpper(testSecret)
 	cfg.Duration = 300 * time.Millisecond
 	cfg.Workers = 2
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := r.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rep := runOnce(t, cfg)
 	if rep.Total == 0 || rep.ByError["AuthenticationFailedException"] != rep.Total {
 		t.Fatalf("want every request refused as AuthenticationFailedException: %+v", rep.ByError)
 	}
@@ -195,14 +174,7 @@ func TestOpenLoopCountsDrops(t *testing.T) {
 	cfg.Rate = 100
 	cfg.Workers = 1
 	cfg.Duration = 500 * time.Millisecond
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := r.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rep := runOnce(t, cfg)
 	if rep.ByError[ErrDropped] == 0 || rep.Total < rep.ByError[ErrDropped]+1 {
 		t.Fatalf("want dropped_client_overload counted: %+v", rep)
 	}
@@ -354,14 +326,7 @@ func TestProtocolsReported(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := cfg
 			c.HTTP2 = tt.http2
-			r, err := New(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rep, err := r.Run(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, rep := runOnce(t, c)
 			if rep.Failed != 0 || rep.Succeeded == 0 {
 				t.Fatalf("run: %+v", rep)
 			}
@@ -370,4 +335,18 @@ func TestProtocolsReported(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runOnce builds a Runner from cfg and runs it to the end, failing the test on an error.
+func runOnce(t *testing.T, cfg Config) (*Runner, *Report) {
+	t.Helper()
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, rep
 }
