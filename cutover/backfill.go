@@ -1,0 +1,86 @@
+package cutover
+
+import (
+	"context"
+	"time"
+)
+
+// backfillLoop keeps the source, now the fallback, complete while switched: keys AWS creates on
+// the target are copied back to the source as soon as they are noticed. A request for such a key
+// can then fall back to the source when the target fails, and a rollback has less to copy.
+func (c *Controller) backfillLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	done := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.backfill:
+		case <-t.C:
+		}
+		if c.curState() != StateSwitched {
+			return
+		}
+		type job struct {
+			id       string
+			from, to *backend
+		}
+		c.mu.Lock()
+		var jobs []job
+		for _, id := range c.j.CreatedOnTarget {
+			if !done[id] {
+				jobs = append(jobs, job{id, c.tgt, c.src})
+			}
+		}
+		// Keys the source answered a CreateKey for after the switch (see the proxy's guard):
+		// the target, which serves, must hold them too.
+		for _, id := range c.j.CreatedDuring {
+			if !done[id] {
+				jobs = append(jobs, job{id, c.src, c.tgt})
+			}
+		}
+		c.mu.Unlock()
+		for _, jb := range jobs {
+			if ctx.Err() != nil {
+				return
+			}
+			have, err := c.attrs(ctx, jb.to, jb.id, controlAttempts)
+			if err != nil {
+				continue // retried on the next tick
+			}
+			if have == nil {
+				if _, err := c.copyKey(ctx, jb.from, jb.to, jb.id, controlAttempts); err != nil {
+					c.log.Warn("cutover: copying a key created during the switch failed; will retry",
+						"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", err)
+					continue
+				}
+				c.log.Info("cutover: key created during the switch copied", "key_id", jb.id, "from", jb.from.name, "to", jb.to.name)
+			}
+			done[jb.id] = true
+		}
+	}
+}
+
+// CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side
+// while switched (or rolling back), within ctx. The proxy calls it before replying to AWS, so
+// that the key is on both sides before it is first used. Failures are left to the backfill loop.
+func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
+	st := c.curState()
+	if st != StateSwitched && st != StateRollingBack {
+		return
+	}
+	from, to := c.tgt, c.src
+	if backend == c.src.name {
+		from, to = c.src, c.tgt
+	}
+	if have, err := c.attrs(ctx, to, keyID, 1); err != nil || have != nil {
+		return
+	}
+	if _, err := c.copyKey(ctx, from, to, keyID, 1); err != nil {
+		c.log.Warn("cutover: copying a new key at CreateKey time failed; the backfill will retry",
+			"key_id", keyID, "from", from.name, "to", to.name, "err", err)
+		return
+	}
+	c.log.Info("cutover: new key copied at CreateKey time", "key_id", keyID, "from", from.name, "to", to.name)
+}

@@ -1,0 +1,118 @@
+package cutover
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+)
+
+// Finalize stops falling back to the source. It first copies to the target
+// any selected key that exists only on the source (created just before the
+// switch); it refuses, naming them, if that fails.
+func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
+	if err := c.lock(ctx); err != nil {
+		return err
+	}
+	defer c.unlock()
+	if st := c.curState(); st != StateSwitched {
+		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
+	}
+	c.stopRunner()
+	err := c.finalizeLocked(ctx, opts)
+	if err != nil && c.curState() == StateSwitched {
+		c.launch()
+	}
+	return err
+}
+
+func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) error {
+	ids, err := c.list(ctx, c.src, controlAttempts)
+	if err != nil {
+		return fmt.Errorf("%w: finalize: cannot list keys on %s to make sure none would be stranded: %v", ErrRefused, c.src.name, err)
+	}
+	c.mu.Lock()
+	ids = append(ids, c.j.CreatedDuring...)
+	c.mu.Unlock()
+	var mu sync.Mutex
+	var failed []KeyFailure
+	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
+		if k, ok := c.keyProgress(id); verified(k, ok) {
+			return nil
+		}
+		_, err := c.copyKey(ctx, c.src, c.tgt, id, controlAttempts)
+		if err == nil {
+			err = c.verifyKey(ctx, id, controlAttempts)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			mu.Lock()
+			failed = append(failed, KeyFailure{KeyID: id, Result: ResultError, Reason: truncate(err.Error())})
+			mu.Unlock()
+			return nil
+		}
+		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		sort.Slice(failed, func(i, j int) bool { return failed[i].KeyID < failed[j].KeyID })
+		msg := summarize("exist on "+c.src.name+" but could not be copied to "+c.tgt.name, failed)
+		c.setError(msg)
+		return fmt.Errorf("%w: finalize: %s", ErrRefused, msg)
+	}
+	if err := c.transition(StateFinalized, func(j *journal) { j.LastError = "" }); err != nil {
+		return err
+	}
+	if opts.RevokeSourceGrants {
+		c.revokeSourceGrants(ctx)
+	}
+	return nil
+}
+
+// revokeSourceGrants removes, on the source, every access right of the
+// migrated keys. Failures are reported, not fatal: the route no longer
+// reaches the source.
+func (c *Controller) revokeSourceGrants(ctx context.Context) {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.j.Keys))
+	for id := range c.j.Keys {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	sort.Strings(ids)
+	var mu sync.Mutex
+	var failed []string
+	_ = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
+		list, err := retry(ctx, c, controlAttempts, "list access on "+c.src.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
+			return c.src.k.ListAccess(ctx, id)
+		})
+		for _, ua := range list {
+			if err != nil {
+				break
+			}
+			a := cosmian.Access{UID: id, UserID: ua.UserID, Operations: ua.Operations}
+			err = retryErr(ctx, c, controlAttempts, "revoke access on "+c.src.name, func(ctx context.Context) error {
+				return c.src.k.RevokeAccess(ctx, a)
+			})
+		}
+		if err != nil {
+			mu.Lock()
+			failed = append(failed, id)
+			mu.Unlock()
+		}
+		return nil
+	})
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		msg := fmt.Sprintf("finalized, but revoking access rights on %s failed for %d key(s), e.g. %s", c.src.name, len(failed), failed[0])
+		c.log.Warn("cutover: " + msg)
+		c.setError(msg)
+	}
+}

@@ -1,0 +1,195 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+)
+
+// Rollback returns traffic to the source from any migration state. After a
+// switch it first copies back keys created on the target (and state and
+// grant changes); if that fails it refuses and names the keys.
+func (c *Controller) Rollback(ctx context.Context, reason string) error {
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		reason = "manual rollback"
+	}
+	if len(reason) > 500 {
+		reason = reason[:500]
+	}
+	if err := c.lock(ctx); err != nil {
+		return err
+	}
+	defer c.unlock()
+	c.stopRunner()
+	err := c.rollbackLocked(ctx, reason, "manual")
+	if err != nil && c.curState() == StateSwitched {
+		c.launch() // keep probation running
+	}
+	return err
+}
+
+func (c *Controller) rollbackLocked(ctx context.Context, reason, category string) error {
+	st := c.curState()
+	if st == StateServing || st == StateRolledBack {
+		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.src.name)
+	}
+	if st == StateSwitched || st == StateFinalized {
+		// First pass while the target still serves: everything it gained so far.
+		if err := c.copyBack(ctx); err != nil {
+			c.setError(truncate("rollback refused: " + err.Error()))
+			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
+		}
+		if err := c.transition(StateRollingBack, func(j *journal) {
+			j.Reason = reason
+			j.LastError = ""
+		}); err != nil {
+			return err
+		}
+		st = StateRollingBack
+	}
+	if st == StateRollingBack {
+		// Second pass with the source serving and the target as fallback: keys created on the
+		// target while the first pass ran. Until it succeeds they stay reachable through the
+		// fallback, and Rollback can be called again.
+		if err := c.copyBack(ctx); err != nil {
+			c.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
+			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
+		}
+	}
+	if err := c.transition(StateRolledBack, func(j *journal) {
+		j.Reason = reason
+		j.LastError = ""
+	}); err != nil {
+		return err
+	}
+	c.m.rollbacks.WithLabelValues(category).Inc()
+	return nil
+}
+
+// copyBack makes the source hold everything the target gained since the
+// switch: keys created there, revocations and access-right changes.
+func (c *Controller) copyBack(ctx context.Context) error {
+	srcIDs, err := c.list(ctx, c.src, controlAttempts)
+	if err != nil {
+		return fmt.Errorf("source %s unreachable: %v", c.src.name, err)
+	}
+	inSrc := map[string]bool{}
+	for _, id := range srcIDs {
+		inSrc[id] = true
+	}
+	tgtIDs, terr := c.list(ctx, c.tgt, controlAttempts)
+	c.mu.Lock()
+	cand := map[string]bool{}
+	for _, id := range c.j.CreatedOnTarget {
+		cand[id] = true
+	}
+	migrated := make([]string, 0, len(c.j.Keys))
+	for id, k := range c.j.Keys {
+		if copied(*k, true) {
+			migrated = append(migrated, id)
+		}
+	}
+	c.mu.Unlock()
+	if terr == nil && c.cfg.Select.Mode != "list" {
+		for _, id := range tgtIDs {
+			if !inSrc[id] {
+				cand[id] = true
+			}
+		}
+	}
+	ids := make([]string, 0, len(cand))
+	for id := range cand {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+
+	var mu sync.Mutex
+	var failed []KeyFailure
+	fail := func(id string, err error) {
+		mu.Lock()
+		failed = append(failed, KeyFailure{KeyID: id, Result: ResultError, Reason: truncate(err.Error())})
+		mu.Unlock()
+	}
+	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
+		sa, err := c.attrs(ctx, c.src, id, controlAttempts)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			fail(id, err)
+			return nil
+		}
+		if sa != nil {
+			return nil // already there; state and grants are synced below
+		}
+		if terr != nil {
+			fail(id, fmt.Errorf("created on %s after the switch and %s cannot be read: %v", c.tgt.name, c.tgt.name, terr))
+			return nil
+		}
+		if _, err := c.copyKey(ctx, c.tgt, c.src, id, controlAttempts); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fail(id, fmt.Errorf("copy back to %s: %v", c.src.name, err))
+			return nil
+		}
+		c.log.Info("cutover: copied key created on the target back to the source", "key_id", id)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if terr != nil {
+		c.log.Warn("cutover: target unreachable during rollback; state and access-right changes made on it since the switch cannot be copied back",
+			"target", c.tgt.name, "err", truncate(terr.Error()))
+	} else {
+		err = c.forEach(ctx, append(migrated, ids...), func(ctx context.Context, id string) error {
+			if err := c.syncBack(ctx, id); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				fail(id, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(failed) > 0 {
+		sort.Slice(failed, func(i, j int) bool { return failed[i].KeyID < failed[j].KeyID })
+		return errors.New(summarize("could not be copied back to "+c.src.name+" (they would be stranded on "+c.tgt.name+")", failed))
+	}
+	return nil
+}
+
+// syncBack carries a revocation and access-right changes made on the target
+// back to the source.
+func (c *Controller) syncBack(ctx context.Context, id string) error {
+	ta, err := c.attrs(ctx, c.tgt, id, controlAttempts)
+	if err != nil || ta == nil {
+		return err // a key gone from the target has nothing to carry back
+	}
+	sa, err := c.attrs(ctx, c.src, id, controlAttempts)
+	if err != nil {
+		return err
+	}
+	if sa == nil {
+		return failKey("missing on %s", c.src.name)
+	}
+	if revoked(ta.State) && sa.State != ta.State && sa.State != cosmian.StateCompromised {
+		reason := revokeReason(ta.State)
+		if err := retryErr(ctx, c, controlAttempts, "revoke on "+c.src.name, func(ctx context.Context) error {
+			return c.src.k.Revoke(ctx, id, reason, "revoked on "+c.tgt.name+" after the switch; replicated by xksproxy rollback")
+		}); err != nil {
+			return wrapKMS(err, "revoke on %s", c.src.name)
+		}
+	}
+	return c.copyGrants(ctx, c.tgt, c.src, id, controlAttempts, true)
+}

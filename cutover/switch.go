@@ -1,0 +1,168 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Switch moves traffic to the target (with the source as fallback) once
+// verification passed; used when AutoSwitch is off.
+func (c *Controller) Switch(ctx context.Context) error {
+	if err := c.lock(ctx); err != nil {
+		return err
+	}
+	defer c.unlock()
+	if st := c.curState(); st != StateVerified {
+		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
+	}
+	// A runner in verified is finishing (or about to auto-switch): we switch instead.
+	c.stopRunner()
+	if err := c.switchLocked(ctx); err != nil {
+		return err
+	}
+	c.launch() // probation
+	return nil
+}
+
+// switchLocked: final catch-up, target reachability check, journal, route.
+// A target that does not answer means no switch and no route change: the
+// state stays verified with the reason in last_error, and Switch (or the
+// automatic switch of a later Start) can be tried again.
+func (c *Controller) switchLocked(ctx context.Context) error {
+	if st := c.curState(); st != StateVerified {
+		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
+	}
+	if err := c.catchUp(ctx, true); err != nil {
+		return err
+	}
+	if f := c.failures(); len(f) > 0 {
+		msg := summarize("failed copy or verification; the switch is blocked", f)
+		if err := c.transition(StateVerifyFailed, func(j *journal) { j.LastError = msg }); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s", ErrRefused, msg)
+	}
+	if err := c.checkTarget(ctx); err != nil {
+		msg := fmt.Sprintf("not switching: %v", err)
+		c.setError(truncate(msg))
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	c.probation.reset()
+	now := c.cfg.Now().UTC()
+	err := c.transition(StateSwitched, func(j *journal) {
+		j.SwitchedAt = now
+		j.ProbationPassed = false
+		j.LastError = ""
+	})
+	if err != nil && c.curState() == StateSwitched {
+		// Journaled but the router refused: go back to the source.
+		msg := truncate(err.Error())
+		if err2 := c.transition(StateVerified, func(j *journal) { j.LastError = msg }); err2 != nil {
+			return errors.Join(err, err2)
+		}
+	}
+	return err
+}
+
+// checkTarget proves the target answers KMIP right now and still holds a
+// migrated key.
+func (c *Controller) checkTarget(ctx context.Context) error {
+	_, err := retry(ctx, c, controlAttempts, "version of "+c.tgt.name, func(ctx context.Context) (string, error) {
+		return c.tgt.k.Version(ctx)
+	})
+	if err != nil {
+		return fmt.Errorf("target %s does not answer: %v", c.tgt.name, err)
+	}
+	c.mu.Lock()
+	var probe string
+	for id := range c.j.Keys {
+		if probe == "" || id < probe {
+			probe = id
+		}
+	}
+	c.mu.Unlock()
+	if probe == "" {
+		return nil
+	}
+	a, err := c.attrs(ctx, c.tgt, probe, controlAttempts)
+	if err != nil {
+		return fmt.Errorf("target %s: reading key %s: %v", c.tgt.name, probe, err)
+	}
+	if a == nil {
+		return fmt.Errorf("target %s no longer has key %s", c.tgt.name, probe)
+	}
+	return nil
+}
+
+// probationLoop watches the target's error rate and p99 while switched and
+// rolls back automatically on a breach.
+func (c *Controller) probationLoop(ctx context.Context) {
+	p := c.cfg.Probation
+	c.mu.Lock()
+	passed, autoFinal := c.j.ProbationPassed, c.j.Options.AutoFinalize
+	c.mu.Unlock()
+	end := c.cfg.Now().Add(p.Duration)
+	tick := min(max(p.Duration/50, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for !passed {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := c.cfg.Now()
+		st := c.probation.stats(now, p.Window)
+		var reason, category string
+		if st.Requests >= p.MinRequests {
+			switch {
+			case st.ErrorRate > p.MaxErrorRate:
+				category = "error_rate"
+				reason = fmt.Sprintf("probation: error rate %.2f%% (%d of %d requests) on %s exceeds %.2f%%",
+					100*st.ErrorRate, st.Errors, st.Requests, c.tgt.name, 100*p.MaxErrorRate)
+			case st.P99 > p.MaxP99:
+				category = "p99"
+				reason = fmt.Sprintf("probation: p99 latency %s on %s exceeds %s (%d requests)",
+					st.P99.Round(time.Microsecond), c.tgt.name, p.MaxP99, st.Requests)
+			}
+		}
+		if reason != "" {
+			c.log.Error("cutover: probation breached; rolling back", "reason", reason)
+			if err := c.lock(ctx); err != nil {
+				return
+			}
+			if c.curState() == StateSwitched {
+				if err := c.rollbackLocked(ctx, reason, category); err != nil {
+					c.log.Error("cutover: automatic rollback refused; staying on the target", "err", err)
+					c.unlock()
+					// Keep watching: the operator decides, or a later breach retries.
+					continue
+				}
+			}
+			c.unlock()
+			return
+		}
+		if !now.Before(end) {
+			passed = true
+			c.mu.Lock()
+			c.j.ProbationPassed = true
+			c.dirty = true
+			c.mu.Unlock()
+			c.log.Info("cutover: probation passed", "target", c.tgt.name)
+		}
+	}
+	if autoFinal {
+		if err := c.lock(ctx); err != nil {
+			return
+		}
+		defer c.unlock()
+		if c.curState() == StateSwitched {
+			if err := c.finalizeLocked(ctx, FinalizeOptions{}); err != nil {
+				c.log.Error("cutover: automatic finalize failed", "err", err)
+				c.setError(truncate(err.Error()))
+			}
+		}
+	}
+}
