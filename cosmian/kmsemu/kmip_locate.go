@@ -1,0 +1,73 @@
+package kmsemu
+
+import (
+	"slices"
+
+	"github.com/xksproxy/xksproxy/cosmian/ttlv"
+)
+
+// ---- Locate (core/operations/locate.rs, server_database stores/sql/locate_query.rs) ----
+
+func (s *Server) opLocate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
+	an, kerr := reqChild(req, "Attributes", ttlv.Structure)
+	if kerr != nil {
+		return ttlv.Node{}, kerr
+	}
+	a, kerr := s.parseAttrs(an)
+	if kerr != nil {
+		return ttlv.Node{}, kerr
+	}
+	limit := maxLocateItems
+	if c, ok, kerr := optChild(req, "MaximumItems", ttlv.Integer); kerr != nil {
+		return ttlv.Node{}, kerr
+	} else if ok {
+		limit = min(max(int(c.Int), 0), maxLocateItems)
+	}
+	// OffsetItems is accepted and ignored: Cosmian 5.26 never reads it.
+	if _, _, kerr := optChild(req, "OffsetItems", ttlv.Integer); kerr != nil {
+		return ttlv.Node{}, kerr
+	}
+	s.mu.Lock()
+	var found []*object
+	for _, o := range s.objects {
+		if o.owner != user && s.perms[o.uid][user] == 0 { // explicit grants only, not "*"
+			continue
+		}
+		if a.tags != nil && !o.hasTags(a.tags) {
+			continue
+		}
+		if a.objectType != "" && a.objectType != "SymmetricKey" {
+			continue
+		}
+		if a.alg != "" && a.alg != "AES" {
+			continue
+		}
+		if a.length != nil && *a.length != o.length {
+			continue
+		}
+		if a.keyFormat != "" && a.keyFormat != o.keyFormat {
+			continue
+		}
+		if a.uid != "" && a.uid != o.uid {
+			continue
+		}
+		if a.state != "" {
+			if o.state != a.state {
+				continue
+			}
+		} else if o.destroyed() {
+			continue
+		}
+		found = append(found, o)
+	}
+	slices.SortFunc(found, func(x, y *object) int { return int(x.seq - y.seq) })
+	if len(found) > limit {
+		found = found[:limit]
+	}
+	out := []ttlv.Node{ttlv.Int("LocatedItems", int32(len(found)))}
+	for _, o := range found {
+		out = append(out, ttlv.Text("UniqueIdentifier", o.uid))
+	}
+	s.mu.Unlock()
+	return ttlv.Struct("LocateResponse", out...), nil
+}
