@@ -37,7 +37,9 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	res := Result{}
+	// ex lives on this stack frame; forward and attempt take its address.
+	ex := exchange{start: start}
+	res := &ex.res
 	prefix, op, keyID, ok, perr := xks.ParsePath(path)
 	var ps *prefixState
 	if ok {
@@ -45,17 +47,17 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	}
 	if ps == nil {
 		// Before authentication: an unknown path or prefix never reaches the verifier.
-		p.reply(w, r, nil, &res, start, errUnknownPath)
+		p.reply(w, r, nil, res, start, errUnknownPath)
 		return
 	}
 	res.Op, res.Prefix, res.KeyID = op, prefix, keyID
 	if r.Method != http.MethodPost {
-		p.methodNotAllowed(w, r, ps, &res, start)
+		p.methodNotAllowed(w, r, ps, res, start)
 		return
 	}
 	if n := p.inFlight.Add(1); n > int64(p.cfg.Limits.MaxInFlight) {
 		p.inFlight.Add(-1)
-		p.reply(w, r, ps, &res, start, errThrottled)
+		p.reply(w, r, ps, res, start, errThrottled)
 		return
 	}
 	defer p.inFlight.Add(-1)
@@ -65,7 +67,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		nh += len(vs)
 	}
 	if nh > p.cfg.Limits.MaxHeaderCount {
-		p.reply(w, r, ps, &res, start, errHeaders)
+		p.reply(w, r, ps, res, start, errHeaders)
 		return
 	}
 
@@ -75,15 +77,14 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	*reqBuf = body
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
-			p.reply(w, r, ps, &res, start, errTooLarge501)
+			p.reply(w, r, ps, res, start, errTooLarge501)
 		} else {
-			p.reply(w, r, ps, &res, start, errBodyRead)
+			p.reply(w, r, ps, res, start, errBodyRead)
 		}
 		return
 	}
 
-	var bodySum [32]byte // SHA-256 of body: the verifier computes it, the re-signing reuses it
-	if _, err := ps.verifier.VerifyPayload(r, body, &bodySum); err != nil {
+	if _, err := ps.verifier.VerifyPayload(r, body, &ex.bodySum); err != nil {
 		reason := "other"
 		var ae *sigv4.AuthError
 		if errors.As(err, &ae) {
@@ -94,30 +95,31 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		if ae != nil {
 			msg = ae.Message
 		}
-		p.reply(w, r, ps, &res, start, &xks.Error{Name: xks.AuthenticationFailedException, Message: msg, Err: err})
+		p.reply(w, r, ps, res, start, &xks.Error{Name: xks.AuthenticationFailedException, Message: msg, Err: err})
 		return
 	}
 	if perr != nil {
-		p.reply(w, r, ps, &res, start, perr)
+		p.reply(w, r, ps, res, start, perr)
 		return
 	}
 	v, err := xks.Validate(op, body, p.cfg.Limits.XKS)
 	if err != nil {
-		p.reply(w, r, ps, &res, start, err)
+		p.reply(w, r, ps, res, start, err)
 		return
 	}
 	res.KMSOperation, res.KMSRequestID = v.Metadata.KMSOperation, v.Metadata.KMSRequestID
 	res.Principal = v.Metadata.AWSPrincipalArn
 	if op == xks.OpHealth {
-		p.serveHealth(w, r, ps, &res, start)
+		p.serveHealth(w, r, ps, res, start)
 		return
 	}
 
 	rt := p.route.Load()
-	rawBuf, outBuf := p.getBuf(), p.getBuf()
-	defer p.putBuf(rawBuf, true)
-	defer p.putBuf(outBuf, true)
-	status, out, berr := p.forward(r.Context(), rt, op, keyID, body, &bodySum, v, start, rawBuf, outBuf, &res)
+	ex.ctx, ex.op, ex.keyID, ex.body, ex.v = r.Context(), op, keyID, body, v
+	ex.rawBuf, ex.outBuf = p.getBuf(), p.getBuf()
+	defer p.putBuf(ex.rawBuf, true)
+	defer p.putBuf(ex.outBuf, true)
+	status, out, berr := p.forward(&ex, rt)
 	res.Status = status
 	res.ErrorName = xks.NameOf(berr)
 	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
@@ -129,21 +131,38 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 	writeJSON(w, status, out)
-	p.done(r.Context(), ps, &res, start, berr)
+	p.done(r.Context(), ps, res, start, berr)
 	if berr == nil && p.cfg.Hooks.Mirror != nil && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
-		p.cfg.Hooks.Mirror(res, body, out)
+		p.cfg.Hooks.Mirror(*res, body, out)
 	}
+}
+
+// exchange is one XKS request on its way to the backends: what forward and attempt need, in
+// one value on the handler's stack rather than a dozen parameters.
+type exchange struct {
+	ctx            context.Context
+	op             xks.Operation
+	keyID          string
+	body           []byte
+	bodySum        [32]byte // SHA-256 of body: the verifier computes it, re-signing reuses it
+	v              xks.Validated
+	start          time.Time
+	rawBuf, outBuf *[]byte // the backend's raw reply, the normalised reply
+	// res by value, like bodySum: pointers to the handler's locals stored here would make them
+	// escape to the heap (escape analysis does not tell one field of *ex from another).
+	res Result
 }
 
 // forward sends the request to the route's primary and, when that fails in a way another
 // backend could fix and time remains in the budget, once to the fallback.
-func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, keyID string, body []byte, bodySum *[32]byte, v xks.Validated, start time.Time, rawBuf, outBuf *[]byte, res *Result) (int, []byte, error) {
+func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
+	res, v := &ex.res, &ex.v
 	// The primary's timeout does not shrink with the time already spent: that is the proxy's own
 	// CPU time (microseconds) unless the host is overloaded, and then a short timeout would only
 	// add failures. The fallback gets what is left of the budget.
-	deadline := start.Add(p.cfg.Limits.Budget)
-	if op == xks.OpMetadata && v.Metadata.KMSOperation == "CreateKey" && rt.fallback != nil {
-		if status, out, err, done := p.createKeyHeldByFallback(ctx, rt, keyID, v, rawBuf, outBuf, res); done {
+	deadline := ex.start.Add(p.cfg.Limits.Budget)
+	if ex.op == xks.OpMetadata && v.Metadata.KMSOperation == "CreateKey" && rt.fallback != nil {
+		if status, out, err, done := p.createKeyHeldByFallback(ex, rt); done {
 			return status, out, err
 		}
 	}
@@ -153,7 +172,7 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 		t = min(t, p.cfg.Limits.Budget/2)
 	}
 	t0 := time.Now()
-	status, out, err := p.attempt(ctx, rt.primary, op, keyID, body, bodySum, v, t, rawBuf, outBuf)
+	status, out, err := p.attempt(ex, rt.primary, t)
 	res.Backend = rt.primary.name
 	if err == nil || rt.fallback == nil || !fallbackWorthy(err) {
 		return status, out, err
@@ -165,7 +184,7 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 	p.m.fallback(rt.primary.name, rt.fallback.name)
 	res.FellBackFrom, res.Backend = rt.primary.name, rt.fallback.name
 	res.PrimaryError, res.PrimaryLatency = xks.NameOf(err), time.Since(t0)
-	fs, fout, ferr := p.attempt(ctx, rt.fallback, op, keyID, body, bodySum, v, min(rt.fallback.cfg.Timeout, remaining), rawBuf, outBuf)
+	fs, fout, ferr := p.attempt(ex, rt.fallback, min(rt.fallback.cfg.Timeout, remaining))
 	if xks.NameOf(ferr) == xks.KeyNotFoundException && res.PrimaryError.Retryable() {
 		// The key exists only on the primary, which failed transiently: its retryable error is
 		// the truth (AWS retries it); the fallback's KeyNotFound would tell AWS the key is gone.
@@ -174,7 +193,7 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 		if !errors.As(err, &xe) {
 			xe = &xks.Error{Name: res.PrimaryError, Err: err}
 		}
-		return xe.Status(), xks.AppendErrorBody((*outBuf)[:0], xe.Name, xe.Message), xe
+		return xe.Status(), xks.AppendErrorBody((*ex.outBuf)[:0], xe.Name, xe.Message), xe
 	}
 	return fs, fout, ferr
 }
@@ -190,25 +209,26 @@ func (p *Proxy) forward(ctx context.Context, rt *routeTable, op xks.Operation, k
 // while the fallback is down would fail AWS callers for the rare case of a repeated CreateKey
 // for a key only the fallback holds; that case is logged here and, should it happen, the
 // controller reports the two keys as a conflict instead of overwriting either.
-func (p *Proxy) createKeyHeldByFallback(ctx context.Context, rt *routeTable, keyID string, v xks.Validated, rawBuf, outBuf *[]byte, res *Result) (int, []byte, error, bool) {
-	md := v.Metadata
+func (p *Proxy) createKeyHeldByFallback(ex *exchange, rt *routeTable) (int, []byte, error, bool) {
+	md := ex.v.Metadata
 	md.KMSOperation = "GetKeyMetadata"
 	probe, err := json.Marshal(xks.MetadataRequest{RequestMetadata: md})
 	if err != nil {
 		return 0, nil, nil, false
 	}
-	sum := sha256.Sum256(probe)
 	t := min(rt.fallback.cfg.Timeout, p.cfg.Limits.Budget/3)
-	status, out, ferr := p.attempt(ctx, rt.fallback, xks.OpMetadata, keyID, probe, &sum, v, t, rawBuf, outBuf)
+	pex := *ex
+	pex.body, pex.bodySum = probe, sha256.Sum256(probe)
+	status, out, ferr := p.attempt(&pex, rt.fallback, t)
 	switch {
 	case ferr == nil:
-		res.Backend = rt.fallback.name
+		ex.res.Backend = rt.fallback.name
 		return status, out, nil, true
 	case xks.NameOf(ferr) == xks.KeyNotFoundException:
 		return 0, nil, nil, false
 	default:
 		p.log.Warn("CreateKey during a migration: the fallback could not say whether it holds the key; creating on the primary",
-			"keyId", keyID, "fallback", rt.fallback.name, "errorName", string(xks.NameOf(ferr)))
+			"keyId", ex.keyID, "fallback", rt.fallback.name, "errorName", string(xks.NameOf(ferr)))
 		return 0, nil, nil, false
 	}
 }
@@ -222,11 +242,12 @@ func fallbackWorthy(err error) bool {
 	return n.Retryable() || n == xks.KeyNotFoundException || n == xks.InvalidKeyUsageException || n == xks.AccessDeniedException
 }
 
-// attempt makes one backend call and normalises its reply into outBuf.
-func (p *Proxy) attempt(ctx context.Context, b *backend, op xks.Operation, keyID string, body []byte, bodySum *[32]byte, v xks.Validated, timeout time.Duration, rawBuf, outBuf *[]byte) (int, []byte, error) {
+// attempt makes one backend call and normalises its reply into ex.outBuf.
+func (p *Proxy) attempt(ex *exchange, b *backend, timeout time.Duration) (int, []byte, error) {
+	op, rawBuf, outBuf := ex.op, ex.rawBuf, ex.outBuf
 	t0 := time.Now()
-	actx, cancel := context.WithTimeout(ctx, timeout)
-	status, raw, err := b.call(actx, op, keyID, body, bodySum, (*rawBuf)[:0])
+	actx, cancel := context.WithTimeout(ex.ctx, timeout)
+	status, raw, err := b.call(actx, op, ex.keyID, ex.body, &ex.bodySum, (*rawBuf)[:0])
 	cancel()
 	*rawBuf = raw
 	var e *xks.Error
@@ -241,7 +262,7 @@ func (p *Proxy) attempt(ctx context.Context, b *backend, op xks.Operation, keyID
 		*outBuf = out
 		return e.Name.Status(), out, e
 	}
-	outStatus, out, nerr := xks.NormalizeResponse((*outBuf)[:0], op, status, raw, v)
+	outStatus, out, nerr := xks.NormalizeResponse((*outBuf)[:0], op, status, raw, ex.v)
 	*outBuf = out
 	p.m.backendObserve(b.name, op, time.Since(t0), xks.NameOf(nerr))
 	return outStatus, out, nerr
@@ -259,24 +280,17 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 // reply writes a locally produced XKS error and records the request.
 func (p *Proxy) reply(w http.ResponseWriter, r *http.Request, ps *prefixState, res *Result, start time.Time, err error) {
 	name := xks.NameOf(err)
-	var buf [640]byte
-	var msg string
-	var xe *xks.Error
-	if errors.As(err, &xe) {
-		msg = xe.Message
-	}
-	out := xks.AppendErrorBody(buf[:0], name, msg)
 	res.Status, res.ErrorName = name.Status(), name
-	writeJSON(w, res.Status, out)
+	xks.WriteError(w, err)
 	p.done(r.Context(), ps, res, start, err)
 }
 
+var errMethod = xks.Errorf(xks.ValidationException, "method not allowed; XKS API calls use POST")
+
 func (p *Proxy) methodNotAllowed(w http.ResponseWriter, r *http.Request, ps *prefixState, res *Result, start time.Time) {
-	var buf [128]byte
-	out := xks.AppendErrorBody(buf[:0], xks.ValidationException, "method not allowed; XKS API calls use POST")
 	w.Header()["Allow"] = allowPOST
 	res.Status, res.ErrorName = http.StatusMethodNotAllowed, xks.ValidationException
-	writeJSON(w, http.StatusMethodNotAllowed, out)
+	xks.WriteErrorStatus(w, http.StatusMethodNotAllowed, errMethod)
 	p.done(r.Context(), ps, res, start, nil)
 }
 
@@ -371,7 +385,7 @@ func (p *Proxy) Forward(ctx context.Context, backendName string, op xks.Operatio
 	rawBuf, outBuf := p.getBuf(), p.getBuf()
 	defer p.putBuf(rawBuf, true)
 	defer p.putBuf(outBuf, true)
-	sum := sha256.Sum256(body)
-	status, out, err := p.attempt(ctx, b, op, keyID, body, &sum, v, min(b.cfg.Timeout, p.cfg.Limits.Budget), rawBuf, outBuf)
+	ex := exchange{ctx: ctx, op: op, keyID: keyID, body: body, bodySum: sha256.Sum256(body), v: v, start: time.Now(), rawBuf: rawBuf, outBuf: outBuf}
+	status, out, err := p.attempt(&ex, b, min(b.cfg.Timeout, p.cfg.Limits.Budget))
 	return status, append([]byte(nil), out...), err
 }

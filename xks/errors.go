@@ -183,21 +183,36 @@ func messageOf(err error, name ErrorName) string {
 	return ""
 }
 
-// WriteError writes {"errorName":..., "errorMessage":...} with the spec status and
-// Content-Type: application/json. Unknown names are written as InternalException.
-func WriteError(w http.ResponseWriter, err error) {
+// WriteError writes {"errorName":..., "errorMessage":...} with the spec status,
+// Content-Type: application/json and Cache-Control: no-store. Unknown names are written as
+// InternalException. It is the one writer of XKS error replies (the proxy's and the tests').
+func WriteError(w http.ResponseWriter, err error) { WriteErrorStatus(w, 0, err) }
+
+// WriteErrorStatus is WriteError with an explicit HTTP status (0 = the spec status of the
+// name), for the few replies whose status the spec fixes apart from the name (405).
+func WriteErrorStatus(w http.ResponseWriter, status int, err error) {
 	name := NameOf(err)
 	if !name.Known() {
 		name = InternalException
 	}
+	if status == 0 {
+		status = name.Status()
+	}
 	var buf [640]byte
 	body := AppendErrorBody(buf[:0], name, messageOf(err, name))
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(name.Status())
+	h["Content-Type"] = hdrJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Cache-Control"] = hdrNoStore
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
+
+// Shared header values (never modified): assigning them costs no allocation per reply.
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+)
 
 // maxMessage is the longest errorMessage written: the spec wants fewer than 512 characters.
 const maxMessage = 511
