@@ -1,0 +1,91 @@
+package config
+
+import "time"
+
+// Route is [route].
+type Route struct {
+	Primary  string `toml:"primary"`
+	Fallback string `toml:"fallback"`
+}
+
+// Health is [health].
+type Health struct {
+	Interval        Duration `toml:"interval"`
+	TestKeyID       string   `toml:"test_key_id"`
+	PrincipalARN    string   `toml:"principal_arn"`
+	DegradedLatency Duration `toml:"degraded_latency"`
+	Disabled        bool     `toml:"disabled"`
+}
+
+// Admin is [admin].
+type Admin struct {
+	Listen      string `toml:"listen"`
+	AllowRemote bool   `toml:"allow_remote"`
+	Token       string `toml:"token"`
+	TokenFile   string `toml:"token_file"`
+	TokenEnv    string `toml:"token_env"`
+}
+
+// route checks [route] against the backend names.
+func (c *checker) route(f *File, names map[string]int) {
+	if f.Route.Primary == "" && len(f.Backend) > 0 {
+		f.Route.Primary = f.Backend[0].Name
+	}
+	if _, ok := names[f.Route.Primary]; !ok && len(f.Backend) > 0 {
+		c.fail("route.primary", "no backend is named %q", f.Route.Primary)
+	}
+	if fb := f.Route.Fallback; fb != "" {
+		if _, ok := names[fb]; !ok {
+			c.fail("route.fallback", "no backend is named %q", fb)
+		} else if fb == f.Route.Primary {
+			c.fail("route.fallback", "must differ from route.primary")
+		}
+	}
+}
+
+// health checks [health].
+func (c *checker) health(h *Health) {
+	defDur(&h.Interval, 15*time.Second)
+	if h.Interval <= 0 || h.Interval.D() > 55*time.Second {
+		c.fail("health.interval", "must be positive and at most 55s (the cached result must stay under a minute old)")
+	}
+	defStr(&h.TestKeyID, "xksproxy-health-check")
+	if !validKeyID(h.TestKeyID) {
+		c.fail("health.test_key_id", "must be 1 to 128 characters of A-Z a-z 0-9 . - _")
+	}
+	defStr(&h.PrincipalARN, "xksproxy-health")
+	if len(h.PrincipalARN) > 2048 {
+		c.fail("health.principal_arn", "longer than 2048 characters")
+	}
+	defDur(&h.DegradedLatency, 150*time.Millisecond)
+	if h.DegradedLatency <= 0 {
+		c.fail("health.degraded_latency", "must be positive")
+	}
+}
+
+// admin checks [admin] and resolves its token.
+func (c *checker) admin(a *Admin) {
+	a.Token = c.secret("admin", "token", a.Token, a.TokenFile, a.TokenEnv, a.Listen != "")
+	if a.Listen != "" {
+		if host, ok := c.hostPort("admin.listen", a.Listen); ok && !a.AllowRemote && !isLoopback(host) {
+			c.fail("admin.listen", "must be a loopback address (127.0.0.1, ::1, localhost) unless admin.allow_remote = true")
+		}
+		if len(a.Token) < 32 {
+			c.fail("admin.token", "must be at least 32 characters")
+		}
+	}
+
+}
+
+func validKeyID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '-' || b == '_') {
+			return false
+		}
+	}
+	return true
+}
