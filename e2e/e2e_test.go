@@ -13,7 +13,7 @@ import (
 	"github.com/xksproxy/xksproxy/bench/loadgen"
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
-	"github.com/xksproxy/xksproxy/devstack"
+	"github.com/xksproxy/xksproxy/internal/devstack"
 )
 
 const rate = 150 // requests per second through the proxy

@@ -11,7 +11,7 @@ import (
 	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
-	"github.com/xksproxy/xksproxy/devstack"
+	"github.com/xksproxy/xksproxy/internal/devstack"
 	"github.com/xksproxy/xksproxy/proxy"
 )
 

@@ -189,7 +189,7 @@ func WriteTable(w io.Writer, rs []Result) error {
 	return err
 }
 
-// Check is one of the issue's targets, evaluated on measured figures. Targets are reported,
+// Check is one of the performance targets (bench/README.md), evaluated on measured figures. Targets are reported,
 // never asserted: OK is nil when a figure it needs is missing.
 type Check struct {
 	Target   string `json:"target"`
@@ -209,7 +209,7 @@ func find(rs []Result, name string) *Result {
 
 func okp(b bool) *bool { return &b }
 
-// Assess evaluates the issue's targets for xksproxy against the other paths.
+// Assess evaluates the performance targets for xksproxy against the other paths.
 func Assess(rs []Result) []Check {
 	x, n, d := find(rs, PathXKSProxy), find(rs, PathNginx), find(rs, PathDirect)
 	var out []Check

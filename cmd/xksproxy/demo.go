@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/xksproxy/xksproxy/demo"
+	"github.com/xksproxy/xksproxy/internal/demo"
 )
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {

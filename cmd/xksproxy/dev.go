@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/xksproxy/xksproxy/devstack"
+	"github.com/xksproxy/xksproxy/internal/devstack"
 	"github.com/xksproxy/xksproxy/sigv4"
 )
 

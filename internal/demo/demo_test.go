@@ -11,7 +11,7 @@ import (
 
 // TestDemoSmall runs the whole story on a small scale: every check the demo makes (no failed
 // request, every key verified and byte-identical on B, every pre-switch ciphertext decrypts,
-// finalized on B) must hold, and every figure the issue asks for must be in the JSON.
+// finalized on B) must hold, and every figure the README documents must be in the JSON.
 func TestDemoSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a full migration under load")

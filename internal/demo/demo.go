@@ -17,7 +17,7 @@ import (
 	"github.com/xksproxy/xksproxy/bench/loadgen"
 	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/cutover"
-	"github.com/xksproxy/xksproxy/devstack"
+	"github.com/xksproxy/xksproxy/internal/devstack"
 	"github.com/xksproxy/xksproxy/proxy"
 )
 
@@ -37,7 +37,7 @@ type Options struct {
 	Progress                        io.Writer // status lines while running (nil: quiet)
 }
 
-// Report is the demo's outcome. JSON names are the issue's.
+// Report is the demo's outcome. Its JSON names are a stable interface (README, scripts).
 type Report struct {
 	KeysTotal           int              `json:"keys_total"`
 	KeysCopied          int              `json:"keys_copied"`
