@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xksproxy/xksproxy/xks"
@@ -98,6 +99,10 @@ func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
 	build.WithLabelValues(p.cfg.Version).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.backendDur, m.backendReqs, m.sigv4, m.fallbacks, m.backendUp,
 		m.healthDur, m.routeEpoch, m.routeInfo, inFlight, build)
+	// The standard runtime and process families (go_goroutines, go_gc_duration_seconds,
+	// process_resident_memory_bytes, process_open_fds, ...) on the same registry and listener:
+	// the first panel an operator opens, and where a leak shows.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, b := range p.cfg.Backends {
 		m.backendUp.WithLabelValues(b.Name).Set(0)
 	}

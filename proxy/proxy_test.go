@@ -571,6 +571,8 @@ func TestMetricsScrape(t *testing.T) {
 		"xks_in_flight_requests", `xks_sigv4_failures_total{prefix="/aws",reason="missing_authorization"} 1`,
 		`xks_backend_up{backend="a"} 1`, "xks_backend_health_check_duration_seconds", "xks_route_epoch 1",
 		`xks_route_info{fallback="b",primary="a"} 1`, `xks_build_info{version="xksproxy test"} 1`,
+		// The runtime and process collectors share the listener.
+		"\ngo_goroutines ", "\ngo_gc_duration_seconds", "\nprocess_resident_memory_bytes ", "\nprocess_open_fds ",
 	} {
 		if !strings.Contains(body, name) {
 			t.Errorf("scrape lacks %s", name)
