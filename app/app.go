@@ -14,6 +14,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/cutover/adminapi"
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/sigv4"
 	"github.com/xksproxy/xksproxy/xks"
@@ -145,7 +146,7 @@ func New(cfg Config) (*App, error) {
 	lazy.p.Store(p)
 	a.Proxy = p
 	if a.Cutover != nil {
-		p.HandleAdmin("/v1/cutover/", a.Cutover.Handler())
+		p.HandleAdmin("/v1/cutover/", adminapi.Handler(a.Cutover))
 	}
 	return a, nil
 }

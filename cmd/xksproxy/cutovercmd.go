@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/cutover/adminapi"
 )
 
 const cutoverUsage = `Usage: xksproxy cutover COMMAND [flags]
@@ -71,7 +72,7 @@ func cmdCutover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if token == "" {
 		return usageErr("cutover: an admin token is required (--token-file or $XKSPROXY_ADMIN_TOKEN)")
 	}
-	c := &cutover.AdminClient{BaseURL: *admin, Token: token}
+	c := &adminapi.Client{BaseURL: *admin, Token: token}
 	print := func(v any, text func()) error {
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
@@ -111,7 +112,7 @@ func cmdCutover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if err != nil {
 				return err
 			}
-			if err := print(s, func() { cutover.RenderStatus(stdout, s) }); err != nil {
+			if err := print(s, func() { adminapi.RenderStatus(stdout, s) }); err != nil {
 				return err
 			}
 			if *watch <= 0 || !s.Running {

@@ -1,0 +1,133 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cutover"
+)
+
+// maxReply bounds what Client reads (a plan of 100k keys fits).
+const maxReply = 64 << 20
+
+// Client calls a running proxy's cutover admin API (the CLI side).
+type Client struct {
+	BaseURL string // e.g. https://127.0.0.1:9443 (the /v1/cutover paths are appended)
+	Token   string // sent as "Authorization: Bearer <token>"
+	HTTP    *http.Client
+}
+
+// Error is an error reply of the admin API.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("cutover admin API: %d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
+
+// Is maps HTTP statuses back to the package's sentinel errors.
+func (e *Error) Is(target error) bool {
+	switch e.Status {
+	case http.StatusConflict:
+		return target == cutover.ErrWrongState
+	case http.StatusServiceUnavailable:
+		return target == cutover.ErrUnreachable
+	}
+	return false
+}
+
+func (a *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.BaseURL, "/")+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if a.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.Token)
+	}
+	hc := a.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 5 * time.Minute}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cutover admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxReply))
+	if err != nil {
+		return fmt.Errorf("cutover admin API: reading reply: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = truncate(strings.TrimSpace(string(data)))
+		}
+		return &Error{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("cutover admin API: decoding reply: %w", err)
+		}
+	}
+	return nil
+}
+
+// Plan asks the proxy for a migration plan.
+func (a *Client) Plan(ctx context.Context) (*cutover.Plan, error) {
+	var p cutover.Plan
+	if err := a.do(ctx, http.MethodPost, "/v1/cutover/plan", struct{}{}, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Start starts a migration.
+func (a *Client) Start(ctx context.Context, opts cutover.StartOptions) error {
+	return a.do(ctx, http.MethodPost, "/v1/cutover/start", opts, nil)
+}
+
+// Status reads the controller's status.
+func (a *Client) Status(ctx context.Context) (*cutover.Status, error) {
+	var s cutover.Status
+	if err := a.do(ctx, http.MethodGet, "/v1/cutover/status", nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Switch switches traffic to the target.
+func (a *Client) Switch(ctx context.Context) error {
+	return a.do(ctx, http.MethodPost, "/v1/cutover/switch", struct{}{}, nil)
+}
+
+// Rollback returns traffic to the source.
+func (a *Client) Rollback(ctx context.Context, reason string) error {
+	return a.do(ctx, http.MethodPost, "/v1/cutover/rollback", map[string]string{"reason": reason}, nil)
+}
+
+// Finalize stops falling back to the source.
+func (a *Client) Finalize(ctx context.Context, opts cutover.FinalizeOptions) error {
+	return a.do(ctx, http.MethodPost, "/v1/cutover/finalize", opts, nil)
+}

@@ -1,0 +1,149 @@
+// Package adminapi is the cutover admin HTTP API: the handler the proxy mounts on its admin
+// listener (behind its token auth), the client the CLI uses, and the text rendering of a
+// status. The controller itself (package cutover) knows nothing of HTTP.
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/xksproxy/xksproxy/cutover"
+)
+
+// Controller is what the API drives: *cutover.Controller.
+type Controller interface {
+	Status() cutover.Status
+	Plan(ctx context.Context) (*cutover.Plan, error)
+	Start(ctx context.Context, opts cutover.StartOptions) error
+	Switch(ctx context.Context) error
+	Rollback(ctx context.Context, reason string) error
+	Finalize(ctx context.Context, opts cutover.FinalizeOptions) error
+}
+
+// maxBody bounds admin request bodies.
+const maxBody = 16 << 10
+
+// Handler serves the admin API for c; the proxy mounts it behind its token auth.
+//
+//	GET  /v1/cutover/status
+//	POST /v1/cutover/plan
+//	POST /v1/cutover/start     cutover.StartOptions
+//	POST /v1/cutover/switch
+//	POST /v1/cutover/rollback  {"reason": "..."}
+//	POST /v1/cutover/finalize  {"revoke_source_grants": bool}
+func Handler(c Controller) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/cutover/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, c.Status())
+	})
+	mux.HandleFunc("POST /v1/cutover/plan", func(w http.ResponseWriter, r *http.Request) {
+		if !readBody(w, r, nil) {
+			return
+		}
+		p, err := c.Plan(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, p)
+	})
+	mux.HandleFunc("POST /v1/cutover/start", func(w http.ResponseWriter, r *http.Request) {
+		var o cutover.StartOptions
+		if !readBody(w, r, &o) {
+			return
+		}
+		// The run outlives the request: Start only uses ctx to wait for the lock.
+		if err := c.Start(r.Context(), o); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, c.Status())
+	})
+	mux.HandleFunc("POST /v1/cutover/switch", func(w http.ResponseWriter, r *http.Request) {
+		if !readBody(w, r, nil) {
+			return
+		}
+		if err := c.Switch(r.Context()); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c.Status())
+	})
+	mux.HandleFunc("POST /v1/cutover/rollback", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Reason string `json:"reason"`
+		}
+		if !readBody(w, r, &req) {
+			return
+		}
+		if err := c.Rollback(r.Context(), req.Reason); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c.Status())
+	})
+	mux.HandleFunc("POST /v1/cutover/finalize", func(w http.ResponseWriter, r *http.Request) {
+		var o cutover.FinalizeOptions
+		if !readBody(w, r, &o) {
+			return
+		}
+		if err := c.Finalize(r.Context(), o); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c.Status())
+	})
+	mux.HandleFunc("/v1/cutover/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such admin endpoint"})
+	})
+	return mux
+}
+
+// readBody decodes a bounded JSON body into v (nil: the body must be empty or
+// "{}"). It writes the error reply itself and returns false on failure.
+func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "request body too large"})
+		return false
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return true
+	}
+	if v == nil {
+		v = &struct{}{}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON body: " + truncate(err.Error())})
+		return false
+	}
+	return true
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, cutover.ErrWrongState), errors.Is(err, cutover.ErrRunning), errors.Is(err, cutover.ErrRefused):
+		status = http.StatusConflict
+	case errors.Is(err, cutover.ErrUnreachable):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusGatewayTimeout
+	}
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
