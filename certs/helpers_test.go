@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -37,7 +36,5 @@ func testLogger(t *testing.T) (*slog.Logger, *logBuf) {
 	})
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo})), b
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

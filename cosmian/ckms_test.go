@@ -236,18 +236,15 @@ func TestProxyExcluded(t *testing.T) {
 // Real TLS: generated certificates, a server requiring client certificates.
 
 type pki struct {
-	caCert             *x509.Certificate
-	caPEM              []byte
-	serverCert         tls.Certificate
-	clientCert         *x509.Certificate
-	clientKey          *ecdsa.PrivateKey
-	clientCertPEM      []byte
-	clientKeyPEM       []byte
-	selfSignedServer   tls.Certificate
-	selfSignedCertPEM  []byte
-	otherCA            *x509.Certificate
-	otherCAKey         *ecdsa.PrivateKey
-	otherClientCertPEM []byte
+	caCert            *x509.Certificate
+	caPEM             []byte
+	serverCert        tls.Certificate
+	clientCert        *x509.Certificate
+	clientKey         *ecdsa.PrivateKey
+	clientCertPEM     []byte
+	clientKeyPEM      []byte
+	selfSignedServer  tls.Certificate
+	selfSignedCertPEM []byte
 }
 
 func newCert(t *testing.T, tmpl, parent *x509.Certificate, pub, signer any) *x509.Certificate {

@@ -66,12 +66,11 @@ func (f *fakeForwarder) Forward(ctx context.Context, backend string, op xks.Oper
 
 // env is two emulated Cosmian servers over loopback TLS.
 type env struct {
-	A, B       *kmsemu.Server
-	cA, cB     *cosmian.Client
-	journal    string
-	router     *fakeRouter
-	aclB       string
-	closeFuncs []func() error
+	A, B    *kmsemu.Server
+	cA, cB  *cosmian.Client
+	journal string
+	router  *fakeRouter
+	aclB    string
 }
 
 func newEnv(tb testing.TB, aclB kmsemu.ACLMode) *env {

@@ -11,8 +11,6 @@ import (
 	"strings"
 )
 
-const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
 // noEscape marks the bytes AWS leaves unencoded: A-Za-z0-9 - . _ ~
 var noEscape = func() (t [256]bool) {
 	for c := 0; c < 256; c++ {

@@ -40,7 +40,7 @@ var (
 	errMalformed      = fixedErr{ReasonMalformedAuthorization, "Authorization must be: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=..."}
 	errDupComponent   = fixedErr{ReasonMalformedAuthorization, "Authorization component repeated"}
 	errBadAccessKey   = fixedErr{ReasonMalformedAuthorization, "access key id must be 1 to 128 characters of A-Z a-z 0-9"}
-	errBadScopePart   = fixedErr{ReasonMalformedAuthorization, "credential scope region and service must be 1 to 64 characters of a-z 0-9 - _ ."}
+	errBadScopePart   = fixedErr{ReasonMalformedAuthorization, "credential scope region and service must be 1 to 64 characters of a-z 0-9 . - _"}
 	errBadSignedHdrs  = fixedErr{ReasonMalformedAuthorization, "SignedHeaders must be lowercase header names, sorted, unique, separated by ';'"}
 	errTooManyHeaders = fixedErr{ReasonMalformedAuthorization, "too many SignedHeaders"}
 	errBadSigFormat   = fixedErr{ReasonMalformedAuthorization, "Signature must be 64 lowercase hex digits"}

@@ -41,10 +41,10 @@ func NewSigner(cfg SignerConfig) (*Signer, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if !validScopePart(cfg.Region) {
-		return nil, fmt.Errorf("%w: region must be 1 to 64 characters of a-z 0-9 - _ .", ErrConfig)
+		return nil, fmt.Errorf("%w: region must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
 	if !validScopePart(cfg.Service) {
-		return nil, fmt.Errorf("%w: service must be 1 to 64 characters of a-z 0-9 - _ .", ErrConfig)
+		return nil, fmt.Errorf("%w: service must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
 	return &Signer{
 		creds:   aws.Credentials{AccessKeyID: cfg.Credential.AccessKeyID, SecretAccessKey: cfg.Credential.Secret},

@@ -77,10 +77,10 @@ func newVerifier(cfg VerifierConfig, skipCredentialValidation bool) (*Verifier, 
 		cfg.Now = time.Now
 	}
 	if !validScopePart(cfg.Region) {
-		return nil, fmt.Errorf("%w: region must be 1 to 64 characters of a-z 0-9 - _ .", ErrConfig)
+		return nil, fmt.Errorf("%w: region must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
 	if !validScopePart(cfg.Service) {
-		return nil, fmt.Errorf("%w: service must be 1 to 64 characters of a-z 0-9 - _ .", ErrConfig)
+		return nil, fmt.Errorf("%w: service must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
 	if cfg.MaxSkew < 0 || cfg.MaxSkew > 24*time.Hour {
 		return nil, fmt.Errorf("%w: max skew must be between 0 and 24h", ErrConfig)

@@ -54,10 +54,11 @@ func ParseStat(b []byte) (Stat, error) {
 	// Fields from 3 (state) on; index 0 here is field 3 in proc(5).
 	rest := bytes.Fields(b[closeIdx+1:])
 	const (
-		fState = 3 - 3
-		fPPID  = 4 - 3
-		fUTime = 14 - 3
-		fSTime = 15 - 3
+		first  = 3 // proc(5) number of rest[0]
+		fState = 3 - first
+		fPPID  = 4 - first
+		fUTime = 14 - first
+		fSTime = 15 - first
 	)
 	if len(rest) <= fSTime {
 		return s, fmt.Errorf("%w: stat has %d fields after comm", ErrProcFormat, len(rest))

@@ -314,7 +314,7 @@ func goTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "go" // exec reports that it is not on PATH
 }
 
 func (r *run) build(ctx context.Context) error {

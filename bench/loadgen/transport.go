@@ -75,11 +75,9 @@ func (e *endpoint) close() {
 	e.client.CloseIdleConnections()
 }
 
-// errAborted: the caller's context ended; the request is not counted.
-var errAborted = errors.New("aborted")
-
 // roundTrip signs and sends body to url and reads the reply into resp (reused). class is ""
-// when a reply was read, else ErrClientTimeout or ErrNetwork; err is errAborted when ctx ended.
+// when a reply was read, else ErrClientTimeout or ErrNetwork; class is "" with a non-nil err when
+// ctx ended (the request is not counted).
 func (e *endpoint) roundTrip(ctx context.Context, url string, body, resp []byte) (status int, reply []byte, class string, err error) {
 	rctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
