@@ -27,6 +27,18 @@ func (d *devFlags) register(fs *flag.FlagSet) {
 	fs.Var(&d.keys, "dev-key", "--dev: key ID[:USAGE] on both backends, USAGE encrypt-decrypt|encrypt|decrypt|none (repeatable)")
 }
 
+// devFlagNames are the flags register adds: they only mean something with --dev.
+var devFlagNames = []string{"listen", "dev-prefix", "region", "access-key-id", "secret-access-key", "proxy-config-out", "log-level", "dev-key"}
+
+func (d *devFlags) owns(name string) bool {
+	for _, n := range devFlagNames {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
 func serveDev(ctx context.Context, d devFlags, stdout, stderr io.Writer) error {
 	log, err := newLogger(stderr, d.logLevel, "text")
 	if err != nil {

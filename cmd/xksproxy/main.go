@@ -8,7 +8,9 @@
 //	xksproxy aws-config              print the AWS "proxy configuration file" JSON for a prefix
 //	xksproxy version
 //
-// This package only parses flags and wires packages together.
+// This package only parses flags and wires packages together. Every command is a row of a
+// table (commands, cutoverCommands): its own flag set and its run function, so `-h` lists only
+// the flags that command reads.
 package main
 
 import (
@@ -22,25 +24,40 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // version is set with -ldflags "-X main.version=…" by release builds.
 var version = "0.1.0-dev"
 
-const usage = `xksproxy — AWS KMS external key store proxy for Cosmian KMS, with live migration
+// command is one row of a command table. setup registers the command's flags on fs and returns
+// the function that runs it once the flags are parsed; a command with subs is a group.
+type command struct {
+	name     string
+	synopsis string // after "xksproxy NAME", e.g. "--config FILE"
+	summary  string
+	setup    func(fs *flag.FlagSet) runFunc
+	subs     []command
+}
 
-Usage:
-  xksproxy serve --config FILE        run from a configuration file
-  xksproxy serve --dev [flags]        run in front of two in-process emulated Cosmian servers
-  xksproxy demo [--keys N] [--rps R] [--json]
-                                      live migration A→B under AWS-like load, then a report
-  xksproxy cutover COMMAND [flags]    plan | start | status | switch | rollback | finalize
-  xksproxy aws-config --config FILE [--prefix PATH] [--access-key-id ID]
-                                      print the proxy configuration file JSON for AWS
-  xksproxy version
+// runFunc runs a command after its flags are parsed.
+type runFunc func(ctx context.Context, stdout, stderr io.Writer) error
 
-Run "xksproxy COMMAND -h" for a command's flags.
-`
+// commands is the top-level table, in the order of the usage text.
+func commands() []command {
+	return []command{
+		serveCommand(),
+		demoCommand(),
+		{name: "cutover", synopsis: "COMMAND [flags]", summary: "control a migration on a running proxy", subs: cutoverCommands()},
+		awsConfigCommand(),
+		{name: "version", summary: "print the version", setup: func(fs *flag.FlagSet) runFunc {
+			return func(ctx context.Context, stdout, stderr io.Writer) error {
+				fmt.Fprintln(stdout, "xksproxy", version)
+				return nil
+			}
+		}},
+	}
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,30 +69,16 @@ func main() {
 // run returns the process exit code: 0 ok, 1 failure, 2 usage error. It returns when ctx is
 // done for the long-running commands.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+	if len(args) > 0 {
+		switch args[0] {
+		case "--version", "-v":
+			args = []string{"version"}
+		case "help", "-h", "--help":
+			fmt.Fprint(stdout, usageText("xksproxy", "xksproxy — AWS KMS external key store proxy for Cosmian KMS, with live migration", commands()))
+			return 0
+		}
 	}
-	var err error
-	switch args[0] {
-	case "serve":
-		err = cmdServe(ctx, args[1:], stdout, stderr)
-	case "demo":
-		err = cmdDemo(ctx, args[1:], stdout, stderr)
-	case "cutover":
-		err = cmdCutover(ctx, args[1:], stdout, stderr)
-	case "aws-config":
-		err = cmdAWSConfig(args[1:], stdout, stderr)
-	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "xksproxy", version)
-		return 0
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "xksproxy: unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
+	err := dispatch(ctx, "xksproxy", commands(), args, stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
@@ -90,19 +93,92 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-var errUsage = errors.New("usage")
-
-// parseFlags parses args and turns a flag error into a usage error (exit status 2); the flag
-// package has already printed the message and the defaults.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+// dispatch finds args[0] in cmds, parses the rest with that command's own flag set, refuses
+// stray arguments, and runs it.
+func dispatch(ctx context.Context, path string, cmds []command, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText(path, "", cmds))
+		return usageErr("%sa command is required", who(path))
+	}
+	name := args[0]
+	var cmd *command
+	for i := range cmds {
+		if cmds[i].name == name {
+			cmd = &cmds[i]
+		}
+	}
+	if name == "-h" || name == "--help" || name == "help" {
+		fmt.Fprint(stderr, usageText(path, "", cmds))
+		return flag.ErrHelp
+	}
+	if cmd == nil {
+		fmt.Fprint(stderr, usageText(path, "", cmds))
+		return usageErr("%sunknown command %q", who(path), name)
+	}
+	full := path + " " + cmd.name
+	if cmd.subs != nil {
+		return dispatch(ctx, full, cmd.subs, args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet(full, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	runCmd := cmd.setup(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s %s\n\n%s\n", full, cmd.synopsis, cmd.summary)
+		if hasFlags(fs) {
+			fmt.Fprintln(stderr, "\nFlags:")
+			fs.PrintDefaults()
+		}
+	}
+	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return nil
+	if fs.NArg() > 0 {
+		return usageErr("%sunexpected argument %q (flags go before it; see -h)", who(full), fs.Arg(0))
+	}
+	return runCmd(ctx, stdout, stderr)
 }
+
+// who is the command path for a message: "cutover status: " ("" at the top level, where the
+// "xksproxy:" prefix already says it).
+func who(path string) string {
+	if p := strings.TrimPrefix(path, "xksproxy"); p != "" {
+		return strings.TrimSpace(p) + ": "
+	}
+	return ""
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// usageText lists a command table.
+func usageText(path, title string, cmds []command) string {
+	var b strings.Builder
+	if title != "" {
+		b.WriteString(title + "\n\n")
+	}
+	b.WriteString("Usage:\n")
+	for _, c := range cmds {
+		line := "  " + path + " " + c.name
+		if c.synopsis != "" {
+			line += " " + c.synopsis
+		}
+		if len(line) < 40 {
+			fmt.Fprintf(&b, "%-40s%s\n", line, c.summary)
+		} else {
+			fmt.Fprintf(&b, "%s\n%-40s%s\n", line, "", c.summary)
+		}
+	}
+	fmt.Fprintf(&b, "\nRun \"%s COMMAND -h\" for a command's flags.\n", path)
+	return b.String()
+}
+
+var errUsage = errors.New("usage")
 
 func usageErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
@@ -137,3 +213,32 @@ type repeated []string
 
 func (r *repeated) String() string     { return strings.Join(*r, ",") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
+// duration is a time.Duration flag that refuses a negative value: every duration flag here is a
+// length of time, and "-5s" is a mistake to report, not a value to run with.
+type duration struct{ d *time.Duration }
+
+// durationVar registers a non-negative duration flag.
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(duration{p}, name, usage)
+}
+
+func (v duration) String() string {
+	if v.d == nil {
+		return "0s"
+	}
+	return v.d.String()
+}
+
+func (v duration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a duration (e.g. 2s, 5m)")
+	}
+	if d < 0 {
+		return errors.New("must not be negative")
+	}
+	*v.d = d
+	return nil
+}

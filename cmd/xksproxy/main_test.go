@@ -72,6 +72,16 @@ func TestCommandLine(t *testing.T) {
 		{"cutover needs a token", []string{"cutover", "status"}, 2, "", "admin token is required"},
 		{"cutover unknown", []string{"cutover", "explode", "--admin", "http://127.0.0.1:1"}, 2, "", "unknown command"},
 		{"demo bad flag", []string{"demo", "--keys"}, 2, "", "flag needs an argument"},
+		{"stray argument", []string{"cutover", "status", "extra"}, 2, "", `cutover status: unexpected argument "extra"`},
+		{"stray serve argument", []string{"serve", "--config", cfg, "now"}, 2, "", `serve: unexpected argument "now"`},
+		{"negative watch", []string{"cutover", "status", "--watch", "-5s"}, 2, "", `invalid value "-5s" for flag -watch: must not be negative`},
+		{"negative shadow", []string{"cutover", "start", "--shadow", "-1m"}, 2, "", `must not be negative`},
+		{"negative demo probation", []string{"demo", "--probation", "-1s"}, 2, "", `must not be negative`},
+		{"dev flag with a config", []string{"serve", "--config", cfg, "--dev-key", "k1"}, 2, "", `--dev-key is only used with --dev`},
+		{"plan has only its flags", []string{"cutover", "plan", "-h"}, 0, "", `^Usage: xksproxy cutover plan[\s\S]*-admin[\s\S]*-token-file`},
+		{"plan refuses another command's flag", []string{"cutover", "plan", "--reason", "x"}, 2, "", "flag provided but not defined: -reason"},
+		{"cutover help", []string{"cutover", "-h"}, 0, "", `cutover finalize`},
+		{"help", []string{"help"}, 0, `cutover COMMAND`, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

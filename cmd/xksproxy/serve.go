@@ -16,28 +16,39 @@ import (
 	"github.com/xksproxy/xksproxy/config"
 )
 
-func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "TOML configuration file")
-	dev := fs.Bool("dev", false, "run in front of two in-process emulated Cosmian KMS servers (no configuration file)")
-	var d devFlags
-	d.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func serveCommand() command {
+	return command{
+		name:     "serve",
+		synopsis: "--config FILE | --dev [flags]",
+		summary:  "run from a configuration file, or (--dev) in front of two in-process emulated Cosmian servers",
+		setup: func(fs *flag.FlagSet) runFunc {
+			cfgPath := fs.String("config", "", "TOML configuration file")
+			dev := fs.Bool("dev", false, "run in front of two in-process emulated Cosmian KMS servers (no configuration file)")
+			var d devFlags
+			d.register(fs)
+			return func(ctx context.Context, stdout, stderr io.Writer) error {
+				switch {
+				case *dev && *cfgPath != "":
+					return usageErr("serve: --dev and --config are exclusive")
+				case *dev:
+					return serveDev(ctx, d, stdout, stderr)
+				case *cfgPath == "":
+					return usageErr("serve: --config FILE is required (or --dev)")
+				}
+				// The --dev flags would be silently ignored with a file: say so instead.
+				var stray string
+				fs.Visit(func(f *flag.Flag) {
+					if stray == "" && d.owns(f.Name) {
+						stray = f.Name
+					}
+				})
+				if stray != "" {
+					return usageErr("serve: --%s is only used with --dev (the configuration file says it)", stray)
+				}
+				return serveConfig(ctx, *cfgPath, stderr)
+			}
+		},
 	}
-	if fs.NArg() > 0 {
-		return usageErr("serve: unexpected argument %q", fs.Arg(0))
-	}
-	switch {
-	case *dev && *cfgPath != "":
-		return usageErr("serve: --dev and --config are exclusive")
-	case *dev:
-		return serveDev(ctx, d, stdout, stderr)
-	case *cfgPath == "":
-		return usageErr("serve: --config FILE is required (or --dev)")
-	}
-	return serveConfig(ctx, *cfgPath, stderr)
 }
 
 func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
