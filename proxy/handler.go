@@ -22,7 +22,10 @@ var (
 	errThrottled   = xks.Errorf(xks.ThrottlingException, "too many requests in flight")
 	errTooLarge501 = xks.Errorf(xks.UnsupportedOperationException, "request body too large")
 	errHeaders     = xks.Errorf(xks.ValidationException, "too many header fields")
-	errBodyRead    = xks.Errorf(xks.ValidationException, "request body could not be read")
+	errBodyRead    = xks.Errorf(xks.ValidationException, "request body could not be read in time")
+	errSlowBody    = xks.Errorf(xks.ThrottlingException, "too many slow request bodies")
+	errChunked     = xks.Errorf(xks.ValidationException, "Transfer-Encoding is not accepted; send Content-Length")
+	connClose      = []string{"close"}
 	allowPOST      = []string{http.MethodPost}
 	textPlain      = []string{"text/plain; charset=utf-8"}
 	appJSON        = []string{"application/json"}
@@ -55,13 +58,6 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		p.methodNotAllowed(w, r, ps, res, start)
 		return
 	}
-	if n := p.inFlight.Add(1); n > int64(p.cfg.Limits.MaxInFlight) {
-		p.inFlight.Add(-1)
-		p.reply(w, r, ps, res, start, errThrottled)
-		return
-	}
-	defer p.inFlight.Add(-1)
-
 	nh := 0
 	for _, vs := range r.Header {
 		nh += len(vs)
@@ -71,14 +67,28 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if len(r.TransferEncoding) > 0 {
+		// AWS sends Content-Length. A chunked body (net/http has already dropped a
+		// Content-Length sent with it: RFC 9112 §6.1 says treat that as an error) is refused
+		// and the connection closed, so that no smuggled request follows on it.
+		w.Header()["Connection"] = connClose
+		p.reply(w, r, ps, res, start, errChunked)
+		return
+	}
+
 	reqBuf := p.getBuf()
 	defer p.putBuf(reqBuf, true)
+	g := p.guardBody(r.Context(), w, start)
 	body, err := readBounded((*reqBuf)[:0], r.Body, r.ContentLength, p.cfg.Limits.MaxBodyBytes)
+	cut := g.finish()
 	*reqBuf = body
 	if err != nil {
-		if errors.Is(err, errTooLarge) {
+		switch {
+		case errors.Is(err, errTooLarge):
 			p.reply(w, r, ps, res, start, errTooLarge501)
-		} else {
+		case cut:
+			p.reply(w, r, ps, res, start, errSlowBody)
+		default:
 			p.reply(w, r, ps, res, start, errBodyRead)
 		}
 		return
@@ -98,6 +108,13 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, r, ps, res, start, &xks.Error{Name: xks.AuthenticationFailedException, Message: msg, Err: err})
 		return
 	}
+	// Authenticated: only now does the request hold an in-flight slot.
+	if n := p.inFlight.Add(1); n > int64(p.cfg.Limits.MaxInFlight) {
+		p.inFlight.Add(-1)
+		p.reply(w, r, ps, res, start, errThrottled)
+		return
+	}
+	defer p.inFlight.Add(-1)
 	if perr != nil {
 		p.reply(w, r, ps, res, start, perr)
 		return

@@ -33,6 +33,8 @@ type metrics struct {
 	routeEpoch  prometheus.Gauge
 	routeInfo   *prometheus.GaugeVec
 
+	slowBodyRejected prometheus.Counter
+
 	// Children are cached: WithLabelValues hashes and locks on every call.
 	mu       sync.RWMutex
 	reqCache map[reqKey]prometheus.Counter
@@ -86,6 +88,10 @@ func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
 			Name: "xks_route_info",
 			Help: "1 for the route in use.",
 		}, []string{"primary", "fallback"}),
+		slowBodyRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xks_slow_body_rejected_total",
+			Help: "Unauthenticated requests cut because their body was still arriving after slow_body_after and no slow-body slot (total or per connection) was free.",
+		}),
 		reqCache: map[reqKey]prometheus.Counter{},
 		durCache: map[durKey]prometheus.Observer{},
 		bdCache:  map[durKey]prometheus.Observer{},
@@ -93,12 +99,16 @@ func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
 	}
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "xks_in_flight_requests",
-		Help: "XKS API requests being served.",
+		Help: "Authenticated XKS API requests being served (the MaxInFlight slots).",
 	}, func() float64 { return float64(p.inFlight.Load()) })
+	slow := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "xks_slow_bodies",
+		Help: "Requests still waiting for their body after slow_body_after (before authentication).",
+	}, func() float64 { return float64(p.slowBodies.Load()) })
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xks_build_info", Help: "Always 1; the version label names the build."}, []string{"version"})
 	build.WithLabelValues(p.cfg.Version).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.backendDur, m.backendReqs, m.sigv4, m.fallbacks, m.backendUp,
-		m.healthDur, m.routeEpoch, m.routeInfo, inFlight, build)
+		m.healthDur, m.routeEpoch, m.routeInfo, inFlight, build, slow, m.slowBodyRejected)
 	// The standard runtime and process families (go_goroutines, go_gc_duration_seconds,
 	// process_resident_memory_bytes, process_open_fds, ...) on the same registry and listener:
 	// the first panel an operator opens, and where a leak shows.

@@ -17,7 +17,8 @@
 //   - A backend that does not answer within its attempt timeout is 503
 //     DependencyTimeoutException; a backend that fails otherwise (connection refused, reset,
 //     garbled reply) is 500 InternalException.
-//   - Over MaxInFlight concurrent requests is 429 ThrottlingException, before anything else.
+//   - Over MaxInFlight concurrent authenticated requests is 429 ThrottlingException, after the
+//     body was read and the signature verified (admission.go bounds what comes before).
 //   - Metrics: error="none" for a success; backend="proxy" for requests answered by the proxy
 //     itself (health, errors before forwarding); prefix="unmatched" for 404 InvalidUriPath.
 package proxy
@@ -112,7 +113,16 @@ type Limits struct {
 	WriteTimeout      time.Duration // default 10s
 	IdleTimeout       time.Duration // default 120s (AWS reuses connections)
 	Budget            time.Duration // total per request incl. a fallback attempt; default 240ms
-	MaxInFlight       int           // default 1024; beyond → 429 ThrottlingException
+	MaxInFlight       int           // default 1024 authenticated requests; beyond → 429 ThrottlingException
+	// BodyTimeout bounds the time from the handler's start to the body's last byte; default
+	// 250ms (AWS's whole budget), at most 10s. A later body is 400 ValidationException.
+	BodyTimeout time.Duration
+	// SlowBodyAfter: a body not read by then makes its request "slow" (default 50ms, below
+	// BodyTimeout). Slow requests need a slot of MaxSlowBodies (default 64) and of
+	// MaxSlowBodiesPerConn on their connection (default 4); without one they are cut: 429.
+	SlowBodyAfter        time.Duration
+	MaxSlowBodies        int
+	MaxSlowBodiesPerConn int
 	// AllowSlowBudget lifts the 250 ms cap on Budget. Only for end-to-end tests under the race
 	// detector, which slows every component several times over; configuration never sets it.
 	AllowSlowBudget bool
@@ -198,10 +208,12 @@ type Proxy struct {
 	route    atomic.Pointer[routeTable]
 	routeMu  sync.Mutex
 	inFlight atomic.Int64
-	m        *metrics
-	health   *healthChecker
-	bufs     sync.Pool // *[]byte
-	handler  http.Handler
+	// slowBodies counts requests still reading their body after SlowBodyAfter (admission.go).
+	slowBodies atomic.Int64
+	m          *metrics
+	health     *healthChecker
+	bufs       sync.Pool // *[]byte
+	handler    http.Handler
 
 	adminMux  *http.ServeMux
 	ready     chan struct{}
@@ -332,6 +344,19 @@ func (c *Config) checkAndSetDefaults() error {
 	setDef(&l.IdleTimeout, 120*time.Second)
 	setDef(&l.Budget, 240*time.Millisecond)
 	setDef(&l.MaxInFlight, 1024)
+	setDef(&l.BodyTimeout, 250*time.Millisecond)
+	setDef(&l.SlowBodyAfter, 50*time.Millisecond)
+	setDef(&l.MaxSlowBodies, 64)
+	setDef(&l.MaxSlowBodiesPerConn, 4)
+	if l.BodyTimeout < 0 || l.BodyTimeout > 10*time.Second {
+		return configErr("limits: BodyTimeout must be positive and at most 10s")
+	}
+	if l.SlowBodyAfter < 0 || l.SlowBodyAfter > l.BodyTimeout {
+		return configErr("limits: SlowBodyAfter must be positive and at most BodyTimeout (%v)", l.BodyTimeout)
+	}
+	if l.MaxSlowBodies < 1 || l.MaxSlowBodiesPerConn < 1 || l.MaxSlowBodiesPerConn > l.MaxSlowBodies {
+		return configErr("limits: MaxSlowBodies and MaxSlowBodiesPerConn must be ≥ 1, the per-connection one at most the total")
+	}
 	if err := l.XKS.CheckAndSetDefaults(); err != nil {
 		return fmt.Errorf("%w: limits: %w", ErrConfig, err)
 	}
@@ -539,6 +564,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		WriteTimeout:      l.WriteTimeout,
 		IdleTimeout:       l.IdleTimeout,
 		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	servers := []*http.Server{main}
