@@ -1,0 +1,98 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Storage persists the controller's journal. Two implementations: the single-process file
+// journal (journal_path, the default) and the fleet store (package fleet, etcd), where several
+// controllers share one journal and only the elected driver writes it.
+//
+// Writes are incremental: a Change carries only what moved since the last Save, so the cost of
+// a Save grows with the keys that changed, never with the size of the migration.
+type Storage interface {
+	// Load returns the stored journal, or nil and no error when none was ever written.
+	Load(ctx context.Context) (*Snapshot, error)
+	// Save stores one change. A fenced store (fleet mode) refuses with ErrFenced a header or
+	// key write from a member that is not the driver, or whose PrevEpoch is no longer the
+	// stored epoch; created-key notes are accepted from any member.
+	Save(ctx context.Context, ch Change) error
+	// Where names the storage in messages: a file path or an etcd key prefix.
+	Where() string
+}
+
+// ErrFenced is returned by a fenced Storage when the writer lost the right to write (another
+// driver was elected, or the epoch moved under it). The write did not happen.
+var ErrFenced = errors.New("cutover: write fenced: not the driver of this epoch")
+
+// Header is the journal without its per-key records: epoch, state, route names, options, times.
+// It is small (well under a kilobyte) whatever the number of keys.
+type Header struct {
+	Version   int       `json:"version"`
+	Epoch     uint64    `json:"epoch"`
+	State     State     `json:"state"`
+	Source    string    `json:"source"`
+	Target    string    `json:"target"`
+	StartedAt time.Time `json:"started_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// SwitchedAt is when traffic moved to the target (zero before).
+	SwitchedAt time.Time `json:"switched_at,omitzero"`
+	// ProbationPassed is set once the probation window ended without breach.
+	ProbationPassed bool         `json:"probation_passed,omitempty"`
+	Options         StartOptions `json:"options"`
+	Reason          string       `json:"reason,omitempty"`     // rollback reason
+	LastError       string       `json:"last_error,omitempty"` // why the machine stopped, if it did
+}
+
+// Route is the route this header's state serves: primary and fallback backend names.
+func (h *Header) Route() (primary, fallback string) {
+	switch h.State {
+	case StateSwitched:
+		return h.Target, h.Source
+	case StateFinalized:
+		return h.Target, ""
+	case StateRollingBack:
+		// Keys created on the target while the first copy-back pass ran are still served.
+		return h.Source, h.Target
+	}
+	return h.Source, ""
+}
+
+// CreatedKey is one key id noticed in a CreateKey during a migration.
+type CreatedKey struct {
+	ID string `json:"id"`
+	// OnTarget: created while the target served (it must reach the source before a rollback).
+	OnTarget bool `json:"on_target,omitempty"`
+	// By is the creating awsPrincipalArn ("" unknown).
+	By string `json:"by,omitempty"`
+}
+
+// Snapshot is a whole stored journal.
+type Snapshot struct {
+	Header  Header
+	Keys    map[string]*KeyProgress
+	Created []CreatedKey
+}
+
+// Change is one incremental write.
+type Change struct {
+	// PrevEpoch is the epoch the writer holds: a fenced store writes only while it is still the
+	// stored one (a transition stores Header.Epoch = PrevEpoch+1 in the same fenced write).
+	PrevEpoch uint64
+	// Header, when not nil, replaces the stored header.
+	Header *Header
+	// ResetKeys deletes every key record and created note before Keys and Created apply (a new
+	// migration starts).
+	ResetKeys bool
+	// Keys are records to store; a nil value deletes that key's record.
+	Keys map[string]*KeyProgress
+	// Created are new created-key notes (add only).
+	Created []CreatedKey
+}
+
+// empty reports whether ch writes nothing.
+func (ch *Change) empty() bool {
+	return ch.Header == nil && !ch.ResetKeys && len(ch.Keys) == 0 && len(ch.Created) == 0
+}
