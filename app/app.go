@@ -14,6 +14,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/cutover/adminapi"
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/sigv4"
@@ -26,6 +27,12 @@ type Config struct {
 	// Cutover enables migrations; nil for a single-backend edge. Its Router and Forwarder are
 	// filled in by New.
 	Cutover *cutover.Config
+	// Fleet, with Cutover, makes this process one member of a fleet of replicas that migrate
+	// as one: the journal lives in etcd (Cutover.JournalPath keeps only a local copy of the
+	// last applied epoch, served when etcd is unreachable at start), one elected member drives
+	// the migration, every member applies and acknowledges each epoch. nil: one process with
+	// the file journal.
+	Fleet *fleet.Config
 	Logger  *slog.Logger
 	// Certs, when set, is the certificate source behind Proxy.TLS: App.Run runs it (file
 	// polling, ACME renewals) and App.ReloadTLS re-reads its files. nil: Proxy.TLS is static.
@@ -107,6 +114,9 @@ func New(cfg Config) (*App, error) {
 	a := &App{log: log, certs: cfg.Certs, certM: cfg.CertMetrics}
 	lazy := &lazyProxy{}
 	pc := cfg.Proxy
+	if cfg.Fleet != nil && cfg.Cutover == nil {
+		return nil, errors.New("app: fleet mode needs the cutover controller (two backends and a [cutover] section)")
+	}
 	if cfg.Cutover != nil {
 		cc := *cfg.Cutover
 		cc.Router = lazy
@@ -119,6 +129,13 @@ func New(cfg Config) (*App, error) {
 		cc.Select.Exclude = append(slices.Clone(cc.Select.Exclude), testKey)
 		if cc.Registry == nil && pc.Registry != nil {
 			cc.Registry = pc.Registry
+		}
+		if cfg.Fleet != nil {
+			st, err := fleet.Open(*cfg.Fleet)
+			if err != nil {
+				return nil, err
+			}
+			cc.Storage, cc.Fleet = st, st
 		}
 		ctrl, err := cutover.New(cc)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/xksproxy/xksproxy/config"
 	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/xks"
 )
@@ -137,5 +138,14 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		cc.Probation.MaxErrorRate = *co.ProbationMaxErrorRate
 	}
 	out.Cutover = cc
+	if fl := f.Fleet; fl != nil {
+		out.Fleet = &fleet.Config{
+			Endpoints: fl.EtcdEndpoints, Member: fl.Member, KeyPrefix: fl.KeyPrefix,
+			LeaseTTL: fl.LeaseTTL.D(), DialTimeout: fl.DialTimeout.D(),
+			CAFile: fl.CAFile, CertFile: fl.CertFile, KeyFile: fl.KeyFile,
+			Username: fl.Username, Password: fl.Password,
+			Address: fl.Advertise, Version: version, Logger: log,
+		}
+	}
 	return out, nil
 }

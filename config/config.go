@@ -161,6 +161,7 @@ type File struct {
 	Health  Health    `toml:"health"`
 	Admin   Admin     `toml:"admin"`
 	Cutover Cutover   `toml:"cutover"`
+	Fleet   *Fleet    `toml:"fleet"`
 	Log     Log       `toml:"log"`
 }
 
@@ -292,6 +293,7 @@ func (c *checker) check(f *File) {
 	c.health(&f.Health)
 	c.admin(&f.Admin)
 	c.cutover(f, names)
+	c.fleet(f)
 	c.log(&f.Log)
 }
 

@@ -104,7 +104,12 @@ type Config struct {
 	Source, Target Backend
 	Router         Router
 	Forwarder      Forwarder // for shadowing; optional
-	JournalPath    string    // required
+	JournalPath    string    // required (in fleet mode: the local copy of the last applied epoch)
+	// Storage keeps the journal; nil: the file journal at JournalPath. In fleet mode it is the
+	// shared store (package fleet), and Fleet is set too.
+	Storage Storage
+	// Fleet coordinates this controller with the other replicas' (nil: one process).
+	Fleet Fleet
 	Select         Selection
 	Concurrency    int // default 8
 	Shadow         ShadowConfig
@@ -140,6 +145,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.JournalPath == "" {
 		return errors.New("cutover: JournalPath is required")
+	}
+	if (c.Fleet == nil) != (c.Storage == nil) {
+		return errors.New("cutover: Fleet and Storage go together (fleet mode)")
+	}
+	if c.Fleet != nil {
+		return errors.New("cutover: fleet mode is not wired yet")
 	}
 	if err := c.Select.checkAndSetDefaults(); err != nil {
 		return err
