@@ -14,8 +14,8 @@ import (
 
 	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/cutover"
-	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/cutover/adminapi"
+	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/sigv4"
 	"github.com/xksproxy/xksproxy/xks"
@@ -32,8 +32,8 @@ type Config struct {
 	// last applied epoch, served when etcd is unreachable at start), one elected member drives
 	// the migration, every member applies and acknowledges each epoch. nil: one process with
 	// the file journal.
-	Fleet *fleet.Config
-	Logger  *slog.Logger
+	Fleet  *fleet.Config
+	Logger *slog.Logger
 	// Certs, when set, is the certificate source behind Proxy.TLS: App.Run runs it (file
 	// polling, ACME renewals) and App.ReloadTLS re-reads its files. nil: Proxy.TLS is static.
 	Certs certs.Source

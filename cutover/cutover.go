@@ -109,15 +109,15 @@ type Config struct {
 	// shared store (package fleet), and Fleet is set too.
 	Storage Storage
 	// Fleet coordinates this controller with the other replicas' (nil: one process).
-	Fleet Fleet
-	Select         Selection
-	Concurrency    int // default 8
-	Shadow         ShadowConfig
-	Probation      ProbationConfig
-	Now            func() time.Time
-	Logger         *slog.Logger
-	Registry       prometheus.Registerer
-	Progress       io.Writer // a terminal gets a one-line progress bar
+	Fleet       Fleet
+	Select      Selection
+	Concurrency int // default 8
+	Shadow      ShadowConfig
+	Probation   ProbationConfig
+	Now         func() time.Time
+	Logger      *slog.Logger
+	Registry    prometheus.Registerer
+	Progress    io.Writer // a terminal gets a one-line progress bar
 }
 
 // CheckAndSetDefaults validates c and fills defaults.
