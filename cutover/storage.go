@@ -91,8 +91,3 @@ type Change struct {
 	// Created are new created-key notes (add only).
 	Created []CreatedKey
 }
-
-// empty reports whether ch writes nothing.
-func (ch *Change) empty() bool {
-	return ch.Header == nil && !ch.ResetKeys && len(ch.Keys) == 0 && len(ch.Created) == 0
-}
