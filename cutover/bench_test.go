@@ -17,7 +17,7 @@ func BenchmarkCopyVerify1000(b *testing.B) {
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		e := newEnv(b, kmsemu.ACLService)
+		e := newEnv(b, kmsemu.CosmianXKSService)
 		for k := range n {
 			uid := fmt.Sprintf("bench-%04d", k)
 			if err := e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}); err != nil {

@@ -19,7 +19,7 @@ import (
 )
 
 func TestHappyPath(t *testing.T) {
-	for _, acl := range []kmsemu.ACLMode{kmsemu.ACLARN, kmsemu.ACLService} {
+	for _, acl := range []kmsemu.Generation{kmsemu.Cosmian526, kmsemu.CosmianXKSService} {
 		t.Run(string(acl), func(t *testing.T) {
 			e := newEnv(t, acl)
 			ids := seedMixed(t, e.A, 50)
@@ -97,7 +97,7 @@ func TestHappyPath(t *testing.T) {
 }
 
 func TestPerKeyFailures(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 4)
 	tag := []string{cosmian.XKSTag}
 	same := bytes.Repeat([]byte{7}, 32)
@@ -159,7 +159,7 @@ func TestPerKeyFailures(t *testing.T) {
 }
 
 func TestSwitchTargetDown(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 10)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -185,7 +185,7 @@ func TestSwitchTargetDown(t *testing.T) {
 }
 
 func TestProbationAutoRollback(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 10)
 	c := e.controller(t, func(cfg *Config) { cfg.Probation.Duration = time.Minute })
 	ctx := ctxT(t)
@@ -215,7 +215,7 @@ func TestProbationAutoRollback(t *testing.T) {
 }
 
 func TestProbationP99Rollback(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -232,7 +232,7 @@ func TestProbationP99Rollback(t *testing.T) {
 }
 
 func TestSourceDownDuringCopy(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 20)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -251,7 +251,7 @@ func TestSourceDownDuringCopy(t *testing.T) {
 }
 
 func TestRestartMidCopy(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 40)
 	slow := func(cfg *Config) { cfg.Concurrency = 1 }
 	c1 := e.controller(t, slow)
@@ -282,7 +282,7 @@ func TestRestartMidCopy(t *testing.T) {
 }
 
 func TestLateCreateKey(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLService)
+	e := newEnv(t, kmsemu.CosmianXKSService)
 	ids := seedMixed(t, e.A, 5)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -303,7 +303,7 @@ func TestLateCreateKey(t *testing.T) {
 
 func TestListSelectionLateKey(t *testing.T) {
 	// In list mode the late key is found only through NoteCreateKey.
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
 	c := e.controller(t, func(cfg *Config) { cfg.Select = Selection{Mode: "list", Keys: []string{"key-000", "key-001"}} })
 	ctx := ctxT(t)
@@ -319,7 +319,7 @@ func TestListSelectionLateKey(t *testing.T) {
 }
 
 func TestRollbackCopiesBack(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 10)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -360,7 +360,7 @@ func TestRollbackCopiesBack(t *testing.T) {
 }
 
 func TestRollbackRefused(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 5)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -382,7 +382,7 @@ func TestRollbackRefused(t *testing.T) {
 }
 
 func TestCorruptJournal(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	for _, tc := range []struct{ name, data, want string }{
 		{"garbage", "{not json", "invalid JSON"},
 		{"empty", "", "empty file"},
@@ -437,7 +437,7 @@ func TestJournalAtomicWrite(t *testing.T) {
 }
 
 func TestShadow(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	body := []byte(`{"plaintext":"aGVsbG8="}`)
 	var block chan struct{}
 	var mode atomic.Value
@@ -513,7 +513,7 @@ func TestShadow(t *testing.T) {
 }
 
 func TestShadowMismatchBlocksSwitch(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
 	fwd := &fakeForwarder{fn: func(ctx context.Context, backend string, op xks.Operation, keyID string, b []byte) (int, []byte, error) {
 		return 200, []byte(`{"plaintext":"b3RoZXI="}`), nil
@@ -532,7 +532,7 @@ func TestShadowMismatchBlocksSwitch(t *testing.T) {
 // TestOperations drives the operator's calls (the admin API's, see package adminapi) on the
 // controller: refused in the wrong state, then a whole migration and a rollback from finalized.
 func TestOperations(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -569,7 +569,7 @@ func TestOperations(t *testing.T) {
 }
 
 func TestNextMigrationAfterFinalize(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 4)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)

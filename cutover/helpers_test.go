@@ -73,11 +73,11 @@ type env struct {
 	aclB    string
 }
 
-func newEnv(tb testing.TB, aclB kmsemu.ACLMode) *env {
+func newEnv(tb testing.TB, aclB kmsemu.Generation) *env {
 	tb.Helper()
 	e := &env{journal: filepath.Join(tb.TempDir(), "cutover.journal"), router: &fakeRouter{}, aclB: string(aclB)}
-	start := func(acl kmsemu.ACLMode) (*kmsemu.Server, *cosmian.Client) {
-		s, err := kmsemu.New(kmsemu.Config{ACL: acl})
+	start := func(acl kmsemu.Generation) (*kmsemu.Server, *cosmian.Client) {
+		s, err := kmsemu.New(kmsemu.Config{CosmianVersion: acl})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -97,14 +97,14 @@ func newEnv(tb testing.TB, aclB kmsemu.ACLMode) *env {
 		}
 		return s, c
 	}
-	e.A, e.cA = start(kmsemu.ACLARN)
+	e.A, e.cA = start(kmsemu.Cosmian526)
 	e.B, e.cB = start(aclB)
 	return e
 }
 
 func (e *env) config(mut func(*Config)) Config {
 	acl := ACLARN
-	if e.aclB == string(kmsemu.ACLService) {
+	if e.aclB == string(kmsemu.CosmianXKSService) {
 		acl = ACLService
 	}
 	cfg := Config{
@@ -224,7 +224,7 @@ func (e *env) checkCopies(t *testing.T, ids []string) {
 				}
 			}
 		}
-		if e.aclB == string(kmsemu.ACLService) {
+		if e.aclB == string(kmsemu.CosmianXKSService) {
 			for _, op := range xksServiceOps {
 				if !slices.Contains(accB[cosmian.XKSServiceUser], op) {
 					t.Errorf("%s: %s grant %s missing on B", uid, cosmian.XKSServiceUser, op)

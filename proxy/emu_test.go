@@ -40,8 +40,8 @@ func newEmuEnv(t *testing.T, mutate func(*Config), post ...func(*Proxy)) *emuEnv
 	var backends []BackendConfig
 	for _, name := range []string{"a", "b"} {
 		s, err := kmsemu.New(kmsemu.Config{
-			XKS: &kmsemu.XKSConfig{Region: "eu-west-1", AccessKeyID: credBackend.AccessKeyID, SecretAccessKey: credBackend.Secret},
-			ACL: kmsemu.ACLARN,
+			XKS:            &kmsemu.XKSConfig{Region: "eu-west-1", AccessKeyID: credBackend.AccessKeyID, SecretAccessKey: credBackend.Secret},
+			CosmianVersion: kmsemu.Cosmian526,
 		})
 		if err != nil {
 			t.Fatal(err)

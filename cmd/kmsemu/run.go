@@ -20,9 +20,9 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // options are the parsed command line.
 type options struct {
-	listen, region, service, akid, secret, defaultUser, acl string
-	tls                                                     bool
-	tokens, keys                                            listFlag
+	listen, region, service, akid, secret, defaultUser, version string
+	tls                                                         bool
+	tokens, keys, nodes                                         listFlag
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -36,7 +36,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.akid, "xks-access-key-id", getenv("KMS_AWS_XKS_SIGV4_ACCESS_KEY_ID"), "XKS SigV4 access key id (env KMS_AWS_XKS_SIGV4_ACCESS_KEY_ID)")
 	fs.StringVar(&o.secret, "xks-secret-access-key", getenv("KMS_AWS_XKS_SIGV4_SECRET_ACCESS_KEY"), "XKS SigV4 secret (env KMS_AWS_XKS_SIGV4_SECRET_ACCESS_KEY)")
 	fs.StringVar(&o.defaultUser, "default-user", "admin", "identity of unauthenticated callers and owner of seeded keys")
-	fs.StringVar(&o.acl, "acl", string(kmsemu.ACLARN), "XKS access control: arn (Cosmian 5.26) or service ([aws-xks-service], later releases)")
+	fs.StringVar(&o.version, "cosmian-version", string(kmsemu.NewestGeneration), "Cosmian generation to emulate: "+string(kmsemu.Cosmian526)+" (XKS calls run as the caller's ARN) or "+string(kmsemu.CosmianXKSService)+" (after PRs #1107/#1114: as [aws-xks-service])")
+	fs.Var(&o.nodes, "node-listen", "ADDR of one more node over the same store, like Cosmian's HA mode on one database (repeatable)")
 	fs.Var(&o.tokens, "token", "USER=TOKEN bearer token for /kmip and /access (repeatable; none → no authentication)")
 	fs.Var(&o.keys, "key", "ID[:USAGE] seed an AES-256 key owned by the default user, tagged aws-xks, granted to * (repeatable; USAGE encrypt-decrypt|encrypt|decrypt|none)")
 	if err := fs.Parse(args); err != nil {
@@ -57,7 +58,11 @@ var usageMasks = map[string]int32{
 }
 
 func buildServer(o options, logger *slog.Logger) (*kmsemu.Server, error) {
-	cfg := kmsemu.Config{DefaultUser: o.defaultUser, ACL: kmsemu.ACLMode(o.acl), Logger: logger}
+	gen, err := kmsemu.ParseGeneration(o.version)
+	if err != nil {
+		return nil, err
+	}
+	cfg := kmsemu.Config{DefaultUser: o.defaultUser, CosmianVersion: gen, Logger: logger}
 	if len(o.tokens) > 0 {
 		cfg.Tokens = map[string]string{}
 		for _, t := range o.tokens {
@@ -101,6 +106,9 @@ func buildServer(o options, logger *slog.Logger) (*kmsemu.Server, error) {
 			return nil, err
 		}
 	}
+	if gen != kmsemu.Cosmian526 && cfg.XKS != nil {
+		srv.MigrateXKSAccess() // as if the seeded keys predated a restart
+	}
 	return srv, nil
 }
 
@@ -118,13 +126,39 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	running, err := srv.Start(o.listen, o.tls)
-	if err != nil {
-		return err
+	servers := []*kmsemu.Server{srv}
+	for range o.nodes {
+		node, err := srv.Node()
+		if err != nil {
+			return err
+		}
+		servers = append(servers, node)
 	}
-	logger.Info("kmsemu ready", "url", running.URL, "xks", o.region != "", "acl", o.acl,
-		"keys", len(o.keys), "auth", len(o.tokens) > 0)
+	var running []*kmsemu.Running
+	defer func() {
+		for _, r := range running {
+			_ = r.Close()
+		}
+	}()
+	for i, s := range servers {
+		addr := o.listen
+		if i > 0 {
+			addr = o.nodes[i-1]
+		}
+		r, err := s.Start(addr, o.tls)
+		if err != nil {
+			return err
+		}
+		running = append(running, r)
+		logger.Info("kmsemu ready", "url", r.URL, "node", i, "xks", o.region != "", "cosmianVersion", string(srv.Generation()),
+			"keys", len(o.keys), "auth", len(o.tokens) > 0)
+	}
 	<-ctx.Done()
 	logger.Info("kmsemu shutting down")
-	return running.Close()
+	var errs []error
+	for _, r := range running {
+		errs = append(errs, r.Close())
+	}
+	running = nil
+	return errors.Join(errs...)
 }

@@ -27,7 +27,7 @@ func TestBuildServer(t *testing.T) {
 		check   func(t *testing.T, o options)
 	}{
 		{"defaults", nil, nil, "", func(t *testing.T, o options) {
-			if o.listen != "127.0.0.1:9998" || o.defaultUser != "admin" || o.acl != "arn" || o.region != "" {
+			if o.listen != "127.0.0.1:9998" || o.defaultUser != "admin" || o.version != "xks-service" || o.region != "" {
 				t.Fatalf("%+v", o)
 			}
 		}},
@@ -45,7 +45,12 @@ func TestBuildServer(t *testing.T) {
 		{"partial xks", []string{"--xks-region", "us-east-1"}, nil, "XKS needs", nil},
 		{"bad usage", []string{"--key", "k1:sign"}, nil, "--key wants", nil},
 		{"bad token", []string{"--token", "alice"}, nil, "--token wants", nil},
-		{"bad acl", []string{"--acl", "x"}, nil, "ACL must be", nil},
+		{"bad version", []string{"--cosmian-version", "5.99"}, nil, "unknown Cosmian version", nil},
+		{"5.26", []string{"--cosmian-version", "5.26"}, nil, "", func(t *testing.T, o options) {
+			if o.version != "5.26" {
+				t.Fatalf("%+v", o)
+			}
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,21 +97,21 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	var logs syncBuf
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--key", "k1"}, func(string) string { return "" }, &logs)
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--node-listen", "127.0.0.1:0", "--key", "k1"}, func(string) string { return "" }, &logs)
 	}()
 	re := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+)`)
-	var url string
-	for i := 0; i < 200 && url == ""; i++ {
-		if m := re.FindStringSubmatch(logs.String()); m != nil {
-			url = m[1]
-		} else {
+	var urls [][]string
+	for i := 0; i < 1000 && len(urls) < 2; i++ {
+		if urls = re.FindAllStringSubmatch(logs.String(), -1); len(urls) < 2 {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if url == "" {
+	if len(urls) < 2 {
 		cancel()
-		t.Fatalf("no ready line: %s", logs.String())
+		t.Fatalf("no ready lines for both nodes: %s", logs.String())
 	}
+	// The key seeded through the first node is read through the second: one store.
+	url := urls[1][1]
 	resp, err := http.Post(url+"/kmip/2_1", "application/json", strings.NewReader(`{"tag":"GetAttributes","value":[{"tag":"UniqueIdentifier","type":"TextString","value":"k1"}]}`))
 	if err != nil {
 		t.Fatal(err)

@@ -84,9 +84,9 @@ func (s *Server) serveGrant(w http.ResponseWriter, r *http.Request, user string,
 			s.writeKMIPError(w, errPlaceholder)
 			return
 		}
-		s.mu.Lock()
+		s.st.mu.Lock()
 		kerr := s.grantLocked(user, *uid, userID, ops, grant)
-		s.mu.Unlock()
+		s.st.mu.Unlock()
 		if kerr != nil {
 			s.writeKMIPError(w, kerr)
 			return
@@ -111,20 +111,20 @@ func (s *Server) serveListAccess(w http.ResponseWriter, r *http.Request, user st
 		writeText(w, http.StatusNotFound, "", "") // actix default: empty 404
 		return
 	}
-	s.mu.Lock()
-	o := s.objects[uid]
+	s.st.mu.Lock()
+	o := s.st.objects[uid]
 	if o == nil || o.owner != user {
-		s.mu.Unlock()
+		s.st.mu.Unlock()
 		s.writeKMIPError(w, deniedErr("Object with uid `"+uid+"` is not owned by owner `"+user+"`"))
 		return
 	}
 	out := []userAccess{}
-	for u, ops := range s.perms[uid] {
+	for u, ops := range s.st.perms[uid] {
 		if ops != 0 {
 			out = append(out, userAccess{UserID: u, Operations: ops.names()})
 		}
 	}
-	s.mu.Unlock()
+	s.st.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].UserID < out[j].UserID })
 	writeJSON(w, http.StatusOK, out)
 }
@@ -165,14 +165,14 @@ func (s *Server) attrJSON(o *object, now time.Time) map[string]any {
 
 func (s *Server) serveOwned(w http.ResponseWriter, user string) {
 	now := s.now()
-	s.mu.Lock()
+	s.st.mu.Lock()
 	out := []ownedObject{}
-	for _, o := range s.objects {
+	for _, o := range s.st.objects {
 		if o.owner == user {
 			out = append(out, ownedObject{ObjectID: o.uid, State: o.effectiveState(now), Attributes: s.attrJSON(o, now)})
 		}
 	}
-	s.mu.Unlock()
+	s.st.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ObjectID < out[j].ObjectID })
 	writeJSON(w, http.StatusOK, out)
 }
@@ -186,17 +186,17 @@ type obtainedAccess struct {
 
 func (s *Server) serveObtained(w http.ResponseWriter, user string) {
 	now := s.now()
-	s.mu.Lock()
+	s.st.mu.Lock()
 	out := []obtainedAccess{}
-	for uid, p := range s.perms {
+	for uid, p := range s.st.perms {
 		ops := p[user]
-		o := s.objects[uid]
+		o := s.st.objects[uid]
 		if ops == 0 || o == nil {
 			continue
 		}
 		out = append(out, obtainedAccess{ObjectID: uid, OwnerID: o.owner, State: o.effectiveState(now), Operations: ops.names()})
 	}
-	s.mu.Unlock()
+	s.st.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ObjectID < out[j].ObjectID })
 	writeJSON(w, http.StatusOK, out)
 }

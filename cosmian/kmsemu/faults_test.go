@@ -100,7 +100,7 @@ func TestFaults(t *testing.T) {
 }
 
 func TestAccessAPI(t *testing.T) {
-	e := authEnv(t, ACLARN)
+	e := authEnv(t, Cosmian526)
 	e.kmipOK(ownerToken, createReq("a1", DefaultUsageMask, nil))
 	tests := []struct {
 		name   string
@@ -161,7 +161,7 @@ func TestAccessAPI(t *testing.T) {
 }
 
 func TestConcurrency(t *testing.T) {
-	e := authEnv(t, ACLARN)
+	e := authEnv(t, Cosmian526)
 	for i := 0; i < 4; i++ {
 		id := fmt.Sprintf("ck%d", i)
 		if err := e.s.CreateKey("admin", id, KeyOptions{Tags: []string{"aws-xks"}}); err != nil {

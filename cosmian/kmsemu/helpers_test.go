@@ -52,11 +52,11 @@ func newEnv(t *testing.T, cfg Config) *env {
 }
 
 // authEnv has owner and user tokens and XKS enabled.
-func authEnv(t *testing.T, acl ACLMode) *env {
+func authEnv(t *testing.T, acl Generation) *env {
 	return newEnv(t, Config{
-		Tokens: map[string]string{ownerToken: ownerUser, userToken: userUser},
-		XKS:    &XKSConfig{Region: testRegion, AccessKeyID: testAKID, SecretAccessKey: testSecret},
-		ACL:    acl,
+		Tokens:         map[string]string{ownerToken: ownerUser, userToken: userUser},
+		XKS:            &XKSConfig{Region: testRegion, AccessKeyID: testAKID, SecretAccessKey: testSecret},
+		CosmianVersion: acl,
 	})
 }
 

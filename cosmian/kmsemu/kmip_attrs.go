@@ -64,8 +64,8 @@ func (s *Server) tagAttr(tags []string) ttlv.Node {
 
 func (s *Server) opGetAttributes(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	uid := ""
 	if c, ok, kerr := optChild(req, "UniqueIdentifier", ttlv.TextString); kerr != nil {
 		return ttlv.Node{}, kerr
@@ -135,7 +135,7 @@ func (s *Server) implicitUIDLocked(user string) string {
 	better := func(a, b *object) bool {
 		return b == nil || a.initialDate.After(b.initialDate) || (a.initialDate.Equal(b.initialDate) && a.uid > b.uid)
 	}
-	for _, o := range s.objects {
+	for _, o := range s.st.objects {
 		if o.owner == user && better(o, bestUser) {
 			bestUser = o
 		}

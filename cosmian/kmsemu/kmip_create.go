@@ -78,9 +78,9 @@ func (s *Server) opCreate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	if a.sensitive != nil {
 		o.sensitive = *a.sensitive
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.objects[uid] != nil {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	if s.st.objects[uid] != nil {
 		clear(material)
 		return ttlv.Node{}, &kmsError{kind: kindDatabase, msg: "Ext. store error: one or more objects already exist"}
 	}
@@ -144,7 +144,7 @@ func (s *Server) opImport(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	now := s.now()
 	material, wrapped := kb.material, kb.wrapped
 	if wrapped && wrapType == "NotWrapped" {
-		plain, err := kwpUnwrap(s.kek, material)
+		plain, err := kwpUnwrap(s.st.kek, material)
 		if err != nil {
 			return ttlv.Node{}, kmipErr("Cryptographic_Failure", "CRYPTO: error: key unwrap failed")
 		}
@@ -211,9 +211,9 @@ func (s *Server) opImport(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	} else if kb.attrs.sensitive != nil {
 		o.sensitive = *kb.attrs.sensitive
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old := s.objects[uid]; old != nil {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	if old := s.st.objects[uid]; old != nil {
 		if !replace {
 			clear(o.material)
 			return ttlv.Node{}, &kmsError{kind: kindDatabase, msg: "Ext. store error: Database Error: one or more objects already exist"}
@@ -224,7 +224,7 @@ func (s *Server) opImport(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 		}
 		clear(old.material)
 		o.seq = old.seq
-		s.objects[uid] = o
+		s.st.objects[uid] = o
 	} else {
 		s.insertLocked(o)
 	}

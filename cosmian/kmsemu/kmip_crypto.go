@@ -59,8 +59,8 @@ func parseCryptoReq(req ttlv.Node, decrypt bool) (cryptoReq, *kmsError) {
 // keyForCrypto selects the key and copies its plaintext material (the caller wipes it).
 func (s *Server) keyForCrypto(id string, decrypt bool, user string) (string, []byte, *kmsError) {
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	o, kerr := s.selectCryptoKey(id, decrypt, user, now)
 	if kerr != nil {
 		return "", nil, kerr

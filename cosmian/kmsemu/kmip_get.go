@@ -30,8 +30,8 @@ func (s *Server) opExportGet(req ttlv.Node, user string, export bool) (ttlv.Node
 		op = opExport
 	}
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	o, kerr := s.retrieveForOperation(uid, op, user, now)
 	if kerr != nil {
 		return ttlv.Node{}, kerr

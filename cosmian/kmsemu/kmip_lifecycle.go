@@ -30,8 +30,8 @@ func (s *Server) opRevoke(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	}
 	compromise := code.Str == "KeyCompromise" || code.Str == "CACompromise"
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	cands, kerr := s.candidates(uid)
 	if kerr != nil {
 		return ttlv.Node{}, kerr
@@ -76,8 +76,8 @@ func (s *Server) opDestroy(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	} else if ok {
 		remove = c.Bool
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	cands, kerr := s.candidates(uid)
 	if kerr != nil {
 		return ttlv.Node{}, kerr
@@ -97,8 +97,8 @@ func (s *Server) opDestroy(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 				return ttlv.Node{}, invalidErr("Object with unique identifier: " + o.uid + " is active. It must be revoked first")
 			}
 			clear(o.material)
-			delete(s.objects, o.uid)
-			delete(s.perms, o.uid)
+			delete(s.st.objects, o.uid)
+			delete(s.st.perms, o.uid)
 			continue
 		}
 		if o.state == stateCompromised {

@@ -27,10 +27,10 @@ func (s *Server) opLocate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	if _, _, kerr := optChild(req, "OffsetItems", ttlv.Integer); kerr != nil {
 		return ttlv.Node{}, kerr
 	}
-	s.mu.Lock()
+	s.st.mu.Lock()
 	var found []*object
-	for _, o := range s.objects {
-		if o.owner != user && s.perms[o.uid][user] == 0 { // explicit grants only, not "*"
+	for _, o := range s.st.objects {
+		if o.owner != user && s.st.perms[o.uid][user] == 0 { // explicit grants only, not "*"
 			continue
 		}
 		if a.tags != nil && !o.hasTags(a.tags) {
@@ -68,6 +68,6 @@ func (s *Server) opLocate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	for _, o := range found {
 		out = append(out, ttlv.Text("UniqueIdentifier", o.uid))
 	}
-	s.mu.Unlock()
+	s.st.mu.Unlock()
 	return ttlv.Struct("LocateResponse", out...), nil
 }

@@ -12,7 +12,7 @@ import (
 )
 
 func TestKMIPErrors(t *testing.T) {
-	e := authEnv(t, ACLARN)
+	e := authEnv(t, Cosmian526)
 	past := time.Now().Add(-time.Hour)
 	e.kmipOK(ownerToken, createReq("k1", DefaultUsageMask, &past))
 	tests := []struct {
@@ -120,7 +120,7 @@ func TestRequestMessageShape(t *testing.T) {
 }
 
 func TestUsageMaskEnforcement(t *testing.T) {
-	e := authEnv(t, ACLARN)
+	e := authEnv(t, Cosmian526)
 	past := time.Now().Add(-time.Hour)
 	for _, k := range []struct {
 		uid  string
@@ -216,7 +216,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestLocatePaging(t *testing.T) {
-	e := authEnv(t, ACLARN)
+	e := authEnv(t, Cosmian526)
 	for i := 0; i < 1205; i++ {
 		if err := e.s.CreateKey(ownerUser, fmt.Sprintf("key-%04d", i), KeyOptions{Tags: []string{"aws-xks"}}); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-// Package kmsemu emulates a Cosmian KMS 5.26 server on the wire: the KMIP 2.1 JSON TTLV endpoint
+// Package kmsemu emulates a Cosmian KMS server (5.26, or the newer XKS generation) on the wire: the KMIP 2.1 JSON TTLV endpoint
 // (/kmip/2_1), the access-rights API (/access/*), /health, /version, /me and the AWS XKS scope
 // (/aws/kms/xks/v1/*), quirks included (Cosmian's 401/418 XKS status codes, JSON nulls, raw AAD,
 // ciphertextMetadata for tag lookups, owner-only access APIs, both XKS access-control generations).
@@ -9,7 +9,9 @@
 // production Cosmian client) so that a client bug cannot hide behind shared code.
 //
 // Only AES symmetric keys are managed. Every behaviour is taken from Cosmian's public source
-// (github.com/Cosmian/kms, tag 5.26.0 / develop 7d07cae); comments name the source files.
+// (github.com/Cosmian/kms, tag 5.26.0 / develop 7d07cae, and for CosmianXKSService the merged
+// PRs #1107 and #1114); comments name the source files. Servers given the same Store share one
+// database, as the nodes of a Cosmian HA cluster do.
 package kmsemu
 
 import (
@@ -29,15 +31,40 @@ import (
 	"github.com/xksproxy/xksproxy/sigv4"
 )
 
-// ACLMode selects the XKS access-control generation.
-type ACLMode string
+// Generation is the Cosmian release whose behaviour the emulator follows.
+type Generation string
 
 const (
-	// ACLARN is Cosmian 5.26: XKS operations run as requestMetadata.awsPrincipalArn.
-	ACLARN ACLMode = "arn"
-	// ACLService is the release after 5.26 (PR #1107): XKS operations run as "[aws-xks-service]".
-	ACLService ACLMode = "service"
+	// Cosmian526 is Cosmian KMS 5.26.0 (tag 5.26.0, develop 7d07cae): XKS calls run as
+	// requestMetadata.awsPrincipalArn, CreateKey grants that ARN, some SigV4 failures are
+	// plain-text 401s.
+	Cosmian526 Generation = "5.26"
+	// CosmianXKSService is Cosmian's develop after PRs #1107 and #1114, merged after 5.26.0 and
+	// not in a numbered release at the time of writing (Cargo.toml still says 5.26.0): XKS calls
+	// run as the reserved "[aws-xks-service]" identity. FIDELITY.md lists the differences.
+	CosmianXKSService Generation = "xks-service"
+	// NewestGeneration is the default.
+	NewestGeneration = CosmianXKSService
 )
+
+// Generations lists the accepted generations, oldest first.
+var Generations = []Generation{Cosmian526, CosmianXKSService}
+
+// ParseGeneration accepts a Generation name; "" is the newest.
+func ParseGeneration(s string) (Generation, error) {
+	if s == "" {
+		return NewestGeneration, nil
+	}
+	for _, g := range Generations {
+		if string(g) == s {
+			return g, nil
+		}
+	}
+	return "", fmt.Errorf("%w: unknown Cosmian version %q (known: %s, %s)", ErrConfig, s, Cosmian526, CosmianXKSService)
+}
+
+// serviceIdentity reports whether XKS calls run as XKSServiceUser (PR #1107).
+func (g Generation) serviceIdentity() bool { return g == CosmianXKSService }
 
 // ErrConfig is wrapped by every New configuration error.
 var ErrConfig = errors.New("kmsemu: invalid configuration")
@@ -47,16 +74,40 @@ var ErrNotFound = errors.New("kmsemu: object not found")
 
 // Config configures a Server. Zero values get the defaults documented per field.
 type Config struct {
-	Now         func() time.Time  // injected clock (lifecycle, XKS SigV4 skew); default time.Now
-	Rand        io.Reader         // key and IV generation; default crypto/rand
-	DefaultUser string            // default "admin": the identity without token auth
-	Tokens      map[string]string // bearer token → user; empty → no authentication (everyone is DefaultUser)
-	VendorID    string            // default "cosmian"
-	Version     string            // default "5.26.0"
-	XKS         *XKSConfig        // nil → the /aws scope is not served (404)
-	ACL         ACLMode           // default ACLARN
-	MaxBody     int64             // default 2 MiB, applied to every route
-	Logger      *slog.Logger      // default discard
+	Now            func() time.Time  // injected clock (lifecycle, XKS SigV4 skew); default time.Now
+	Rand           io.Reader         // key and IV generation; default crypto/rand
+	DefaultUser    string            // default "admin": the identity without token auth
+	Tokens         map[string]string // bearer token → user; empty → no authentication (everyone is DefaultUser)
+	VendorID       string            // default "cosmian"
+	Version        string            // the /version text; default "5.26.0" (both generations report it)
+	XKS            *XKSConfig        // nil → the /aws scope is not served (404)
+	CosmianVersion Generation        // default NewestGeneration
+	// Store is shared with the servers given the same value: Cosmian's HA mode, several nodes
+	// over one database (the same objects, tags and grants). nil → a store of this server's own.
+	Store   *Store
+	MaxBody int64        // default 2 MiB, applied to every route
+	Logger  *slog.Logger // default discard
+}
+
+// Store is the emulated database: objects, grants and the server KEK that wraps keys at rest.
+type Store struct {
+	mu      sync.Mutex
+	objects map[string]*object
+	perms   map[string]map[string]opSet // uid → user → ops
+	seq     int64
+	kek     []byte
+}
+
+// NewStore returns an empty store; rand (nil → crypto/rand) generates its KEK.
+func NewStore(rnd io.Reader) (*Store, error) {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	st := &Store{objects: map[string]*object{}, perms: map[string]map[string]opSet{}, kek: make([]byte, 32)}
+	if _, err := io.ReadFull(rnd, st.kek); err != nil {
+		return nil, fmt.Errorf("kmsemu: generating the server KEK: %w", err)
+	}
+	return st, nil
 }
 
 // XKSConfig enables the /aws XKS scope with one SigV4 credential, as Cosmian's aws_xks_* settings.
@@ -75,12 +126,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	verifier *sigv4.Verifier
-	kek      []byte
-
-	mu      sync.Mutex
-	objects map[string]*object
-	perms   map[string]map[string]opSet // uid → user → ops
-	seq     int64
+	st       *Store
 
 	statsMu   sync.Mutex
 	kmipStats map[string]int64
@@ -108,13 +154,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "5.26.0"
 	}
-	if cfg.ACL == "" {
-		cfg.ACL = ACLARN
+	g, err := ParseGeneration(string(cfg.CosmianVersion))
+	if err != nil {
+		return nil, err
 	}
-	if cfg.ACL != ACLARN && cfg.ACL != ACLService {
-		return nil, fmt.Errorf("%w: ACL must be %q or %q", ErrConfig, ACLARN, ACLService)
-	}
-	if cfg.ACL == ACLService && cfg.DefaultUser == XKSServiceUser {
+	cfg.CosmianVersion = g
+	if g.serviceIdentity() && cfg.DefaultUser == XKSServiceUser {
 		return nil, fmt.Errorf("%w: the default user cannot be the reserved %s identity", ErrConfig, XKSServiceUser)
 	}
 	if cfg.MaxBody == 0 {
@@ -137,8 +182,6 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		objects:   map[string]*object{},
-		perms:     map[string]map[string]opSet{},
 		kmipStats: map[string]int64{},
 		xksStats:  map[string]int64{},
 	}
@@ -160,12 +203,34 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.verifier = v
 	}
-	s.kek = make([]byte, 32)
-	if _, err := io.ReadFull(cfg.Rand, s.kek); err != nil {
-		return nil, fmt.Errorf("kmsemu: generating the server KEK: %w", err)
+	s.st = cfg.Store
+	if s.st == nil {
+		if s.st, err = NewStore(cfg.Rand); err != nil {
+			return nil, err
+		}
 	}
+	s.cfg.Store = s.st
 	s.faults.Store(&Faults{})
+	if s.verifier != nil && g.serviceIdentity() {
+		// start_kms_server.rs runs migrate_aws_xks_key_access at start-up when XKS is enabled;
+		// on a fresh store there is nothing to do, on a shared one it updates the existing keys.
+		s.MigrateXKSAccess()
+	}
 	return s, nil
+}
+
+// Store returns the server's store, to start another node over it (Config.Store).
+func (s *Server) Store() *Store { return s.st }
+
+// Generation returns the Cosmian generation the server emulates.
+func (s *Server) Generation() Generation { return s.cfg.CosmianVersion }
+
+// Node returns a second server with the same configuration over the same store: another node of
+// a Cosmian HA cluster on one database.
+func (s *Server) Node() (*Server, error) {
+	cfg := s.cfg
+	cfg.Store = s.st
+	return New(cfg)
 }
 
 func (s *Server) now() time.Time { return normalizeNow(s.cfg.Now()) }
@@ -254,7 +319,7 @@ func (s *Server) authenticate(r *http.Request) (string, bool) {
 			user, found = u, true
 		}
 	}
-	if !found || (s.cfg.ACL == ACLService && user == XKSServiceUser) {
+	if !found || (s.cfg.CosmianVersion.serviceIdentity() && user == XKSServiceUser) {
 		return "", false
 	}
 	return user, true
@@ -347,16 +412,16 @@ func (s *Server) CreateKey(owner, uid string, opts KeyOptions) error {
 		o.state = stateActive
 	}
 	if opts.Wrapped {
-		w, err := kwpWrap(s.kek, material)
+		w, err := kwpWrap(s.st.kek, material)
 		clear(material)
 		if err != nil {
 			return err
 		}
 		o.material, o.wrapped = w, true
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.objects[uid] != nil {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	if s.st.objects[uid] != nil {
 		return fmt.Errorf("kmsemu: CreateKey: %s already exists", uid)
 	}
 	s.insertLocked(o)
@@ -364,9 +429,9 @@ func (s *Server) CreateKey(owner, uid string, opts KeyOptions) error {
 }
 
 func (s *Server) insertLocked(o *object) {
-	s.seq++
-	o.seq = s.seq
-	s.objects[o.uid] = o
+	s.st.seq++
+	o.seq = s.st.seq
+	s.st.objects[o.uid] = o
 }
 
 // GrantAccess grants ops (wire names such as "encrypt", "getattributes") on uid to user, with the
@@ -376,8 +441,8 @@ func (s *Server) GrantAccess(owner, uid, user string, ops ...string) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	if kerr := s.grantLocked(owner, uid, user, set, true); kerr != nil {
 		return kerr
 	}
@@ -399,9 +464,9 @@ func parseOps(ops []string) (opSet, error) {
 // RevokeKey revokes uid with a KMIP RevocationReasonCode name ("KeyCompromise" → Compromised,
 // anything else → Deactivated), bypassing permission checks.
 func (s *Server) RevokeKey(uid, reasonCode string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o := s.objects[uid]
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	o := s.st.objects[uid]
 	if o == nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, uid)
 	}
@@ -431,10 +496,10 @@ func (s *Server) infoLocked(o *object) ObjectInfo {
 
 // Objects lists every object (destroyed ones included), sorted by UID.
 func (s *Server) Objects() []ObjectInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]ObjectInfo, 0, len(s.objects))
-	for _, o := range s.objects {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	out := make([]ObjectInfo, 0, len(s.st.objects))
+	for _, o := range s.st.objects {
 		out = append(out, s.infoLocked(o))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
@@ -443,9 +508,9 @@ func (s *Server) Objects() []ObjectInfo {
 
 // Object returns one object's info.
 func (s *Server) Object(uid string) (ObjectInfo, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o := s.objects[uid]
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	o := s.st.objects[uid]
 	if o == nil {
 		return ObjectInfo{}, false
 	}
@@ -455,7 +520,7 @@ func (s *Server) Object(uid string) (ObjectInfo, bool) {
 // plainMaterialLocked returns a copy of the plaintext key (the caller wipes it).
 func (s *Server) plainMaterialLocked(o *object) ([]byte, error) {
 	if o.wrapped {
-		return kwpUnwrap(s.kek, o.material)
+		return kwpUnwrap(s.st.kek, o.material)
 	}
 	return append([]byte(nil), o.material...), nil
 }
@@ -464,9 +529,9 @@ func (s *Server) plainMaterialLocked(o *object) ([]byte, error) {
 // on other, without exposing it.
 func (s *Server) KeyMaterialEqual(uid string, other *Server) (bool, error) {
 	get := func(srv *Server) ([]byte, error) {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		o := srv.objects[uid]
+		srv.st.mu.Lock()
+		defer srv.st.mu.Unlock()
+		o := srv.st.objects[uid]
 		if o == nil {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, uid)
 		}
@@ -487,10 +552,10 @@ func (s *Server) KeyMaterialEqual(uid string, other *Server) (bool, error) {
 
 // Access returns the explicit grants on uid: user → ops in enum order.
 func (s *Server) Access(uid string) map[string][]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	out := map[string][]string{}
-	for u, ops := range s.perms[uid] {
+	for u, ops := range s.st.perms[uid] {
 		if ops != 0 {
 			out[u] = ops.names()
 		}
@@ -498,16 +563,19 @@ func (s *Server) Access(uid string) map[string][]string {
 	return out
 }
 
-// MigrateXKSAccess is the startup migration of PR #1107 (merged form): every object tagged
-// aws-xks gets encrypt, decrypt and getattributes granted to "[aws-xks-service]", on behalf of
-// the object's own owner. It returns the number of objects updated.
+// MigrateXKSAccess is migrate_aws_xks_key_access (start_kms_server.rs, PR #1107; New runs it for
+// the newer generation): every object tagged aws-xks gets encrypt, decrypt and getattributes
+// granted to "[aws-xks-service]" on behalf of its own owner (routes/aws_xks/tests.rs,
+// legacy_key_owned_by_previous_default_user_is_migrated_to_reserved_identity); objects that
+// already hold the three are skipped. It returns the number of objects updated.
 func (s *Server) MigrateXKSAccess() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	need := opEncrypt | opDecrypt | opGetAttributes
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
 	n := 0
-	for _, o := range s.objects {
-		if o.hasTags([]string{"aws-xks"}) {
-			if s.grantLocked(o.owner, o.uid, XKSServiceUser, opEncrypt|opDecrypt|opGetAttributes, true) == nil {
+	for _, o := range s.st.objects {
+		if o.hasTags([]string{"aws-xks"}) && s.st.perms[o.uid][XKSServiceUser]&need != need {
+			if s.grantLocked(o.owner, o.uid, XKSServiceUser, need, true) == nil {
 				n++
 			}
 		}
@@ -522,7 +590,7 @@ func (s *Server) grantLocked(owner, uid, user string, ops opSet, grant bool) *km
 	if ops == 0 {
 		return nil
 	}
-	o := s.objects[uid]
+	o := s.st.objects[uid]
 	if o == nil || o.owner != owner {
 		return deniedErr("Object with uid `" + uid + "` is not owned by owner `" + owner + "`")
 	}
@@ -532,10 +600,10 @@ func (s *Server) grantLocked(owner, uid, user string, ops opSet, grant bool) *km
 		}
 		return deniedErr("You cannot revoke yourself; you should keep all rights to your objects.")
 	}
-	p := s.perms[uid]
+	p := s.st.perms[uid]
 	if p == nil {
 		p = map[string]opSet{}
-		s.perms[uid] = p
+		s.st.perms[uid] = p
 	}
 	if grant {
 		p[user] |= ops

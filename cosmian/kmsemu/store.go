@@ -158,7 +158,7 @@ func normalizeNow(t time.Time) time.Time { return t.UTC().Truncate(time.Second) 
 // ---- permissions (caller holds s.mu) ----
 
 func (s *Server) opsOf(uid, user string) opSet {
-	p := s.perms[uid]
+	p := s.st.perms[uid]
 	if p == nil {
 		return 0
 	}
@@ -201,7 +201,7 @@ func (s *Server) candidates(uidOrTags string) ([]*object, *kmsError) {
 			return nil, &kmsError{kind: kindDatabase, msg: "Invalid Request: " + err.Error()}
 		}
 		var out []*object
-		for _, o := range s.objects {
+		for _, o := range s.st.objects {
 			if o.hasTags(tags) {
 				out = append(out, o)
 			}
@@ -209,7 +209,7 @@ func (s *Server) candidates(uidOrTags string) ([]*object, *kmsError) {
 		sort.Slice(out, func(i, j int) bool { return out[i].uid < out[j].uid })
 		return out, nil
 	}
-	if o := s.objects[uidOrTags]; o != nil {
+	if o := s.st.objects[uidOrTags]; o != nil {
 		return []*object{o}, nil
 	}
 	return nil, nil

@@ -88,7 +88,7 @@ func TestVectorScenarios(t *testing.T) {
 				name = scenario + "/request_message"
 			}
 			t.Run(name, func(t *testing.T) {
-				e := authEnv(t, ACLARN)
+				e := authEnv(t, Cosmian526)
 				dir := path.Join("vectors/access_control", scenario)
 				var m manifest
 				if _, err := toml.Decode(string(readTestdata(t, path.Join(dir, "manifest.toml"))), &m); err != nil {

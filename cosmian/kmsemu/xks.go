@@ -87,10 +87,14 @@ func matchXKSRoute(escapedPath string) (op, keyID string, ok bool) {
 	return action, id, true
 }
 
-// checkSigV4 is sigv4_middleware.rs: a request that cannot even yield a signing-key request is
-// a plain-text 401 (actix ErrorUnauthorized); an unknown access key and a failed verification
-// are AuthenticationFailedException JSON replies.
+// checkSigV4 is sigv4_middleware.rs. In 5.26 a request that cannot even yield a signing-key
+// request is a plain-text 401 (actix ErrorUnauthorized); an unknown access key and a failed
+// verification are AuthenticationFailedException JSON replies. The newer generation answers
+// every failure in JSON (checkSigV4Newer).
 func (s *Server) checkSigV4(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	if s.cfg.CosmianVersion != Cosmian526 {
+		return s.checkSigV4Newer(w, r, body)
+	}
 	akid, perr := authorizationAccessKey(r.Header.Get("Authorization"))
 	if perr != "" {
 		s.errCount.Add(1)
@@ -115,6 +119,48 @@ func (s *Server) checkSigV4(w http.ResponseWriter, r *http.Request, body []byte)
 			}
 		}
 		s.xksFail(w, "AuthenticationFailedException", "Signature v4 verification failed: "+msg)
+		return false
+	}
+	return true
+}
+
+// xksReplayWindow is XKS_SIGV4_ALLOWED_MISMATCH_MINUTES (sigv4_middleware.rs, after PR #1114).
+const xksReplayWindow = 5 * time.Minute
+
+// checkSigV4Newer is sigv4_middleware.rs after PR #1114 (scratchstack 0.11): the request time
+// is checked against the 5-minute replay window first, then the signature; every failure is a
+// JSON AuthenticationFailedException.
+func (s *Server) checkSigV4Newer(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	const fail = "AuthenticationFailedException"
+	ts := r.Header.Get("X-Amz-Date")
+	if ts == "" {
+		ts = r.Header.Get("Date")
+	}
+	if ts == "" {
+		s.xksFail(w, fail, "Missing SigV4 request timestamp (expected X-Amz-Date or Date)")
+		return false
+	}
+	t, err := time.Parse("20060102T150405Z", ts)
+	if err != nil {
+		s.xksFail(w, fail, "Invalid SigV4 X-Amz-Date value: input contains invalid characters")
+		return false
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Second)
+	if t.Before(now.Add(-xksReplayWindow)) || t.After(now.Add(xksReplayWindow)) {
+		s.xksFail(w, fail, "Signature v4 request timestamp exceeds the 5-minute XKS replay window")
+		return false
+	}
+	if _, err := s.verifier.Verify(r, body); err != nil {
+		msg := err.Error()
+		var ae *sigv4.AuthError
+		if errors.As(err, &ae) {
+			msg = ae.Message
+			if ae.Reason == sigv4.ReasonUnknownAccessKey {
+				akid, _ := authorizationAccessKey(r.Header.Get("Authorization"))
+				msg = "Access key id " + akid + " not found"
+			}
+		}
+		s.xksFail(w, fail, "Signature v4 verification failed: "+msg)
 		return false
 	}
 	return true
@@ -210,7 +256,7 @@ func (s *Server) jsonError(w http.ResponseWriter, msg string) {
 
 // xksUser is the KMIP identity of an XKS call for the configured access-control generation.
 func (s *Server) xksUser(m xksMeta) string {
-	if s.cfg.ACL == ACLService {
+	if s.cfg.CosmianVersion.serviceIdentity() {
 		return XKSServiceUser
 	}
 	return m.principal
@@ -275,13 +321,13 @@ func (s *Server) xksMetadata(w http.ResponseWriter, body []byte, keyID string) {
 	switch m.operation {
 	case "GetKeyMetadata", "DescribeKey":
 		now := s.now()
-		s.mu.Lock()
+		s.st.mu.Lock()
 		o, kerr := s.retrieveForOperation(keyID, opGetAttributes, s.xksUser(m), now)
 		var length int32
 		if o != nil {
 			length = o.length
 		}
-		s.mu.Unlock()
+		s.st.mu.Unlock()
 		if kerr != nil {
 			s.xksFail(w, "KeyNotFoundException", kerr.Error())
 			return
@@ -308,29 +354,41 @@ func (s *Server) xksCreateKey(w http.ResponseWriter, m xksMeta, keyID string) {
 		keyFormat: "TransparentSymmetricKey", activation: &act, initialDate: now,
 		tags: []string{"_kk", "aws-xks"}, material: material,
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.objects[keyID] != nil {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	service := s.cfg.CosmianVersion.serviceIdentity()
+	if prior := s.st.objects[keyID]; prior != nil {
 		clear(material)
 		// Idempotent: the existing object must be readable by the default user.
 		if _, kerr := s.retrieveForOperation(keyID, opGetAttributes, s.cfg.DefaultUser, now); kerr != nil {
 			s.xksFail(w, "InternalException", "Failed to check prior existence of key "+keyID+": "+kerr.Error())
 			return
 		}
-		if s.cfg.ACL == ACLService {
+		if service {
+			// After PR #1107 an existing key must carry the aws-xks tag before the reserved
+			// identity is granted on it (routes/aws_xks/tests.rs,
+			// create_key_rejects_existing_non_xks_symmetric_key).
+			if !prior.hasTags([]string{"aws-xks"}) {
+				s.xksFail(w, "InternalException", "Key "+keyID+" already exists and is not an AWS XKS key; refusing to grant XKS access")
+				return
+			}
 			if kerr := s.grantLocked(s.cfg.DefaultUser, keyID, XKSServiceUser, opEncrypt|opDecrypt|opGetAttributes, true); kerr != nil {
-				s.xksFail(w, "InternalException", "Failed to grant access to key "+keyID+", to user "+XKSServiceUser+": "+kerr.Error())
+				s.xksFail(w, "InternalException", "Failed to grant XKS usage on key "+keyID+" to `"+XKSServiceUser+"`: "+kerr.Error())
 				return
 			}
 		}
 	} else {
 		s.insertLocked(o)
 		grantee := m.principal
-		if s.cfg.ACL == ACLService {
+		if service {
 			grantee = XKSServiceUser
 		}
 		if kerr := s.grantLocked(s.cfg.DefaultUser, keyID, grantee, opEncrypt|opDecrypt|opGetAttributes, true); kerr != nil {
-			s.xksFail(w, "InternalException", "Failed to grant access to key "+keyID+", to user "+grantee+": "+kerr.Error())
+			msg := "Failed to grant access to key " + keyID + ", to user " + grantee + ": " + kerr.Error()
+			if service {
+				msg = "Failed to grant XKS usage on key " + keyID + " to `" + XKSServiceUser + "`: " + kerr.Error()
+			}
+			s.xksFail(w, "InternalException", msg)
 			return
 		}
 	}

@@ -106,15 +106,15 @@ type Config struct {
 	// KeysOnB seeds B with the same keys and material as A (serve --dev); otherwise B starts
 	// empty, as the target of a migration (demo).
 	KeysOnB bool
-	// ACLA and ACLB are the XKS access-control generations the emulators run. Default: A runs
+	// CosmianA and CosmianB are the Cosmian generations the emulators run. Default: A runs
 	// Cosmian 5.26's per-ARN rules, B the later reserved-identity rules.
-	ACLA, ACLB  kmsemu.ACLMode
-	JournalPath string // default: a file in a fresh temporary directory
-	Probation   cutover.ProbationConfig
-	Shadow      cutover.ShadowConfig
-	Logger      *slog.Logger
-	Progress    interface{ Write([]byte) (int, error) }
-	Version     string
+	CosmianA, CosmianB kmsemu.Generation
+	JournalPath        string // default: a file in a fresh temporary directory
+	Probation          cutover.ProbationConfig
+	Shadow             cutover.ShadowConfig
+	Logger             *slog.Logger
+	Progress           interface{ Write([]byte) (int, error) }
+	Version            string
 	// Budget and BackendTimeout override the proxy's 240 ms budget and 200 ms per-attempt
 	// timeout; tests under the race detector need more (it slows everything several times).
 	Budget, BackendTimeout time.Duration
@@ -174,7 +174,7 @@ type backend struct {
 	token string
 }
 
-func startBackend(name string, acl kmsemu.ACLMode, region string, log *slog.Logger) (*backend, error) {
+func startBackend(name string, gen kmsemu.Generation, region string, log *slog.Logger) (*backend, error) {
 	cred, err := RandomCredential("AKIA")
 	if err != nil {
 		return nil, err
@@ -184,11 +184,11 @@ func startBackend(name string, acl kmsemu.ACLMode, region string, log *slog.Logg
 		return nil, err
 	}
 	emu, err := kmsemu.New(kmsemu.Config{
-		DefaultUser: "admin",
-		Tokens:      map[string]string{tok: "admin"},
-		XKS:         &kmsemu.XKSConfig{Region: region, AccessKeyID: cred.AccessKeyID, SecretAccessKey: cred.Secret},
-		ACL:         acl,
-		Logger:      log.With("emulator", name),
+		DefaultUser:    "admin",
+		Tokens:         map[string]string{tok: "admin"},
+		XKS:            &kmsemu.XKSConfig{Region: region, AccessKeyID: cred.AccessKeyID, SecretAccessKey: cred.Secret},
+		CosmianVersion: gen,
+		Logger:         log.With("emulator", name),
 	})
 	if err != nil {
 		return nil, err
@@ -209,7 +209,7 @@ func (b *backend) kmip() (*cosmian.Client, error) {
 	})
 }
 
-func (b *backend) seed(k Key, material []byte, acl kmsemu.ACLMode) error {
+func (b *backend) seed(k Key, material []byte, gen kmsemu.Generation) error {
 	mask, err := k.Usage.Mask()
 	if err != nil {
 		return err
@@ -228,7 +228,7 @@ func (b *backend) seed(k Key, material []byte, acl kmsemu.ACLMode) error {
 			return err
 		}
 	}
-	if acl == kmsemu.ACLService {
+	if gen != kmsemu.Cosmian526 {
 		if err := b.emu.GrantAccess("admin", k.ID, cosmian.XKSServiceUser, ops...); err != nil {
 			return err
 		}
@@ -260,11 +260,11 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
-	if cfg.ACLA == "" {
-		cfg.ACLA = kmsemu.ACLARN
+	if cfg.CosmianA == "" {
+		cfg.CosmianA = kmsemu.Cosmian526
 	}
-	if cfg.ACLB == "" {
-		cfg.ACLB = kmsemu.ACLService
+	if cfg.CosmianB == "" {
+		cfg.CosmianB = kmsemu.CosmianXKSService
 	}
 	if cfg.Version == "" {
 		cfg.Version = "xksproxy dev"
@@ -283,12 +283,12 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			s.Close()
 		}
 	}()
-	a, err := startBackend("a", cfg.ACLA, cfg.Region, log)
+	a, err := startBackend("a", cfg.CosmianA, cfg.Region, log)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: backend a: %w", err)
 	}
 	s.A, s.ARun = a.emu, a.run
-	b, err := startBackend("b", cfg.ACLB, cfg.Region, log)
+	b, err := startBackend("b", cfg.CosmianB, cfg.Region, log)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: backend b: %w", err)
 	}
@@ -298,9 +298,9 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		if _, err := rand.Read(material); err != nil {
 			return nil, err
 		}
-		err := a.seed(k, material, cfg.ACLA)
+		err := a.seed(k, material, cfg.CosmianA)
 		if err == nil && cfg.KeysOnB {
-			err = b.seed(k, material, cfg.ACLB)
+			err = b.seed(k, material, cfg.CosmianB)
 		}
 		clear(material)
 		if err != nil {
@@ -362,8 +362,8 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				Registry: reg,
 			},
 			Cutover: &cutover.Config{
-				Source:      cutover.Backend{Name: "a", KMIP: kmipA, ACL: string(cfg.ACLA)},
-				Target:      cutover.Backend{Name: "b", KMIP: kmipB, ACL: string(cfg.ACLB)},
+				Source:      cutover.Backend{Name: "a", KMIP: kmipA, ACL: cutoverACL(cfg.CosmianA)},
+				Target:      cutover.Backend{Name: "b", KMIP: kmipB, ACL: cutoverACL(cfg.CosmianB)},
 				JournalPath: s.JournalPath,
 				Probation:   cfg.Probation,
 				Shadow:      cfg.Shadow,
@@ -471,4 +471,13 @@ func (s *Stack) Close() error {
 		errs = append(errs, os.RemoveAll(s.tempDir))
 	}
 	return errors.Join(errs...)
+}
+
+// cutoverACL is the grants a generation's XKS calls need: 5.26 authorizes the caller's ARN, the
+// newer generation the reserved [aws-xks-service] identity.
+func cutoverACL(g kmsemu.Generation) string {
+	if g == kmsemu.Cosmian526 {
+		return cutover.ACLARN
+	}
+	return cutover.ACLService
 }
