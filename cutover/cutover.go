@@ -118,6 +118,10 @@ type Config struct {
 	Logger      *slog.Logger
 	Registry    prometheus.Registerer
 	Progress    io.Writer // a terminal gets a one-line progress bar
+	// MarkerID names the object recording the epoch on each backend (default
+	// DefaultMarkerID); MarkerTimeout bounds each read or write of it (default 5s).
+	MarkerID      string
+	MarkerTimeout time.Duration
 }
 
 // CheckAndSetDefaults validates c and fills defaults.
@@ -153,6 +157,9 @@ func (c *Config) CheckAndSetDefaults() error {
 		return errors.New("cutover: fleet mode is not wired yet")
 	}
 	if err := c.Select.checkAndSetDefaults(); err != nil {
+		return err
+	}
+	if err := c.markerDefaults(); err != nil {
 		return err
 	}
 	if c.Concurrency <= 0 {
@@ -316,6 +323,7 @@ type Controller struct {
 	m        *metrics
 	jf       journalFile
 	bar      *progressBar
+	markers  *markerWriter
 
 	// ctl serialises control operations (start, switch, rollback, finalize
 	// and the runner's own transitions); acquired with a context so a
@@ -376,6 +384,7 @@ func New(cfg Config) (*Controller, error) {
 	if err := c.loadJournal(); err != nil {
 		return nil, err
 	}
+	c.markers = newMarkerWriter(c)
 	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
 	c.flushDone = make(chan struct{})
 	go c.flusher()
@@ -393,9 +402,14 @@ func (c *Controller) loadJournal() error {
 		j = &journal{Version: journalVersion, Epoch: 1, State: StateServing,
 			Source: c.src.name, Target: c.tgt.name, StartedAt: now, UpdatedAt: now,
 			Keys: map[string]*KeyProgress{}}
+		if err := c.checkMarkers(j, false); err != nil {
+			return err
+		}
 		if err := c.jf.write(j); err != nil {
 			return err
 		}
+	} else if err := c.checkMarkers(j, true); err != nil {
+		return err
 	}
 	if j.State.inMigration() {
 		if j.Source != c.src.name || j.Target != c.tgt.name {
@@ -457,6 +471,7 @@ func (c *Controller) Close() error {
 	}
 	c.shadow.stop()
 	<-c.flushDone
+	c.markers.close()
 	return c.flush()
 }
 
@@ -503,6 +518,7 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	c.state.Store(to)
 	c.m.setState(to, epoch)
 	c.m.setKeys(c.j)
+	c.markers.note(c.j)
 	c.mu.Unlock()
 	c.writeMu.Unlock()
 	c.log.Info("cutover transition", "from", from, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)

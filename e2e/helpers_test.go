@@ -161,11 +161,11 @@ func redecryptAll(t *testing.T, loads ...*load) {
 	t.Logf("re-decrypted %d ciphertexts", total)
 }
 
-// migratable lists the key ids on srv except each backend's own health-check key.
+// migratable lists the key ids on srv except each backend's own health-check key and cutover marker.
 func migratable(srv *kmsemu.Server) []string {
 	var ids []string
 	for _, o := range srv.Objects() {
-		if o.UID != proxy.DefaultHealthTestKeyID {
+		if o.UID != proxy.DefaultHealthTestKeyID && o.UID != cutover.DefaultMarkerID {
 			ids = append(ids, o.UID)
 		}
 	}

@@ -290,7 +290,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// checked inside the emulators without exposing it.
 	ids := []string{}
 	for _, obj := range st.A.Objects() {
-		if obj.UID != proxy.DefaultHealthTestKeyID {
+		if obj.UID != proxy.DefaultHealthTestKeyID && obj.UID != cutover.DefaultMarkerID {
 			ids = append(ids, obj.UID)
 		}
 	}

@@ -1,0 +1,217 @@
+package cutover
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
+)
+
+// markerOn returns the marker the emulator holds, waiting for the background writer to reach
+// epoch (the writer never blocks a transition).
+func markerOn(t *testing.T, s *kmsemu.Server, name string, epoch uint64) *Marker {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var m *Marker
+		var err error
+		if o, ok := s.Object(DefaultMarkerID); ok {
+			m, err = parseMarker(name, o.Tags)
+			if err != nil {
+				t.Fatalf("marker on %s: %v", name, err)
+			}
+			if m.Epoch >= epoch {
+				if o.State == "Active" {
+					t.Errorf("marker on %s is usable (state %s)", name, o.State)
+				}
+				return m
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no marker at epoch %d on %s (have %+v)", epoch, name, m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// migrateTo runs a migration A → B up to state (switched or finalized) and closes the
+// controller; it returns the epoch reached.
+func migrateTo(t *testing.T, e *env, state State) uint64 {
+	t.Helper()
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	if state == StateFinalized {
+		must(t, c.Finalize(ctx, FinalizeOptions{}))
+	}
+	st := c.Status()
+	must(t, c.Close())
+	return st.Epoch
+}
+
+func TestMarkerJournalLost(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		state State
+		want  []string
+	}{
+		{"after finalize", StateFinalized, []string{"state finalized", "serving B", `source = "B"`, "restore the journal"}},
+		{"while switched", StateSwitched, []string{"state switched", "serving B with fallback A", "restore it from a backup"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, kmsemu.ACLARN)
+			seedMixed(t, e.A, 6)
+			epoch := migrateTo(t, e, tc.state)
+			for _, b := range []struct {
+				s    *kmsemu.Server
+				name string
+			}{{e.A, "A"}, {e.B, "B"}} {
+				m := markerOn(t, b.s, b.name, epoch)
+				if m.Epoch != epoch || m.State != tc.state || m.Primary != "B" || m.Source != "A" || m.Target != "B" {
+					t.Errorf("marker on %s: %+v", b.name, m)
+				}
+			}
+			must(t, os.Remove(e.journal))
+			_, err := New(e.config(nil))
+			if err == nil || !errors.Is(err, ErrMarkerAhead) {
+				t.Fatalf("New without the journal: %v", err)
+			}
+			for _, w := range append(tc.want, e.journal, "missing", "refusing to start", DefaultMarkerID) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+			if _, err := os.Stat(e.journal); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused start wrote a journal: %v", err)
+			}
+			if tc.state != StateFinalized {
+				return
+			}
+			// The way forward the message names: B as the source of the next migration.
+			c, err := New(e.config(func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
+			if err != nil {
+				t.Fatalf("New with source B: %v", err)
+			}
+			defer c.Close()
+			if ep, p, f := c.InitialRoute(); ep != epoch || p != "B" || f != "" {
+				t.Errorf("route epoch %d %q/%q, want epoch %d B alone", ep, p, f, epoch)
+			}
+		})
+	}
+}
+
+func TestMarkerFreshInstall(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, nil)
+	if ep, p, _ := c.InitialRoute(); ep != 1 || p != "A" {
+		t.Errorf("fresh start: epoch %d primary %q", ep, p)
+	}
+	must(t, c.Close())
+	for _, s := range []*kmsemu.Server{e.A, e.B} {
+		if _, ok := s.Object(DefaultMarkerID); ok {
+			t.Error("a start without a transition wrote a marker")
+		}
+	}
+	// A second start on the same journal still works.
+	c2, err := New(e.config(nil))
+	must(t, err)
+	must(t, c2.Close())
+}
+
+func TestMarkerOlderJournal(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	seedMixed(t, e.A, 4)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	old, err := os.ReadFile(e.journal)
+	must(t, err)
+	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	epoch := c.Status().Epoch
+	must(t, c.Close())
+	markerOn(t, e.A, "A", epoch)
+	markerOn(t, e.B, "B", epoch)
+	// An old backup put back: it would route to A with B as fallback.
+	must(t, os.WriteFile(e.journal, old, 0o600))
+	_, err = New(e.config(nil))
+	if err == nil || !errors.Is(err, ErrMarkerAhead) || !strings.Contains(err.Error(), "older than the backends") ||
+		!strings.Contains(err.Error(), "state finalized") {
+		t.Fatalf("New with an old journal: %v", err)
+	}
+}
+
+func TestMarkerUnreadable(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	e.B.SetFaults(kmsemu.Faults{Down: true})
+	_, err := New(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
+	if err == nil || !errors.Is(err, ErrMarkerUnreadable) || !strings.Contains(err.Error(), "backend B cannot be read") {
+		t.Fatalf("New with B down and no journal: %v", err)
+	}
+	e.B.SetFaults(kmsemu.Faults{})
+	// With a journal, a backend that is down only earns a warning.
+	c, err := New(e.config(nil))
+	must(t, err)
+	must(t, c.Close())
+	e.B.SetFaults(kmsemu.Faults{Down: true})
+	c, err = New(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
+	must(t, err)
+	e.B.SetFaults(kmsemu.Faults{})
+	must(t, c.Close())
+}
+
+// The marker is owned by the keys' owner like every key, so an "owned" selection would list
+// it: it must never be planned, copied or counted.
+func TestMarkerNeverMigrates(t *testing.T) {
+	e := newEnv(t, kmsemu.ACLARN)
+	ids := seedMixed(t, e.A, 4)
+	sel := func(cfg *Config) { cfg.Select = Selection{Mode: "owned"} }
+	c := e.controller(t, sel)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	epoch := c.Status().Epoch
+	must(t, c.Close())
+	markerOn(t, e.A, "A", epoch)
+	markerOn(t, e.B, "B", epoch)
+	c2, err := New(e.config(func(cfg *Config) { sel(cfg); cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
+	must(t, err)
+	defer c2.Close()
+	plan, err := c2.Plan(ctx)
+	must(t, err)
+	for _, k := range plan.Keys {
+		if k.KeyID == DefaultMarkerID {
+			t.Fatalf("the marker is in the plan: %+v", k)
+		}
+	}
+	if len(plan.Keys) != len(ids) {
+		t.Errorf("plan has %d keys, want %d", len(plan.Keys), len(ids))
+	}
+}
+
+func FuzzParseMarker(f *testing.F) {
+	m := &Marker{Epoch: 7, State: StateSwitched, Primary: "b", Fallback: "a", Source: "a", Target: "b", UpdatedAt: time.Unix(1e9, 0)}
+	f.Add(strings.Join(m.tags(), "\n"))
+	f.Add("xksproxy-cutover-marker\nxksproxy-epoch:0")
+	f.Add("xksproxy-cutover-marker\nxksproxy-epoch:18446744073709551616\nxksproxy-state:serving")
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseMarker("x", strings.Split(s, "\n"))
+		if err != nil {
+			return
+		}
+		if got.Epoch == 0 || !got.State.valid() || got.Primary == "" {
+			t.Fatalf("accepted %+v", got)
+		}
+		back, err := parseMarker("x", got.tags())
+		if err != nil || back.Epoch != got.Epoch || back.State != got.State || back.Primary != got.Primary {
+			t.Fatalf("round trip %+v → %+v, %v", got, back, err)
+		}
+	})
+}
+
