@@ -34,8 +34,9 @@ import (
 
 // liveRegistry assembles what `xksproxy serve` registers, on one registry: the proxy (self-signed
 // TLS, one prefix, two backends at unused loopback URLs, health and the metrics listener off),
-// the cutover controller wired by app.New (two Cosmian clients at unused URLs and a temporary
-// journal: New does no network) and the certificate metrics. Nothing listens or connects.
+// the cutover controller wired by app.New (two Cosmian clients at unused URLs and an existing
+// journal, so the check of the backends' cutover markers only warns that they are unreachable)
+// and the certificate metrics. Nothing listens.
 func liveRegistry(t *testing.T) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -65,10 +66,14 @@ func liveRegistry(t *testing.T) *prometheus.Registry {
 		}
 		return c
 	}
+	journal := filepath.Join(t.TempDir(), "cutover.json")
+	if err := os.WriteFile(journal, []byte(`{"version":1,"epoch":1,"state":"serving","source":"a","target":"b","keys":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	a, err := app.New(app.Config{Proxy: pc, Logger: slog.New(slog.DiscardHandler), Cutover: &cutover.Config{
 		Source:      cutover.Backend{Name: "a", KMIP: kmip("http://127.0.0.1:1")},
 		Target:      cutover.Backend{Name: "b", KMIP: kmip("http://127.0.0.1:2")},
-		JournalPath: filepath.Join(t.TempDir(), "cutover.json"),
+		JournalPath: journal,
 		Logger:      slog.New(slog.DiscardHandler),
 	}})
 	if err != nil {
