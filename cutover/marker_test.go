@@ -214,4 +214,3 @@ func FuzzParseMarker(f *testing.F) {
 		}
 	})
 }
-
