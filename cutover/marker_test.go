@@ -63,7 +63,7 @@ func TestMarkerJournalLost(t *testing.T) {
 		{"while switched", StateSwitched, []string{"state switched", "serving B with fallback A", "restore it from a backup"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, kmsemu.ACLARN)
+			e := newEnv(t, kmsemu.Cosmian526)
 			seedMixed(t, e.A, 6)
 			epoch := migrateTo(t, e, tc.state)
 			for _, b := range []struct {
@@ -105,7 +105,7 @@ func TestMarkerJournalLost(t *testing.T) {
 }
 
 func TestMarkerFreshInstall(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
 	c := e.controller(t, nil)
 	if ep, p, _ := c.InitialRoute(); ep != 1 || p != "A" {
@@ -124,7 +124,7 @@ func TestMarkerFreshInstall(t *testing.T) {
 }
 
 func TestMarkerOlderJournal(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 4)
 	c := e.controller(t, nil)
 	ctx := ctxT(t)
@@ -147,7 +147,7 @@ func TestMarkerOlderJournal(t *testing.T) {
 }
 
 func TestMarkerUnreadable(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	e.B.SetFaults(kmsemu.Faults{Down: true})
 	_, err := New(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
 	if err == nil || !errors.Is(err, ErrMarkerUnreadable) || !strings.Contains(err.Error(), "backend B cannot be read") {
@@ -168,7 +168,7 @@ func TestMarkerUnreadable(t *testing.T) {
 // The marker is owned by the keys' owner like every key, so an "owned" selection would list
 // it: it must never be planned, copied or counted.
 func TestMarkerNeverMigrates(t *testing.T) {
-	e := newEnv(t, kmsemu.ACLARN)
+	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 4)
 	sel := func(cfg *Config) { cfg.Select = Selection{Mode: "owned"} }
 	c := e.controller(t, sel)
