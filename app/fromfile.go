@@ -106,6 +106,13 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		}
 		pc.Backends = append(pc.Backends, bc)
 	}
+	for name, c := range kmip {
+		// The same owner clients tell the proxy a key's real usage and status (proxy/keyinfo.go).
+		if pc.KeyInfo.Readers == nil {
+			pc.KeyInfo.Readers = map[string]proxy.KeyAttributeReader{}
+		}
+		pc.KeyInfo.Readers[name] = c
+	}
 	out := Config{Proxy: pc, Logger: log, Certs: certSrc, CertMetrics: certMetrics}
 	if len(f.Backend) < 2 {
 		return out, nil

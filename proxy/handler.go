@@ -137,6 +137,9 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	defer p.putBuf(ex.rawBuf, true)
 	defer p.putBuf(ex.outBuf, true)
 	status, out, berr := p.forward(&ex, rt)
+	if berr != nil || op == xks.OpMetadata {
+		status, out, berr = p.keyTruth(&ex, status, out, berr) // off the hot path (keyinfo.go)
+	}
 	res.Status = status
 	res.ErrorName = xks.NameOf(berr)
 	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {

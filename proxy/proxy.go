@@ -58,6 +58,7 @@ type Config struct {
 	Version       string     // reported in xksProxyModel, e.g. "xksproxy 0.1.0"
 	FleetSize     func() int // optional; default 1
 	Hooks         Hooks
+	KeyInfo       KeyInfoConfig // true key usage and status (keyinfo.go)
 	Logger        *slog.Logger
 	Registry      *prometheus.Registry // default: a new one (nothing registered globally)
 	Now           func() time.Time
@@ -212,7 +213,8 @@ type Proxy struct {
 	slowBodies atomic.Int64
 	m          *metrics
 	health     *healthChecker
-	bufs       sync.Pool // *[]byte
+	keyInfo    *keyInfoCache // nil: no backend has a reader (keyinfo.go)
+	bufs       sync.Pool     // *[]byte
 	handler    http.Handler
 
 	adminMux  *http.ServeMux
@@ -280,6 +282,14 @@ func New(cfg Config) (*Proxy, error) {
 		p.backends[bc.Name] = b
 		p.order = append(p.order, b)
 	}
+	for name := range cfg.KeyInfo.Readers {
+		if p.backends[name] == nil {
+			return nil, configErr("key info: unknown backend %q", name)
+		}
+	}
+	if len(cfg.KeyInfo.Readers) > 0 {
+		p.keyInfo = newKeyInfoCache(cfg.KeyInfo, cfg.Now)
+	}
 	rt, err := p.table(cfg.Route)
 	if err != nil {
 		return nil, fmt.Errorf("%w: route: %w", ErrConfig, err)
@@ -333,6 +343,9 @@ func (c *Config) checkAndSetDefaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if err := c.KeyInfo.CheckAndSetDefaults(); err != nil {
+		return err
 	}
 	l := &c.Limits
 	setDef(&l.MaxBodyBytes, 64<<10)

@@ -3,6 +3,7 @@ package xks
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 )
 
@@ -93,6 +94,11 @@ func replyError(status int, body []byte) *Error {
 			_ = json.Unmarshal(w.ErrorMessage, &msg) // absent, null or not a string: no message
 			return &Error{Name: name, Message: Sanitize(msg), HTTPStatus: status}
 		}
+	}
+	if status == http.StatusUnauthorized {
+		// Cosmian 5.26's SigV4 layer answers some refusals in plain text (newer releases in
+		// JSON): the same backend authentication failure either way.
+		return &Error{Name: AuthenticationFailedException, Message: "key manager refused the request's signature", HTTPStatus: status}
 	}
 	return &Error{
 		Name:       InternalException,

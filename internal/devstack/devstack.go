@@ -355,6 +355,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 					{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS 5.26.0 (emulated)", Timeout: cfg.BackendTimeout},
 				},
 				Limits:   proxy.Limits{Budget: cfg.Budget, AllowSlowBudget: cfg.Budget > 250*time.Millisecond},
+				KeyInfo:  proxy.KeyInfoConfig{Readers: map[string]proxy.KeyAttributeReader{"a": kmipA, "b": kmipB}},
 				Route:    proxy.Route{Primary: "a"},
 				Admin:    proxy.AdminConfig{Listen: cfg.AdminListen, Token: s.AdminToken},
 				Version:  cfg.Version,
