@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xksproxy/xksproxy/app"
@@ -599,11 +600,13 @@ func shellSplit(t *testing.T, s string) []string {
 	return out
 }
 
-func TestKubernetesManifests(t *testing.T) {
+// manifests reads every document of the files matching glob, by "Kind/name".
+func manifests(t *testing.T, glob string) map[string]map[string]any {
+	t.Helper()
 	docs := map[string]map[string]any{}
-	files, _ := filepath.Glob("kubernetes/*.yaml")
-	if len(files) < 5 {
-		t.Fatalf("found %d manifests", len(files))
+	files, _ := filepath.Glob(glob)
+	if len(files) == 0 {
+		t.Fatalf("no manifest matches %s", glob)
 	}
 	for _, f := range files {
 		for _, d := range readYAML(t, f) {
@@ -613,65 +616,164 @@ func TestKubernetesManifests(t *testing.T) {
 					t.Errorf("%s: missing %s", f, k)
 				}
 			}
-			docs[str(t, m["kind"])] = m
+			docs[str(t, m["kind"])+"/"+str(t, get(t, m, "metadata", "name"))] = m
 		}
 	}
-	dep := docs["Deployment"]
-	if r, _ := strconv.Atoi(str(t, get(t, dep, "spec", "replicas"))); r < 2 {
-		t.Errorf("replicas = %d, want >= 2", r)
-	}
-	pod := get(t, dep, "spec", "template")
-	ann := get(t, pod, "metadata", "annotations").(map[string]any)
-	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "9464" {
-		t.Errorf("scrape annotations: %v", ann)
-	}
-	if get(t, pod, "spec", "affinity", "podAntiAffinity") == nil {
-		t.Error("no pod anti-affinity")
-	}
-	if get(t, pod, "spec", "securityContext", "runAsNonRoot") != "true" {
-		t.Error("runAsNonRoot not true")
-	}
-	c := list(t, get(t, pod, "spec", "containers"))[0]
-	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
-		if get(t, c, probe, "httpGet", "path") != "/ping" || get(t, c, probe, "httpGet", "scheme") != "HTTPS" {
-			t.Errorf("%s is not HTTPS /ping", probe)
-		}
-	}
-	if get(t, c, "securityContext", "readOnlyRootFilesystem") != "true" || get(t, c, "securityContext", "allowPrivilegeEscalation") != "false" {
-		t.Error("container securityContext not read-only / no privilege escalation")
-	}
-	if get(t, c, "resources", "requests") == nil {
-		t.Error("no resource requests")
-	}
-	var cm, sec bool
-	for _, v := range list(t, get(t, pod, "spec", "volumes")) {
-		vm := v.(map[string]any)
-		if x, ok := vm["configMap"].(map[string]any); ok && x["name"] == get(t, docs["ConfigMap"], "metadata", "name") {
-			cm = true
-		}
-		if x, ok := vm["secret"].(map[string]any); ok && x["secretName"] == get(t, docs["Secret"], "metadata", "name") {
-			sec = true
-		}
-	}
-	if !cm || !sec {
-		t.Errorf("deployment mounts the ConfigMap: %v, the Secret: %v", cm, sec)
-	}
-	if get(t, docs["PodDisruptionBudget"], "spec", "minAvailable") != "1" {
-		t.Error("PDB minAvailable != 1")
-	}
-	port := list(t, get(t, docs["Service"], "spec", "ports"))[0]
+	return docs
+}
+
+// TestKubernetesManifests checks both layouts: single/ (one replica, journal on a
+// PersistentVolume) and fleet/ (three replicas coordinated through the 3-member etcd in the same
+// directory), each with the shared Service and Secret of kubernetes/. No journal is ever on an
+// emptyDir, readiness is /ready and liveness /ping.
+func TestKubernetesManifests(t *testing.T) {
+	shared := manifests(t, "kubernetes/*.yaml")
+	port := list(t, get(t, shared["Service/xksproxy"], "spec", "ports"))[0]
 	if get(t, port, "port") != "443" || get(t, port, "targetPort") != "xks" {
 		t.Errorf("service port %v", port)
 	}
-	// The embedded proxy configuration is valid TOML.
-	var conf map[string]any
-	if _, err := toml.Decode(str(t, get(t, docs["ConfigMap"], "data", "xksproxy.toml")), &conf); err != nil {
-		t.Errorf("configmap xksproxy.toml: %v", err)
+	for _, tc := range []struct {
+		dir      string
+		replicas int
+		fleet    bool
+	}{
+		{"kubernetes/single", 1, false},
+		{"kubernetes/fleet", 3, true},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			docs := manifests(t, tc.dir+"/*.yaml")
+			sts := docs["StatefulSet/xksproxy"]
+			if sts == nil {
+				t.Fatalf("no StatefulSet xksproxy (have %v)", slices.Sorted(maps.Keys(docs)))
+			}
+			if docs["Deployment/xksproxy"] != nil {
+				t.Error("a Deployment: pods would get new names (new members) and the journal no volume of its own")
+			}
+			if r, _ := strconv.Atoi(str(t, get(t, sts, "spec", "replicas"))); r != tc.replicas {
+				t.Errorf("replicas = %d, want %d", r, tc.replicas)
+			}
+			if hs := shared["Service/"+str(t, get(t, sts, "spec", "serviceName"))]; hs == nil || get(t, hs, "spec", "clusterIP") != "None" {
+				t.Errorf("serviceName %v is not a headless Service of kubernetes/", get(t, sts, "spec", "serviceName"))
+			}
+			pod := get(t, sts, "spec", "template")
+			ann := get(t, pod, "metadata", "annotations").(map[string]any)
+			if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "9464" {
+				t.Errorf("scrape annotations: %v", ann)
+			}
+			if tc.replicas > 1 && get(t, pod, "spec", "affinity", "podAntiAffinity") == nil {
+				t.Error("no pod anti-affinity")
+			}
+			if get(t, pod, "spec", "securityContext", "runAsNonRoot") != "true" {
+				t.Error("runAsNonRoot not true")
+			}
+			c := list(t, get(t, pod, "spec", "containers"))[0]
+			for probe, path := range map[string]string{"readinessProbe": "/ready", "livenessProbe": "/ping"} {
+				if get(t, c, probe, "httpGet", "path") != path || get(t, c, probe, "httpGet", "scheme") != "HTTPS" {
+					t.Errorf("%s is not HTTPS %s", probe, path)
+				}
+			}
+			if get(t, c, "securityContext", "readOnlyRootFilesystem") != "true" || get(t, c, "securityContext", "allowPrivilegeEscalation") != "false" {
+				t.Error("container securityContext not read-only / no privilege escalation")
+			}
+			if get(t, c, "resources", "requests") == nil {
+				t.Error("no resource requests")
+			}
+			var cm, sec bool
+			volumes := map[string]map[string]any{}
+			for _, v := range list(t, get(t, pod, "spec", "volumes")) {
+				vm := v.(map[string]any)
+				volumes[str(t, vm["name"])] = vm
+				if _, ok := vm["emptyDir"]; ok {
+					t.Errorf("volume %v is an emptyDir", vm["name"])
+				}
+				if x, ok := vm["configMap"].(map[string]any); ok && x["name"] == get(t, docs["ConfigMap/xksproxy-config"], "metadata", "name") {
+					cm = true
+				}
+				if x, ok := vm["secret"].(map[string]any); ok && shared["Secret/"+str(t, x["secretName"])] != nil {
+					sec = true
+				}
+			}
+			if !cm || !sec {
+				t.Errorf("the StatefulSet mounts the ConfigMap: %v, the Secret: %v", cm, sec)
+			}
+			claims := map[string]bool{}
+			for _, vc := range list(t, get(t, sts, "spec", "volumeClaimTemplates")) {
+				claims[str(t, get(t, vc, "metadata", "name"))] = true
+			}
+			mounts := map[string]string{} // path → volume
+			for _, m := range list(t, get(t, c, "volumeMounts")) {
+				mounts[str(t, get(t, m, "mountPath"))] = str(t, get(t, m, "name"))
+			}
+			if v := mounts["/var/lib/xksproxy"]; !claims[v] || volumes[v] != nil {
+				t.Errorf("/var/lib/xksproxy is on volume %q, not on a PersistentVolume of volumeClaimTemplates %v", v, claims)
+			}
+			f := loadConfig(t, "xksproxy.toml", str(t, get(t, docs["ConfigMap/xksproxy-config"], "data", "xksproxy.toml")))
+			if f.TLS.Mode != "files" {
+				t.Errorf("tls mode %q: replicas need files (ACME needs shared storage)", f.TLS.Mode)
+			}
+			if len(f.Backend) != 2 || !strings.HasPrefix(f.Cutover.JournalPath, "/var/lib/xksproxy/") {
+				t.Errorf("backends %d, journal %q", len(f.Backend), f.Cutover.JournalPath)
+			}
+			if !tc.fleet {
+				if f.Fleet != nil {
+					t.Error("the single replica has a [fleet] section")
+				}
+				return
+			}
+			if f.Fleet == nil {
+				t.Fatal("no [fleet] section")
+			}
+			if f.Fleet.Member != "" {
+				t.Errorf("member %q: one ConfigMap for every replica must leave the member to the host name", f.Fleet.Member)
+			}
+			checkEtcd(t, docs, f.Fleet.EtcdEndpoints)
+			if get(t, docs["PodDisruptionBudget/xksproxy"], "spec", "minAvailable") != "2" {
+				t.Error("PDB minAvailable != 2 of 3")
+			}
+		})
+	}
+}
+
+// checkEtcd asserts that the etcd StatefulSet forms one 3-member cluster over TLS and that the
+// proxy's endpoints are exactly its members' client URLs.
+func checkEtcd(t *testing.T, docs map[string]map[string]any, endpoints []string) {
+	t.Helper()
+	sts := docs["StatefulSet/xksproxy-etcd"]
+	if sts == nil {
+		t.Fatal("no etcd StatefulSet")
+	}
+	n, _ := strconv.Atoi(str(t, get(t, sts, "spec", "replicas")))
+	svc := str(t, get(t, sts, "spec", "serviceName"))
+	if hs := docs["Service/"+svc]; hs == nil || get(t, hs, "spec", "clusterIP") != "None" || get(t, hs, "spec", "publishNotReadyAddresses") != "true" {
+		t.Errorf("etcd serviceName %s: want a headless Service publishing not-ready addresses", svc)
+	}
+	ns := str(t, get(t, sts, "metadata", "namespace"))
+	flags := map[string]string{}
+	for _, a := range list(t, get(t, list(t, get(t, sts, "spec", "template", "spec", "containers"))[0], "args")) {
+		k, v, _ := strings.Cut(str(t, a), "=")
+		flags[k] = v
+	}
+	var members, clients []string
+	for i := range n {
+		host := fmt.Sprintf("xksproxy-etcd-%d.%s.%s.svc", i, svc, ns)
+		members = append(members, fmt.Sprintf("xksproxy-etcd-%d=https://%s:2380", i, host))
+		clients = append(clients, "https://"+host+":2379")
+	}
+	if n != 3 || flags["--initial-cluster"] != strings.Join(members, ",") {
+		t.Errorf("%d members, --initial-cluster %q, want %q", n, flags["--initial-cluster"], strings.Join(members, ","))
+	}
+	for _, f := range []string{"--client-cert-auth", "--peer-client-cert-auth"} {
+		if _, ok := flags[f]; !ok {
+			t.Errorf("etcd without %s", f)
+		}
+	}
+	if !slices.Equal(endpoints, clients) {
+		t.Errorf("[fleet] etcd_endpoints %v, want the members %v", endpoints, clients)
 	}
 }
 
 // fileKeyRe finds the files a configuration reads at load time (secrets, the admin token).
-var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
+var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file|password_file|ca_file|cert_file|key_file)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
 
 // loadConfig runs config.Load on doc as if installed: /etc/xksproxy/ becomes a temporary
 // directory holding the secret files it names (mode 0600, valid test secrets).
@@ -737,14 +839,4 @@ func TestExamples(t *testing.T) {
 			}
 		})
 	}
-	t.Run("kubernetes configmap", func(t *testing.T) {
-		var cm map[string]any
-		for _, d := range readYAML(t, "kubernetes/configmap.yaml") {
-			cm = d.(map[string]any)
-		}
-		f := loadConfig(t, "xksproxy.toml", str(t, get(t, cm, "data", "xksproxy.toml")))
-		if f.TLS.Mode != "files" {
-			t.Errorf("tls mode %q: several replicas need files (ACME needs shared storage)", f.TLS.Mode)
-		}
-	})
 }

@@ -39,6 +39,10 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		p.servePing(w, r)
 		return
 	}
+	if path == "/ready" {
+		p.serveReady(w, r)
+		return
+	}
 	start := time.Now()
 	// ex lives on this stack frame; forward and attempt take its address.
 	ex := exchange{start: start}

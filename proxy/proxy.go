@@ -55,8 +55,9 @@ type Config struct {
 	Health        HealthConfig
 	MetricsListen string // default "127.0.0.1:9464"; "-" disables (a zero value means default)
 	Admin         AdminConfig
-	Version       string     // reported in xksProxyModel, e.g. "xksproxy 0.1.0"
-	FleetSize     func() int // optional; default 1
+	Version       string      // reported in xksProxyModel, e.g. "xksproxy 0.1.0"
+	FleetSize     func() int  // optional; default 1
+	Ready         func() bool // answers GET /ready (readiness probe); nil: ready once listening
 	Hooks         Hooks
 	KeyInfo       KeyInfoConfig // true key usage and status (keyinfo.go)
 	Logger        *slog.Logger
