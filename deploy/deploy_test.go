@@ -411,20 +411,34 @@ func TestSystemdUnit(t *testing.T) {
 	if patched == string(unit) {
 		t.Fatal("ExecStart=/usr/local/bin/xksproxy not found in the unit")
 	}
-	unitPath := filepath.Join(dir, "xksproxy.service")
-	if err := os.WriteFile(unitPath, []byte(patched), 0o644); err != nil {
+	// The fleet-mode drop-in adds settings to the same sections: verified merged into the unit.
+	dropIn, err := os.ReadFile("systemd/xksproxy-fleet.conf")
+	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(analyze, "verify", unitPath).CombinedOutput()
-	// verify also reports on unrelated units of the host; keep only ours.
-	var ours []string
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "xksproxy") {
-			ours = append(ours, l)
+	for _, want := range []string{"After=etcd.service", "Restart=always"} {
+		if !bytes.Contains(dropIn, []byte("\n"+want)) {
+			t.Errorf("fleet drop-in lacks %q", want)
 		}
 	}
-	if err != nil || len(ours) > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	for name, text := range map[string]string{"plain": patched, "fleet": patched + "\n" + string(dropIn)} {
+		t.Run(name, func(t *testing.T) {
+			unitPath := filepath.Join(t.TempDir(), "xksproxy.service")
+			if err := os.WriteFile(unitPath, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(analyze, "verify", unitPath).CombinedOutput()
+			// verify also reports on unrelated units of the host; keep only ours.
+			var ours []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.Contains(l, "xksproxy") {
+					ours = append(ours, l)
+				}
+			}
+			if err != nil || len(ours) > 0 {
+				t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+			}
+		})
 	}
 }
 
@@ -813,6 +827,7 @@ func TestExamples(t *testing.T) {
 	}{
 		{"examples/single-backend.toml", 1, "acme"},
 		{"examples/migration-a-to-b.toml", 2, "files"},
+		{"examples/fleet.toml", 2, "files"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -826,6 +841,9 @@ func TestExamples(t *testing.T) {
 			}
 			if !strings.HasSuffix(f.Server.Listen, ":443") {
 				t.Errorf("listen %v: AWS connects to 443 only", f.Server.Listen)
+			}
+			if fleet := strings.Contains(tc.file, "fleet"); fleet != (f.Fleet != nil) || fleet && len(f.Fleet.EtcdEndpoints) != 3 {
+				t.Errorf("[fleet] section %+v", f.Fleet)
 			}
 			if bytes.Contains(b, []byte("secret_access_key =")) {
 				t.Errorf("examples keep secrets in files")
