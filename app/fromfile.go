@@ -39,16 +39,12 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: tls: %w", name, err)
 	}
-	metricsListen := f.Server.MetricsListen
-	if metricsListen == "" { // config's "off"; the proxy reads "" as its default address
-		metricsListen = proxy.MetricsDisabled
-	}
 	lim := f.Server.Limits
 	pc := proxy.Config{
 		Listen:        f.Server.Listen,
 		PreferHTTP1:   f.Server.PreferHTTP1,
 		TLS:           serverTLS,
-		MetricsListen: metricsListen,
+		MetricsListen: f.Server.MetricsListen, // "off" is proxy.MetricsDisabled
 		Route:         proxy.Route{Primary: f.Route.Primary, Fallback: f.Route.Fallback},
 		Limits: proxy.Limits{
 			MaxBodyBytes:      lim.MaxBodyBytes,
@@ -128,21 +124,18 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		JournalPath: co.JournalPath,
 		Select:      cutover.Selection{Mode: co.Select, Tag: co.Tag, Keys: co.Keys},
 		Concurrency: co.Concurrency,
-		Shadow:      cutover.ShadowConfig{Duration: co.ShadowDuration.D()},
+
+		RevokeSourceGrantsOnFinalize: co.RevokeSourceGrantsOnFinalize,
+		Shadow:                       cutover.ShadowConfig{Duration: co.ShadowDuration.D(), SampleRate: co.ShadowSampleRate},
 		Probation: cutover.ProbationConfig{
-			Duration:    co.ProbationDuration.D(),
-			MaxP99:      co.ProbationMaxP99.D(),
-			MinRequests: co.ProbationMinRequests,
+			Duration:     co.ProbationDuration.D(),
+			MaxErrorRate: co.ProbationMaxErrorRate,
+			MaxP99:       co.ProbationMaxP99.D(),
+			MinRequests:  co.ProbationMinRequests,
 		},
 		Logger:   log,
 		Registry: pc.Registry,
 		Progress: progress,
-	}
-	if co.ShadowSampleRate != nil {
-		cc.Shadow.SampleRate = *co.ShadowSampleRate
-	}
-	if co.ProbationMaxErrorRate != nil {
-		cc.Probation.MaxErrorRate = *co.ProbationMaxErrorRate
 	}
 	out.Cutover = cc
 	if fl := f.Fleet; fl != nil {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/proxy"
 )
 
 // ErrNoCertificates is returned by a trusted_roots_file without a PEM certificate.
@@ -47,7 +49,7 @@ func certSource(ctx context.Context, f *config.File, m *certs.Metrics, log *slog
 		s.SetMetrics(m)
 		src = s
 	case config.TLSACME:
-		host, port, err := listenHostPort(f.Server.Listen)
+		host, port, err := listenHostPort(cmp.Or(f.Server.Listen, proxy.DefaultListen))
 		if err != nil {
 			return nil, nil, err
 		}

@@ -1,6 +1,5 @@
 // Package config reads the xksproxy TOML configuration file (`xksproxy serve --config FILE`):
-// parsing, validation and defaults only. It knows nothing of the proxy; cmd/xksproxy maps a
-// *File onto proxy.Config.
+// parsing and validation. app.FromFile maps a *File onto the components' configurations.
 //
 // Every error names the file and the field, e.g.
 //
@@ -12,83 +11,11 @@
 // world-readable) or from an environment variable (`secret_access_key_env`). The admin token
 // follows the same rule with `token`, `token_file`, `token_env`.
 //
-// Reference (defaults in brackets; see testdata/full.toml for a complete example):
-//
-//	[server]
-//	listen            main XKS listener ["127.0.0.1:8443"]
-//	metrics_listen    Prometheus /metrics listener ["127.0.0.1:9464"]; "off" disables
-//	version_label     reported in xksProxyModel [the binary's version]
-//	prefer_http1      offer http/1.1 before h2 in ALPN [false]; h2 costs ~47 µs more CPU per request
-//
-//	[server.limits]
-//	max_body_bytes      request body bound [65536]
-//	max_header_bytes    [16384]
-//	max_header_count    [64]
-//	read_header_timeout ["5s"]   read_timeout ["10s"]   write_timeout ["10s"]
-//	idle_timeout        ["120s"] (AWS reuses connections)
-//	budget              total time per request, fallback included ["240ms"]; ≤ 250ms
-//	max_in_flight       beyond it 429 ThrottlingException [1024]
-//	max_payload_bytes   largest plaintext/ciphertext [6144]; ≥ 4300 (spec minimum)
-//	max_aad_bytes       largest AAD [8192]; ≥ 8192 (spec minimum)
-//
-//	[tls]
-//	mode       "files" | "self-signed" | "acme" ["files"]
-//	cert_file, key_file   PEM files (mode "files", both required; re-read on change and SIGHUP)
-//	poll_interval         how often mode "files" checks the files for a change ["30s"]; ≥ 1s
-//	hosts      DNS names / IPs for the self-signed certificate [["localhost"]]
-//	domains    DNS names of the ACME certificate (mode "acme", required; no IPs, no wildcards)
-//	ca         ACME directory URL [Let's Encrypt production]
-//	email      ACME account contact [""]
-//	storage_dir           ACME account, keys and certificates (0700) ["/var/lib/xksproxy/acme"]
-//	challenge             "tls-alpn-01" (answered on server.listen) | "dns-01" ["tls-alpn-01"]
-//	preferred_chain_root  root CN of the chain to prefer ["ISRG Root X1" with Let's Encrypt]
-//	trusted_roots_file    PEM roots trusted for the ACME directory (private/test CA) [system]
-//
-//	[[prefix]]             one per logical key store (≥ 1)
-//	path       URI prefix before /kms/xks/v1, "" or "/..." (e.g. "/aws")
-//	region     SigV4 region AWS KMS signs with (required)
-//	service    SigV4 service ["kms-xks-proxy"]
-//	[[prefix.credential]]  1..16 sets, distinct access key ids
-//	access_key_id, secret_access_key | secret_access_key_file | secret_access_key_env
-//	created    when the set was issued, RFC 3339 ("2026-01-15T00:00:00Z", "2026-01-15" or a
-//	           TOML date), for xks_sigv4_credential_age_days [the secret file's mtime; without
-//	           a file the set has no age series and a warning says so]
-//
-//	[[backend]]            1..10 Cosmian KMS servers
-//	name            [a-z0-9-]{1,32}, unique (e.g. "a", "b")
-//	xks_url         base before /kms/xks/v1, e.g. "https://kms-a:9998/aws"
-//	region          SigV4 region of the backend (required)
-//	service         ["kms-xks-proxy"]
-//	access_key_id, secret_access_key | _file | _env   the backend's aws_xks_sigv4_* credential
-//	ckms_config     ckms client TOML of this backend (TLS for the XKS path, KMIP for migrations)
-//	timeout         per attempt ["200ms"]; < budget
-//	max_idle_conns  keep-alive pool [64]
-//	model           ekmFleetDetails.model ["Cosmian KMS"]
-//
-//	[route]
-//	primary         backend name [the first backend]
-//	fallback        backend name or "" [""]
-//
-//	[health]
-//	interval ["15s"] (≤ 55s)   test_key_id ["xksproxy-health-check"]
-//	principal_arn ["xksproxy-health"]   degraded_latency ["150ms"]   disabled [false]
-//
-//	[admin]
-//	listen          "" disables [""]; must be loopback unless allow_remote
-//	allow_remote    [false]
-//	token | token_file | token_env   required when listen is set; ≥ 32 characters
-//
-//	[cutover]
-//	journal_path ["/var/lib/xksproxy/cutover.json"]  source ["a"]  target ["b"]
-//	select "tag" | "owned" | "list" ["tag"]   tag ["aws-xks"]   keys (for select = "list")
-//	concurrency [8]   target_acl "arn" | "service" | "both" ["both"]
-//	shadow_duration ["0s"]   shadow_sample_rate 0..1 [0.01]
-//	probation_duration ["10m"]   probation_max_error_rate 0..1 [0.01]
-//	probation_max_p99 ["100ms"]   probation_min_requests [100]
-//	revoke_source_grants_on_finalize [false]
-//
-//	[log]
-//	level "debug" | "info" | "warn" | "error" ["info"]   format "json" | "text" ["json"]
+// The keys and their defaults are listed once, in README.md's configuration reference
+// (testdata/full.toml is a complete example). The defaults themselves are the components':
+// a key left out stays zero (nil for the keys where a written zero means something) and the
+// component's Config fills it; the rules a component owns are the component's validators,
+// called here so that the message still names the file and the field.
 package config
 
 import (
@@ -103,6 +30,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/xksproxy/xksproxy/xks"
 )
 
 // ErrInvalid matches every parse or validation error (errors.Is).
@@ -167,10 +95,8 @@ type File struct {
 
 // Defaults.
 const (
-	DefaultListen        = "127.0.0.1:8443"
-	DefaultMetricsListen = "127.0.0.1:9464"
-	DefaultJournalPath   = "/var/lib/xksproxy/cutover.json"
-	maxFileSize          = 1 << 20
+	DefaultJournalPath = "/var/lib/xksproxy/cutover.json"
+	maxFileSize        = 1 << 20
 )
 
 // Load reads and parses the file at path. Warnings are non-fatal findings (e.g. a
@@ -260,22 +186,27 @@ func (c *checker) warn(field, format string, args ...any) {
 	c.warnings = append(c.warnings, fmt.Sprintf("%s: %s: %s", c.name, field, fmt.Sprintf(format, args...)))
 }
 
-func defDur(d *Duration, v time.Duration) {
-	if *d == 0 {
-		*d = Duration(v)
-	}
-}
-
-func defInt[T int | int64](p *T, v T) {
-	if *p == 0 {
-		*p = v
-	}
-}
-
 func defStr(p *string, v string) {
 	if *p == "" {
 		*p = v
 	}
+}
+
+// rule reports a component's verdict on one key (nil: the key is fine).
+func (c *checker) rule(field string, err error) {
+	if err != nil {
+		c.fail(field, "%v", err)
+	}
+}
+
+// xksRule is rule for the xks package's validators, whose errors carry the XKS error name: the
+// operator gets the message only.
+func (c *checker) xksRule(field string, err error) {
+	var xe *xks.Error
+	if errors.As(err, &xe) {
+		err = errors.New(xe.Message)
+	}
+	c.rule(field, err)
 }
 
 func (c *checker) positiveDur(field string, d Duration) {

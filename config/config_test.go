@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xksproxy/xksproxy/certs"
 )
 
 const (
@@ -60,8 +62,9 @@ func TestLoadFull(t *testing.T) {
 	if f.Backend[1].SigV4().Secret != "YmFja2VuZC1iLXNlY3JldC1iYWNrZW5kLWItc2VjcmV0LWI=" {
 		t.Errorf("file secret not resolved/trimmed")
 	}
-	if f.Backend[1].Service != "kms-xks-proxy" || f.Backend[1].MaxIdleConns != 64 || f.Backend[1].Model != "Cosmian KMS" {
-		t.Errorf("backend defaults %+v", f.Backend[1])
+	// Keys left out stay unset: the proxy's BackendConfig defaults apply (see app's tests).
+	if f.Backend[1].Service != "" || f.Backend[1].MaxIdleConns != 0 || f.Backend[1].Model != "" {
+		t.Errorf("backend keys not written were filled: %+v", f.Backend[1])
 	}
 	if f.Backend[0].CKMSConfig != filepath.Join(filepath.Dir(path), "ckms-a.toml") {
 		t.Errorf("ckms_config not resolved relative to the file: %q", f.Backend[0].CKMSConfig)
@@ -112,7 +115,7 @@ func TestLoadACME(t *testing.T) {
 	if tl.Mode != TLSACME || len(tl.Domains) != 2 || tl.Domains[1] != "xks.vpce.example.com" {
 		t.Errorf("domains not normalised: %q", tl.Domains)
 	}
-	if tl.CA != "https://acme.internal:14000/dir" || tl.Email != "security@example.com" || tl.Challenge != ChallengeTLSALPN01 ||
+	if tl.CA != "https://acme.internal:14000/dir" || tl.Email != "security@example.com" || tl.Challenge != certs.ChallengeTLSALPN01 ||
 		tl.PreferredChainRoot != "ISRG Root X1" {
 		t.Errorf("tls %+v", tl)
 	}
@@ -130,7 +133,8 @@ func TestTLSDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.TLS.CA != DefaultACMECA || f.TLS.StorageDir != DefaultACMEStorageDir || f.TLS.Challenge != ChallengeTLSALPN01 ||
+	// The directory and challenge are left to the certs package's defaults.
+	if f.TLS.CA != "" || f.TLS.StorageDir != DefaultACMEStorageDir || f.TLS.Challenge != "" ||
 		f.TLS.PreferredChainRoot != "" || f.TLS.TrustedRootsFile != "" {
 		t.Errorf("acme defaults %+v", f.TLS)
 	}
@@ -139,7 +143,7 @@ func TestTLSDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.TLS.PollInterval.D() != DefaultPollInterval || f.TLS.CertFile != "/etc/xksproxy/c.pem" {
+	if f.TLS.PollInterval.D() != 0 || f.TLS.CertFile != "/etc/xksproxy/c.pem" {
 		t.Errorf("files defaults %+v", f.TLS)
 	}
 }
@@ -206,23 +210,52 @@ secret_access_key = "` + testSecret + `"
 ` + extra
 }
 
-func TestDefaults(t *testing.T) {
+// TestUnsetStaysUnset: config fills only the defaults that belong to the file (route primary,
+// self-signed hosts, log, cutover backend names and journal); every other key left out reaches
+// the components as zero, and they apply their own defaults.
+func TestUnsetStaysUnset(t *testing.T) {
 	f, _, err := Parse("x.toml", []byte(minimal("")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Server.Listen != DefaultListen || f.Server.MetricsListen != DefaultMetricsListen {
-		t.Errorf("listen defaults %+v", f.Server)
+	if f.Server.Listen != "" || f.Server.MetricsListen != "" || f.Server.Limits != (Limits{}) {
+		t.Errorf("server keys filled: %+v", f.Server)
 	}
-	if f.Route.Primary != "a" || f.Health.Interval.D() != 15*time.Second || f.Backend[0].Timeout.D() != 200*time.Millisecond {
-		t.Errorf("defaults: route %+v health %+v", f.Route, f.Health)
+	if f.Health != (Health{}) || f.Backend[0].Timeout != 0 || f.Backend[0].Service != "" {
+		t.Errorf("health or backend keys filled: %+v %+v", f.Health, f.Backend[0])
 	}
-	if f.TLS.Hosts[0] != "localhost" || f.Log.Format != "json" || f.Server.Limits.MaxInFlight != 1024 {
-		t.Errorf("defaults: %+v %+v", f.TLS, f.Log)
+	co := f.Cutover
+	if co.ShadowSampleRate != nil || co.ProbationMaxErrorRate != nil || co.ProbationMinRequests != nil ||
+		co.ProbationDuration != 0 || co.ProbationMaxP99 != 0 || co.Concurrency != 0 || co.Select != "" || co.TargetACL != "" {
+		t.Errorf("cutover keys filled: %+v", co)
+	}
+	if f.Route.Primary != "a" || f.TLS.Hosts[0] != "localhost" || f.Log.Format != "json" || f.Log.Level != "info" ||
+		co.Source != "a" || co.Target != "b" || co.JournalPath != DefaultJournalPath {
+		t.Errorf("file defaults: route %+v tls %+v log %+v cutover %+v", f.Route, f.TLS, f.Log, co)
 	}
 	f, _, err = Parse("x.toml", []byte(minimal("")+"[server]\nmetrics_listen = \"off\"\n"))
-	if err != nil || f.Server.MetricsListen != "" {
+	if err != nil || f.Server.MetricsListen != "off" {
 		t.Errorf("metrics off: %v %q", err, f.Server.MetricsListen)
+	}
+}
+
+// TestZerosKept: a zero the operator wrote reaches the component as written.
+func TestZerosKept(t *testing.T) {
+	two := "[[backend]]\nname = \"b\"\nxks_url = \"https://kms-b:9998/aws\"\nregion = \"us-east-1\"\naccess_key_id = \"AKIACOSMIANBACKENDB2\"\nsecret_access_key = \"" + testSecret + "\"\n"
+	f, _, err := Parse("x.toml", []byte(minimal(two+"[cutover]\nprobation_max_error_rate = 0.0\nprobation_min_requests = 0\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := f.Cutover.ProbationMaxErrorRate; p == nil || *p != 0 {
+		t.Errorf("probation_max_error_rate = 0.0 read as %v", p)
+	}
+	if p := f.Cutover.ProbationMinRequests; p == nil || *p != 0 {
+		t.Errorf("probation_min_requests = 0 read as %v", p)
+	}
+	// A sample rate of 0 would mirror nothing: refused, with the way to say "no shadowing".
+	_, _, err = Parse("x.toml", []byte(minimal(two+"[cutover]\nshadow_sample_rate = 0.0\n")))
+	if err == nil || !strings.Contains(err.Error(), "x.toml: cutover.shadow_sample_rate: must be above 0") {
+		t.Errorf("shadow_sample_rate = 0.0: %v", err)
 	}
 }
 

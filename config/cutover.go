@@ -2,8 +2,9 @@ package config
 
 import (
 	"fmt"
-	"math"
-	"time"
+
+	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/xks"
 )
 
 // Cutover is [cutover].
@@ -21,11 +22,14 @@ type Cutover struct {
 	ProbationDuration            Duration `toml:"probation_duration"`
 	ProbationMaxErrorRate        *float64 `toml:"probation_max_error_rate"`
 	ProbationMaxP99              Duration `toml:"probation_max_p99"`
-	ProbationMinRequests         int      `toml:"probation_min_requests"`
+	ProbationMinRequests         *int     `toml:"probation_min_requests"`
 	RevokeSourceGrantsOnFinalize bool     `toml:"revoke_source_grants_on_finalize"`
 }
 
-// cutover checks [cutover] against the backend names.
+// cutover checks [cutover] against the backend names. The backend names and the journal path
+// get their defaults here (they belong to the file); every other key left out stays zero (nil
+// for the rates and the minimum) and takes the controller's default, and its rule is the
+// controller's (cutover.Check*), so a value the operator wrote reaches the controller as written.
 func (c *checker) cutover(f *File, names map[string]int) {
 	co := &f.Cutover
 	defStr(&co.JournalPath, DefaultJournalPath)
@@ -41,55 +45,35 @@ func (c *checker) cutover(f *File, names map[string]int) {
 	if co.Source == co.Target {
 		c.fail("cutover.target", "must differ from cutover.source")
 	}
-	defStr(&co.Select, "tag")
-	switch co.Select {
-	case "tag", "owned":
-	case "list":
-		if len(co.Keys) == 0 {
-			c.fail("cutover.keys", "required when cutover.select = \"list\"")
-		}
-	default:
-		c.fail("cutover.select", "must be \"tag\", \"owned\" or \"list\"")
+	if co.Select != "" {
+		c.rule("cutover.select", cutover.CheckSelectMode(co.Select))
+	}
+	if co.Select == cutover.SelectList && len(co.Keys) == 0 {
+		c.fail("cutover.keys", "required when cutover.select = \"list\"")
 	}
 	for i, k := range co.Keys {
-		if !validKeyID(k) {
-			c.fail(fmt.Sprintf("cutover.keys[%d]", i), "must be 1 to 128 characters of A-Z a-z 0-9 . - _")
-		}
+		c.xksRule(fmt.Sprintf("cutover.keys[%d]", i), xks.ValidKeyID(k))
 	}
-	defStr(&co.Tag, "aws-xks")
-	defInt(&co.Concurrency, 8)
-	if co.Concurrency < 1 || co.Concurrency > 256 {
-		c.fail("cutover.concurrency", "must be between 1 and 256")
+	if co.Concurrency != 0 {
+		c.rule("cutover.concurrency", cutover.CheckConcurrency(co.Concurrency))
 	}
-	defStr(&co.TargetACL, "both")
-	switch co.TargetACL {
-	case "arn", "service", "both":
-	default:
-		c.fail("cutover.target_acl", "must be \"arn\", \"service\" or \"both\"")
+	if co.TargetACL != "" {
+		c.rule("cutover.target_acl", cutover.CheckACL(co.TargetACL))
 	}
 	c.positiveDur("cutover.shadow_duration", co.ShadowDuration)
-	co.ShadowSampleRate = c.rate("cutover.shadow_sample_rate", co.ShadowSampleRate, 0.01)
-	defDur(&co.ProbationDuration, 10*time.Minute)
+	if co.ShadowSampleRate != nil {
+		c.rule("cutover.shadow_sample_rate", cutover.CheckSampleRate(*co.ShadowSampleRate))
+	}
 	c.positiveDur("cutover.probation_duration", co.ProbationDuration)
-	co.ProbationMaxErrorRate = c.rate("cutover.probation_max_error_rate", co.ProbationMaxErrorRate, 0.01)
-	defDur(&co.ProbationMaxP99, 100*time.Millisecond)
+	if co.ProbationMaxErrorRate != nil {
+		c.rule("cutover.probation_max_error_rate", cutover.CheckErrorRate(*co.ProbationMaxErrorRate))
+	}
 	c.positiveDur("cutover.probation_max_p99", co.ProbationMaxP99)
-	defInt(&co.ProbationMinRequests, 100)
-	if co.ProbationMinRequests < 0 {
-		c.fail("cutover.probation_min_requests", "must not be negative")
+	if co.ProbationMinRequests != nil {
+		c.rule("cutover.probation_min_requests", cutover.CheckMinRequests(*co.ProbationMinRequests))
 	}
 }
 
 // sectionUsed: the cutover backends are checked when [cutover] is written or there are two or
 // more backends (a single-backend file without [cutover] is valid).
 func (c *checker) sectionUsed(f *File) bool { return c.cutoverSet || len(f.Backend) >= 2 }
-
-func (c *checker) rate(field string, p *float64, def float64) *float64 {
-	if p == nil {
-		return &def
-	}
-	if math.IsNaN(*p) || *p < 0 || *p > 1 {
-		c.fail(field, "must be between 0 and 1")
-	}
-	return p
-}

@@ -6,6 +6,9 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/xksproxy/xksproxy/fleet"
+	"github.com/xksproxy/xksproxy/proxy"
 )
 
 // Fleet is [fleet]: several replicas coordinated through etcd. Absent (nil): one process with
@@ -45,12 +48,12 @@ func (c *checker) fleet(f *File) {
 			c.fail(field, "must be an http:// or https:// URL with a port, e.g. https://etcd-0:2379")
 			continue
 		}
-		if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		if u.Scheme == "http" && !proxy.IsLoopback(u.Hostname()) {
 			c.warn(field, "plain http to a remote etcd: the migration state and the etcd password cross the network in the clear")
 		}
 	}
-	if fl.Member != "" && !validKeyID(fl.Member) {
-		c.fail("fleet.member", "must be 1 to 128 characters of A-Z a-z 0-9 . - _")
+	if fl.Member != "" {
+		c.rule("fleet.member", fleet.ValidMemberName(fl.Member))
 	}
 	if p := fl.KeyPrefix; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 256) {
 		c.fail("fleet.key_prefix", "must start with / (one key space per key store, e.g. \"/xksproxy/prod/\")")

@@ -1,13 +1,13 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/xksproxy/xksproxy/sigv4"
+	"github.com/xksproxy/xksproxy/xks"
 )
 
 // Timestamp is a point in time written as RFC 3339 ("2026-01-15T00:00:00Z"), a date
@@ -68,15 +68,12 @@ func (c *checker) prefixes(prefixes []Prefix) {
 	for i := range prefixes {
 		p := &prefixes[i]
 		fp := fmt.Sprintf("prefix[%d]", i)
-		if err := validPrefix(p.Path); err != nil {
-			c.fail(fp+".path", "%v", err)
-		}
+		c.xksRule(fp+".path", xks.ValidPrefix(p.Path))
 		if j, dup := seenPrefix[p.Path]; dup {
 			c.fail(fp+".path", "same path as prefix[%d]", j)
 		}
 		seenPrefix[p.Path] = i
 		c.scopePart(fp+".region", p.Region, true)
-		defStr(&p.Service, sigv4.DefaultService)
 		c.scopePart(fp+".service", p.Service, false)
 		if len(p.Credential) == 0 || len(p.Credential) > sigv4.MaxCredentials {
 			c.fail(fp+".credential", "need 1 to %d [[prefix.credential]] sets", sigv4.MaxCredentials)
@@ -115,43 +112,13 @@ func (c *checker) created(field string, cr *Credential) {
 	c.warn(field+".created", "not set and the secret is not from a file: xks_sigv4_credential_age_days has no series for %s", cr.AccessKeyID)
 }
 
-// validPrefix mirrors xks.ValidPrefix (config must not depend on the protocol package for it).
-func validPrefix(p string) error {
-	if p == "" {
-		return nil
-	}
-	if p[0] != '/' || len(p) == 1 {
-		return errors.New("must be empty or \"/\" followed by at least one character")
-	}
-	if len(p)+len("/kms/xks/v1") > 128 {
-		return errors.New("prefix + /kms/xks/v1 longer than 128 characters")
-	}
-	for i := 1; i < len(p); i++ {
-		b := p[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '/' || b == '-' || b == '_') {
-			return errors.New("may only contain a-z A-Z 0-9 / - _")
-		}
-	}
-	return nil
-}
-
+// scopePart checks a SigV4 region or service with sigv4's rule.
 func (c *checker) scopePart(field, s string, required bool) {
-	if s == "" {
-		if required {
-			c.fail(field, "required")
-		}
-		return
-	}
-	if len(s) > 64 {
-		c.fail(field, "longer than 64 characters")
-		return
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '-' || b == '_' || b == '.') {
-			c.fail(field, "may only contain a-z 0-9 - _ .")
-			return
-		}
+	switch {
+	case s == "" && required:
+		c.fail(field, "required")
+	case s != "" && !sigv4.ValidScopePart(s):
+		c.fail(field, "must be 1 to 64 characters of a-z 0-9 - _ .")
 	}
 }
 

@@ -1,6 +1,11 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/xksproxy/xksproxy/proxy"
+	"github.com/xksproxy/xksproxy/xks"
+)
 
 // Route is [route].
 type Route struct {
@@ -43,49 +48,29 @@ func (c *checker) route(f *File, names map[string]int) {
 	}
 }
 
-// health checks [health].
+// health checks [health]; keys left out take the proxy's defaults (proxy.HealthConfig).
 func (c *checker) health(h *Health) {
-	defDur(&h.Interval, 15*time.Second)
-	if h.Interval <= 0 || h.Interval.D() > 55*time.Second {
+	if h.Interval < 0 || h.Interval.D() > 55*time.Second {
 		c.fail("health.interval", "must be positive and at most 55s (the cached result must stay under a minute old)")
 	}
-	defStr(&h.TestKeyID, "xksproxy-health-check")
-	if !validKeyID(h.TestKeyID) {
-		c.fail("health.test_key_id", "must be 1 to 128 characters of A-Z a-z 0-9 . - _")
+	if h.TestKeyID != "" {
+		c.xksRule("health.test_key_id", xks.ValidKeyID(h.TestKeyID))
 	}
-	defStr(&h.PrincipalARN, "xksproxy-health")
 	if len(h.PrincipalARN) > 2048 {
 		c.fail("health.principal_arn", "longer than 2048 characters")
 	}
-	defDur(&h.DegradedLatency, 150*time.Millisecond)
-	if h.DegradedLatency <= 0 {
-		c.fail("health.degraded_latency", "must be positive")
-	}
+	c.positiveDur("health.degraded_latency", h.DegradedLatency)
 }
 
 // admin checks [admin] and resolves its token.
 func (c *checker) admin(a *Admin) {
 	a.Token = c.secret("admin", "token", a.Token, a.TokenFile, a.TokenEnv, a.Listen != "")
 	if a.Listen != "" {
-		if host, ok := c.hostPort("admin.listen", a.Listen); ok && !a.AllowRemote && !isLoopback(host) {
+		if host, ok := c.hostPort("admin.listen", a.Listen); ok && !a.AllowRemote && !proxy.IsLoopback(host) {
 			c.fail("admin.listen", "must be a loopback address (127.0.0.1, ::1, localhost) unless admin.allow_remote = true")
 		}
 		if len(a.Token) < 32 {
 			c.fail("admin.token", "must be at least 32 characters")
 		}
 	}
-
-}
-
-func validKeyID(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '-' || b == '_') {
-			return false
-		}
-	}
-	return true
 }

@@ -3,6 +3,9 @@ package config
 import (
 	"net"
 	"time"
+
+	"github.com/xksproxy/xksproxy/proxy"
+	"github.com/xksproxy/xksproxy/xks"
 )
 
 // Server is [server].
@@ -29,56 +32,41 @@ type Limits struct {
 	MaxAADBytes       int      `toml:"max_aad_bytes"`
 }
 
-// server checks [server] and [server.limits].
+// server checks [server] and [server.limits]. A key left out stays zero and takes the proxy's
+// default (proxy.Config); the ranges below are the file's bounds on what an operator may write.
 func (c *checker) server(s *Server) {
-	defStr(&s.Listen, DefaultListen)
-	c.hostPort("server.listen", s.Listen)
-	switch s.MetricsListen {
-	case "":
-		s.MetricsListen = DefaultMetricsListen
-	case "off":
-		s.MetricsListen = ""
+	if s.Listen != "" {
+		c.hostPort("server.listen", s.Listen)
 	}
-	if s.MetricsListen != "" {
+	if s.MetricsListen != "" && s.MetricsListen != proxy.MetricsDisabled {
 		c.hostPort("server.metrics_listen", s.MetricsListen)
 	}
 	l := &s.Limits
-	defInt(&l.MaxBodyBytes, 64<<10)
-	defInt(&l.MaxHeaderBytes, 16<<10)
-	defInt(&l.MaxHeaderCount, 64)
-	defDur(&l.ReadHeaderTimeout, 5*time.Second)
-	defDur(&l.ReadTimeout, 10*time.Second)
-	defDur(&l.WriteTimeout, 10*time.Second)
-	defDur(&l.IdleTimeout, 120*time.Second)
-	defDur(&l.Budget, 240*time.Millisecond)
-	defInt(&l.MaxInFlight, 1024)
-	defInt(&l.MaxPayloadBytes, 6144)
-	defInt(&l.MaxAADBytes, 8192)
 	const lp = "server.limits."
-	if l.MaxBodyBytes < 32<<10 || l.MaxBodyBytes > 16<<20 {
+	if l.MaxBodyBytes != 0 && (l.MaxBodyBytes < 32<<10 || l.MaxBodyBytes > 16<<20) {
 		c.fail(lp+"max_body_bytes", "must be between 32768 and 16777216")
 	}
-	if l.MaxHeaderBytes < 4096 || l.MaxHeaderBytes > 1<<20 {
+	if l.MaxHeaderBytes != 0 && (l.MaxHeaderBytes < 4096 || l.MaxHeaderBytes > 1<<20) {
 		c.fail(lp+"max_header_bytes", "must be between 4096 and 1048576")
 	}
-	if l.MaxHeaderCount < 8 || l.MaxHeaderCount > 1000 {
+	if l.MaxHeaderCount != 0 && (l.MaxHeaderCount < 8 || l.MaxHeaderCount > 1000) {
 		c.fail(lp+"max_header_count", "must be between 8 and 1000")
 	}
 	c.positiveDur(lp+"read_header_timeout", l.ReadHeaderTimeout)
 	c.positiveDur(lp+"read_timeout", l.ReadTimeout)
 	c.positiveDur(lp+"write_timeout", l.WriteTimeout)
 	c.positiveDur(lp+"idle_timeout", l.IdleTimeout)
-	if l.Budget <= 0 || l.Budget.D() > 250*time.Millisecond {
+	if l.Budget < 0 || l.Budget.D() > 250*time.Millisecond {
 		c.fail(lp+"budget", "must be positive and at most 250ms (AWS KMS's timeout)")
 	}
-	if l.MaxInFlight < 1 {
+	if l.MaxInFlight < 0 {
 		c.fail(lp+"max_in_flight", "must be at least 1")
 	}
-	if l.MaxPayloadBytes < 4300 || l.MaxPayloadBytes > 1<<20 {
-		c.fail(lp+"max_payload_bytes", "must be between 4300 (spec minimum) and 1048576")
+	if l.MaxPayloadBytes != 0 && (l.MaxPayloadBytes < xks.SpecMinPayload || l.MaxPayloadBytes > 1<<20) {
+		c.fail(lp+"max_payload_bytes", "must be between %d (spec minimum) and 1048576", xks.SpecMinPayload)
 	}
-	if l.MaxAADBytes < 8192 || l.MaxAADBytes > 1<<20 {
-		c.fail(lp+"max_aad_bytes", "must be between 8192 (spec minimum) and 1048576")
+	if l.MaxAADBytes != 0 && (l.MaxAADBytes < xks.SpecMinAAD || l.MaxAADBytes > 1<<20) {
+		c.fail(lp+"max_aad_bytes", "must be between %d (spec minimum) and 1048576", xks.SpecMinAAD)
 	}
 }
 
@@ -95,12 +83,4 @@ func (c *checker) hostPort(field, s string) (string, bool) {
 		}
 	}
 	return host, true
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

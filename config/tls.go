@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/xksproxy/xksproxy/certs"
 )
 
 // TLS is [tls].
@@ -35,14 +37,11 @@ const (
 	TLSACME       = "acme"
 )
 
-// ACME defaults and challenges.
-const (
-	DefaultACMECA         = "https://acme-v02.api.letsencrypt.org/directory" // Let's Encrypt production
-	DefaultACMEStorageDir = "/var/lib/xksproxy/acme"
-	DefaultPollInterval   = 30 * time.Second
-	ChallengeTLSALPN01    = "tls-alpn-01"
-	ChallengeDNS01        = "dns-01"
-)
+// DefaultACMEStorageDir is where mode "acme" keeps its account and certificates unless
+// tls.storage_dir says otherwise (the certs package needs one; the path is the file's choice).
+// The other ACME defaults (directory, challenge, preferred chain) and the poll interval of mode
+// "files" are the certs package's.
+const DefaultACMEStorageDir = "/var/lib/xksproxy/acme"
 
 // tls checks [tls] for its mode and refuses the keys of the other modes.
 func (c *checker) tls(t *TLS) {
@@ -84,8 +83,7 @@ func (c *checker) tls(t *TLS) {
 			c.fail("tls.key_file", "required when tls.mode = \"files\"")
 		}
 		t.CertFile, t.KeyFile = c.rel(t.CertFile), c.rel(t.KeyFile)
-		defDur(&t.PollInterval, DefaultPollInterval)
-		if t.PollInterval.D() < time.Second || t.PollInterval.D() > 24*time.Hour {
+		if t.PollInterval != 0 && (t.PollInterval.D() < time.Second || t.PollInterval.D() > 24*time.Hour) {
 			c.fail("tls.poll_interval", "must be between 1s and 24h")
 		}
 	case TLSSelfSigned:
@@ -117,8 +115,7 @@ func (c *checker) tls(t *TLS) {
 			seen[d] = i
 			t.Domains[i] = d
 		}
-		defStr(&t.CA, DefaultACMECA)
-		if u, err := url.Parse(t.CA); err != nil || u.Host == "" || u.User != nil || (u.Scheme != "https" && u.Scheme != "http") {
+		if u, err := url.Parse(t.CA); t.CA != "" && (err != nil || u.Host == "" || u.User != nil || (u.Scheme != "https" && u.Scheme != "http")) {
 			c.fail("tls.ca", "must be the ACME directory URL (https://...)")
 		}
 		if t.Email != "" && (len(t.Email) > 254 || strings.Count(t.Email, "@") != 1 ||
@@ -127,11 +124,10 @@ func (c *checker) tls(t *TLS) {
 		}
 		defStr(&t.StorageDir, DefaultACMEStorageDir)
 		t.StorageDir = c.rel(t.StorageDir)
-		defStr(&t.Challenge, ChallengeTLSALPN01)
 		switch t.Challenge {
-		case ChallengeTLSALPN01, ChallengeDNS01:
+		case "", certs.ChallengeTLSALPN01, certs.ChallengeDNS01:
 		default:
-			c.fail("tls.challenge", "must be %q or %q", ChallengeTLSALPN01, ChallengeDNS01)
+			c.fail("tls.challenge", "must be %q or %q", certs.ChallengeTLSALPN01, certs.ChallengeDNS01)
 		}
 		if len(t.PreferredChainRoot) > 256 {
 			c.fail("tls.preferred_chain_root", "longer than 256 characters")

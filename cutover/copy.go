@@ -101,9 +101,9 @@ func (c *Controller) list(ctx context.Context, b *backend, attempts int) ([]stri
 	sel := c.cfg.Select
 	var ids []string
 	switch sel.Mode {
-	case "list":
+	case SelectList:
 		ids = slices.Clone(sel.Keys)
-	case "owned":
+	case SelectOwned:
 		objs, err := retry(ctx, c, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
 			return b.k.Owned(ctx)
 		})
@@ -111,7 +111,7 @@ func (c *Controller) list(ctx context.Context, b *backend, attempts int) ([]stri
 			return nil, fmt.Errorf("cutover: listing keys owned on %s: %w", b.name, err)
 		}
 		for _, o := range objs {
-			if o.State == cosmian.StateDestroyed || o.State == "Destroyed_Compromised" || validKeyID(o.ObjectID) != nil {
+			if destroyed(o.State) || validKeyID(o.ObjectID) != nil {
 				continue
 			}
 			ids = append(ids, o.ObjectID)
@@ -183,7 +183,7 @@ func revoked(state string) bool {
 }
 
 func destroyed(state string) bool {
-	return state == cosmian.StateDestroyed || state == "Destroyed_Compromised"
+	return state == cosmian.StateDestroyed || state == cosmian.StateDestroyedCompromised
 }
 
 // exportErr turns an Export failure into a per-key error naming the cause.

@@ -71,7 +71,7 @@ const (
 
 // Selection says which keys on the source migrate.
 type Selection struct {
-	Mode string   `json:"mode"` // "tag" (default) | "owned" | "list"
+	Mode string   `json:"mode"` // SelectTag (default) | SelectOwned | SelectList
 	Tag  string   `json:"tag,omitempty"`
 	Keys []string `json:"keys,omitempty"`
 	// Exclude names ids never migrated in either direction, whatever the mode: each backend's
@@ -81,19 +81,37 @@ type Selection struct {
 
 // ShadowConfig bounds the optional mirroring of live Decrypts to the target.
 type ShadowConfig struct {
-	Duration   time.Duration // default shadow duration when StartOptions.Shadow is 0 and shadowing is asked for by the operator
-	SampleRate float64       // fraction of Decrypts mirrored, (0,1]; default 1
+	// Duration is how long a run started without StartOptions.Shadow mirrors Decrypts before it
+	// switches (0: no shadowing unless the run asks for it).
+	Duration time.Duration
+	// SampleRate is the fraction of Decrypts mirrored, in (0,1]; nil: DefaultShadowSampleRate.
+	// A written 0 is refused: it would mirror nothing and prove nothing.
+	SampleRate *float64
 	QueueSize  int           // default 256
 	Workers    int           // default 4
 	Timeout    time.Duration // per mirrored call; default 2s
 }
 
+// Defaults of ShadowConfig and ProbationConfig: the one place they are written (the
+// configuration file documents them, it does not repeat them).
+const (
+	DefaultShadowSampleRate      = 1.0 // mirrored calls are bounded by Workers and QueueSize; excess is dropped and counted
+	DefaultProbationDuration     = 10 * time.Minute
+	DefaultProbationMaxErrorRate = 0.01
+	DefaultProbationMaxP99       = 100 * time.Millisecond
+	DefaultProbationMinRequests  = 100
+	DefaultConcurrency           = 8
+)
+
 // ProbationConfig sets the thresholds that roll a switch back automatically.
 type ProbationConfig struct {
-	Duration     time.Duration // default 5m
-	MaxErrorRate float64       // default 0.01
-	MaxP99       time.Duration // default 200ms
-	MinRequests  int           // default 20
+	Duration time.Duration // default DefaultProbationDuration
+	// MaxErrorRate in [0,1]; nil: DefaultProbationMaxErrorRate. 0 rolls back on any error.
+	MaxErrorRate *float64
+	MaxP99       time.Duration // default DefaultProbationMaxP99
+	// MinRequests is how many requests the window needs before a verdict; nil:
+	// DefaultProbationMinRequests. 0 judges whatever traffic there was.
+	MinRequests *int
 	// Window is the sliding window the rate and p99 are computed over
 	// (default min(Duration, 1m)).
 	Window time.Duration
@@ -111,13 +129,16 @@ type Config struct {
 	// Fleet coordinates this controller with the other replicas' (nil: one process).
 	Fleet       Fleet
 	Select      Selection
-	Concurrency int // default 8
+	Concurrency int // default DefaultConcurrency
 	Shadow      ShadowConfig
 	Probation   ProbationConfig
-	Now         func() time.Time
-	Logger      *slog.Logger
-	Registry    prometheus.Registerer
-	Progress    io.Writer // a terminal gets a one-line progress bar
+	// RevokeSourceGrantsOnFinalize makes every finalize (asked for or automatic) revoke the
+	// migrated keys' grants on the source, as FinalizeOptions.RevokeSourceGrants does for one.
+	RevokeSourceGrantsOnFinalize bool
+	Now                          func() time.Time
+	Logger                       *slog.Logger
+	Registry                     prometheus.Registerer
+	Progress                     io.Writer // a terminal gets a one-line progress bar
 	// MarkerID names the object recording the epoch on each backend (default
 	// DefaultMarkerID); MarkerTimeout bounds each read or write of it (default 5s).
 	MarkerID      string
@@ -136,12 +157,11 @@ func (c *Config) CheckAndSetDefaults() error {
 		if b.KMIP == nil {
 			return fmt.Errorf("cutover: backend %q has no KMIP client", b.Name)
 		}
-		switch b.ACL {
-		case "":
+		if b.ACL == "" {
 			b.ACL = ACLBoth
-		case ACLARN, ACLService, ACLBoth:
-		default:
-			return fmt.Errorf("cutover: backend %q: unknown acl %q (want arn, service or both)", b.Name, b.ACL)
+		}
+		if err := CheckACL(b.ACL); err != nil {
+			return fmt.Errorf("cutover: backend %q: acl: %w", b.Name, err)
 		}
 	}
 	if c.Router == nil {
@@ -162,15 +182,20 @@ func (c *Config) CheckAndSetDefaults() error {
 	if err := c.markerDefaults(); err != nil {
 		return err
 	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = 8
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
 	}
-	if c.Concurrency > 256 {
-		return errors.New("cutover: Concurrency above 256")
+	if err := CheckConcurrency(c.Concurrency); err != nil {
+		return fmt.Errorf("cutover: Concurrency: %w", err)
 	}
 	s := &c.Shadow
-	if s.SampleRate <= 0 || s.SampleRate > 1 {
-		s.SampleRate = 1
+	if s.Duration < 0 {
+		return errors.New("cutover: Shadow.Duration must not be negative")
+	}
+	if s.SampleRate == nil {
+		s.SampleRate = new(DefaultShadowSampleRate)
+	} else if err := CheckSampleRate(*s.SampleRate); err != nil {
+		return fmt.Errorf("cutover: Shadow.SampleRate: %w", err)
 	}
 	if s.QueueSize <= 0 {
 		s.QueueSize = 256
@@ -182,17 +207,24 @@ func (c *Config) CheckAndSetDefaults() error {
 		s.Timeout = 2 * time.Second
 	}
 	p := &c.Probation
-	if p.Duration <= 0 {
-		p.Duration = 5 * time.Minute
+	if p.Duration < 0 || p.MaxP99 < 0 || p.Window < 0 {
+		return errors.New("cutover: Probation durations must not be negative")
 	}
-	if p.MaxErrorRate <= 0 {
-		p.MaxErrorRate = 0.01
+	if p.Duration == 0 {
+		p.Duration = DefaultProbationDuration
 	}
-	if p.MaxP99 <= 0 {
-		p.MaxP99 = 200 * time.Millisecond
+	if p.MaxErrorRate == nil {
+		p.MaxErrorRate = new(DefaultProbationMaxErrorRate)
+	} else if err := CheckErrorRate(*p.MaxErrorRate); err != nil {
+		return fmt.Errorf("cutover: Probation.MaxErrorRate: %w", err)
 	}
-	if p.MinRequests <= 0 {
-		p.MinRequests = 20
+	if p.MaxP99 == 0 {
+		p.MaxP99 = DefaultProbationMaxP99
+	}
+	if p.MinRequests == nil {
+		p.MinRequests = new(DefaultProbationMinRequests)
+	} else if err := CheckMinRequests(*p.MinRequests); err != nil {
+		return fmt.Errorf("cutover: Probation.MinRequests: %w", err)
 	}
 	if p.Window <= 0 {
 		p.Window = min(p.Duration, time.Minute)
@@ -207,17 +239,16 @@ func (c *Config) CheckAndSetDefaults() error {
 }
 
 func (s *Selection) checkAndSetDefaults() error {
-	switch s.Mode {
-	case "":
-		s.Mode = "tag"
-	case "tag", "owned", "list":
-	default:
-		return fmt.Errorf("cutover: unknown selection mode %q (want tag, owned or list)", s.Mode)
+	if s.Mode == "" {
+		s.Mode = SelectTag
+	}
+	if err := CheckSelectMode(s.Mode); err != nil {
+		return fmt.Errorf("cutover: selection mode %q: %w", s.Mode, err)
 	}
 	if s.Tag == "" {
 		s.Tag = cosmian.XKSTag
 	}
-	if s.Mode == "list" && len(s.Keys) == 0 {
+	if s.Mode == SelectList && len(s.Keys) == 0 {
 		return errors.New("cutover: selection mode list needs keys")
 	}
 	for _, k := range s.Keys {
@@ -295,8 +326,11 @@ var (
 
 // StartOptions configure one migration run.
 type StartOptions struct {
-	// Shadow mirrors live Decrypts to the target for this long before switching (0 = no shadowing).
+	// Shadow mirrors live Decrypts to the target for this long before switching; 0 takes
+	// Config.Shadow.Duration (the configured default, itself 0 for none).
 	Shadow time.Duration `json:"shadow"`
+	// NoShadow switches without shadowing whatever Config.Shadow.Duration says.
+	NoShadow bool `json:"no_shadow,omitempty"`
 	// AutoSwitch switches as soon as verification (and shadowing) passed.
 	AutoSwitch bool `json:"auto_switch"`
 	// AutoFinalize finalizes once probation passed.

@@ -617,3 +617,31 @@ func FuzzStartOptions(f *testing.F) {
 		}
 	})
 }
+
+// TestConfiguredShadowAndRevoke: Config.Shadow.Duration is the shadow of a run that does not
+// name one ([cutover] shadow_duration), NoShadow overrides it, and RevokeSourceGrantsOnFinalize
+// revokes the source's grants on a finalize that did not ask for it.
+func TestConfiguredShadowAndRevoke(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 2)
+	c := e.controller(t, func(cfg *Config) {
+		cfg.Shadow.Duration = 200 * time.Millisecond
+		cfg.RevokeSourceGrantsOnFinalize = true
+	})
+	ctx := ctxT(t)
+	if err := c.Start(ctx, StartOptions{NoShadow: true, Shadow: time.Second}); err == nil {
+		t.Error("NoShadow with a shadow duration accepted")
+	}
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	if st := c.Status(); st.Options.Shadow != 200*time.Millisecond {
+		t.Errorf("run options %+v, want the configured shadow", st.Options)
+	}
+	mustWait(t, c, StateSwitched)
+	if len(e.A.Access("key-000")) == 0 {
+		t.Fatal("seed has no grants on A to revoke")
+	}
+	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	if len(e.A.Access("key-000")) != 0 {
+		t.Errorf("source grants left after finalize: %v", e.A.Access("key-000"))
+	}
+}

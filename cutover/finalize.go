@@ -21,6 +21,7 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
 	}
 	c.stopRunner()
+	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
 	err := c.finalizeLocked(ctx, opts)
 	if err != nil && c.curState() == StateSwitched {
 		c.launch()

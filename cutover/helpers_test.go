@@ -112,7 +112,7 @@ func (e *env) config(mut func(*Config)) Config {
 		Target:      Backend{Name: "B", KMIP: e.cB, ACL: acl},
 		Router:      e.router,
 		JournalPath: e.journal,
-		Probation:   ProbationConfig{Duration: time.Hour, MinRequests: 20},
+		Probation:   ProbationConfig{Duration: time.Hour, MinRequests: new(20), MaxP99: 200 * time.Millisecond},
 	}
 	if mut != nil {
 		mut(&cfg)

@@ -96,7 +96,7 @@ func (c *Controller) copyBack(ctx context.Context) error {
 		}
 	}
 	c.mu.Unlock()
-	if terr == nil && c.cfg.Select.Mode != "list" {
+	if terr == nil && c.cfg.Select.Mode != SelectList {
 		for _, id := range tgtIDs {
 			if !inSrc[id] {
 				cand[id] = true

@@ -22,6 +22,13 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if opts.Shadow < 0 {
 		return errors.New("cutover: negative shadow duration")
 	}
+	switch {
+	case opts.NoShadow && opts.Shadow > 0:
+		return errors.New("cutover: a shadow duration and no shadowing both asked for")
+	case opts.NoShadow:
+	case opts.Shadow == 0:
+		opts.Shadow = c.cfg.Shadow.Duration
+	}
 	if err := c.lock(ctx); err != nil {
 		return err
 	}

@@ -135,7 +135,7 @@ func (c *Controller) Mirror(keyID string, reqBody, respBody []byte) {
 	if !s.active.Load() || c.cfg.Forwarder == nil {
 		return
 	}
-	if r := c.cfg.Shadow.SampleRate; r < 1 && rand.Float64() >= r {
+	if r := *c.cfg.Shadow.SampleRate; r < 1 && rand.Float64() >= r {
 		return
 	}
 	if len(reqBody) > maxMirrorBody || validKeyID(keyID) != nil {

@@ -12,15 +12,17 @@ import (
 func (o StartOptions) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		Shadow       string `json:"shadow"`
+		NoShadow     bool   `json:"no_shadow,omitempty"`
 		AutoSwitch   bool   `json:"auto_switch"`
 		AutoFinalize bool   `json:"auto_finalize"`
-	}{o.Shadow.String(), o.AutoSwitch, o.AutoFinalize})
+	}{o.Shadow.String(), o.NoShadow, o.AutoSwitch, o.AutoFinalize})
 }
 
 // UnmarshalJSON reads Shadow as a duration string or a number of nanoseconds.
 func (o *StartOptions) UnmarshalJSON(b []byte) error {
 	var v struct {
 		Shadow       json.RawMessage `json:"shadow"`
+		NoShadow     bool            `json:"no_shadow"`
 		AutoSwitch   bool            `json:"auto_switch"`
 		AutoFinalize bool            `json:"auto_finalize"`
 	}
@@ -29,7 +31,7 @@ func (o *StartOptions) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&v); err != nil {
 		return err
 	}
-	*o = StartOptions{AutoSwitch: v.AutoSwitch, AutoFinalize: v.AutoFinalize}
+	*o = StartOptions{NoShadow: v.NoShadow, AutoSwitch: v.AutoSwitch, AutoFinalize: v.AutoFinalize}
 	if len(v.Shadow) == 0 || string(v.Shadow) == "null" {
 		return nil
 	}

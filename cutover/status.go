@@ -123,7 +123,7 @@ func (c *Controller) Status() Status {
 		s.Probation = &ProbationStatus{
 			ProbationStats: c.probation.stats(c.cfg.Now(), p.Window),
 			Duration:       p.Duration, Passed: passed,
-			MaxErrorRate: p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: p.MinRequests,
+			MaxErrorRate: *p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: *p.MinRequests,
 		}
 	}
 	return s

@@ -116,12 +116,12 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		now := c.cfg.Now()
 		st := c.probation.stats(now, p.Window)
 		var reason, category string
-		if st.Requests >= p.MinRequests {
+		if st.Requests >= *p.MinRequests {
 			switch {
-			case st.ErrorRate > p.MaxErrorRate:
+			case st.ErrorRate > *p.MaxErrorRate:
 				category = "error_rate"
 				reason = fmt.Sprintf("probation: error rate %.2f%% (%d of %d requests) on %s exceeds %.2f%%",
-					100*st.ErrorRate, st.Errors, st.Requests, c.tgt.name, 100*p.MaxErrorRate)
+					100*st.ErrorRate, st.Errors, st.Requests, c.tgt.name, 100**p.MaxErrorRate)
 			case st.P99 > p.MaxP99:
 				category = "p99"
 				reason = fmt.Sprintf("probation: p99 latency %s on %s exceeds %s (%d requests)",
@@ -159,7 +159,7 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		}
 		defer c.unlock()
 		if c.curState() == StateSwitched {
-			if err := c.finalizeLocked(ctx, FinalizeOptions{}); err != nil {
+			if err := c.finalizeLocked(ctx, FinalizeOptions{RevokeSourceGrants: c.cfg.RevokeSourceGrantsOnFinalize}); err != nil {
 				c.log.Error("cutover: automatic finalize failed", "err", err)
 				c.setError(truncate(err.Error()))
 			}

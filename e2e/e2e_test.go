@@ -289,7 +289,7 @@ func TestLateKey(t *testing.T) {
 	p := testProbation(60 * time.Second)
 	// The only B "errors" here are KeyNotFound for the key created after the switch, which the
 	// proxy serves from A; keep them from tripping probation at this small scale.
-	p.MaxErrorRate = 0.2
+	p.MaxErrorRate = new(0.2)
 	st, keys := startStack(t, 20, devstack.Config{Probation: p})
 	ctrl := st.App.Cutover
 	ctx := context.Background()

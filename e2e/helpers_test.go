@@ -27,7 +27,7 @@ const (
 
 // testProbation never rolls back on latency (a slow -race box is not a fault under test).
 func testProbation(d time.Duration) cutover.ProbationConfig {
-	return cutover.ProbationConfig{Duration: d, MinRequests: 20, MaxP99: 5 * time.Second, Window: min(d, 5*time.Second)}
+	return cutover.ProbationConfig{Duration: d, MinRequests: new(20), MaxP99: 5 * time.Second, Window: min(d, 5*time.Second)}
 }
 
 // startStack starts two emulators (n keys on A, B empty) and the proxy on loopback TLS.

@@ -100,7 +100,7 @@ func (c *Config) CheckAndSetDefaults() error {
 		}
 		c.Member = h
 	}
-	if err := validName(c.Member); err != nil {
+	if err := ValidMemberName(c.Member); err != nil {
 		return fmt.Errorf("fleet: member: %w", err)
 	}
 	if c.KeyPrefix == "" {
@@ -143,8 +143,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	return nil
 }
 
-// validName accepts member names usable as one etcd key segment and a metric label value.
-func validName(s string) error {
+// ValidMemberName accepts member names usable as one etcd key segment and a metric label value
+// (the config package calls it for [fleet] member).
+func ValidMemberName(s string) error {
 	if s == "" || len(s) > maxMemberName {
 		return fmt.Errorf("name of length %d (want 1 to %d)", len(s), maxMemberName)
 	}

@@ -584,7 +584,7 @@ func sortMembers(ms []cutover.MemberInfo) {
 
 // Forget implements cutover.Fleet.
 func (e *Etcd) Forget(ctx context.Context, name string) error {
-	if err := validName(name); err != nil {
+	if err := ValidMemberName(name); err != nil {
 		return fmt.Errorf("%w: %v", cutover.ErrUnknownMember, err)
 	}
 	return e.call(ctx, func(ctx context.Context) error {

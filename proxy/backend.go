@@ -36,7 +36,7 @@ var ctJSON = []string{"application/json"}
 func newBackend(bc BackendConfig, now func() time.Time) (*backend, error) {
 	u, err := backendBase(bc.XKSURL)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("XKSURL %w", err)
 	}
 	signer, err := sigv4.NewSigner(sigv4.SignerConfig{Credential: bc.Credential, Region: bc.Region, Service: bc.Service, Now: now})
 	if err != nil {

@@ -53,7 +53,7 @@ type Config struct {
 	Route         Route           // initial route; Primary required
 	Limits        Limits
 	Health        HealthConfig
-	MetricsListen string // default "127.0.0.1:9464"; "-" disables (a zero value means default)
+	MetricsListen string // default DefaultMetricsListen; MetricsDisabled ("off") disables
 	Admin         AdminConfig
 	Version       string      // reported in xksProxyModel, e.g. "xksproxy 0.1.0"
 	FleetSize     func() int  // optional; default 1
@@ -75,7 +75,7 @@ type Config struct {
 const DefaultHealthTestKeyID = "xksproxy-health-check"
 
 // MetricsDisabled as Config.MetricsListen turns the metrics listener off.
-const MetricsDisabled = "-"
+const MetricsDisabled = "off"
 
 // PrefixConfig is one logical key store.
 type PrefixConfig struct {
@@ -180,11 +180,17 @@ type Result struct {
 	Latency   time.Duration
 }
 
+// Defaults of Config that another layer needs to reason about (the configuration file checks a
+// backend timeout against the budget in effect).
 const (
-	defaultListen        = "127.0.0.1:8443"
-	defaultMetricsListen = "127.0.0.1:9464"
-	maxBackends          = 10
-	maxHealthAge         = 60 * time.Second
+	DefaultListen        = "127.0.0.1:8443"
+	DefaultMetricsListen = "127.0.0.1:9464"
+	DefaultBudget        = 240 * time.Millisecond
+)
+
+const (
+	maxBackends  = 10
+	maxHealthAge = 60 * time.Second
 )
 
 // Errors returned by New, SetRoute and SetCredentials.
@@ -307,7 +313,7 @@ func New(cfg Config) (*Proxy, error) {
 
 func (c *Config) checkAndSetDefaults() error {
 	if c.Listen == "" {
-		c.Listen = defaultListen
+		c.Listen = DefaultListen
 	}
 	if c.TLS == nil {
 		return configErr("TLS is required")
@@ -326,7 +332,7 @@ func (c *Config) checkAndSetDefaults() error {
 	}
 	switch c.MetricsListen {
 	case "":
-		c.MetricsListen = defaultMetricsListen
+		c.MetricsListen = DefaultMetricsListen
 	case MetricsDisabled:
 		c.MetricsListen = ""
 	}
@@ -356,7 +362,7 @@ func (c *Config) checkAndSetDefaults() error {
 	setDef(&l.ReadTimeout, 10*time.Second)
 	setDef(&l.WriteTimeout, 10*time.Second)
 	setDef(&l.IdleTimeout, 120*time.Second)
-	setDef(&l.Budget, 240*time.Millisecond)
+	setDef(&l.Budget, DefaultBudget)
 	setDef(&l.MaxInFlight, 1024)
 	setDef(&l.BodyTimeout, 250*time.Millisecond)
 	setDef(&l.SlowBodyAfter, 50*time.Millisecond)
@@ -402,7 +408,7 @@ func (c *Config) checkAndSetDefaults() error {
 	setDef(&h.ProbeTimeout, 2*time.Second)
 	for i := range c.Backends {
 		b := &c.Backends[i]
-		if !validName(b.Name) {
+		if !ValidBackendName(b.Name) {
 			return configErr("backend[%d]: name %q must be 1 to 32 characters of a-z 0-9 -", i, b.Name)
 		}
 		if b.Service == "" {
@@ -426,7 +432,7 @@ func (c *Config) checkAndSetDefaults() error {
 		if err != nil {
 			return configErr("admin: Listen %q: %v", a.Listen, err)
 		}
-		if !a.AllowRemote && !isLoopback(host) {
+		if !a.AllowRemote && !IsLoopback(host) {
 			return configErr("admin: Listen %q is not a loopback address (set AllowRemote to allow it)", a.Listen)
 		}
 	}
@@ -439,7 +445,9 @@ func setDef[T int | int64 | time.Duration](p *T, v T) {
 	}
 }
 
-func isLoopback(host string) bool {
+// IsLoopback reports whether host (of a listen address) is a loopback name or address: the admin
+// listener's rule.
+func IsLoopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -447,7 +455,8 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func validName(s string) bool {
+// ValidBackendName: 1 to 32 characters of a-z 0-9 - (a metric label and a route name).
+func ValidBackendName(s string) bool {
 	if s == "" || len(s) > 32 {
 		return false
 	}
@@ -662,25 +671,35 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return runErr
 }
 
-// backendURL builds the XKS base URL of a backend.
+// CheckXKSURL checks a backend's XKSURL (the base before /kms/xks/v1).
+func CheckXKSURL(raw string) error {
+	_, err := backendBase(raw)
+	return err
+}
+
+// backendBase builds the XKS base URL of a backend.
 func backendBase(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, err
+	if raw == "" {
+		return nil, errors.New("required")
 	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return nil, errors.New("XKSURL must be https:// or http://")
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" && u.Scheme != "http" {
+		return nil, errors.New("must be https:// or http://")
 	}
 	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, errors.New("XKSURL must be scheme://host[:port][/prefix]")
+		return nil, errors.New("must be scheme://host[:port][/prefix] without user, query or fragment")
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
 	if strings.HasSuffix(u.Path, xks.APIPathSuffix) {
-		return nil, errors.New("XKSURL is the base before /kms/xks/v1")
+		return nil, errors.New("give the base before /kms/xks/v1 (e.g. https://kms-a:9998/aws)")
 	}
 	if err := xks.ValidPrefix(u.Path); err != nil {
-		return nil, fmt.Errorf("XKSURL path: %w", err)
+		var xe *xks.Error
+		if errors.As(err, &xe) {
+			err = errors.New(xe.Message)
+		}
+		return nil, fmt.Errorf("path: %w", err)
 	}
 	return u, nil
 }

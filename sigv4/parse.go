@@ -133,7 +133,7 @@ func (a *Authorization) parseCredential(cred string) *AuthError {
 	date, r, _ := strings.Cut(scope, "/")
 	region, r, _ := strings.Cut(r, "/")
 	service, term, _ := strings.Cut(r, "/")
-	if !validScopePart(region) || !validScopePart(service) {
+	if !ValidScopePart(region) || !ValidScopePart(service) {
 		return errBadScopePart.err()
 	}
 	if term != scopeTerminator {
@@ -195,7 +195,8 @@ func validHeaderName(s string) bool {
 	return true
 }
 
-func validScopePart(s string) bool {
+// ValidScopePart: a credential scope region or service is 1 to 64 characters of a-z 0-9 . - _.
+func ValidScopePart(s string) bool {
 	if s == "" || len(s) > maxScopePartLen {
 		return false
 	}

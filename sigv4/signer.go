@@ -40,10 +40,10 @@ func NewSigner(cfg SignerConfig) (*Signer, error) {
 	if err := cfg.Credential.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if !validScopePart(cfg.Region) {
+	if !ValidScopePart(cfg.Region) {
 		return nil, fmt.Errorf("%w: region must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
-	if !validScopePart(cfg.Service) {
+	if !ValidScopePart(cfg.Service) {
 		return nil, fmt.Errorf("%w: service must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
 	return &Signer{

@@ -76,10 +76,10 @@ func newVerifier(cfg VerifierConfig, skipCredentialValidation bool) (*Verifier, 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if !validScopePart(cfg.Region) {
+	if !ValidScopePart(cfg.Region) {
 		return nil, fmt.Errorf("%w: region must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
-	if !validScopePart(cfg.Service) {
+	if !ValidScopePart(cfg.Service) {
 		return nil, fmt.Errorf("%w: service must be 1 to 64 characters of a-z 0-9 . - _", ErrConfig)
 	}
 	if cfg.MaxSkew < 0 || cfg.MaxSkew > 24*time.Hour {

@@ -78,6 +78,7 @@ func adminCommand(name, synopsis, summary string, own func(fs *flag.FlagSet), bo
 func cutoverCommands() []command {
 	var (
 		shadow       time.Duration
+		noShadow     bool
 		noAuto       bool
 		autoFinalize bool
 		watch        time.Duration
@@ -103,14 +104,15 @@ func cutoverCommands() []command {
 					}
 				})
 			}),
-		adminCommand("start", "[--shadow 5m] [--no-auto-switch] [--auto-finalize]", "copy, verify, [shadow], switch, probation",
+		adminCommand("start", "[--shadow 5m | --no-shadow] [--no-auto-switch] [--auto-finalize]", "copy, verify, [shadow], switch, probation",
 			func(fs *flag.FlagSet) {
-				durationVar(fs, &shadow, "shadow", 0, "mirror live Decrypts to the target for this `duration` before switching")
+				durationVar(fs, &shadow, "shadow", 0, "mirror live Decrypts to the target for this `duration` before switching (default: [cutover] shadow_duration)")
+				fs.BoolVar(&noShadow, "no-shadow", false, "switch without shadowing, whatever [cutover] shadow_duration says")
 				fs.BoolVar(&noAuto, "no-auto-switch", false, "stop after verification; switch with 'cutover switch'")
 				fs.BoolVar(&autoFinalize, "auto-finalize", false, "finalize automatically once probation passes")
 			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
-				opts := cutover.StartOptions{Shadow: shadow, AutoSwitch: !noAuto, AutoFinalize: autoFinalize}
+				opts := cutover.StartOptions{Shadow: shadow, NoShadow: noShadow, AutoSwitch: !noAuto, AutoFinalize: autoFinalize}
 				if err := c.Start(ctx, opts); err != nil {
 					return err
 				}

@@ -187,11 +187,11 @@ func usageErr(format string, args ...any) error {
 // newLogger builds the process logger: JSON or text on stderr at the given level.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(strings.ToUpper(defaultStr(level, "info")))); err != nil {
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
 		return nil, usageErr("log level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
-	switch defaultStr(format, "text") {
+	switch format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":

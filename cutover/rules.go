@@ -1,0 +1,67 @@
+package cutover
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// The rules of the settings an operator writes live here once: CheckAndSetDefaults applies them
+// to a Config, and the config package applies them to the file's keys (adding file and field).
+
+// CheckSampleRate: a shadow sample rate is in (0,1]; 0 would mirror nothing and prove nothing.
+func CheckSampleRate(r float64) error {
+	if math.IsNaN(r) || r <= 0 || r > 1 {
+		return errors.New("must be above 0 and at most 1 (0 would mirror nothing; for no shadowing leave the shadow duration at 0)")
+	}
+	return nil
+}
+
+// CheckErrorRate: a probation error rate is in [0,1]; 0 rolls back on any error.
+func CheckErrorRate(r float64) error {
+	if math.IsNaN(r) || r < 0 || r > 1 {
+		return errors.New("must be between 0 and 1")
+	}
+	return nil
+}
+
+// CheckMinRequests: 0 is allowed (judge whatever traffic there was).
+func CheckMinRequests(n int) error {
+	if n < 0 {
+		return errors.New("must not be negative")
+	}
+	return nil
+}
+
+// CheckConcurrency: parallel key copies, 1..256 (0 in a Config means the default).
+func CheckConcurrency(n int) error {
+	if n < 1 || n > 256 {
+		return errors.New("must be between 1 and 256")
+	}
+	return nil
+}
+
+// CheckACL: the XKS access-control generation of a backend.
+func CheckACL(acl string) error {
+	switch acl {
+	case ACLARN, ACLService, ACLBoth:
+		return nil
+	}
+	return fmt.Errorf("must be %q, %q or %q", ACLARN, ACLService, ACLBoth)
+}
+
+// CheckSelectMode: which keys migrate.
+func CheckSelectMode(mode string) error {
+	switch mode {
+	case SelectTag, SelectOwned, SelectList:
+		return nil
+	}
+	return fmt.Errorf("must be %q, %q or %q", SelectTag, SelectOwned, SelectList)
+}
+
+// Selection modes.
+const (
+	SelectTag   = "tag"   // keys carrying Selection.Tag (default)
+	SelectOwned = "owned" // every key the source's KMIP identity owns
+	SelectList  = "list"  // Selection.Keys
+)
