@@ -152,6 +152,7 @@ func New(cfg Config) (*App, error) {
 			pc.Route = proxy.Route{Epoch: epoch, Primary: primary, Fallback: fallback}
 		}
 		pc.Hooks = chainHooks(pc.Hooks, ctrl)
+		pc.Migration = ctrl
 	}
 	p, err := proxy.New(pc)
 	if err != nil {
@@ -191,14 +192,14 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 				mirror(r, req, resp)
 			}
 		},
-		OnCreateKey: func(ctx context.Context, keyID, principal, backend string) {
-			ctrl.NoteCreateKey(keyID, principal, backend)
+		OnCreateKey: func(ctx context.Context, ev proxy.CreateKeyEvent) {
+			ctrl.NoteCreateKey(ev.KeyID, ev.Principal, ev.Backend, ev.Minted)
 			// While switched, copy the new key to the other side before AWS hears back, so
 			// its first Encrypt can already fall back; the background backfill retries on
 			// failure.
-			ctrl.CopyCreated(ctx, keyID, backend)
+			ctrl.CopyCreated(ctx, ev.KeyID, ev.Backend)
 			if onCreate != nil {
-				onCreate(ctx, keyID, principal, backend)
+				onCreate(ctx, ev)
 			}
 		},
 	}

@@ -323,6 +323,10 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 		if req.Attributes.Length == 0 {
 			req.Attributes.Length = exp.Attributes.Length
 		}
+		// From the import until its grants are written, a refusal on to is not policy: the
+		// proxy may fall back for this key (GrantsPending).
+		c.markPending(uid, to.name)
+		defer c.clearPending(uid)
 		_, err := retry(ctx, c, attempts, "import on "+to.name, func(ctx context.Context) (string, error) {
 			return to.k.Import(ctx, req)
 		})

@@ -388,6 +388,10 @@ type Controller struct {
 	grantsCopied atomic.Int64
 	// backfill wakes the loop that copies keys created on the target back to the source.
 	backfill chan struct{}
+	// pending: keys imported on a backend whose access rights are still being written (see
+	// GrantsPending), id → backend name.
+	pendingMu sync.Mutex
+	pending   map[string]string
 }
 
 // New loads (or creates) the journal and returns a controller. It starts no
@@ -403,6 +407,7 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{
 		cfg:       cfg,
 		backfill:  make(chan struct{}, 1),
+		pending:   map[string]string{},
 		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
 		log:       cfg.Logger.With("component", "cutover"),
@@ -664,8 +669,11 @@ func (c *Controller) Wait(ctx context.Context, states ...State) (Status, error) 
 	}
 }
 
-// NoteCreateKey is the proxy's hook for a CreateKey it forwarded.
-func (c *Controller) NoteCreateKey(keyID, principalARN, backend string) {
+// NoteCreateKey is the proxy's hook for a CreateKey it forwarded. minted says the proxy saw, as
+// the keys' owner, that no backend held the id before: only then is principalARN recorded as the
+// key's creator (and granted on the other side when the key is copied). A CreateKey for a key
+// that already existed gives its caller nothing.
+func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted bool) {
 	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
 		return
 	}
@@ -701,7 +709,7 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string) {
 		c.j.CreatedDuring = append(c.j.CreatedDuring, keyID)
 	}
 	c.created[keyID] = true
-	if principalARN != "" && validPrincipal(principalARN) {
+	if minted && principalARN != "" && validPrincipal(principalARN) {
 		if c.j.CreatedBy == nil {
 			c.j.CreatedBy = map[string]string{}
 		}

@@ -290,7 +290,7 @@ func TestLateCreateKey(t *testing.T) {
 	mustWait(t, c, StateVerified)
 	// AWS CreateKey while verified: the key exists on A only.
 	must(t, e.A.CreateKey("admin", "late-key", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey("late-key", "", "A")
+	c.NoteCreateKey("late-key", "", "A", true)
 	if _, ok := e.B.Object("late-key"); ok {
 		t.Fatal("copied too early")
 	}
@@ -310,7 +310,7 @@ func TestListSelectionLateKey(t *testing.T) {
 	must(t, c.Start(ctx, StartOptions{}))
 	mustWait(t, c, StateVerified)
 	must(t, e.A.CreateKey("admin", "late", kmsemu.KeyOptions{}))
-	c.NoteCreateKey("late", "", "A")
+	c.NoteCreateKey("late", "", "A", true)
 	must(t, c.Switch(ctx))
 	e.checkCopies(t, []string{"key-000", "key-001", "late"})
 	if _, ok := e.B.Object("key-002"); ok {
@@ -328,7 +328,7 @@ func TestRollbackCopiesBack(t *testing.T) {
 	// After the switch: a key created on B, a revocation and a new grant on B.
 	must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	const creator = "arn:aws:iam::123456789012:role/creator"
-	c.NoteCreateKey("born-on-b", creator, "B")
+	c.NoteCreateKey("born-on-b", creator, "B", true)
 	must(t, e.B.CreateKey("admin", "unnoticed-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.B.RevokeKey("key-000", "KeyCompromise"))
 	must(t, e.B.GrantAccess("admin", "key-007", "arn:aws:iam::123456789012:user/Carol", "decrypt"))
@@ -368,7 +368,7 @@ func TestRollbackRefused(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	// A key created on B that cannot be exported: copying it back fails.
 	must(t, e.B.CreateKey("admin", "stuck-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}, Sensitive: true}))
-	c.NoteCreateKey("stuck-on-b", "", "B")
+	c.NoteCreateKey("stuck-on-b", "", "B", true)
 	err := c.Rollback(ctx, "try")
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "stuck-on-b") {
 		t.Fatalf("Rollback: %v", err)

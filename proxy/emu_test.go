@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -217,35 +220,87 @@ func contains(list []string, s string) bool {
 // an id the fallback already holds must be answered from the fallback, not minted anew on the
 // primary with different material; a new id is created on the primary only, also when the
 // fallback is down.
+// emuMigration is a proxy.Migration over the two emulators, read as their owner (what the
+// cutover controller does through KMIP).
+type emuMigration struct {
+	mu      sync.Mutex
+	servers map[string]*kmsemu.Server
+	pending map[string]string // key → backend
+	present map[string]bool   // "backend/key" known to be held
+	down    map[string]bool   // backend whose owner view cannot be read
+}
+
+func (m *emuMigration) Active() bool { return true }
+func (m *emuMigration) GrantsPending(id, b string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending[id] == b
+}
+func (m *emuMigration) MayLack(id, b string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.present[b+"/"+id]
+}
+func (m *emuMigration) Holds(_ context.Context, id, b string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down[b] {
+		return false, errors.New("owner view unreachable")
+	}
+	_, ok := m.servers[b].Object(id)
+	return ok, nil
+}
+
+func newEmuMigration(e *emuEnv) *emuMigration {
+	return &emuMigration{servers: map[string]*kmsemu.Server{"a": e.ea, "b": e.eb}, pending: map[string]string{}, present: map[string]bool{}, down: map[string]bool{}}
+}
+
 func TestCreateKeyNeverMintsASecondKey(t *testing.T) {
 	var mu sync.Mutex
 	var created []string
+	mig := &emuMigration{}
 	e := newEmuEnv(t, func(c *Config) {
 		c.Route = Route{Epoch: 1, Primary: "b", Fallback: "a"}
-		c.Hooks.OnCreateKey = func(_ context.Context, id, principal, backend string) {
+		c.Migration = mig
+		c.Hooks.OnCreateKey = func(_ context.Context, ev CreateKeyEvent) {
 			mu.Lock()
-			created = append(created, id+"@"+backend)
+			created = append(created, fmt.Sprintf("%s@%s minted=%v", ev.KeyID, ev.Backend, ev.Minted))
 			mu.Unlock()
 		}
 	})
-	createKey := func(id string) (int, []byte) {
-		return e.post(t, keysPath+id+"/metadata", []byte(`{"requestMetadata":`+meta("CreateKey")+`}`))
+	*mig = *newEmuMigration(e)
+	createKeyAs := func(id, principal string) (int, []byte) {
+		md := strings.Replace(meta("CreateKey"), aliceARN, principal, 1)
+		return e.post(t, keysPath+id+"/metadata", []byte(`{"requestMetadata":`+md+`}`))
 	}
-	if err := e.ea.CreateKey("admin", "made-on-a", kmsemu.KeyOptions{Tags: []string{"aws-xks"}}); err != nil {
+	const p1, p2 = aliceARN, "arn:aws:iam::123456789012:user/Mallory"
+	if err := e.ea.CreateKey("admin", "priv-2", kmsemu.KeyOptions{Tags: []string{"aws-xks"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.ea.GrantAccess("admin", "made-on-a", aliceARN, "encrypt", "decrypt", "getattributes"); err != nil {
+	if err := e.ea.GrantAccess("admin", "priv-2", p1, "encrypt", "decrypt", "getattributes"); err != nil {
 		t.Fatal(err)
 	}
 
-	if st, b := createKey("made-on-a"); st != 200 || !bytes.Contains(b, []byte(`"keySpec":"AES_256"`)) {
+	// P2 has no right on priv-2 (A would tell P2 "not found"); the owner's view says A holds
+	// it: the CreateKey goes to A, which mints nothing and grants nothing.
+	if st, b := createKeyAs("priv-2", p2); st != 200 || !bytes.Contains(b, []byte(`"keySpec":"AES_256"`)) {
 		t.Fatalf("CreateKey of a key the fallback holds: %d %s", st, b)
 	}
-	if _, ok := e.eb.Object("made-on-a"); ok {
+	if _, ok := e.eb.Object("priv-2"); ok {
 		t.Fatal("the primary minted a second key under an id the fallback holds")
 	}
+	if ops := e.ea.Access("priv-2")[p2]; len(ops) != 0 {
+		t.Errorf("P2 gained %v on A by sending CreateKey", ops)
+	}
+	if ops := e.ea.Access("priv-2")[p1]; len(ops) != 3 {
+		t.Errorf("P1's rights on A changed: %v", ops)
+	}
+	// k1 exists on both: the primary answers, and P2 is not its creator.
+	if st, b := createKeyAs("k1", p2); st != 200 {
+		t.Fatalf("CreateKey of a key both hold: %d %s", st, b)
+	}
 
-	if st, b := createKey("brand-new"); st != 200 {
+	if st, b := createKeyAs("brand-new", p1); st != 200 {
 		t.Fatalf("CreateKey of a new id: %d %s", st, b)
 	}
 	if _, ok := e.eb.Object("brand-new"); !ok {
@@ -255,19 +310,101 @@ func TestCreateKeyNeverMintsASecondKey(t *testing.T) {
 		t.Error("new key created on the fallback too")
 	}
 
-	// The fallback failing (the case a fallback exists for) does not block CreateKey.
-	e.ea.SetFaults(kmsemu.Faults{Down: true})
-	if st, b := createKey("while-a-is-down"); st != 200 {
-		t.Fatalf("CreateKey with the fallback unreachable: %d %s", st, b)
+	// The owner's view of the fallback cannot be read: a guess could split a key, so the
+	// CreateKey is refused with a retryable error and nothing is minted.
+	mig.mu.Lock()
+	mig.down["a"] = true
+	mig.mu.Unlock()
+	if st, b := createKeyAs("while-a-is-dark", p1); st != 500 || errName(t, b) != "InternalException" {
+		t.Fatalf("CreateKey with the fallback's owner view unreachable: %d %s", st, b)
 	}
-	if _, ok := e.eb.Object("while-a-is-down"); !ok {
-		t.Error("key not created on the primary while the fallback was down")
+	if _, ok := e.eb.Object("while-a-is-dark"); ok {
+		t.Error("key minted on the primary although the fallback could not be asked")
 	}
-	e.ea.SetFaults(kmsemu.Faults{})
 
 	mu.Lock()
 	defer mu.Unlock()
-	if want := []string{"made-on-a@a", "brand-new@b", "while-a-is-down@b"}; !slices.Equal(created, want) {
+	if want := []string{"priv-2@a minted=false", "k1@b minted=false", "brand-new@b minted=true"}; !slices.Equal(created, want) {
 		t.Errorf("OnCreateKey saw %v, want %v", created, want)
+	}
+}
+
+// TestFallbackNeverOverridesARefusal: with the cutover's view wired in, a refusal that is
+// policy on the primary (a missing grant: Cosmian's InvalidKeyUsage; a revoked key:
+// InvalidState or KeyNotFound for a key it is known to hold) is returned as it is; only inside
+// the window the cutover names (imported, grants still being written) does it fall back, and
+// KeyNotFound only for ids the primary may lack.
+func TestFallbackNeverOverridesARefusal(t *testing.T) {
+	mig := &emuMigration{}
+	e := newEmuEnv(t, func(c *Config) {
+		c.Route = Route{Epoch: 1, Primary: "b", Fallback: "a"}
+		c.Migration = mig
+		c.Health.Disabled = true
+	}, relaxTimeouts)
+	*mig = *newEmuMigration(e)
+	mig.present["b/k1"], mig.present["b/enc-only"] = true, true
+	ct := e.encrypt(t, "k1", []byte("x"), nil)
+	fallbacks := func() int64 { return xksCalls(e.ea) }
+	cases := []struct {
+		name     string
+		prep     func()
+		key      string
+		wantErr  string
+		fellBack bool
+	}{
+		{"missing grant is policy", func() {}, "enc-only", "InvalidKeyUsageException", false},
+		{"missing grant while grants are being written", func() {
+			mig.pending["enc-only"] = "b"
+			if err := e.ea.GrantAccess("admin", "enc-only", aliceARN, "decrypt"); err != nil {
+				t.Fatal(err)
+			}
+		}, "enc-only", "", true},
+		{"revoked key is policy", func() {
+			delete(mig.pending, "enc-only")
+			if err := e.eb.RevokeKey("k1", "KeyCompromise"); err != nil {
+				t.Fatal(err)
+			}
+		}, "k1", "*", false},
+		{"key not found where it is known held", func() { mig.present["b/gone"] = true }, "gone", "KeyNotFoundException", false},
+		{"key not found where it may be missing", func() {
+			if err := e.ea.CreateKey("admin", "only-a", kmsemu.KeyOptions{Material: sharedKey, Tags: []string{"aws-xks"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.ea.GrantAccess("admin", "only-a", aliceARN, "encrypt", "decrypt", "getattributes"); err != nil {
+				t.Fatal(err)
+			}
+		}, "only-a", "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			mig.mu.Lock()
+			tc.prep()
+			mig.mu.Unlock()
+			before := fallbacks()
+			path, body := keysPath+tc.key+"/decrypt", decBody(ct, nil)
+			if tc.wantErr == "*" {
+				// Cosmian still decrypts with a revoked key (KMIP: "process" only); it refuses
+				// to encrypt with it.
+				path, body = keysPath+tc.key+"/encrypt", encBody([]byte("x"), nil)
+			}
+			st, b := e.post(t, path, body)
+			switch tc.wantErr {
+			case "":
+				if st != 200 {
+					t.Errorf("status %d %s, want 200", st, b)
+				}
+			case "*":
+				if st == 200 {
+					t.Errorf("status 200, want the primary's refusal")
+				}
+			default:
+				if st == 200 || errName(t, b) != tc.wantErr {
+					t.Errorf("status %d %s, want %s", st, b, tc.wantErr)
+				}
+			}
+			if got := fallbacks() > before; got != tc.fellBack {
+				t.Errorf("fell back: %v, want %v", got, tc.fellBack)
+			}
+		})
 	}
 }

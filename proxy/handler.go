@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -151,7 +150,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		// so that AWS's first Encrypt with it can already fall back. It gets what is left of the
 		// budget (minus a margin for writing the reply); CreateKey is rare.
 		hctx, cancel := context.WithDeadline(r.Context(), start.Add(p.cfg.Limits.Budget-10*time.Millisecond))
-		p.cfg.Hooks.OnCreateKey(hctx, keyID, res.Principal, res.Backend)
+		p.cfg.Hooks.OnCreateKey(hctx, CreateKeyEvent{KeyID: keyID, Principal: res.Principal, Backend: res.Backend, Minted: ex.minted})
 		cancel()
 	}
 	writeJSON(w, status, out)
@@ -172,6 +171,9 @@ type exchange struct {
 	v              xks.Validated
 	start          time.Time
 	rawBuf, outBuf *[]byte // the backend's raw reply, the normalised reply
+	// minted: a CreateKey sent where the proxy saw, as the keys' owner, that no backend held
+	// the id (only then may the caller be recorded as the key's creator).
+	minted bool
 	// res by value, like bodySum: pointers to the handler's locals stored here would make them
 	// escape to the heap (escape analysis does not tell one field of *ex from another).
 	res Result
@@ -185,8 +187,16 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 	// CPU time (microseconds) unless the host is overloaded, and then a short timeout would only
 	// add failures. The fallback gets what is left of the budget.
 	deadline := ex.start.Add(p.cfg.Limits.Budget)
-	if ex.op == xks.OpMetadata && v.Metadata.KMSOperation == "CreateKey" && rt.fallback != nil {
-		if status, out, err, done := p.createKeyHeldByFallback(ex, rt); done {
+	if ex.op == xks.OpMetadata && v.Metadata.KMSOperation == "CreateKey" {
+		b, xe := p.createKeyTarget(ex, rt)
+		if xe != nil {
+			return xe.Status(), xks.AppendErrorBody((*ex.outBuf)[:0], xe.Name, xe.Message), xe
+		}
+		if b != rt.primary {
+			// Only the fallback holds the id: it answers (no new key, no new right), and the
+			// cutover copies the key over.
+			status, out, err := p.attempt(ex, b, min(b.cfg.Timeout, time.Until(deadline)))
+			res.Backend = b.name
 			return status, out, err
 		}
 	}
@@ -198,7 +208,7 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 	t0 := time.Now()
 	status, out, err := p.attempt(ex, rt.primary, t)
 	res.Backend = rt.primary.name
-	if err == nil || rt.fallback == nil || !fallbackWorthy(err) {
+	if err == nil || rt.fallback == nil || !p.fallbackWorthy(err, ex.keyID, rt.primary.name) {
 		return status, out, err
 	}
 	remaining := time.Until(deadline)
@@ -220,50 +230,6 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 		return xe.Status(), xks.AppendErrorBody((*ex.outBuf)[:0], xe.Name, xe.Message), xe
 	}
 	return fs, fout, ferr
-}
-
-// createKeyHeldByFallback guards CreateKey while a fallback exists (during a migration). Cosmian
-// answers CreateKey for an id it does not hold by minting a new key. If the fallback already
-// holds that id (AWS repeating a CreateKey that reached the other side, around a switch), minting
-// it on the primary would leave two different keys under one id: data encrypted under one could
-// never be decrypted with the other. So the fallback is asked first (GetKeyMetadata, read-only):
-// if it holds the key, it answers and the cutover controller copies the key over; if it does
-// not, CreateKey goes to the primary as usual. If the fallback cannot tell (it is failing — the
-// very case a fallback exists for), CreateKey still goes to the primary: refusing every CreateKey
-// while the fallback is down would fail AWS callers for the rare case of a repeated CreateKey
-// for a key only the fallback holds; that case is logged here and, should it happen, the
-// controller reports the two keys as a conflict instead of overwriting either.
-func (p *Proxy) createKeyHeldByFallback(ex *exchange, rt *routeTable) (int, []byte, error, bool) {
-	md := ex.v.Metadata
-	md.KMSOperation = "GetKeyMetadata"
-	probe, err := json.Marshal(xks.MetadataRequest{RequestMetadata: md})
-	if err != nil {
-		return 0, nil, nil, false
-	}
-	t := min(rt.fallback.cfg.Timeout, p.cfg.Limits.Budget/3)
-	pex := *ex
-	pex.body, pex.bodySum = probe, sha256.Sum256(probe)
-	status, out, ferr := p.attempt(&pex, rt.fallback, t)
-	switch {
-	case ferr == nil:
-		ex.res.Backend = rt.fallback.name
-		return status, out, nil, true
-	case xks.NameOf(ferr) == xks.KeyNotFoundException:
-		return 0, nil, nil, false
-	default:
-		p.log.Warn("CreateKey during a migration: the fallback could not say whether it holds the key; creating on the primary",
-			"keyId", ex.keyID, "fallback", rt.fallback.name, "errorName", string(xks.NameOf(ferr)))
-		return 0, nil, nil, false
-	}
-}
-
-// fallbackWorthy: retryable errors (network, timeout, 429/500/503), a key the primary does not
-// (yet) hold, and an authorization refusal: a key copied during a migration is imported before
-// its grants are replicated, so for a moment the serving side holds it without the rights the
-// other side has. A genuine refusal gets the same answer from the fallback.
-func fallbackWorthy(err error) bool {
-	n := xks.NameOf(err)
-	return n.Retryable() || n == xks.KeyNotFoundException || n == xks.InvalidKeyUsageException || n == xks.AccessDeniedException
 }
 
 // attempt makes one backend call and normalises its reply into ex.outBuf.

@@ -60,9 +60,12 @@ type Config struct {
 	Ready         func() bool // answers GET /ready (readiness probe); nil: ready once listening
 	Hooks         Hooks
 	KeyInfo       KeyInfoConfig // true key usage and status (keyinfo.go)
-	Logger        *slog.Logger
-	Registry      *prometheus.Registry // default: a new one (nothing registered globally)
-	Now           func() time.Time
+	// Migration, when set, tells the proxy which keys a migration in progress is still
+	// copying (fallback and CreateKey rules, migration.go). Optional.
+	Migration Migration
+	Logger    *slog.Logger
+	Registry  *prometheus.Registry // default: a new one (nothing registered globally)
+	Now       func() time.Time
 	// PreferHTTP1 offers "http/1.1" before "h2" in TLS ALPN (moved first in TLS.NextProtos):
 	// a client offering both then gets HTTP/1.1, which costs the proxy less CPU per request
 	// than Go's HTTP/2 server (bench/README.md); an h2-only client still gets h2. Default
@@ -154,9 +157,9 @@ type Hooks struct {
 	OnResult func(Result)                             // after every XKS API request (not /ping)
 	Mirror   func(r Result, reqBody, respBody []byte) // successful primary Decrypt without fallback; buffers valid during the call only
 	// OnCreateKey is called after a successful GetKeyMetadata with kmsOperation "CreateKey",
-	// BEFORE the reply is written, with the backend that answered. It may block until ctx's
-	// deadline (the rest of the request's budget).
-	OnCreateKey func(ctx context.Context, keyID, principalARN, backend string)
+	// BEFORE the reply is written. It may block until ctx's deadline (the rest of the
+	// request's budget).
+	OnCreateKey func(ctx context.Context, ev CreateKeyEvent)
 }
 
 // Result describes one finished XKS request.

@@ -1,0 +1,85 @@
+package cutover
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// What the proxy asks the controller on the request path (proxy.Migration; the app wires it).
+
+// Active reports whether a migration is in progress.
+func (c *Controller) Active() bool { return c.curState().inMigration() }
+
+func (c *Controller) markPending(id, backend string) {
+	c.pendingMu.Lock()
+	c.pending[id] = backend
+	c.pendingMu.Unlock()
+}
+
+func (c *Controller) clearPending(id string) {
+	c.pendingMu.Lock()
+	delete(c.pending, id)
+	c.pendingMu.Unlock()
+}
+
+// GrantsPending reports whether backend holds keyID as a copy this controller imported and whose
+// access rights (and revocation state) it has not finished writing.
+func (c *Controller) GrantsPending(keyID, backend string) bool {
+	c.pendingMu.Lock()
+	defer c.pendingMu.Unlock()
+	b, ok := c.pending[keyID]
+	return ok && b == backend
+}
+
+// MayLack reports whether backend may not hold keyID yet. The target holds every key the copy
+// reported copied and every key created on it; the source holds every key the migration found
+// there and every key the source answered a CreateKey for. Any other id may be missing (created
+// on the other side since, or not yet copied): a KeyNotFound for it is worth a fallback. A
+// KeyNotFound for a key the backend is known to hold means it was destroyed (or its grant
+// revoked, which Cosmian reports the same way) on that side, and is final.
+func (c *Controller) MayLack(keyID, backend string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch backend {
+	case c.tgt.name:
+		if k, ok := c.j.Keys[keyID]; copied(derefKP(k), ok) {
+			return false
+		}
+		return !slices.Contains(c.j.CreatedOnTarget, keyID)
+	case c.src.name:
+		if _, ok := c.j.Keys[keyID]; ok {
+			return false
+		}
+		return !slices.Contains(c.j.CreatedDuring, keyID)
+	}
+	return true
+}
+
+func derefKP(k *KeyProgress) KeyProgress {
+	if k == nil {
+		return KeyProgress{}
+	}
+	return *k
+}
+
+// Holds reports whether backend holds keyID in any state, read as the keys' owner (KMIP).
+func (c *Controller) Holds(ctx context.Context, keyID, name string) (bool, error) {
+	var b *backend
+	switch name {
+	case c.src.name:
+		b = c.src
+	case c.tgt.name:
+		b = c.tgt
+	default:
+		return false, fmt.Errorf("cutover: backend %q is neither source nor target", name)
+	}
+	if validKeyID(keyID) != nil {
+		return false, fmt.Errorf("cutover: invalid key id")
+	}
+	a, err := c.attrs(ctx, b, keyID, 1)
+	if err != nil {
+		return false, err
+	}
+	return a != nil, nil
+}

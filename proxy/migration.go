@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"context"
+
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// Migration is what the proxy asks the cutover controller about the keys of a migration in
+// progress (the app wires it in; the proxy does not know the controller). GrantsPending, MayLack
+// and Active are called on the request path and must be fast; Holds makes a KMIP call.
+type Migration interface {
+	// Active reports whether a migration is in progress (from the start of the copy to the
+	// end of a rollback or finalize).
+	Active() bool
+	// GrantsPending reports whether backend holds keyID as a copy the migration imported and
+	// whose access rights it is still writing: for that moment a refusal there is not policy.
+	GrantsPending(keyID, backend string) bool
+	// MayLack reports whether backend may not hold keyID yet (the migration has not copied it
+	// there, or it was created on the other side since).
+	MayLack(keyID, backend string) bool
+	// Holds reports whether backend holds keyID in any state, as seen by the keys' owner
+	// (KMIP with the cutover's credential), never as the caller: a caller without a grant
+	// sees "not found" for a key that exists.
+	Holds(ctx context.Context, keyID, backend string) (bool, error)
+}
+
+// CreateKeyEvent is what Hooks.OnCreateKey learns of a successful CreateKey.
+type CreateKeyEvent struct {
+	KeyID, Principal string
+	Backend          string // the backend that answered
+	// Minted is true only when the proxy saw, as the keys' owner, that no backend held the id
+	// before: then the backend minted the key and granted Principal. For an id that already
+	// existed the caller gained no right, and must not be recorded as the key's creator.
+	Minted bool
+}
+
+// fallbackWorthy says whether the primary's error may be retried on the fallback.
+//   - Retryable errors (network, timeout, 429/500/503): always.
+//   - KeyNotFound: only for an id the primary may still lack (the migration has not copied it
+//     there). A key the primary held and lost (destroyed there) is not resurrected from the
+//     other side. Without a Migration (a fallback configured by hand) nothing is known: it
+//     falls back.
+//   - InvalidKeyUsage, AccessDenied, InvalidState are policy — a missing or revoked grant, a
+//     revoked or deactivated key — and are returned as they are, except for a key the
+//     migration imported on the primary and whose grants it is still writing.
+func (p *Proxy) fallbackWorthy(err error, keyID, primary string) bool {
+	n := xks.NameOf(err)
+	mig := p.cfg.Migration
+	switch {
+	case n.Retryable():
+		return true
+	case n == xks.KeyNotFoundException:
+		return mig == nil || mig.MayLack(keyID, primary)
+	case n == xks.InvalidKeyUsageException || n == xks.AccessDeniedException || n == xks.InvalidStateException:
+		return mig != nil && mig.GrantsPending(keyID, primary)
+	}
+	return false
+}
+
+var errCreateUnknown = xks.Errorf(xks.InternalException, "cannot tell whether another key manager holds this key id; retry")
+
+// createKeyTarget guards CreateKey during a migration. Cosmian answers CreateKey for an id it
+// does not hold by minting a new key granted to the caller, and for an id it holds with 200.
+// Whether each side holds the id is asked as the keys' owner (Migration.Holds, KMIP), never as
+// the caller, who may have no right on an existing key and would be told "not found":
+//   - only the fallback holds it: the CreateKey goes there (no second key under the id);
+//   - the primary holds it: it goes to the primary, which answers without minting;
+//   - neither: it goes to the primary, which mints it (ex.minted: the caller is its creator);
+//   - either side cannot be asked: refused with a retryable error, never a guess that could
+//     leave two keys under one id.
+//
+// Outside a migration (or without one wired in) CreateKey goes to the primary and the caller is
+// taken as the creator only when no fallback exists.
+func (p *Proxy) createKeyTarget(ex *exchange, rt *routeTable) (*backend, *xks.Error) {
+	mig := p.cfg.Migration
+	if mig == nil || !mig.Active() {
+		ex.minted = rt.fallback == nil
+		return rt.primary, nil
+	}
+	// Leave at least half the budget for the CreateKey itself.
+	ctx, cancel := context.WithDeadline(ex.ctx, ex.start.Add(p.cfg.Limits.Budget/2))
+	defer cancel()
+	onPrimary, err := mig.Holds(ctx, ex.keyID, rt.primary.name)
+	if err != nil {
+		p.log.Warn("CreateKey during a migration: cannot tell whether the primary holds the key; refused",
+			"keyId", ex.keyID, "backend", rt.primary.name, "error", err.Error())
+		return nil, errCreateUnknown
+	}
+	if onPrimary || rt.fallback == nil {
+		ex.minted = !onPrimary
+		return rt.primary, nil
+	}
+	onFallback, err := mig.Holds(ctx, ex.keyID, rt.fallback.name)
+	if err != nil {
+		p.log.Warn("CreateKey during a migration: cannot tell whether the fallback holds the key; refused",
+			"keyId", ex.keyID, "backend", rt.fallback.name, "error", err.Error())
+		return nil, errCreateUnknown
+	}
+	if onFallback {
+		return rt.fallback, nil
+	}
+	ex.minted = true
+	return rt.primary, nil
+}
