@@ -54,6 +54,16 @@ func (a *adminFlags) print(w io.Writer, v any, text func()) error {
 	return nil
 }
 
+// done reports a state-changing command: what it did, then the new state (the status JSON with
+// --json).
+func (a *adminFlags) done(w io.Writer, st *cutover.Status, did string) error {
+	return a.print(w, st, func() {
+		fmt.Fprintln(w, did)
+		fmt.Fprintln(w)
+		adminapi.RenderStatus(w, st)
+	})
+}
+
 // adminCommand is a cutover command: the common admin flags, the command's own flags (own may
 // be nil), and a body that gets the client.
 func adminCommand(name, synopsis, summary string, own func(fs *flag.FlagSet), body func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error) command {
@@ -84,25 +94,19 @@ func cutoverCommands() []command {
 		watch        time.Duration
 		reason       string
 		revoke       bool
+		verbose      bool
 	)
 	return []command{
-		adminCommand("plan", "[flags]", "list what a migration would copy, skip or refuse", nil,
+		adminCommand("plan", "[--verbose]", "count what a migration would copy, skip or refuse, and list the keys that need attention",
+			func(fs *flag.FlagSet) {
+				fs.BoolVar(&verbose, "verbose", false, "list every key, not only those that need attention")
+			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
 				p, err := c.Plan(ctx)
 				if err != nil {
 					return err
 				}
-				return a.print(stdout, p, func() {
-					fmt.Fprintf(stdout, "plan %s → %s: %d keys\n", p.Source, p.Target, len(p.Keys))
-					for action, n := range p.Counts {
-						fmt.Fprintf(stdout, "  %-10s %d\n", action, n)
-					}
-					for _, k := range p.Keys {
-						if k.Reason != "" {
-							fmt.Fprintf(stdout, "  %-10s %s: %s\n", k.Action, k.KeyID, k.Reason)
-						}
-					}
-				})
+				return a.print(stdout, p, func() { adminapi.RenderPlan(stdout, p, verbose) })
 			}),
 		adminCommand("start", "[--shadow 5m | --no-shadow] [--no-auto-switch] [--auto-finalize]", "copy, verify, [shadow], switch, probation",
 			func(fs *flag.FlagSet) {
@@ -113,27 +117,39 @@ func cutoverCommands() []command {
 			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
 				opts := cutover.StartOptions{Shadow: shadow, NoShadow: noShadow, AutoSwitch: !noAuto, AutoFinalize: autoFinalize}
-				if err := c.Start(ctx, opts); err != nil {
+				st, err := c.Start(ctx, opts)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintln(stderr, "migration started; follow it with: xksproxy cutover status --watch 2s")
-				return nil
+				return a.done(stdout, st, fmt.Sprintf("migration %s → %s started (shadow %s, auto-switch %v); follow it with: xksproxy cutover status --watch 2s",
+					st.Source, st.Target, st.Options.Shadow, st.Options.AutoSwitch))
 			}),
 		adminCommand("status", "[--watch 2s]", "state, progress, per-key failures, fallbacks",
 			func(fs *flag.FlagSet) {
 				durationVar(fs, &watch, "watch", 0, "refresh every `interval` until the migration ends")
 			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
-				for {
+				var rate adminapi.Rate
+				for first := true; ; first = false {
 					s, err := c.Status(ctx)
 					if err != nil {
 						return err
 					}
-					if err := a.print(stdout, s, func() { adminapi.RenderStatus(stdout, s) }); err != nil {
+					outcome := adminapi.Outcome(s)
+					err = a.print(stdout, s, func() {
+						if !first {
+							fmt.Fprintln(stdout)
+						}
+						adminapi.RenderStatus(stdout, s)
+						if l := rate.Line(s, time.Now()); l != "" {
+							fmt.Fprintln(stdout, l)
+						}
+						if watch > 0 && outcome != "" {
+							fmt.Fprintln(stdout, outcome)
+						}
+					})
+					if err != nil || watch <= 0 || outcome != "" {
 						return err
-					}
-					if watch <= 0 || !s.Running {
-						return nil
 					}
 					select {
 					case <-ctx.Done():
@@ -144,7 +160,11 @@ func cutoverCommands() []command {
 			}),
 		adminCommand("switch", "[flags]", "switch after verification (when started with --no-auto-switch)", nil,
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
-				return c.Switch(ctx)
+				st, err := c.Switch(ctx)
+				if err != nil {
+					return err
+				}
+				return a.done(stdout, st, fmt.Sprintf("switched: %s serves, %s is the fallback during probation", st.Primary, st.Fallback))
 			}),
 		adminCommand("rollback", "--reason TEXT", "go back to the source backend (copies target-only keys back first)",
 			func(fs *flag.FlagSet) {
@@ -154,14 +174,26 @@ func cutoverCommands() []command {
 				if reason == "" {
 					return usageErr("cutover rollback: --reason is required")
 				}
-				return c.Rollback(ctx, reason)
+				st, err := c.Rollback(ctx, reason)
+				if err != nil {
+					return err
+				}
+				return a.done(stdout, st, fmt.Sprintf("rolled back: %s serves again (%s)", st.Primary, reason))
 			}),
 		adminCommand("finalize", "[--revoke-source-grants]", "stop falling back to the source",
 			func(fs *flag.FlagSet) {
 				fs.BoolVar(&revoke, "revoke-source-grants", false, "revoke on the source the grants that were replicated")
 			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
-				return c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: revoke})
+				st, err := c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: revoke})
+				if err != nil {
+					return err
+				}
+				did := fmt.Sprintf("finalized: %s serves alone, no fallback to %s", st.Primary, st.Source)
+				if revoke {
+					did += "; the migrated keys' grants on " + st.Source + " are revoked"
+				}
+				return a.done(stdout, st, did)
 			}),
 	}
 }

@@ -160,6 +160,24 @@ func TestServeDevAndCutoverCLI(t *testing.T) {
 	if code := run(ctx, []string{"cutover", "status", "--admin", m[1]}, &sout, &serr); code != 0 || !strings.Contains(sout.String(), "serving") {
 		t.Errorf("cutover status: exit %d: %s %s", code, sout.String(), serr.String())
 	}
+	// A whole migration by hand: every state-changing command says what it did and the new
+	// state, and status --watch stops once the migration waits for the operator.
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cutover", "start", "--no-auto-switch", "--no-shadow"}, "migration a → b started"},
+		{[]string{"cutover", "status", "--watch", "50ms"}, "verified: switch with"},
+		{[]string{"cutover", "switch"}, "switched: b serves, a is the fallback"},
+		{[]string{"cutover", "finalize"}, "finalized: b serves alone"},
+		{[]string{"cutover", "status", "--watch", "50ms"}, "migration finalized"},
+		{[]string{"cutover", "plan"}, "copy       0"},
+	} {
+		var o, e bytes.Buffer
+		if code := run(ctx, append(step.args, "--admin", m[1]), &o, &e); code != 0 || !strings.Contains(o.String(), step.want) {
+			t.Fatalf("%v: exit %d, stdout lacks %q:\n%s\n%s", step.args, code, step.want, o.String(), e.String())
+		}
+	}
 	t.Setenv("XKSPROXY_ADMIN_TOKEN", "wrong-token-wrong-token-wrong-token")
 	var wout, werr bytes.Buffer
 	if code := run(ctx, []string{"cutover", "status", "--admin", m[1]}, &wout, &werr); code != 1 || !strings.Contains(werr.String(), "401") {

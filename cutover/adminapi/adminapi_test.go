@@ -65,14 +65,20 @@ func TestRoundTrip(t *testing.T) {
 	if p, err := c.Plan(ctx); err != nil || p.Source != "A" {
 		t.Fatalf("plan %+v %v", p, err)
 	}
-	for _, call := range []func() error{
-		func() error { return c.Start(ctx, cutover.StartOptions{Shadow: 30 * time.Second, AutoSwitch: true}) },
-		func() error { return c.Switch(ctx) },
-		func() error { return c.Rollback(ctx, "slow") },
-		func() error { return c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: true}) },
+	for _, call := range []func() (*cutover.Status, error){
+		func() (*cutover.Status, error) {
+			return c.Start(ctx, cutover.StartOptions{Shadow: 30 * time.Second, AutoSwitch: true})
+		},
+		func() (*cutover.Status, error) { return c.Switch(ctx) },
+		func() (*cutover.Status, error) { return c.Rollback(ctx, "slow") },
+		func() (*cutover.Status, error) { return c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: true}) },
 	} {
-		if err := call(); err != nil {
+		st, err := call()
+		if err != nil {
 			t.Fatal(err)
+		}
+		if st.State != cutover.StateSwitched {
+			t.Errorf("reply status %+v, want the controller's", st)
 		}
 	}
 	want := []string{"plan", "start shadow=30s auto_switch=true", "switch", "rollback slow", "finalize revoke=true"}
@@ -102,7 +108,7 @@ func TestErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, c := newServer(t, &fakeController{err: tc.err})
-			err := c.Switch(ctx)
+			_, err := c.Switch(ctx)
 			var ae *Error
 			if !errors.As(err, &ae) || ae.Status != tc.status {
 				t.Fatalf("err %v, want status %d", err, tc.status)
@@ -153,5 +159,69 @@ func TestRenderStatus(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("render lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	passed := &cutover.ProbationStatus{Passed: true}
+	for _, tc := range []struct {
+		name string
+		s    cutover.Status
+		want string // substring; "" means still progressing
+	}{
+		{"copying", cutover.Status{State: cutover.StateCopying, Running: true}, ""},
+		{"probation running", cutover.Status{State: cutover.StateSwitched, Running: true, Probation: &cutover.ProbationStatus{}}, ""},
+		{"probation passed", cutover.Status{State: cutover.StateSwitched, Running: true, Probation: passed}, "cutover finalize"},
+		{"auto-finalize pending", cutover.Status{State: cutover.StateSwitched, Running: true, Probation: passed, Options: cutover.StartOptions{AutoFinalize: true}}, ""},
+		{"verified, waiting", cutover.Status{State: cutover.StateVerified}, "cutover switch"},
+		{"blocked", cutover.Status{State: cutover.StateCopyFailed}, "blocked"},
+		{"finalized", cutover.Status{State: cutover.StateFinalized, Primary: "b"}, "finalized: b serves alone"},
+		{"rolled back", cutover.Status{State: cutover.StateRolledBack, Primary: "a"}, "rolled back"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Outcome(&tc.s)
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Errorf("Outcome = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRate(t *testing.T) {
+	var r Rate
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := func(copied int) *cutover.Status {
+		return &cutover.Status{State: cutover.StateCopying, Keys: cutover.KeyCounts{Total: 100, Copied: copied}}
+	}
+	if l := r.Line(st(10), t0); l != "" {
+		t.Errorf("first sample gave %q", l)
+	}
+	if l := r.Line(st(30), t0.Add(2*time.Second)); l != "rate:      10.0 keys/s, about 7s left" {
+		t.Errorf("rate line %q", l)
+	}
+	if l := r.Line(&cutover.Status{State: cutover.StateSwitched}, t0.Add(3*time.Second)); l != "" {
+		t.Errorf("rate outside copy: %q", l)
+	}
+}
+
+func TestRenderPlan(t *testing.T) {
+	p := &cutover.Plan{Source: "a", Target: "b", Counts: map[string]int{"copy": 1, "skip": 2, "conflict": 1},
+		Keys: []cutover.PlanKey{{KeyID: "k1", Action: "copy"}, {KeyID: "k2", Action: "skip", Reason: "identical"},
+			{KeyID: "k3", Action: "skip", Reason: "identical"}, {KeyID: "k4", Action: "conflict", Reason: "different material"}}}
+	var out bytes.Buffer
+	RenderPlan(&out, p, false)
+	got := out.String()
+	for _, want := range []string{"plan a → b: 4 keys", "copy       1", "skip       2", "conflict   1", "error      0", "needs attention (1)", "k4: different material", "--verbose"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("plan lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "k2") {
+		t.Errorf("plan lists a skipped key without --verbose:\n%s", got)
+	}
+	out.Reset()
+	RenderPlan(&out, p, true)
+	if !strings.Contains(out.String(), "k2: identical") {
+		t.Errorf("verbose plan lacks k2:\n%s", out.String())
 	}
 }

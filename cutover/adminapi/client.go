@@ -103,9 +103,9 @@ func (a *Client) Plan(ctx context.Context) (*cutover.Plan, error) {
 	return &p, nil
 }
 
-// Start starts a migration.
-func (a *Client) Start(ctx context.Context, opts cutover.StartOptions) error {
-	return a.do(ctx, http.MethodPost, "/v1/cutover/start", opts, nil)
+// Start starts a migration and returns the status it started in.
+func (a *Client) Start(ctx context.Context, opts cutover.StartOptions) (*cutover.Status, error) {
+	return a.call(ctx, "/v1/cutover/start", opts)
 }
 
 // Status reads the controller's status.
@@ -117,17 +117,26 @@ func (a *Client) Status(ctx context.Context) (*cutover.Status, error) {
 	return &s, nil
 }
 
-// Switch switches traffic to the target.
-func (a *Client) Switch(ctx context.Context) error {
-	return a.do(ctx, http.MethodPost, "/v1/cutover/switch", struct{}{}, nil)
+// Switch switches traffic to the target and returns the new status.
+func (a *Client) Switch(ctx context.Context) (*cutover.Status, error) {
+	return a.call(ctx, "/v1/cutover/switch", struct{}{})
 }
 
-// Rollback returns traffic to the source.
-func (a *Client) Rollback(ctx context.Context, reason string) error {
-	return a.do(ctx, http.MethodPost, "/v1/cutover/rollback", map[string]string{"reason": reason}, nil)
+// Rollback returns traffic to the source and returns the new status.
+func (a *Client) Rollback(ctx context.Context, reason string) (*cutover.Status, error) {
+	return a.call(ctx, "/v1/cutover/rollback", map[string]string{"reason": reason})
 }
 
-// Finalize stops falling back to the source.
-func (a *Client) Finalize(ctx context.Context, opts cutover.FinalizeOptions) error {
-	return a.do(ctx, http.MethodPost, "/v1/cutover/finalize", opts, nil)
+// Finalize stops falling back to the source and returns the new status.
+func (a *Client) Finalize(ctx context.Context, opts cutover.FinalizeOptions) (*cutover.Status, error) {
+	return a.call(ctx, "/v1/cutover/finalize", opts)
+}
+
+// call POSTs in to an operation that answers with the controller's status.
+func (a *Client) call(ctx context.Context, path string, in any) (*cutover.Status, error) {
+	var s cutover.Status
+	if err := a.do(ctx, http.MethodPost, path, in, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
 }

@@ -32,8 +32,13 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		fmt.Fprintf(tw, "running:\tyes\n")
 	}
 	k := s.Keys
-	fmt.Fprintf(tw, "keys:\t%d total, %d copied (%d already there), %d verified, %d pending, %d conflicts, %d errors\n",
-		k.Total, k.Copied, k.Skipped, k.Verified, k.Pending, k.Conflicts, k.Errors)
+	if k.Total == 0 && s.State == cutover.StateCopying {
+		// The run lists the source's keys before it knows how many there are.
+		fmt.Fprintf(tw, "keys:\tlisting the keys on %s…\n", s.Source)
+	} else {
+		fmt.Fprintf(tw, "keys:\t%d total, %d copied (%d already there), %d verified, %d pending, %d conflicts, %d errors\n",
+			k.Total, k.Copied, k.Skipped, k.Verified, k.Pending, k.Conflicts, k.Errors)
+	}
 	if s.CreatedDuring > 0 || len(s.CreatedOnTarget) > 0 {
 		fmt.Fprintf(tw, "created:\t%d during the migration, %d on the target after the switch\n", s.CreatedDuring, len(s.CreatedOnTarget))
 	}
@@ -68,6 +73,101 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		if s.FailuresTotal > len(s.Failures) {
 			fmt.Fprintf(w, "  … and %d more\n", s.FailuresTotal-len(s.Failures))
 		}
+	}
+}
+
+// Outcome says whether a migration has come to rest and, if so, what the operator does next
+// ("" while it is still progressing): `cutover status --watch` stops on it.
+func Outcome(s *cutover.Status) string {
+	switch s.State {
+	case cutover.StateServing:
+		return fmt.Sprintf("no migration: %s serves", s.Primary)
+	case cutover.StateFinalized:
+		return fmt.Sprintf("migration finalized: %s serves alone", s.Primary)
+	case cutover.StateRolledBack:
+		return fmt.Sprintf("migration rolled back: %s serves (%s)", s.Primary, s.Reason)
+	}
+	if s.Running && s.State != cutover.StateSwitched {
+		return ""
+	}
+	switch s.State {
+	case cutover.StateCopyFailed, cutover.StateVerifyFailed:
+		return fmt.Sprintf("migration blocked in %s: fix the keys listed, then `xksproxy cutover start` again (or roll back)", s.State)
+	case cutover.StateVerified:
+		return "verified: switch with `xksproxy cutover switch`"
+	case cutover.StateSwitched:
+		if p := s.Probation; p != nil && p.Passed && !s.Options.AutoFinalize {
+			return "probation passed: finalize with `xksproxy cutover finalize` (or roll back)"
+		}
+	}
+	return ""
+}
+
+// Rate follows the copy or verification between two statuses and renders its rate and the
+// time left: "rate: 42.0 keys/s, about 1m30s left" ("" when it cannot tell yet).
+type Rate struct {
+	state cutover.State
+	done  int
+	at    time.Time
+}
+
+// Line updates r with s seen at now and returns the rate line.
+func (r *Rate) Line(s *cutover.Status, now time.Time) string {
+	k := s.Keys
+	var done int
+	switch s.State {
+	case cutover.StateCopying:
+		done = k.Copied + k.Errors + k.Conflicts
+	case cutover.StateVerifying:
+		done = k.Verified + k.Errors + k.Conflicts
+	default:
+		*r = Rate{}
+		return ""
+	}
+	prev := *r
+	*r = Rate{state: s.State, done: done, at: now}
+	if prev.state != s.State || prev.at.IsZero() || k.Total == 0 {
+		return ""
+	}
+	dt := now.Sub(prev.at).Seconds()
+	if dt <= 0 || done <= prev.done {
+		return ""
+	}
+	rate := float64(done-prev.done) / dt
+	left := time.Duration(float64(max(k.Total-done, 0)) / rate * float64(time.Second)).Round(time.Second)
+	return fmt.Sprintf("rate:      %.1f keys/s, about %s left", rate, left)
+}
+
+// RenderPlan writes a plan: a count for every action, then the keys that need attention (a
+// conflict or an error); verbose lists every key.
+func RenderPlan(w io.Writer, p *cutover.Plan, verbose bool) {
+	fmt.Fprintf(w, "plan %s → %s: %d keys\n", p.Source, p.Target, len(p.Keys))
+	for _, a := range []string{cutover.ActionCopy, cutover.ActionSkip, cutover.ActionConflict, cutover.ActionError} {
+		fmt.Fprintf(w, "  %-10s %d\n", a, p.Counts[a])
+	}
+	attention := 0
+	for _, k := range p.Keys {
+		if k.Action == cutover.ActionConflict || k.Action == cutover.ActionError {
+			attention++
+		}
+	}
+	if verbose {
+		fmt.Fprintln(w, "\nkeys:")
+	} else if attention > 0 {
+		fmt.Fprintf(w, "\nneeds attention (%d):\n", attention)
+	}
+	for _, k := range p.Keys {
+		if !verbose && k.Action != cutover.ActionConflict && k.Action != cutover.ActionError {
+			continue
+		}
+		line := fmt.Sprintf("  %-10s %s", k.Action, k.KeyID)
+		if k.Reason != "" {
+			line += ": " + k.Reason
+		}
+		fmt.Fprintln(w, line)
+	}
+	if !verbose && len(p.Keys) > attention {
+		fmt.Fprintln(w, "(--verbose lists every key)")
 	}
 }
 
