@@ -71,7 +71,9 @@ func TestRoundTrip(t *testing.T) {
 		},
 		func() (*cutover.Status, error) { return c.Switch(ctx) },
 		func() (*cutover.Status, error) { return c.Rollback(ctx, "slow") },
-		func() (*cutover.Status, error) { return c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: true}) },
+		func() (*cutover.Status, error) {
+			return c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: true})
+		},
 	} {
 		st, err := call()
 		if err != nil {
