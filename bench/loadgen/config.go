@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/url"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,7 +55,10 @@ const (
 
 // Config configures a Runner or HealthPoller. New fills the defaults described on each field.
 type Config struct {
-	Endpoint   string           // "https://host:port"
+	Endpoint string // "https://host:port"
+	// Endpoints are more replicas behind the same load balancer: requests go round-robin over
+	// Endpoint and these, and one refused by a replica that is down goes to the next.
+	Endpoints  []string
 	Prefix     string           // URI prefix before /kms/xks/v1, e.g. "/aws"
 	Region     string           // SigV4 region
 	Credential sigv4.Credential // SigV4 credential
@@ -98,6 +102,14 @@ func (c *Config) checkAndSetDefaults(needKeys bool) error {
 		return fmt.Errorf("%w: endpoint must be https://host[:port]", ErrConfig)
 	}
 	c.Endpoint = u.Scheme + "://" + u.Host
+	c.Endpoints = slices.Clone(c.Endpoints)
+	for i, e := range c.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("%w: endpoints[%d] must be https://host[:port]", ErrConfig, i)
+		}
+		c.Endpoints[i] = u.Scheme + "://" + u.Host
+	}
 	c.Prefix = strings.TrimSuffix(c.Prefix, "/")
 	if err := xks.ValidPrefix(c.Prefix); err != nil {
 		return fmt.Errorf("%w: prefix: %w", ErrConfig, err)

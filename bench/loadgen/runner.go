@@ -39,15 +39,17 @@ type Report struct {
 	ByOperation map[string]OpStats `json:"by_operation"`
 	ByError     map[string]int64   `json:"by_error"`
 	Protocols   map[string]int64   `json:"protocols,omitempty"` // replies by protocol: "HTTP/1.1", "HTTP/2"
-	Over250ms   int64              `json:"over_250ms"`
-	P50         time.Duration      `json:"p50_ns"`
-	P90         time.Duration      `json:"p90_ns"`
-	P99         time.Duration      `json:"p99_ns"`
-	P999        time.Duration      `json:"p999_ns"`
-	Max         time.Duration      `json:"max_ns"`
-	Throughput  float64            `json:"throughput"` // completed (not dropped) requests per second
-	Started     time.Time          `json:"started"`
-	Ended       time.Time          `json:"ended"`
+	// ByEndpoint: per endpoint with Config.Endpoints (several replicas), else nil.
+	ByEndpoint map[string]EndpointStats `json:"by_endpoint,omitempty"`
+	Over250ms  int64                    `json:"over_250ms"`
+	P50        time.Duration            `json:"p50_ns"`
+	P90        time.Duration            `json:"p90_ns"`
+	P99        time.Duration            `json:"p99_ns"`
+	P999       time.Duration            `json:"p999_ns"`
+	Max        time.Duration            `json:"max_ns"`
+	Throughput float64                  `json:"throughput"` // completed (not dropped) requests per second
+	Started    time.Time                `json:"started"`
+	Ended      time.Time                `json:"ended"`
 }
 
 // WindowStats summarises the requests started in a time window. When the sample log has
@@ -600,6 +602,9 @@ func (r *Runner) Snapshot() *Report {
 			}
 			rep.Protocols[proto] = n
 		}
+	}
+	if len(r.cfg.Endpoints) > 0 {
+		rep.ByEndpoint = r.ep.bal.byEndpoint()
 	}
 	var all histSnap
 	var one histSnap

@@ -27,6 +27,7 @@ type endpoint struct {
 	timeout time.Duration
 	// Replies by HTTP major version, so a report says what was spoken, not what was asked for.
 	replies1, replies2 atomic.Int64
+	bal                *balance
 }
 
 func newEndpoint(cfg *Config) (*endpoint, error) {
@@ -68,6 +69,7 @@ func newEndpoint(cfg *Config) (*endpoint, error) {
 		signer:  signer,
 		base:    cfg.Endpoint + cfg.Prefix + xks.APIPathSuffix,
 		timeout: cfg.Timeout,
+		bal:     newBalance(cfg),
 	}, nil
 }
 
@@ -75,10 +77,10 @@ func (e *endpoint) close() {
 	e.client.CloseIdleConnections()
 }
 
-// roundTrip signs and sends body to url and reads the reply into resp (reused). class is ""
-// when a reply was read, else ErrClientTimeout or ErrNetwork; class is "" with a non-nil err when
-// ctx ended (the request is not counted).
-func (e *endpoint) roundTrip(ctx context.Context, url string, body, resp []byte) (status int, reply []byte, class string, err error) {
+// roundTripOnce signs and sends body to url and reads the reply into resp (reused). class is
+// "" when a reply was read, else ErrClientTimeout or ErrNetwork; class is "" with a non-nil err
+// when ctx ended (the request is not counted).
+func (e *endpoint) roundTripOnce(ctx context.Context, url string, body, resp []byte) (status int, reply []byte, class string, err error) {
 	rctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, url, bytes.NewReader(body))
