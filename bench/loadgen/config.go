@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"math"
 	"net/url"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
