@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
+	"strconv"
 	"syscall"
 
 	"github.com/xksproxy/xksproxy/app"
@@ -71,7 +73,7 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	go reloadOnHUP(ctx, path, a, log)
+	go reloadOnHUP(ctx, path, f, a, log)
 	log.Info("xksproxy starting", "version", version, "config", path, "listen", ac.Proxy.Listen)
 	return a.Run(ctx)
 }
@@ -80,8 +82,10 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 // the SigV4 credential sets of every prefix without dropping connections — the spec's rotation
 // procedure (add the new set, update the key store in AWS, wait, remove the old set) is two edits
 // and two SIGHUPs — updates xks_sigv4_credential_age_days, and re-reads the certificate files
-// (tls.mode = "files"; a bad replacement is refused and the current certificate kept).
-func reloadOnHUP(ctx context.Context, path string, a *app.App, log *slog.Logger) {
+// (tls.mode = "files"; a bad replacement is refused and the current certificate kept). Every
+// other change is compared with the running configuration and logged key by key as needing a
+// restart.
+func reloadOnHUP(ctx context.Context, path string, running *config.File, a *app.App, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -91,13 +95,17 @@ func reloadOnHUP(ctx context.Context, path string, a *app.App, log *slog.Logger)
 			return
 		case <-hup:
 		}
-		reload(path, a, log)
+		reload(path, running, a, log)
 	}
 }
 
+// credentialKey matches the keys a reload applies: a prefix's credential sets.
+var credentialKey = regexp.MustCompile(`^prefix\[(\d+)\]\.credential`)
+
 // reload is one SIGHUP. The certificate files are re-read even when the configuration file is
-// refused: renewing a certificate must not depend on an unrelated edit.
-func reload(path string, a *app.App, log *slog.Logger) {
+// refused: renewing a certificate must not depend on an unrelated edit. running is the
+// configuration in effect; reload updates the credential sets it applied.
+func reload(path string, running *config.File, a *app.App, log *slog.Logger) {
 	log.Info("reload: SIGHUP received", "config", path)
 	if f, warnings, err := config.Load(path); err != nil {
 		log.Error("reload: configuration refused; keeping the current credentials", "err", err)
@@ -105,6 +113,7 @@ func reload(path string, a *app.App, log *slog.Logger) {
 		for _, w := range warnings {
 			log.Warn("reload: configuration", "warning", w)
 		}
+		applied := map[string]bool{} // prefix paths whose credential sets are now f's
 		for _, p := range f.Prefix {
 			ids := make([]string, 0, len(p.Credential))
 			ages := make([]certs.CredentialAge, 0, len(p.Credential))
@@ -121,8 +130,28 @@ func reload(path string, a *app.App, log *slog.Logger) {
 				log.Error("reload: credentials refused", "prefix", p.Path, "err", err)
 				continue
 			}
+			applied[p.Path] = true
 			log.Info("reload: credentials applied", "prefix", p.Path, "access_key_ids", ids,
 				"age_metric_sets", len(ages), "no_created_date", noAge)
+		}
+		changes := config.Changes(running, f)
+		if len(changes) == 0 {
+			log.Info("reload: configuration file unchanged")
+		}
+		for _, key := range changes {
+			if m := credentialKey.FindStringSubmatch(key); m != nil {
+				i, _ := strconv.Atoi(m[1])
+				if i < len(f.Prefix) && applied[f.Prefix[i].Path] {
+					log.Info("reload: applied", "key", key)
+					continue
+				}
+			}
+			log.Warn("reload: changed but not applied: restart to apply", "key", key)
+		}
+		for i := range running.Prefix {
+			if i < len(f.Prefix) && f.Prefix[i].Path == running.Prefix[i].Path && applied[f.Prefix[i].Path] {
+				running.Prefix[i].Credential = f.Prefix[i].Credential
+			}
 		}
 	}
 	switch err := a.ReloadTLS(); {

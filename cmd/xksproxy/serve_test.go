@@ -133,7 +133,17 @@ func TestReload(t *testing.T) {
 		}, []string{
 			"reload: credentials applied", "AKIAXKSPROXYNEWKEY02", "no_created_date=[AKIAXKSPROXYNEWKEY02]",
 			"age_metric_sets=1", "tls certificate reloaded", "reload: certificate files checked",
-		}, []string{"level=ERROR"}},
+			"reload: applied\" key=prefix[0].credential",
+		}, []string{"level=ERROR", "restart to apply"}},
+		{"other edits need a restart, each named", func() {
+			doc := strings.Replace(serveTestConfig(credOld+credNew), "[health]\n", "timeout = \"150ms\"\n[health]\ninterval = \"20s\"\n", 1)
+			if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{
+			`msg="reload: changed but not applied: restart to apply" key=backend[0].timeout`,
+			`msg="reload: changed but not applied: restart to apply" key=health.interval`,
+		}, []string{"reload: applied\" key=prefix", "level=ERROR"}},
 		{"refused configuration still reloads the certificate", func() {
 			if err := os.WriteFile(path, []byte("[server\n"), 0o600); err != nil {
 				t.Fatal(err)
@@ -152,7 +162,7 @@ func TestReload(t *testing.T) {
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			st.prep()
-			reload(path, a, log)
+			reload(path, f, a, log)
 			out := logs.take()
 			for _, w := range st.want {
 				if !strings.Contains(out, w) {
