@@ -192,6 +192,12 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 				mirror(r, req, resp)
 			}
 		},
+		OnCreateKeyRefused: func(keyID, backend, message string) {
+			ctrl.NoteCreateKeyRefused(keyID, backend, message)
+			if h.OnCreateKeyRefused != nil {
+				h.OnCreateKeyRefused(keyID, backend, message)
+			}
+		},
 		OnCreateKey: func(ctx context.Context, ev proxy.CreateKeyEvent) {
 			ctrl.NoteCreateKey(ev.KeyID, ev.Principal, ev.Backend, ev.Minted)
 			// While switched, copy the new key to the other side before AWS hears back, so

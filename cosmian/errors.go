@@ -109,3 +109,11 @@ func classify(status int, msg string) error {
 	}
 	return ErrInvalidRequest
 }
+
+// xksCreateKeyRefusal is the text of the XKS CreateKey refusal of Cosmian releases after 5.26
+// (PR #1107, routes/aws_xks/key_metadata.rs): the key id exists on that server as a key without
+// the aws-xks tag, and the server will not grant the XKS identity on it.
+const xksCreateKeyRefusal = "already exists and is not an AWS XKS key"
+
+// IsXKSCreateKeyRefusal reports whether an XKS error message is that refusal.
+func IsXKSCreateKeyRefusal(msg string) bool { return strings.Contains(msg, xksCreateKeyRefusal) }

@@ -131,9 +131,7 @@ func (c *Controller) list(ctx context.Context, b *backend, attempts int) ([]stri
 			return nil, fmt.Errorf("cutover: locating keys tagged %q on %s: %w", sel.Tag, b.name, err)
 		}
 	}
-	if len(sel.Exclude) > 0 {
-		ids = slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(sel.Exclude, id) })
-	}
+	ids = slices.DeleteFunc(ids, func(id string) bool { return isCanary(id) || slices.Contains(sel.Exclude, id) })
 	sort.Strings(ids)
 	return slices.Compact(ids), nil
 }
@@ -259,6 +257,9 @@ func (c *Controller) sameMaterial(ctx context.Context, b *backend, uid string, m
 // returns ResultOK (imported) or ResultSkipped (identical key already there),
 // a *keyError, or a transient/context error.
 func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string, attempts int) (string, error) {
+	if c.shared.Load() {
+		return ResultSkipped, nil // one database: the key is already there (shared.go)
+	}
 	sa, err := c.attrs(ctx, from, uid, attempts)
 	if err != nil {
 		return "", err

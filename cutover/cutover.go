@@ -49,6 +49,7 @@ type kmipAPI interface {
 	ListAccess(ctx context.Context, uid string) ([]cosmian.UserAccess, error)
 	Owned(ctx context.Context) ([]cosmian.OwnedObject, error)
 	Version(ctx context.Context) (string, error)
+	Destroy(ctx context.Context, uid string, remove bool) error
 }
 
 // Backend is one Cosmian server, reached through KMIP as the keys' owner.
@@ -386,6 +387,8 @@ type Controller struct {
 	fallbacks atomic.Uint64
 	// grantsCopied counts (key, user) grants applied on the target by this process.
 	grantsCopied atomic.Int64
+	// shared: source and target are nodes over one database (shared.go).
+	shared, sharedKnown atomic.Bool
 	// backfill wakes the loop that copies keys created on the target back to the source.
 	backfill chan struct{}
 	// pending: keys imported on a backend whose access rights are still being written (see

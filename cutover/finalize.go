@@ -20,6 +20,11 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 	if st := c.curState(); st != StateSwitched {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
 	}
+	if opts.RevokeSourceGrants {
+		if err := c.refuseRevokeShared(ctx); err != nil {
+			return err
+		}
+	}
 	c.stopRunner()
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
 	err := c.finalizeLocked(ctx, opts)

@@ -70,14 +70,22 @@ type env struct {
 	cA, cB  *cosmian.Client
 	journal string
 	router  *fakeRouter
+	aclA    string
 	aclB    string
 }
 
 func newEnv(tb testing.TB, aclB kmsemu.Generation) *env {
+	return newEnvGen(tb, kmsemu.Cosmian526, aclB, false)
+}
+
+// newEnvGen runs A and B as the given Cosmian generations; with shared, as two nodes over one
+// store (Cosmian's HA mode).
+func newEnvGen(tb testing.TB, genA, genB kmsemu.Generation, shared bool) *env {
 	tb.Helper()
-	e := &env{journal: filepath.Join(tb.TempDir(), "cutover.journal"), router: &fakeRouter{}, aclB: string(aclB)}
+	e := &env{journal: filepath.Join(tb.TempDir(), "cutover.journal"), router: &fakeRouter{}, aclA: string(genA), aclB: string(genB)}
+	var store *kmsemu.Store
 	start := func(acl kmsemu.Generation) (*kmsemu.Server, *cosmian.Client) {
-		s, err := kmsemu.New(kmsemu.Config{CosmianVersion: acl})
+		s, err := kmsemu.New(kmsemu.Config{CosmianVersion: acl, Store: store})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -97,19 +105,25 @@ func newEnv(tb testing.TB, aclB kmsemu.Generation) *env {
 		}
 		return s, c
 	}
-	e.A, e.cA = start(kmsemu.Cosmian526)
-	e.B, e.cB = start(aclB)
+	e.A, e.cA = start(genA)
+	if shared {
+		store = e.A.Store()
+	}
+	e.B, e.cB = start(genB)
 	return e
 }
 
-func (e *env) config(mut func(*Config)) Config {
-	acl := ACLARN
-	if e.aclB == string(kmsemu.CosmianXKSService) {
-		acl = ACLService
+func cutoverACL(gen string) string {
+	if gen == string(kmsemu.CosmianXKSService) {
+		return ACLService
 	}
+	return ACLARN
+}
+
+func (e *env) config(mut func(*Config)) Config {
 	cfg := Config{
-		Source:      Backend{Name: "A", KMIP: e.cA, ACL: ACLARN},
-		Target:      Backend{Name: "B", KMIP: e.cB, ACL: acl},
+		Source:      Backend{Name: "A", KMIP: e.cA, ACL: cutoverACL(e.aclA)},
+		Target:      Backend{Name: "B", KMIP: e.cB, ACL: cutoverACL(e.aclB)},
 		Router:      e.router,
 		JournalPath: e.journal,
 		Probation:   ProbationConfig{Duration: time.Hour, MinRequests: new(20), MaxP99: 200 * time.Millisecond},

@@ -28,18 +28,29 @@ type Plan struct {
 	Target string         `json:"target"`
 	Keys   []PlanKey      `json:"keys"`
 	Counts map[string]int `json:"counts"`
+	// SharedStorage: source and target are nodes over one database; nothing is copied.
+	SharedStorage bool     `json:"shared_storage,omitempty"`
+	Notes         []string `json:"notes,omitempty"` // for the operator: shared storage, ids never migrated
 }
 
 // Plan lists the selected keys on the source and compares each with the target.
 func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
+	shared, err := c.checkShared(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ids, err := c.list(ctx, c.src, controlAttempts)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Source: c.src.name, Target: c.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{}}
+	p := &Plan{Source: c.src.name, Target: c.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{},
+		SharedStorage: shared, Notes: c.notes()}
 	var mu sync.Mutex
 	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
-		pk := c.planKey(ctx, id)
+		pk := PlanKey{KeyID: id, Action: ActionSkip, Reason: SharedStorageNote}
+		if !shared {
+			pk = c.planKey(ctx, id)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -172,6 +172,9 @@ func (c *Controller) copyBack(ctx context.Context) error {
 // syncBack carries a revocation and access-right changes made on the target
 // back to the source.
 func (c *Controller) syncBack(ctx context.Context, id string) error {
+	if c.shared.Load() {
+		return nil // one database: the source already holds every change (shared.go)
+	}
 	ta, err := c.attrs(ctx, c.tgt, id, controlAttempts)
 	if err != nil || ta == nil {
 		return err // a key gone from the target has nothing to carry back

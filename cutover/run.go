@@ -39,6 +39,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if running {
 		return ErrRunning
 	}
+	c.ensureShared(ctx)
 	switch st {
 	case StateServing, StateRolledBack, StateFinalized:
 		if active != c.src.name {
@@ -108,6 +109,7 @@ func (c *Controller) Resume(ctx context.Context) error {
 		st == StateVerified && opts.AutoSwitch,
 		st == StateSwitched && (!passed || opts.AutoFinalize):
 		c.log.Info("cutover: resuming", "state", st)
+		c.ensureShared(ctx)
 		c.launch()
 	}
 	return nil
@@ -309,6 +311,7 @@ func (c *Controller) advance(ctx context.Context, from, to State, mutate func(*j
 }
 
 func (c *Controller) phaseCopy(ctx context.Context) error {
+	c.ensureShared(ctx)
 	ids, err := c.workList(ctx)
 	if err != nil {
 		return err

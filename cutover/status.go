@@ -63,6 +63,8 @@ type Status struct {
 	Shadow          ShadowStats      `json:"shadow"`
 	Probation       *ProbationStatus `json:"probation,omitempty"`
 	Fallbacks       uint64           `json:"fallbacks"`
+	SharedStorage   bool             `json:"shared_storage,omitempty"`
+	Notes           []string         `json:"notes,omitempty"` // shared storage, ids never migrated
 }
 
 // Status returns a snapshot of the controller.
@@ -75,6 +77,7 @@ func (c *Controller) Status() Status {
 		Primary: primary, Fallback: fallback, Running: c.running,
 		StartedAt: j.StartedAt, UpdatedAt: j.UpdatedAt, SwitchedAt: j.SwitchedAt,
 		Options: j.Options, Reason: j.Reason, LastError: j.LastError,
+		SharedStorage: c.shared.Load(), Notes: c.notes(),
 		CreatedDuring:   len(j.CreatedDuring),
 		CreatedOnTarget: slices.Clone(j.CreatedOnTarget),
 	}

@@ -18,6 +18,9 @@ import (
 // metadata, and cross encrypt/decrypt with AAD both ways; keys that cannot
 // encrypt (revoked, pre-active, one-way usage masks) are compared by material.
 func (c *Controller) verifyKey(ctx context.Context, uid string, attempts int) error {
+	if c.shared.Load() {
+		return c.verifyShared(ctx, uid, attempts)
+	}
 	sa, err := c.attrs(ctx, c.src, uid, attempts)
 	if err != nil {
 		return err

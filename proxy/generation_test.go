@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,5 +56,58 @@ func TestBackendAuthFailureBothGenerations(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestCreateKeyRefusalNotRetried: during a migration to a newer-generation B, a CreateKey for an
+// id B holds as a non-XKS key is refused by B; the proxy returns the refusal, reports it, and
+// never retries it on A (which would mint a second key under that id).
+func TestCreateKeyRefusalNotRetried(t *testing.T) {
+	servers := map[string]*kmsemu.Server{}
+	var backends []BackendConfig
+	for _, b := range []struct {
+		name string
+		gen  kmsemu.Generation
+	}{{"a", kmsemu.Cosmian526}, {"b", kmsemu.CosmianXKSService}} {
+		s, err := kmsemu.New(kmsemu.Config{
+			XKS:            &kmsemu.XKSConfig{Region: "eu-west-1", AccessKeyID: credBackend.AccessKeyID, SecretAccessKey: credBackend.Secret},
+			CosmianVersion: b.gen,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run, err := s.Start("127.0.0.1:0", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = run.Close() })
+		servers[b.name] = s
+		backends = append(backends, BackendConfig{Name: b.name, XKSURL: run.URL + "/aws", Region: "eu-west-1", Credential: credBackend,
+			TLS: &tls.Config{RootCAs: run.CertPool, MinVersion: tls.VersionTLS12}, Timeout: 240 * time.Millisecond})
+	}
+	if err := servers["b"].CreateKey("admin", "clash", kmsemu.KeyOptions{Tags: []string{"not-xks"}}); err != nil {
+		t.Fatal(err)
+	}
+	type refusal struct{ key, backend, msg string }
+	got := make(chan refusal, 4)
+	e := &env{}
+	e.start(t, backends, func(c *Config) {
+		c.Route = Route{Primary: "b", Fallback: "a"}
+		c.Hooks.OnCreateKeyRefused = func(k, b, m string) { got <- refusal{k, b, m} }
+	})
+	st, b := e.post(t, keysPath+"clash/metadata", []byte(`{"requestMetadata":`+meta("CreateKey")+`}`))
+	if st != 500 || errName(t, b) != "InternalException" {
+		t.Fatalf("%d %s", st, b)
+	}
+	if _, ok := servers["a"].Object("clash"); ok {
+		t.Fatal("CreateKey was retried on A: a second key now exists under the id")
+	}
+	select {
+	case r := <-got:
+		if r.key != "clash" || r.backend != "b" || !strings.Contains(r.msg, "is not an AWS XKS key") {
+			t.Fatalf("hook got %+v", r)
+		}
+	default:
+		t.Fatal("OnCreateKeyRefused not called")
 	}
 }

@@ -167,15 +167,24 @@ func KeyStatus(state string) string {
 // InvalidKeyUsageException, and GetKeyMetadata reports the key's real usage and status. It runs
 // after forward, only on those paths; otherwise it returns its inputs.
 func (p *Proxy) keyTruth(ex *exchange, status int, out []byte, err error) (int, []byte, error) {
-	if p.keyInfo == nil {
+	if p.keyInfo == nil && p.cfg.Hooks.OnCreateKeyRefused == nil {
 		return status, out, err
 	}
 	deadline := ex.start.Add(p.cfg.Limits.Budget - 10*time.Millisecond)
 	switch {
+	case err != nil && ex.op == xks.OpMetadata && isCreateKeyRefusal(err):
+		if h := p.cfg.Hooks.OnCreateKeyRefused; h != nil {
+			var xe *xks.Error
+			errors.As(err, &xe)
+			h(ex.keyID, ex.res.Backend, xe.Message)
+		}
 	case err != nil && (ex.op == xks.OpEncrypt || ex.op == xks.OpDecrypt) && xks.NameOf(err) == xks.KeyNotFoundException:
 		for _, b := range []string{ex.res.Backend, ex.res.FellBackFrom} {
 			if b == "" {
 				continue
+			}
+			if p.keyInfo == nil {
+				break
 			}
 			f, ok := p.keyInfo.lookup(ex.ctx, b, ex.keyID, deadline)
 			if ok && f.exists && !allows(f.mask, ex.op) {
@@ -186,7 +195,7 @@ func (p *Proxy) keyTruth(ex *exchange, status int, out []byte, err error) (int, 
 				return e.Status(), o, e
 			}
 		}
-	case err == nil && ex.op == xks.OpMetadata && (ex.v.Metadata.KMSOperation == "GetKeyMetadata" || ex.v.Metadata.KMSOperation == "DescribeKey"):
+	case p.keyInfo != nil && err == nil && ex.op == xks.OpMetadata && (ex.v.Metadata.KMSOperation == "GetKeyMetadata" || ex.v.Metadata.KMSOperation == "DescribeKey"):
 		f, ok := p.keyInfo.lookup(ex.ctx, ex.res.Backend, ex.keyID, deadline)
 		if !ok || !f.exists {
 			return status, out, err
@@ -208,4 +217,11 @@ func (p *Proxy) keyTruth(ex *exchange, status int, out []byte, err error) (int, 
 		return status, *ex.outBuf, nil
 	}
 	return status, out, err
+}
+
+// isCreateKeyRefusal: Cosmian after 5.26 refuses CreateKey over an existing non-XKS key
+// (cosmian.IsXKSCreateKeyRefusal) with an InternalException, a name otherwise retryable.
+func isCreateKeyRefusal(err error) bool {
+	var xe *xks.Error
+	return errors.As(err, &xe) && xe.Name == xks.InternalException && cosmian.IsXKSCreateKeyRefusal(xe.Message)
 }

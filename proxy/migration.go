@@ -48,6 +48,8 @@ func (p *Proxy) fallbackWorthy(err error, keyID, primary string) bool {
 	n := xks.NameOf(err)
 	mig := p.cfg.Migration
 	switch {
+	case isCreateKeyRefusal(err):
+		return false // the fallback would mint a second key under this id (keyinfo.go)
 	case n.Retryable():
 		return true
 	case n == xks.KeyNotFoundException:

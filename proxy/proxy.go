@@ -160,6 +160,9 @@ type Hooks struct {
 	// BEFORE the reply is written. It may block until ctx's deadline (the rest of the
 	// request's budget).
 	OnCreateKey func(ctx context.Context, ev CreateKeyEvent)
+	// OnCreateKeyRefused is called when a backend refuses CreateKey because a non-XKS key
+	// holds the id (Cosmian after 5.26); such a CreateKey is never retried on the fallback.
+	OnCreateKeyRefused func(keyID, backend, message string)
 }
 
 // Result describes one finished XKS request.

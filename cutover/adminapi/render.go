@@ -31,6 +31,9 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 	if s.Running {
 		fmt.Fprintf(tw, "running:\tyes\n")
 	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(tw, "note:\t%s\n", n)
+	}
 	k := s.Keys
 	if k.Total == 0 && s.State == cutover.StateCopying {
 		// The run lists the source's keys before it knows how many there are.
@@ -142,6 +145,9 @@ func (r *Rate) Line(s *cutover.Status, now time.Time) string {
 // conflict or an error); verbose lists every key.
 func RenderPlan(w io.Writer, p *cutover.Plan, verbose bool) {
 	fmt.Fprintf(w, "plan %s → %s: %d keys\n", p.Source, p.Target, len(p.Keys))
+	for _, n := range p.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 	for _, a := range []string{cutover.ActionCopy, cutover.ActionSkip, cutover.ActionConflict, cutover.ActionError} {
 		fmt.Fprintf(w, "  %-10s %d\n", a, p.Counts[a])
 	}

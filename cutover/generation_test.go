@@ -1,0 +1,129 @@
+package cutover
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
+)
+
+// TestMigrationAcrossGenerations migrates 5.26 → the newer generation and back the other way:
+// copy, verify, switch, a CreateKey on the target while switched, then a rollback that carries
+// the new key back with the grants the source's generation needs.
+func TestMigrationAcrossGenerations(t *testing.T) {
+	for _, tc := range []struct{ a, b kmsemu.Generation }{
+		{kmsemu.Cosmian526, kmsemu.CosmianXKSService},
+		{kmsemu.CosmianXKSService, kmsemu.Cosmian526},
+	} {
+		t.Run(string(tc.a)+"→"+string(tc.b), func(t *testing.T) {
+			e := newEnvGen(t, tc.a, tc.b, false)
+			ids := seedMixed(t, e.A, 20)
+			if tc.a != kmsemu.Cosmian526 {
+				e.A.MigrateXKSAccess() // as at A's start-up
+			}
+			c := e.controller(t, nil)
+			ctx := ctxT(t)
+			must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+			st := mustWait(t, c, StateSwitched)
+			if st.Keys.Verified != 20 || st.SharedStorage {
+				t.Fatalf("keys %+v shared %v", st.Keys, st.SharedStorage)
+			}
+			e.checkCopies(t, ids)
+			// AWS creates a key while B serves.
+			const creator = "arn:aws:iam::123456789012:role/creator"
+			must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+			c.NoteCreateKey("born-on-b", creator, "B", true)
+			must(t, c.Rollback(ctx, "operator"))
+			if st := c.Status(); st.State != StateRolledBack {
+				t.Fatalf("state %s", st.State)
+			}
+			if eq, err := e.B.KeyMaterialEqual("born-on-b", e.A); !eq || err != nil {
+				t.Fatalf("not copied back: %v %v", eq, err)
+			}
+			grantee := creator
+			if tc.a != kmsemu.Cosmian526 {
+				grantee = cosmian.XKSServiceUser
+			}
+			if ops := e.A.Access("born-on-b")[grantee]; !slices.Equal(ops, []string{"decrypt", "encrypt", "getattributes"}) {
+				t.Errorf("%s's grant on A after copy-back: %v (all: %v)", grantee, ops, e.A.Access("born-on-b"))
+			}
+		})
+	}
+}
+
+// TestSharedStorage: A and B are two nodes over one database (here of different generations, as
+// in a rolling upgrade). Nothing is copied, verification still runs, revoking source grants is
+// refused, and no canary is left behind.
+func TestSharedStorage(t *testing.T) {
+	e := newEnvGen(t, kmsemu.Cosmian526, kmsemu.CosmianXKSService, true)
+	ids := seedMixed(t, e.A, 10)
+	grantsBefore := map[string]map[string][]string{}
+	for _, id := range ids {
+		grantsBefore[id] = e.A.Access(id)
+	}
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	p, err := c.Plan(ctx)
+	must(t, err)
+	if !p.SharedStorage || p.Counts[ActionSkip] != 10 || len(p.Notes) == 0 || !strings.Contains(p.Notes[0], SharedStorageNote) {
+		t.Fatalf("plan %+v", p)
+	}
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	st := mustWait(t, c, StateSwitched)
+	if !st.SharedStorage || st.Keys.Copied != 10 || st.Keys.Skipped != 10 || st.Keys.Verified != 10 || st.Keys.GrantsCopied != 0 {
+		t.Fatalf("status shared=%v keys %+v", st.SharedStorage, st.Keys)
+	}
+	if err := c.Finalize(ctx, FinalizeOptions{RevokeSourceGrants: true}); !errors.Is(err, ErrSharedStorage) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("finalize --revoke-source-grants: %v, want a shared-storage refusal", err)
+	}
+	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	for _, id := range ids {
+		if got := e.A.Access(id); len(got) != len(grantsBefore[id]) {
+			t.Errorf("%s: grants changed: %v → %v", id, grantsBefore[id], got)
+		}
+	}
+	for _, o := range e.A.Objects() {
+		if strings.HasPrefix(o.UID, canaryPrefix) {
+			t.Errorf("canary %s left behind", o.UID)
+		}
+	}
+}
+
+// TestSeparateStorageNotShared: two servers with their own stores are not taken for one.
+func TestSeparateStorageNotShared(t *testing.T) {
+	e := newEnv(t, kmsemu.CosmianXKSService)
+	seedMixed(t, e.A, 2)
+	c := e.controller(t, nil)
+	p, err := c.Plan(ctxT(t))
+	must(t, err)
+	if p.SharedStorage || p.Counts[ActionCopy] != 2 {
+		t.Fatalf("plan %+v", p)
+	}
+	for _, s := range []*kmsemu.Server{e.A, e.B} {
+		for _, o := range s.Objects() {
+			if strings.HasPrefix(o.UID, canaryPrefix) {
+				t.Errorf("canary %s left behind", o.UID)
+			}
+		}
+	}
+}
+
+// TestCreateKeyRefusedIsConflict: the newer generation's CreateKey refusal reported by the proxy
+// is a conflict named in status.
+func TestCreateKeyRefusedIsConflict(t *testing.T) {
+	e := newEnv(t, kmsemu.CosmianXKSService)
+	seedMixed(t, e.A, 2)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{}))
+	mustWait(t, c, StateVerified)
+	c.NoteCreateKeyRefused("clash", "B", "Key clash already exists and is not an AWS XKS key; refusing to grant XKS access")
+	st := c.Status()
+	i := slices.IndexFunc(st.Failures, func(f KeyFailure) bool { return f.KeyID == "clash" })
+	if i < 0 || st.Failures[i].Result != ResultConflict || !strings.Contains(st.Failures[i].Reason, "not an AWS XKS key") {
+		t.Fatalf("failures %+v", st.Failures)
+	}
+}

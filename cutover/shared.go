@@ -1,0 +1,176 @@
+package cutover
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+)
+
+// Cosmian's HA mode is several nodes over one shared database. "Migrating" between two nodes of
+// one cluster has nothing to copy, and revoking the source's grants would revoke the target's:
+// they are the same rows. Each node also caches objects in memory (idle TTL 15 minutes by
+// default since 5.25), so a change made through one node may stay invisible through the other
+// for a while. Before planning or starting, the controller asks whether source and target
+// share storage: it imports a canary object through the source, looks it up through the target,
+// then destroys it. With shared storage the copy is skipped, verification compares only what
+// never changes (the key material, by cross encrypt/decrypt or digest), and revoking source
+// grants is refused.
+
+// SharedStorageNote is what plan and status say when source and target share storage.
+const SharedStorageNote = "shared storage: nothing to copy"
+
+// canaryPrefix starts the uid of every canary object; list never selects one.
+const canaryPrefix = "xksproxy-storage-canary-"
+
+// canaryTimeout bounds each KMIP call of a detection.
+const canaryTimeout = 5 * time.Second
+
+// ErrSharedStorage refuses what makes no sense when source and target share storage.
+var ErrSharedStorage = errors.New("cutover: source and target share storage")
+
+func isCanary(id string) bool { return strings.HasPrefix(id, canaryPrefix) }
+
+// detectShared imports a canary through the source, looks it up through the target and
+// destroys it. A new object is read from the database on a cache miss, so the look-up does not
+// depend on the target's object cache.
+func (c *Controller) detectShared(ctx context.Context) (bool, error) {
+	rnd := make([]byte, 12)
+	material := make([]byte, 32)
+	defer clear(material)
+	if _, err := rand.Read(rnd); err != nil {
+		return false, err
+	}
+	if _, err := rand.Read(material); err != nil {
+		return false, err
+	}
+	uid := canaryPrefix + hex.EncodeToString(rnd)
+	cctx, cancel := context.WithTimeout(ctx, canaryTimeout)
+	// No activation date: PreActive, unusable for any cryptographic call, destroyable at once.
+	_, err := c.src.k.Import(cctx, cosmian.ImportRequest{UID: uid, Material: material})
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("cutover: shared-storage check: creating %s on %s: %w", uid, c.src.name, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), canaryTimeout)
+		defer cancel()
+		if err := c.src.k.Destroy(dctx, uid, true); err != nil {
+			c.log.Warn("cutover: could not destroy the shared-storage canary; it is never migrated and may be removed by hand",
+				"backend", c.src.name, "uid", uid, "err", err)
+		}
+	}()
+	lctx, cancel := context.WithTimeout(ctx, canaryTimeout)
+	_, err = c.tgt.k.GetAttributes(lctx, uid)
+	cancel()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, cosmian.ErrNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("cutover: shared-storage check: looking %s up on %s: %w", uid, c.tgt.name, err)
+	}
+}
+
+// checkShared runs detectShared and records the answer for status and for the copy, verify and
+// finalize steps; it logs when the answer is yes.
+func (c *Controller) checkShared(ctx context.Context) (bool, error) {
+	shared, err := c.detectShared(ctx)
+	if err != nil {
+		return false, err
+	}
+	if shared && !c.shared.Swap(true) {
+		c.log.Info("cutover: "+SharedStorageNote+": source and target are nodes over one database", "source", c.src.name, "target", c.tgt.name)
+	}
+	if !shared {
+		c.shared.Store(false)
+	}
+	c.sharedKnown.Store(true)
+	return shared, nil
+}
+
+// ensureShared runs the check if no answer is known yet; a failure (say, the source is down)
+// is logged, not fatal: a copy into shared storage finds the same key and skips it, the copy
+// phase asks again, and Finalize asks again before revoking source grants.
+func (c *Controller) ensureShared(ctx context.Context) {
+	if c.sharedKnown.Load() {
+		return
+	}
+	if _, err := c.checkShared(ctx); err != nil && ctx.Err() == nil {
+		c.log.Warn("cutover: could not tell whether source and target share storage; will ask again", "err", err)
+	}
+}
+
+// notes are the plan's and status's remarks for the operator.
+func (c *Controller) notes() []string {
+	var n []string
+	if c.shared.Load() {
+		n = append(n, SharedStorageNote+" ("+c.src.name+" and "+c.tgt.name+" are nodes over one database); verification still runs")
+	}
+	if len(c.cfg.Select.Exclude) > 0 {
+		n = append(n, "never migrated, each backend holds its own: "+strings.Join(c.cfg.Select.Exclude, ", "))
+	}
+	return n
+}
+
+// verifyShared proves that the target serves the source's key when both read one database: the
+// key exists through both, and what never changes agrees (cross encrypt/decrypt with AAD both
+// ways, or the material for a key that cannot encrypt). State and grants are not compared: a
+// change made through one node may not yet be visible through the other (object cache).
+func (c *Controller) verifyShared(ctx context.Context, uid string, attempts int) error {
+	sa, err := c.attrs(ctx, c.src, uid, attempts)
+	if err != nil {
+		return err
+	}
+	if sa == nil {
+		return failKey("no longer found on %s", c.src.name)
+	}
+	ta, err := c.attrs(ctx, c.tgt, uid, attempts)
+	if err != nil {
+		return err
+	}
+	if ta == nil {
+		return failKey("not found on %s although it shares storage with %s", c.tgt.name, c.src.name)
+	}
+	const both = cosmian.UsageEncrypt | cosmian.UsageDecrypt
+	if sa.State == cosmian.StateActive && ta.State == cosmian.StateActive && sa.UsageMask&both == both && ta.UsageMask&both == both {
+		if err := c.crossCheck(ctx, c.src, c.tgt, uid, attempts); err != nil {
+			return err
+		}
+		return c.crossCheck(ctx, c.tgt, c.src, uid, attempts)
+	}
+	exp, err := c.export(ctx, c.src, uid, attempts)
+	if err != nil {
+		return err
+	}
+	defer exp.Wipe()
+	same, err := c.sameMaterial(ctx, c.tgt, uid, exp.Material, attempts)
+	if err != nil {
+		return err
+	}
+	if !same {
+		return failKey("key material differs between %s and %s although they share storage", c.src.name, c.tgt.name)
+	}
+	return nil
+}
+
+// refuseRevokeShared is Finalize's check before revoking source grants: they are the target's.
+func (c *Controller) refuseRevokeShared(ctx context.Context) error {
+	shared := c.shared.Load()
+	if !shared {
+		var err error
+		if shared, err = c.checkShared(ctx); err != nil {
+			return fmt.Errorf("%w: finalize --revoke-source-grants: cannot tell whether %s and %s share storage: %v", ErrRefused, c.src.name, c.tgt.name, err)
+		}
+	}
+	if shared {
+		return fmt.Errorf("%w: %w: revoking the grants on %s would revoke them on %s too (the same rows); finalize without revoking", ErrRefused, ErrSharedStorage, c.src.name, c.tgt.name)
+	}
+	return nil
+}
