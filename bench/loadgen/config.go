@@ -89,7 +89,13 @@ type Config struct {
 	// error counts as a failed CreateKey ("create_hook").
 	CreateKeyHook func(ctx context.Context, keyID string) error
 	// Record keeps every successful Encrypt (with its plaintext) in memory for Redecrypt.
-	Record     bool
+	Record bool
+	// RecordEvery keeps only one Encrypt in RecordEvery (default 1: all), bounding the memory
+	// of long runs.
+	RecordEvery int
+	// OnFailure, if set, is called for every failed request with its (intended) start time,
+	// operation and error class, from the goroutine that sent it: keep it cheap.
+	OnFailure  func(start time.Time, op, class string)
 	MaxSamples int // per-request sample log cap, default 10 M (then sampled)
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -132,8 +138,11 @@ func (c *Config) checkAndSetDefaults(needKeys bool) error {
 	if c.MaxSamples == 0 {
 		c.MaxSamples = DefaultMaxSamples
 	}
-	if c.Conns < 0 || c.Workers < 0 || c.Timeout < 0 || c.Duration < 0 || c.MaxSamples < 0 {
-		return fmt.Errorf("%w: conns, workers, timeout, duration and max samples must not be negative", ErrConfig)
+	if c.RecordEvery == 0 {
+		c.RecordEvery = 1
+	}
+	if c.Conns < 0 || c.Workers < 0 || c.Timeout < 0 || c.Duration < 0 || c.MaxSamples < 0 || c.RecordEvery < 0 {
+		return fmt.Errorf("%w: conns, workers, timeout, duration, max samples and record every must not be negative", ErrConfig)
 	}
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate > 1e6 {
 		return fmt.Errorf("%w: rate must be in [0, 1e6]", ErrConfig)

@@ -93,6 +93,7 @@ type Runner struct {
 
 	recMu    sync.Mutex
 	recorded []Sealed
+	recSeen  int // successful Encrypts seen while recording (RecordEvery)
 
 	// stop ends scheduling like Duration does: requests in flight finish and are counted.
 	stop     chan struct{}
@@ -392,6 +393,9 @@ func (r *Runner) finish(op opKind, t time.Time, lat time.Duration, ei int) {
 	} else {
 		r.failed.Add(1)
 		r.errCount[ei].Add(1)
+		if r.cfg.OnFailure != nil {
+			r.cfg.OnFailure(t, op.String(), errNames[ei])
+		}
 	}
 	bucket := 0
 	if op < numOps {
@@ -447,7 +451,10 @@ func (r *Runner) encrypt(ctx context.Context, w *worker, k *keyState) (string, e
 	k.mu.Unlock()
 	if r.cfg.Record {
 		r.recMu.Lock()
-		r.recorded = append(r.recorded, *s)
+		if r.recSeen%r.cfg.RecordEvery == 0 {
+			r.recorded = append(r.recorded, *s)
+		}
+		r.recSeen++
 		r.recMu.Unlock()
 	}
 	return "", nil
