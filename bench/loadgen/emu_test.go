@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"maps"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -349,4 +351,47 @@ func runOnce(t *testing.T, cfg Config) (*Runner, *Report) {
 		t.Fatal(err)
 	}
 	return r, rep
+}
+
+// OnFailure sees every failed request (and only those) with its class; RecordEvery keeps one
+// Encrypt in N.
+func TestOnFailureAndRecordEvery(t *testing.T) {
+	tests := []struct {
+		name        string
+		faults      kmsemu.Faults
+		recordEvery int
+	}{
+		{"all fail", kmsemu.Faults{ErrorRate: 1}, 1},
+		{"none fail, one in three recorded", kmsemu.Faults{}, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			emu, cfg := startEmu(t)
+			emu.SetFaults(tc.faults)
+			var mu sync.Mutex
+			seen := map[string]int64{}
+			cfg.OnFailure = func(at time.Time, op, class string) {
+				mu.Lock()
+				seen[class]++
+				mu.Unlock()
+				if at.IsZero() || op == "" {
+					t.Errorf("OnFailure(%v, %q, %q)", at, op, class)
+				}
+			}
+			cfg.Mix = Mix{Encrypt: 1}
+			cfg.Record, cfg.RecordEvery = true, tc.recordEvery
+			cfg.Workers, cfg.Duration = 2, 400*time.Millisecond
+			r, rep := runOnce(t, cfg)
+			mu.Lock()
+			defer mu.Unlock()
+			if !maps.Equal(seen, rep.ByError) {
+				t.Errorf("OnFailure saw %v, report says %v", seen, rep.ByError)
+			}
+			enc := rep.ByOperation["Encrypt"]
+			want := (enc.Count - enc.Failed + int64(tc.recordEvery) - 1) / int64(tc.recordEvery)
+			if got := int64(len(r.Recorded())); got != want {
+				t.Errorf("recorded %d of %d successful Encrypts, want %d", got, enc.Count-enc.Failed, want)
+			}
+		})
+	}
 }

@@ -49,13 +49,15 @@ func newCredential(tag string) sigv4.Credential {
 	return sigv4.Credential{AccessKeyID: id[:20], Secret: base64.RawStdEncoding.EncodeToString(sec)}
 }
 
-func startBackend(name string) (*backend, error) {
+// startBackend starts an emulator of Cosmian generation gen: A runs 5.26 (per-ARN grants),
+// B the newer reserved-identity rules, so the migration crosses them as the demo's does.
+func startBackend(name string, gen kmsemu.Generation) (*backend, error) {
 	b := &backend{name: name, cred: newCredential(name), token: randHex(24)}
 	emu, err := kmsemu.New(kmsemu.Config{
-		DefaultUser: "admin",
-		Tokens:      map[string]string{b.token: "admin"},
-		XKS:         &kmsemu.XKSConfig{Region: region, AccessKeyID: b.cred.AccessKeyID, SecretAccessKey: b.cred.Secret},
-		ACL:         kmsemu.ACLARN,
+		DefaultUser:    "admin",
+		Tokens:         map[string]string{b.token: "admin"},
+		XKS:            &kmsemu.XKSConfig{Region: region, AccessKeyID: b.cred.AccessKeyID, SecretAccessKey: b.cred.Secret},
+		CosmianVersion: gen,
 	})
 	if err != nil {
 		return nil, err

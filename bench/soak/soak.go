@@ -15,11 +15,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/xksproxy/xksproxy/bench/loadgen"
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover/adminapi"
 	"github.com/xksproxy/xksproxy/sigv4"
 )
@@ -208,13 +210,14 @@ func (s *soak) setUp(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, name := range []string{"a", "b"} {
-		b, err := startBackend(name)
+	for name, gen := range map[string]kmsemu.Generation{"a": kmsemu.Cosmian526, "b": kmsemu.CosmianXKSService} {
+		b, err := startBackend(name, gen)
 		if err != nil {
 			return fmt.Errorf("soak: backend %s: %w", name, err)
 		}
 		s.backends = append(s.backends, b)
 	}
+	slices.SortFunc(s.backends, func(x, y *backend) int { return strings.Compare(x.name, y.name) })
 	if err := s.backends[0].seed(s.seededKeys()); err != nil {
 		return err
 	}
