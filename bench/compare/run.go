@@ -519,7 +519,9 @@ func (r *run) load(ctx context.Context, endpoint string, c cred, rate float64, d
 	return &rep, nil
 }
 
-func freePort() (string, error) {
+// FreePort reserves a loopback port for a child process: it listens on 127.0.0.1:0 and closes
+// again at once (the child binds the port a moment later).
+func FreePort() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -551,7 +553,7 @@ func waitReady(ctx context.Context, p *proc, addr string) error {
 }
 
 func (r *run) startEmulator(ctx context.Context, path string) (*proc, string, error) {
-	addr, err := freePort()
+	addr, err := FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -676,7 +678,7 @@ func (r *run) startNginx(ctx context.Context, emuAddr string) (*proc, string, er
 	if err := writeCert(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")); err != nil {
 		return nil, "", err
 	}
-	addr, err := freePort()
+	addr, err := FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -765,7 +767,7 @@ func (r *run) startXKSProxy(ctx context.Context, emuAddr string) (*proc, string,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", err
 	}
-	addr, err := freePort()
+	addr, err := FreePort()
 	if err != nil {
 		return nil, "", err
 	}

@@ -163,17 +163,6 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
-// freePort reserves a loopback port for a child's listener (closed again at once: the child
-// binds it a moment later, and a restarted replica binds the same one).
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
-}
-
 // replicaFiles are the paths one replica's configuration names.
 type replicaFiles struct {
 	dir, config, cert, key, admin, journal string

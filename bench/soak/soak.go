@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xksproxy/xksproxy/bench/compare"
 	"github.com/xksproxy/xksproxy/bench/loadgen"
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover/adminapi"
@@ -258,7 +259,7 @@ func (s *soak) newReplica(bin string, i int) (*replica, error) {
 	f := replicaFiles{dir: dir, config: filepath.Join(dir, "xksproxy.toml"), cert: filepath.Join(dir, "cert.pem"),
 		key: filepath.Join(dir, "key.pem"), admin: filepath.Join(dir, "admin-token"), journal: filepath.Join(dir, "cutover.json")}
 	for _, p := range []*string{&f.listen, &f.metrics, &f.adminListen} {
-		a, err := freePort()
+		a, err := compare.FreePort() // a restarted replica binds the same ports again
 		if err != nil {
 			return nil, err
 		}
