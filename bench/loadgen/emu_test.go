@@ -46,8 +46,10 @@ func startEmu(t *testing.T) (*kmsemu.Server, Config) {
 	}
 }
 
+// createEmuKey creates an XKS key (tagged aws-xks: the newer Cosmian generation refuses the
+// GetKeyMetadata "CreateKey" the generator sends over an untagged one) usable by everyone.
 func createEmuKey(t testing.TB, emu *kmsemu.Server, uid string) {
-	if err := emu.CreateKey("admin", uid, kmsemu.KeyOptions{}); err != nil {
+	if err := emu.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{"aws-xks"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := emu.GrantAccess("admin", uid, "*", "encrypt", "decrypt", "getattributes"); err != nil {
