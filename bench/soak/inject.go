@@ -191,7 +191,7 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 	adm := s.replicas[0].admin
 	var notes []string
 	for attempt := 1; ; attempt++ {
-		if err := adm.Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
+		if _, err := adm.Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
 			s.problem("cutover start: %v", err)
 			return
 		}
@@ -202,7 +202,7 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 		}
 		notes = append(notes, fmt.Sprintf("%d keys copied, switched", st.Keys.Copied))
 		if !finalize {
-			if err := adm.Rollback(ctx, "soak: planned rollback"); err != nil {
+			if _, err := adm.Rollback(ctx, "soak: planned rollback"); err != nil {
 				s.problem("cutover rollback: %v", err)
 				return
 			}
@@ -221,7 +221,7 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 		}
 		break
 	}
-	if err := adm.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+	if _, err := adm.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
 		s.problem("cutover finalize: %v", err)
 		return
 	}
