@@ -333,8 +333,13 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 		})
 		switch {
 		case errors.Is(err, cosmian.ErrAlreadyExists):
-			// Not visible to us (another owner) but present: never overwrite.
-			return "", conflictKey("uid already exists on %s under another owner (or destroyed); it is never overwritten", to.name)
+			// The other copy path (the proxy's copy of a key created after the switch, or the
+			// background pass) may have imported it a moment ago: then it is ours and identical,
+			// a normal race. Otherwise it is not visible to us (another owner): never overwrite.
+			if !c.importedMeanwhile(ctx, to, uid, exp.Material, attempts) {
+				return "", conflictKey("uid already exists on %s under another owner (or destroyed); it is never overwritten", to.name)
+			}
+			result = ResultSkipped
 		case err != nil:
 			var ke *cosmian.KMSError
 			if errors.As(err, &ke) {
@@ -512,4 +517,15 @@ func copied(k KeyProgress, ok bool) bool {
 
 func verified(k KeyProgress, ok bool) bool {
 	return ok && k.Phase == PhaseVerify && k.Result == ResultOK
+}
+
+// importedMeanwhile says whether uid, refused by an import as already existing, is now
+// readable on to as the owner with the material we hold.
+func (c *Controller) importedMeanwhile(ctx context.Context, to *backend, uid string, material []byte, attempts int) bool {
+	ta, err := c.attrs(ctx, to, uid, attempts)
+	if err != nil || ta == nil || destroyed(ta.State) {
+		return false
+	}
+	same, err := c.sameMaterial(ctx, to, uid, material, attempts)
+	return err == nil && same
 }

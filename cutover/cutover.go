@@ -694,7 +694,15 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted b
 			return // the source serves again and holds it
 		}
 		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID) // the second pass copies it back
-	case StateSwitched, StateFinalized:
+	case StateFinalized:
+		// The target serves alone and the migration is over: a rollback from here lists the
+		// target's keys by the selection, so only an explicit list needs to remember the new
+		// key; nothing is copied now and the operator is not told about every CreateKey.
+		if c.cfg.Select.Mode != SelectList {
+			return
+		}
+		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID)
+	case StateSwitched:
 		if onSource {
 			// The source answered (the proxy found the key there): copy it to the target.
 			c.j.CreatedDuring = append(c.j.CreatedDuring, keyID)
@@ -719,7 +727,11 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted b
 		c.j.CreatedBy[keyID] = principalARN
 	}
 	c.dirty = true
-	c.log.Info("cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", c.j.State)
+	lv := slog.LevelInfo
+	if c.j.State == StateFinalized {
+		lv = slog.LevelDebug
+	}
+	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", c.j.State)
 }
 
 // Observe is the proxy's hook, called once per backend attempt: errName is

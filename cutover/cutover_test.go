@@ -644,4 +644,10 @@ func TestConfiguredShadowAndRevoke(t *testing.T) {
 	if len(e.A.Access("key-000")) != 0 {
 		t.Errorf("source grants left after finalize: %v", e.A.Access("key-000"))
 	}
+	// After finalize a CreateKey on the target is no longer migration news.
+	n := len(c.Status().CreatedOnTarget)
+	c.NoteCreateKey("late-after-finalize", "arn:aws:iam::111122223333:user/x", "B", true)
+	if got := len(c.Status().CreatedOnTarget); got != n {
+		t.Errorf("created on the target after the switch grew after finalize: %d → %d", n, got)
+	}
 }

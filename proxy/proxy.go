@@ -656,13 +656,22 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}()
 	}
 	p.warm(ctx)
+	// The bound addresses, not the configured ones: ":0" becomes the port the OS chose.
+	bound := func(ap *atomic.Pointer[net.Addr]) string {
+		if v := ap.Load(); v != nil {
+			return (*v).String()
+		}
+		return "off"
+	}
+	p.log.Info("xksproxy serving", "listen", a.String(), "metrics", bound(&p.metAddr), "admin", bound(&p.adminAddr))
 	close(p.ready)
-	p.log.Info("xksproxy serving", "listen", a.String(), "metrics", p.cfg.MetricsListen, "admin", p.cfg.Admin.Listen)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
+		p.log.Info("xksproxy shutting down", "reason", context.Cause(ctx), "drain", l.WriteTimeout)
 	case runErr = <-errc:
+		p.log.Error("xksproxy shutting down: a listener failed", "err", runErr)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), l.WriteTimeout)
 	defer cancel()
@@ -674,6 +683,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	for _, b := range p.order {
 		b.transport.CloseIdleConnections()
 	}
+	p.log.Info("xksproxy stopped")
 	return runErr
 }
 

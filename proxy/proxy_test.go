@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptrace"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -588,6 +589,11 @@ func TestAdmin(t *testing.T) {
 	const token = "0123456789abcdef0123456789abcdef-token"
 	e := newEnv(t, func(c *Config) { c.Admin = AdminConfig{Listen: "127.0.0.1:0", Token: token}; c.Health.Disabled = true })
 	e.p.HandleAdmin("GET /v1/extra", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("extra")) }))
+	// The serving line names the ports the OS chose, not the configured ":0".
+	serving := regexp.MustCompile(`"msg":"xksproxy serving","listen":"127\.0\.0\.1:[1-9]\d*","metrics":"127\.0\.0\.1:[1-9]\d*","admin":"127\.0\.0\.1:[1-9]\d*"`)
+	if !serving.MatchString(e.logs.String()) {
+		t.Errorf("serving line without the bound ports:\n%s", e.logs.String())
+	}
 	get := func(path, auth string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+e.p.AdminAddr().String()+path, nil)
 		if auth != "" {
