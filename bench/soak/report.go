@@ -50,16 +50,18 @@ type Growth struct {
 
 // Report is a soak's outcome. JSON names are the issue's.
 type Report struct {
-	Pass            bool             `json:"pass"`
-	Problems        []string         `json:"problems,omitempty"`
-	Replicas        int              `json:"replicas"`
-	RateRPS         float64          `json:"rate_rps"`
-	DurationSeconds float64          `json:"duration_s"`
-	RequestsTotal   int64            `json:"requests_total"`
-	RequestsFailed  int64            `json:"requests_failed"`
-	FailedByCause   map[string]int64 `json:"requests_failed_by_cause"`
-	FailedByFault   map[string]int64 `json:"requests_failed_by_fault"`
-	Unexplained     int64            `json:"unexplained"`
+	Pass            bool     `json:"pass"`
+	Problems        []string `json:"problems,omitempty"`
+	Replicas        int      `json:"replicas"`
+	RateRPS         float64  `json:"rate_rps"`
+	DurationSeconds float64  `json:"duration_s"`
+	// InterruptedAfterSeconds: the load was ended early (Options.Interrupt) this long after it began.
+	InterruptedAfterSeconds float64          `json:"interrupted_after_s,omitempty"`
+	RequestsTotal           int64            `json:"requests_total"`
+	RequestsFailed          int64            `json:"requests_failed"`
+	FailedByCause           map[string]int64 `json:"requests_failed_by_cause"`
+	FailedByFault           map[string]int64 `json:"requests_failed_by_fault"`
+	Unexplained             int64            `json:"unexplained"`
 	// UnexplainedFailures are the first few: "offset-from-load-start replica class".
 	UnexplainedFailures []string            `json:"unexplained_failures,omitempty"`
 	Over250ms           int64               `json:"requests_over_250ms"`
@@ -92,7 +94,8 @@ func (s *soak) report(loads []*loadgen.Report) *Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rep := &Report{Replicas: len(s.replicas), RateRPS: s.o.Rate, DurationSeconds: s.o.Duration.Seconds(),
-		FailedByCause: map[string]int64{}, Faults: s.windows, Problems: slices.Clone(s.probs),
+		InterruptedAfterSeconds: s.interrupted.Seconds(),
+		FailedByCause:           map[string]int64{}, Faults: s.windows, Problems: slices.Clone(s.probs),
 		RSSMB: map[string]Series{}, Goroutines: map[string]Series{}, FDs: map[string]Series{},
 		Growth: map[string]Growth{}, Restarts: map[string]int{}, Samples: map[string][]Sample{}}
 	for _, l := range loads {
@@ -227,6 +230,9 @@ func (r *Report) WriteText(w io.Writer) {
 		verdict = "FAIL"
 	}
 	fmt.Fprintf(w, "xksproxy soak — %d replica(s), %.0f req/s for %s: %s\n\n", r.Replicas, r.RateRPS, time.Duration(r.DurationSeconds*float64(time.Second)), verdict)
+	if r.InterruptedAfterSeconds > 0 {
+		fmt.Fprintf(w, "  interrupted     the load stopped after %.0f s; later faults were not injected\n\n", r.InterruptedAfterSeconds)
+	}
 	fmt.Fprintf(w, "  requests        %d total, %d failed, %d over 250 ms; p50 %.2f ms, p99 %.2f ms\n", r.RequestsTotal, r.RequestsFailed, r.Over250ms, r.P50ms, r.P99ms)
 	if len(r.FailedByCause) > 0 {
 		fmt.Fprintf(w, "  failed by cause %s\n", kv(r.FailedByCause))

@@ -31,9 +31,10 @@ func (s *soak) loadConfig(i int) loadgen.Config {
 		Endpoint: s.replicas[i].endpoint(), Prefix: "/aws", Region: region, Credential: s.loadCred,
 		TLS:  &tls.Config{RootCAs: s.pki.pool, MinVersion: tls.VersionTLS12},
 		Keys: s.seededKeys(), Rate: perReplica, Duration: s.o.Duration, Timeout: s.o.ClientTimeout,
-		// Room for every request outstanding up to the client timeout (connections and
-		// requests), so the client neither queues nor drops any itself.
-		Workers: max(256, int(perReplica*s.o.ClientTimeout.Seconds())), Conns: max(16, int(perReplica/4)),
+		// Room for every request outstanding up to the client timeout, so the client drops
+		// none itself; connections for 100 ms of load at once (more would open in one storm of
+		// handshakes at start, which AWS does not do).
+		Workers: max(256, int(perReplica*s.o.ClientTimeout.Seconds())), Conns: max(16, int(perReplica/10)),
 		Mix:             loadgen.Mix{Encrypt: 0.45, Decrypt: 0.45, Metadata: 0.1 - create, CreateKey: create},
 		CreateKeyPrefix: fmt.Sprintf("soak-r%d-new-%%d", i),
 		Record:          true, RecordEvery: every,
@@ -70,11 +71,27 @@ func (s *soak) run(ctx context.Context) (*Report, error) {
 			reports[i] = rep
 		})
 	}
+	stopped := make(chan struct{}) // closed when the load ends early
+	go func() {
+		select {
+		case <-s.o.Interrupt:
+		case <-ctx.Done():
+			return
+		}
+		s.mu.Lock()
+		s.interrupted = time.Since(loadStart)
+		s.mu.Unlock()
+		s.say("interrupted: stopping the load, then the final checks")
+		for _, lg := range s.loads {
+			lg.Stop()
+		}
+		close(stopped)
+	}()
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
 	go func() { s.sampleLoop(sampleCtx, loadStart); close(sampled) }()
 
-	s.runFaults(ctx, loadStart)
+	s.runFaults(ctx, loadStart, stopped)
 	wg.Wait()
 	stopSampling()
 	<-sampled
@@ -131,14 +148,21 @@ func (s *soak) takeSamples(ctx context.Context, now time.Time) {
 
 // runFaults injects the schedule in order, each at its planned offset or right after the
 // previous one ends.
-func (s *soak) runFaults(ctx context.Context, loadStart time.Time) {
+func (s *soak) runFaults(ctx context.Context, loadStart time.Time, stopped <-chan struct{}) {
 	for i, p := range plan(s.o.Faults, s.o.Duration) {
 		if wait := time.Until(loadStart.Add(p.At)); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return
+			case <-stopped:
+				return
 			case <-time.After(wait):
 			}
+		}
+		select {
+		case <-stopped:
+			return
+		default:
 		}
 		w := Window{Kind: p.Kind, Start: time.Now()}
 		if faultKinds[p.Kind].fleet && len(s.replicas) == 1 {

@@ -44,11 +44,15 @@ type Options struct {
 	// starved process answers late anywhere: a failure is an error reply or a broken
 	// connection, not a late success.
 	ClientTimeout time.Duration
-	MaxRecorded   int       // ciphertexts kept for re-decryption; default 50 000
-	Bin           string    // xksproxy binary; default: built from the module into Dir
-	Dir           string    // work directory (configs, logs); default a fresh temporary one, removed
-	Progress      io.Writer // one line per event; default discard
-	Logger        *slog.Logger
+	MaxRecorded   int    // ciphertexts kept for re-decryption; default 50 000
+	Bin           string // xksproxy binary; default: built from the module into Dir
+	Dir           string // work directory (configs, logs); default a fresh temporary one, removed
+	// Interrupt, when closed, ends the load early: no further fault is injected, the final
+	// checks run and the report says when the load stopped. Cancelling Run's context instead
+	// abandons the run without a report.
+	Interrupt <-chan struct{}
+	Progress  io.Writer // one line per event; default discard
+	Logger    *slog.Logger
 }
 
 func (o *Options) setDefaults() error {
@@ -133,6 +137,8 @@ type soak struct {
 	windows []Window
 	samples [][]Sample // per replica
 	probs   []string
+	// interrupted is when (after the load's start) Options.Interrupt ended the load; 0: it ran out.
+	interrupted time.Duration
 }
 
 func (s *soak) say(format string, args ...any) {

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"syscall"
@@ -71,8 +72,24 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if !*quiet {
 		o.Progress = stderr
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// The first SIGINT/SIGTERM ends the load early and still reports; a second abandons the run.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	interrupt := make(chan struct{})
+	o.Interrupt = interrupt
+	go func() {
+		<-sigs
+		close(interrupt)
+		fmt.Fprintln(stderr, "soak: ending the load early (signal again to abandon the run)")
+		<-sigs
+		cancel()
+	}()
+	// The emulators' HTTP servers log TLS handshakes the proxy abandons (its backend timeout
+	// includes dialling); thousands of lines under a loaded machine drown the progress.
+	log.SetOutput(io.Discard)
 	rep, err := soak.Run(ctx, o)
 	if err != nil {
 		return err
