@@ -47,15 +47,22 @@ type bodyGuard struct {
 }
 
 // guardBody sets the body deadline and arms the slow-body timer. The caller must call finish
-// once the body is read (or failed).
+// once the body is read (or failed). Guards are pooled with their timer: no allocation per
+// request.
 func (p *Proxy) guardBody(ctx context.Context, w any, start time.Time) *bodyGuard {
-	g := &bodyGuard{p: p}
-	g.conn, _ = ctx.Value(connKey{}).(*connState)
-	g.rd, _ = w.(readDeadliner)
-	if g.rd != nil {
-		_ = g.rd.SetReadDeadline(start.Add(p.cfg.Limits.BodyTimeout))
+	g, _ := p.guards.Get().(*bodyGuard)
+	conn, _ := ctx.Value(connKey{}).(*connState)
+	rd, _ := w.(readDeadliner)
+	if rd != nil {
+		_ = rd.SetReadDeadline(start.Add(p.cfg.Limits.BodyTimeout))
 	}
-	g.timer = time.AfterFunc(p.cfg.Limits.SlowBodyAfter, g.fire)
+	if g == nil {
+		g = &bodyGuard{p: p, conn: conn, rd: rd}
+		g.timer = time.AfterFunc(p.cfg.Limits.SlowBodyAfter, g.fire)
+		return g
+	}
+	g.conn, g.rd = conn, rd
+	g.timer.Reset(p.cfg.Limits.SlowBodyAfter)
 	return g
 }
 
@@ -86,7 +93,7 @@ func (g *bodyGuard) fire() {
 // finish stops the timer and releases the slow-body slots; it reports whether the read was
 // cut for want of a slot.
 func (g *bodyGuard) finish() (rejected bool) {
-	g.timer.Stop()
+	stopped := g.timer.Stop()
 	g.mu.Lock()
 	g.done = true
 	slow, rejected := g.slow, g.rejected
@@ -96,6 +103,13 @@ func (g *bodyGuard) finish() (rejected bool) {
 		if g.conn != nil {
 			g.conn.slow.Add(-1)
 		}
+	}
+	if stopped {
+		// fire will not run for this use: the guard may serve another request. (When it
+		// fired, or is firing now, the guard is left to the garbage collector instead.)
+		g.conn, g.rd = nil, nil
+		g.done, g.slow, g.rejected = false, false, false
+		g.p.guards.Put(g)
 	}
 	return rejected
 }

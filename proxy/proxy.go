@@ -224,6 +224,7 @@ type Proxy struct {
 	inFlight atomic.Int64
 	// slowBodies counts requests still reading their body after SlowBodyAfter (admission.go).
 	slowBodies atomic.Int64
+	guards     sync.Pool // *bodyGuard
 	m          *metrics
 	health     *healthChecker
 	keyInfo    *keyInfoCache // nil: no backend has a reader (keyinfo.go)
