@@ -361,8 +361,13 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 			return "", wrapKMS(err, "revoke on %s", to.name)
 		}
 	}
-	if err := c.copyGrants(ctx, from, to, uid, attempts, false); err != nil {
+	if err := c.copyGrants(ctx, from, to, uid, attempts); err != nil {
 		return "", err
+	}
+	if to == c.tgt || from == c.tgt {
+		// What the target holds now is what the source knows of: later changes there are
+		// carried as changes (rightsync.go).
+		c.noteTargetBaseline(ctx, uid, attempts)
 	}
 	return result, nil
 }
@@ -379,9 +384,9 @@ func wrapKMS(err error, format string, args ...any) error {
 var xksServiceOps = []string{cosmian.OpEncrypt, cosmian.OpDecrypt, cosmian.OpGetAttributes}
 
 // copyGrants replicates from's access list of uid onto to, and adds the
-// [aws-xks-service] grant where to runs that generation. With exact, rights
-// present on to but absent on from are revoked (used when copying back).
-func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid string, attempts int, exact bool) error {
+// [aws-xks-service] grant where to runs that generation. It only adds: a right
+// present on to is never removed here (rightsync.go carries removals).
+func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid string, attempts int) error {
 	list, err := retry(ctx, c, attempts, "list access on "+from.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
 		return from.k.ListAccess(ctx, uid)
 	})
@@ -404,26 +409,13 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 			want[p] = append(want[p], xksServiceOps...)
 		}
 	}
-	var have map[string][]string
-	if exact {
-		cur, err := retry(ctx, c, attempts, "list access on "+to.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
-			return to.k.ListAccess(ctx, uid)
-		})
-		if err != nil {
-			return wrapKMS(err, "list access on %s", to.name)
-		}
-		have = map[string][]string{}
-		for _, ua := range cur {
-			have[ua.UserID] = append(have[ua.UserID], ua.Operations...)
-		}
-	}
 	users := make([]string, 0, len(want))
 	for u := range want {
 		users = append(users, u)
 	}
 	sort.Strings(users)
 	for _, u := range users {
-		ops := missing(want[u], have[u])
+		ops := missing(want[u], nil)
 		if len(ops) == 0 {
 			continue
 		}
@@ -435,20 +427,6 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 		}
 		if to == c.tgt {
 			c.grantsCopied.Add(1)
-		}
-	}
-	if exact {
-		for u, ops := range have {
-			extra := missing(ops, want[u])
-			if len(extra) == 0 {
-				continue
-			}
-			a := cosmian.Access{UID: uid, UserID: u, Operations: extra}
-			if err := retryErr(ctx, c, attempts, "revoke access on "+to.name, func(ctx context.Context) error {
-				return to.k.RevokeAccess(ctx, a)
-			}); err != nil {
-				return wrapKMS(err, "revoke %v from %q on %s", extra, u, to.name)
-			}
 		}
 	}
 	return nil

@@ -144,6 +144,9 @@ type Config struct {
 	// DefaultMarkerID); MarkerTimeout bounds each read or write of it (default 5s).
 	MarkerID      string
 	MarkerTimeout time.Duration
+	// RightsSyncInterval: while switched, rights changes made on the target are carried to
+	// the source at this interval (plus the time of one pass); default 1s, at most 1m.
+	RightsSyncInterval time.Duration
 }
 
 // CheckAndSetDefaults validates c and fills defaults.
@@ -229,6 +232,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if p.Window <= 0 {
 		p.Window = min(p.Duration, time.Minute)
+	}
+	if c.RightsSyncInterval == 0 {
+		c.RightsSyncInterval = time.Second
+	}
+	if c.RightsSyncInterval < 0 || c.RightsSyncInterval > time.Minute {
+		return errors.New("cutover: RightsSyncInterval must be positive and at most 1m")
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -395,6 +404,8 @@ type Controller struct {
 	// GrantsPending), id → backend name.
 	pendingMu sync.Mutex
 	pending   map[string]string
+	// rights: the target's access lists as last carried to the source (rightsync.go).
+	rights *rightsBase
 }
 
 // New loads (or creates) the journal and returns a controller. It starts no
@@ -411,6 +422,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg:       cfg,
 		backfill:  make(chan struct{}, 1),
 		pending:   map[string]string{},
+		rights:    newRightsBase(),
 		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
 		log:       cfg.Logger.With("component", "cutover"),

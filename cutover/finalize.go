@@ -103,6 +103,7 @@ func (c *Controller) revokeSourceGrants(ctx context.Context) {
 			if err != nil {
 				break
 			}
+			c.rights.drop(id)
 			a := cosmian.Access{UID: id, UserID: ua.UserID, Operations: ua.Operations}
 			err = retryErr(ctx, c, controlAttempts, "revoke access on "+c.src.name, func(ctx context.Context) error {
 				return c.src.k.RevokeAccess(ctx, a)

@@ -13,6 +13,9 @@ type metrics struct {
 	shadow    *prometheus.CounterVec
 	rollbacks *prometheus.CounterVec
 	fallbacks prometheus.Counter
+	// rightsCarried counts rights changes made on the target while switched and carried to the
+	// source, by change (grant, revoke_access, revoke_key, destroy).
+	rightsCarried *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,6 +32,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Rollbacks by reason (manual, error_rate, p99)."}, []string{"reason"}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "xks_cutover_fallbacks_total",
 			Help: "Calls retried on the fallback backend after the switch."}),
+		rightsCarried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rights_carried_total",
+			Help: "Rights changes made on the target while switched and carried to the source as the same change, by change (grant, revoke_access, revoke_key, destroy)."}, []string{"change"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -50,6 +55,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.fallbacks, err = register(reg, m.fallbacks); err != nil {
+		return nil, err
+	}
+	if m.rightsCarried, err = register(reg, m.rightsCarried); err != nil {
 		return nil, err
 	}
 	return m, nil

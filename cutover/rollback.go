@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/xksproxy/xksproxy/cosmian"
 )
 
 // Rollback returns traffic to the source from any migration state. After a
@@ -110,10 +109,15 @@ func (c *Controller) copyBack(ctx context.Context) error {
 	sort.Strings(ids)
 
 	var mu sync.Mutex
-	var failed []KeyFailure
+	var failed, split []KeyFailure
 	fail := func(id string, err error) {
 		mu.Lock()
-		failed = append(failed, KeyFailure{KeyID: id, Result: ResultError, Reason: truncate(err.Error())})
+		var se *splitKeyError
+		if errors.As(err, &se) {
+			split = append(split, KeyFailure{KeyID: id, Result: ResultConflict, Reason: truncate(err.Error())})
+		} else {
+			failed = append(failed, KeyFailure{KeyID: id, Result: ResultError, Reason: truncate(err.Error())})
+		}
 		mu.Unlock()
 	}
 	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
@@ -149,7 +153,17 @@ func (c *Controller) copyBack(ctx context.Context) error {
 		c.log.Warn("cutover: target unreachable during rollback; state and access-right changes made on it since the switch cannot be copied back",
 			"target", c.tgt.name, "err", truncate(terr.Error()))
 	} else {
-		err = c.forEach(ctx, append(migrated, ids...), func(ctx context.Context, id string) error {
+		// Every id on both sides: the migrated keys, those copied back, and any other the two
+		// selections share (a key made on each side under one id is found here).
+		both := append(migrated, ids...)
+		for _, id := range tgtIDs {
+			if inSrc[id] {
+				both = append(both, id)
+			}
+		}
+		sort.Strings(both)
+		both = slices.Compact(both)
+		err = c.forEach(ctx, both, func(ctx context.Context, id string) error {
 			if err := c.syncBack(ctx, id); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -162,15 +176,27 @@ func (c *Controller) copyBack(ctx context.Context) error {
 			return err
 		}
 	}
+	var errs []error
+	if len(split) > 0 {
+		sort.Slice(split, func(i, j int) bool { return split[i].KeyID < split[j].KeyID })
+		errs = append(errs, errors.New(summarize("hold different key material on "+c.src.name+" and "+c.tgt.name+" under one id (neither is overwritten; data encrypted under one cannot be decrypted with the other)", split)))
+	}
 	if len(failed) > 0 {
 		sort.Slice(failed, func(i, j int) bool { return failed[i].KeyID < failed[j].KeyID })
-		return errors.New(summarize("could not be copied back to "+c.src.name+" (they would be stranded on "+c.tgt.name+")", failed))
+		errs = append(errs, errors.New(summarize("could not be copied back to "+c.src.name+" (they would be stranded on "+c.tgt.name+")", failed)))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// syncBack carries a revocation and access-right changes made on the target
-// back to the source.
+// splitKeyError: an id whose material differs between the two sides.
+type splitKeyError struct{ id string }
+
+func (e *splitKeyError) Error() string { return "different key material under id " + e.id }
+
+// syncBack checks that id is the same key on both sides, then carries the rights changes made
+// on the target since they were last carried (rightsync.go): the same changes, never a
+// replacement of the source's list, so a right is removed on the source only where it was
+// removed on the target.
 func (c *Controller) syncBack(ctx context.Context, id string) error {
 	if c.shared.Load() {
 		return nil // one database: the source already holds every change (shared.go)
@@ -186,13 +212,19 @@ func (c *Controller) syncBack(ctx context.Context, id string) error {
 	if sa == nil {
 		return failKey("missing on %s", c.src.name)
 	}
-	if revoked(ta.State) && sa.State != ta.State && sa.State != cosmian.StateCompromised {
-		reason := revokeReason(ta.State)
-		if err := retryErr(ctx, c, controlAttempts, "revoke on "+c.src.name, func(ctx context.Context) error {
-			return c.src.k.Revoke(ctx, id, reason, "revoked on "+c.tgt.name+" after the switch; replicated by xksproxy rollback")
-		}); err != nil {
-			return wrapKMS(err, "revoke on %s", c.src.name)
+	if !destroyed(ta.State) && !destroyed(sa.State) {
+		exp, err := c.export(ctx, c.src, id, controlAttempts)
+		if err != nil {
+			return err
+		}
+		same, err := c.sameMaterial(ctx, c.tgt, id, exp.Material, controlAttempts)
+		exp.Wipe()
+		if err != nil {
+			return err
+		}
+		if !same {
+			return &splitKeyError{id: id}
 		}
 	}
-	return c.copyGrants(ctx, c.tgt, c.src, id, controlAttempts, true)
+	return c.syncRights(ctx, id, controlAttempts, true)
 }

@@ -178,6 +178,8 @@ func (c *Controller) run(ctx context.Context) {
 			bctx, stop := context.WithCancel(ctx)
 			done := make(chan struct{})
 			go func() { defer close(done); c.backfillLoop(bctx) }()
+			rdone := make(chan struct{})
+			go func() { defer close(rdone); c.rightsLoop(bctx) }()
 			c.probationLoop(ctx)
 			if c.curState() == StateSwitched {
 				// Probation passed without auto-finalize: keep the fallback complete until
@@ -186,6 +188,7 @@ func (c *Controller) run(ctx context.Context) {
 			}
 			stop()
 			<-done
+			<-rdone
 			return
 		default:
 			return

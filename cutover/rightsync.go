@@ -1,0 +1,223 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cosmian"
+)
+
+// Rights while switched. The target serves; the source is the fallback and the side a rollback
+// returns to. A change the keys' owner makes on the target (a grant, a revoked grant, a revoked
+// or destroyed key) is carried to the source as the same change, within one RightsSyncInterval
+// plus one pass: the source's list is never replaced wholesale, so a right the owner gave only
+// there is never removed, and nobody gains on the source a right the owner did not give on the
+// target. The changes are found by comparing the target's access list and state with the last
+// ones seen (the baseline, taken when the key was copied); after a restart the first pass takes
+// the baseline, so a change made on the target while no controller ran is not carried over
+// (a rollback then only adds what the target has and the source lacks).
+
+// keySnap is one key's access list (user → sorted operations) and state on the target.
+type keySnap struct {
+	acl   map[string][]string
+	state string
+}
+
+type rightsBase struct {
+	mu   sync.Mutex
+	base map[string]keySnap
+}
+
+func newRightsBase() *rightsBase { return &rightsBase{base: map[string]keySnap{}} }
+
+func (r *rightsBase) get(id string) (keySnap, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.base[id]
+	return s, ok
+}
+
+// drop forgets id's baseline: the source's rights were changed by the controller itself (a
+// finalize that revoked them), so a rollback must add back what the target holds.
+func (r *rightsBase) drop(id string) {
+	r.mu.Lock()
+	delete(r.base, id)
+	r.mu.Unlock()
+}
+
+func (r *rightsBase) set(id string, s keySnap) {
+	r.mu.Lock()
+	r.base[id] = s
+	r.mu.Unlock()
+}
+
+// snapshot reads id's access list and state on b; a missing key is (nil, nil).
+func (c *Controller) snapshot(ctx context.Context, b *backend, id string, attempts int) (*keySnap, error) {
+	a, err := c.attrs(ctx, b, id, attempts)
+	if err != nil || a == nil {
+		return nil, err
+	}
+	list, err := retry(ctx, c, attempts, "list access on "+b.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
+		return b.k.ListAccess(ctx, id)
+	})
+	if err != nil {
+		return nil, wrapKMS(err, "list access on %s", b.name)
+	}
+	s := &keySnap{acl: map[string][]string{}, state: a.State}
+	for _, ua := range list {
+		s.acl[ua.UserID] = append(s.acl[ua.UserID], ua.Operations...)
+	}
+	for u, ops := range s.acl {
+		sort.Strings(ops)
+		s.acl[u] = slices.Compact(ops)
+	}
+	return s, nil
+}
+
+// noteTargetBaseline records the target's rights on id right after a copy (either direction).
+func (c *Controller) noteTargetBaseline(ctx context.Context, id string, attempts int) {
+	s, err := c.snapshot(ctx, c.tgt, id, attempts)
+	if err != nil || s == nil {
+		return // the first sync pass takes it
+	}
+	c.rights.set(id, *s)
+}
+
+// rightsLoop carries the target's rights changes to the source while switched.
+func (c *Controller) rightsLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.RightsSyncInterval)
+	defer t.Stop()
+	for {
+		if c.curState() != StateSwitched {
+			return
+		}
+		c.syncRightsPass(ctx, controlAttempts)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// syncIDs lists the keys present on both sides as far as the journal knows.
+func (c *Controller) syncIDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := make([]string, 0, len(c.j.Keys)+len(c.j.CreatedDuring)+len(c.j.CreatedOnTarget))
+	for id, k := range c.j.Keys {
+		if copied(*k, true) {
+			ids = append(ids, id)
+		}
+	}
+	ids = append(ids, c.j.CreatedDuring...)
+	ids = append(ids, c.j.CreatedOnTarget...)
+	sort.Strings(ids)
+	return slices.Compact(ids)
+}
+
+// syncRightsPass runs syncRights over every key; failures are retried on the next pass.
+func (c *Controller) syncRightsPass(ctx context.Context, attempts int) {
+	_ = c.forEach(ctx, c.syncIDs(), func(ctx context.Context, id string) error {
+		if err := c.syncRights(ctx, id, attempts, false); err != nil && ctx.Err() == nil {
+			c.log.Warn("cutover: carrying a rights change to the source failed; will retry", "key_id", id, "err", truncate(err.Error()))
+		}
+		return nil
+	})
+}
+
+// syncRights carries to the source what changed on the target for id since its baseline. With
+// no baseline it takes one (noBaseAdd: and also grants on the source what the target has and
+// the source lacks, never removing anything: used by a rollback).
+func (c *Controller) syncRights(ctx context.Context, id string, attempts int, noBaseAdd bool) error {
+	cur, err := c.snapshot(ctx, c.tgt, id, attempts)
+	if err != nil || cur == nil {
+		return err // a key gone from the target: nothing to carry (it is not destroyed on the source on a guess)
+	}
+	base, ok := c.rights.get(id)
+	if !ok {
+		if !noBaseAdd {
+			c.rights.set(id, *cur)
+			return nil
+		}
+		src, err := c.snapshot(ctx, c.src, id, attempts)
+		if err != nil {
+			return err
+		}
+		if src == nil {
+			return failKey("missing on %s", c.src.name)
+		}
+		base = *src // only additions: whatever the source holds is "already there"
+		base.state = src.state
+	}
+	// Grants and revoked grants, user by user.
+	users := make([]string, 0, len(cur.acl)+len(base.acl))
+	for u := range cur.acl {
+		users = append(users, u)
+	}
+	for u := range base.acl {
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	users = slices.Compact(users)
+	for _, u := range users {
+		if add := missing(cur.acl[u], base.acl[u]); len(add) > 0 {
+			a := cosmian.Access{UID: id, UserID: u, Operations: add}
+			if err := retryErr(ctx, c, attempts, "grant on "+c.src.name, func(ctx context.Context) error { return c.src.k.Grant(ctx, a) }); err != nil {
+				return wrapKMS(err, "grant %v to %q on %s", add, u, c.src.name)
+			}
+			c.m.rightsCarried.WithLabelValues("grant").Inc()
+			c.log.Info("cutover: grant made on the target carried to the source", "key_id", id, "user", u, "ops", add)
+		}
+		if ok {
+			if del := missing(base.acl[u], cur.acl[u]); len(del) > 0 {
+				a := cosmian.Access{UID: id, UserID: u, Operations: del}
+				err := retryErr(ctx, c, attempts, "revoke access on "+c.src.name, func(ctx context.Context) error { return c.src.k.RevokeAccess(ctx, a) })
+				if err != nil && !errors.Is(err, cosmian.ErrNotFound) {
+					return wrapKMS(err, "revoke %v from %q on %s", del, u, c.src.name)
+				}
+				c.m.rightsCarried.WithLabelValues("revoke_access").Inc()
+				c.log.Info("cutover: grant revoked on the target carried to the source", "key_id", id, "user", u, "ops", del)
+			}
+		}
+	}
+	// Key state: a revocation, a destruction.
+	if (revoked(cur.state) || destroyed(cur.state)) && !revoked(base.state) && !destroyed(base.state) {
+		sa, err := c.attrs(ctx, c.src, id, attempts)
+		if err != nil {
+			return err
+		}
+		if sa != nil && !revoked(sa.State) && !destroyed(sa.State) {
+			reason := revokeReason(cur.state)
+			if cur.state == cosmian.StateDestroyedCompromised {
+				reason = "KeyCompromise"
+			}
+			if err := retryErr(ctx, c, attempts, "revoke on "+c.src.name, func(ctx context.Context) error {
+				return c.src.k.Revoke(ctx, id, reason, "revoked on "+c.tgt.name+" after the switch; replicated by xksproxy cutover")
+			}); err != nil {
+				return wrapKMS(err, "revoke on %s", c.src.name)
+			}
+			c.m.rightsCarried.WithLabelValues("revoke_key").Inc()
+			c.log.Info("cutover: key revoked on the target; revoked on the source too", "key_id", id, "state", cur.state)
+		}
+	}
+	if destroyed(cur.state) && !destroyed(base.state) {
+		sa, err := c.attrs(ctx, c.src, id, attempts)
+		if err != nil {
+			return err
+		}
+		if sa != nil && !destroyed(sa.State) {
+			if err := retryErr(ctx, c, attempts, "destroy on "+c.src.name, func(ctx context.Context) error { return c.src.k.Destroy(ctx, id, false) }); err != nil {
+				return wrapKMS(err, "destroy on %s", c.src.name)
+			}
+			c.m.rightsCarried.WithLabelValues("destroy").Inc()
+			c.log.Info("cutover: key destroyed on the target; destroyed on the source too", "key_id", id)
+		}
+	}
+	c.rights.set(id, *cur)
+	return nil
+}
