@@ -283,7 +283,7 @@ func TestMetricNamesAreExported(t *testing.T) {
 			}
 		}
 	}
-	// The required coverage.
+	// The coverage the deployment promises.
 	for _, n := range []string{"xks_requests_total", "xks_request_duration_seconds", "xks_backend_up",
 		"xks_tls_certificate_expiry_days", "xks_cutover_state", "xks_cutover_rollbacks_total",
 		"xks_sigv4_failures_total", "xks_sigv4_credential_age_days", "xks_shadow_results_total", "xks_fallback_total",

@@ -1,0 +1,35 @@
+package compare
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "go" // exec reports that it is not on PATH
+}
+
+func (r *run) build(ctx context.Context) error {
+	r.bin = filepath.Join(r.dir, "bin")
+	if err := os.Mkdir(r.bin, 0o755); err != nil {
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(bctx, goTool(), "build", "-o", r.bin+"/", "./cmd/kmsemu", "./cmd/xksproxy", "./bench/cmd/xksload")
+	cmd.Dir = r.o.RepoDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// measure runs one path: fresh emulator (and middle process), warm-up, the fixed-rate run,
+// then the closed-loop run.
