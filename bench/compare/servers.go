@@ -338,4 +338,3 @@ func (r *run) demo(ctx context.Context) (json.RawMessage, string) {
 	}
 	return json.RawMessage(raw), note
 }
-
