@@ -179,7 +179,7 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 				// B's errors even when A's fallback answered).
 				ctrl.Observe(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, false)
 			}
-			if r.Backend != "" && r.Backend != "proxy" {
+			if r.Backend != "" { // "" when the proxy answered itself ("proxy" is only its metric label)
 				ctrl.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
 			}
 			if onResult != nil {

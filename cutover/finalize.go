@@ -25,13 +25,8 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 			return err
 		}
 	}
-	c.stopRunner()
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
-	err := c.finalizeLocked(ctx, opts)
-	if err != nil && c.curState() == StateSwitched {
-		c.launch()
-	}
-	return err
+	return c.withRunnerStopped(func() error { return c.finalizeLocked(ctx, opts) })
 }
 
 func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) error {

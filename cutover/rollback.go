@@ -25,12 +25,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 		return err
 	}
 	defer c.unlock()
-	c.stopRunner()
-	err := c.rollbackLocked(ctx, reason, "manual")
-	if err != nil && c.curState() == StateSwitched {
-		c.launch() // keep probation running
-	}
-	return err
+	return c.withRunnerStopped(func() error { return c.rollbackLocked(ctx, reason, "manual") })
 }
 
 func (c *Controller) rollbackLocked(ctx context.Context, reason, category string) error {

@@ -136,6 +136,18 @@ func (c *Controller) launch() {
 
 // stopRunner cancels the runner and waits for it. The caller holds ctl,
 // never the runner itself.
+// withRunnerStopped is the dance Switch, Rollback and Finalize share: the background runner is
+// stopped while op changes the state, and relaunched when op leaves the migration switched (the
+// runner watches probation), whether op succeeded or not.
+func (c *Controller) withRunnerStopped(op func() error) error {
+	c.stopRunner()
+	err := op()
+	if c.curState() == StateSwitched {
+		c.launch()
+	}
+	return err
+}
+
 func (c *Controller) stopRunner() {
 	c.mu.Lock()
 	cancel, done := c.runStop, c.runDone

@@ -18,12 +18,7 @@ func (c *Controller) Switch(ctx context.Context) error {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
 	// A runner in verified is finishing (or about to auto-switch): we switch instead.
-	c.stopRunner()
-	if err := c.switchLocked(ctx); err != nil {
-		return err
-	}
-	c.launch() // probation
-	return nil
+	return c.withRunnerStopped(func() error { return c.switchLocked(ctx) })
 }
 
 // switchLocked: final catch-up, target reachability check, journal, route.
