@@ -403,6 +403,13 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 	if to.acl == ACLService || to.acl == ACLBoth {
 		want[cosmian.XKSServiceUser] = append(want[cosmian.XKSServiceUser], xksServiceOps...)
 	}
+	if from.acl == ACLService && to.acl == ACLARN && (to == c.tgt || !exact) && len(want[cosmian.XKSServiceUser]) > 0 {
+		// A newer source lets any signed XKS request use a key granted to [aws-xks-service]; a
+		// 5.26 target authorizes the caller's ARN, so only a grant to every user keeps the key
+		// usable by the principals AWS sends (README: "Cosmian generations"). Not when syncing
+		// a migrated key back (exact): that would widen the source's own grants.
+		want["*"] = append(want["*"], want[cosmian.XKSServiceUser]...)
+	}
 	if to.acl == ACLARN || to.acl == ACLBoth {
 		// What Cosmian 5.26's XKS CreateKey would have granted had the key been created here.
 		if p := c.creatorOf(uid); p != "" {

@@ -127,3 +127,33 @@ func TestCreateKeyRefusedIsConflict(t *testing.T) {
 		t.Fatalf("failures %+v", st.Failures)
 	}
 }
+
+// TestNewerToOlderGrantsEveryone: a key the newer generation serves to any signed XKS request
+// (granted to [aws-xks-service]) stays usable by AWS's principals on a 5.26 target only through
+// a grant to every user; a migration into a newer target adds nothing of the kind.
+func TestNewerToOlderGrantsEveryone(t *testing.T) {
+	for _, tc := range []struct {
+		a, b kmsemu.Generation
+		star bool
+	}{
+		{kmsemu.CosmianXKSService, kmsemu.Cosmian526, true},
+		{kmsemu.Cosmian526, kmsemu.CosmianXKSService, false},
+	} {
+		t.Run(string(tc.a)+"→"+string(tc.b), func(t *testing.T) {
+			e := newEnvGen(t, tc.a, tc.b, false)
+			must(t, e.A.CreateKey("admin", "k", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+			if tc.a != kmsemu.Cosmian526 {
+				e.A.MigrateXKSAccess()
+			} else {
+				must(t, e.A.GrantAccess("admin", "k", "arn:aws:iam::123456789012:user/Alice", "encrypt", "decrypt", "getattributes"))
+			}
+			c := e.controller(t, nil)
+			must(t, c.Start(ctxT(t), StartOptions{}))
+			mustWait(t, c, StateVerified)
+			got := e.B.Access("k")["*"]
+			if tc.star != slices.Equal(got, []string{"decrypt", "encrypt", "getattributes"}) {
+				t.Fatalf("grant to * on B: %v (all %v)", got, e.B.Access("k"))
+			}
+		})
+	}
+}
