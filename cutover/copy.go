@@ -403,11 +403,11 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 	if to.acl == ACLService || to.acl == ACLBoth {
 		want[cosmian.XKSServiceUser] = append(want[cosmian.XKSServiceUser], xksServiceOps...)
 	}
-	if from.acl == ACLService && to.acl == ACLARN && (to == c.tgt || !exact) && len(want[cosmian.XKSServiceUser]) > 0 {
+	if from.acl == ACLService && to.acl == ACLARN && (to == c.tgt || c.createdOnTarget(uid)) && len(want[cosmian.XKSServiceUser]) > 0 {
 		// A newer source lets any signed XKS request use a key granted to [aws-xks-service]; a
 		// 5.26 target authorizes the caller's ARN, so only a grant to every user keeps the key
-		// usable by the principals AWS sends (README: "Cosmian generations"). Not when syncing
-		// a migrated key back (exact): that would widen the source's own grants.
+		// usable by the principals AWS sends (README: "Cosmian generations"). Never for a
+		// migrated key copied back: that would widen the source's own grants.
 		want["*"] = append(want["*"], want[cosmian.XKSServiceUser]...)
 	}
 	if to.acl == ACLARN || to.acl == ACLBoth {
@@ -513,4 +513,11 @@ func (c *Controller) importedMeanwhile(ctx context.Context, to *backend, uid str
 	}
 	same, err := c.sameMaterial(ctx, to, uid, material, attempts)
 	return err == nil && same
+}
+
+// createdOnTarget reports whether uid was created on the target while it served.
+func (c *Controller) createdOnTarget(uid string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Contains(c.j.CreatedOnTarget, uid)
 }
