@@ -67,7 +67,10 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 // that the key is on both sides before it is first used. Failures are left to the backfill loop.
 func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 	st := c.curState()
-	if st != StateSwitched && st != StateRollingBack {
+	// Fleet: while a migration runs, some member may serve the other side at any moment (the
+	// epochs reach members at different times), so every new key is copied before the reply.
+	fleetWide := c.fleet != nil && st.inMigration()
+	if st != StateSwitched && st != StateRollingBack && !fleetWide {
 		return
 	}
 	from, to := c.tgt, c.src

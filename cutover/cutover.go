@@ -177,9 +177,7 @@ func (c *Config) CheckAndSetDefaults() error {
 	if (c.Fleet == nil) != (c.Storage == nil) {
 		return errors.New("cutover: Fleet and Storage go together (fleet mode)")
 	}
-	if c.Fleet != nil {
-		return errors.New("cutover: fleet mode is not wired yet")
-	}
+
 	if err := c.Select.checkAndSetDefaults(); err != nil {
 		return err
 	}
@@ -365,7 +363,9 @@ type Controller struct {
 	src, tgt *backend
 	log      *slog.Logger
 	m        *metrics
-	jf       journalFile
+	store    Storage      // the journal: file (one process) or fleet store
+	file     *fileStorage // the file journal; in fleet mode the local copy of the applied epoch
+	fleet    *member      // nil: one process
 	bar      *progressBar
 	markers  *markerWriter
 
@@ -377,13 +377,16 @@ type Controller struct {
 	writeMu sync.Mutex // orders journal writes; taken before mu
 	mu      sync.Mutex
 	j       *journal
-	dirty   bool
-	changed chan struct{}
-	created map[string]bool // CreatedDuring ∪ CreatedOnTarget, for dedupe
-	listed  int             // size of the current work list (progress)
-	running bool
-	runStop context.CancelFunc
-	runDone chan struct{}
+	// What changed since the last save: the header, key records, created-key notes.
+	dirty      bool
+	dirtyKeys  map[string]bool
+	newCreated []CreatedKey
+	changed    chan struct{}
+	created    map[string]bool // CreatedDuring ∪ CreatedOnTarget, for dedupe
+	listed     int             // size of the current work list (progress)
+	running    bool
+	runStop    context.CancelFunc
+	runDone    chan struct{}
 
 	state atomic.Value // State, for the hot-path hooks
 
@@ -427,7 +430,8 @@ func New(cfg Config) (*Controller, error) {
 		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
 		log:       cfg.Logger.With("component", "cutover"),
 		m:         m,
-		jf:        journalFile{path: cfg.JournalPath},
+		file:      newFileStorage(cfg.JournalPath),
+		dirtyKeys: map[string]bool{},
 		ctl:       make(chan struct{}, 1),
 		changed:   make(chan struct{}),
 		created:   map[string]bool{},
@@ -435,45 +439,76 @@ func New(cfg Config) (*Controller, error) {
 		bar:       newProgressBar(cfg.Progress),
 	}
 	c.shadow = newShadower(c)
-	if err := c.loadJournal(); err != nil {
+	c.store = c.file
+	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
+	if cfg.Fleet != nil {
+		c.store = cfg.Storage
+		c.fleet = newMember(c, cfg.Fleet)
+		err = c.loadFleet()
+	} else {
+		err = c.loadJournal()
+	}
+	if err != nil {
+		c.baseCancel()
+		c.file.close()
 		return nil, err
 	}
 	c.markers = newMarkerWriter(c)
-	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
 	c.flushDone = make(chan struct{})
 	go c.flusher()
 	return c, nil
 }
 
 func (c *Controller) loadJournal() error {
-	c.jf.removeStale()
-	j, ok, err := loadJournal(c.jf.path)
+	snap, err := c.store.Load(c.baseCtx)
 	if err != nil {
 		return err
 	}
-	if !ok {
-		now := c.cfg.Now().UTC()
-		j = &journal{Version: journalVersion, Epoch: 1, State: StateServing,
-			Source: c.src.name, Target: c.tgt.name, StartedAt: now, UpdatedAt: now,
-			Keys: map[string]*KeyProgress{}}
+	var j *journal
+	if snap == nil {
+		j = c.freshJournal()
+		// No journal: the backends' markers say whether a migration happened without it.
 		if err := c.checkMarkers(j, false); err != nil {
 			return err
 		}
-		if err := c.jf.write(j); err != nil {
+		if err := c.store.Save(c.baseCtx, Change{Header: &j.Header}); err != nil {
 			return err
 		}
-	} else if err := c.checkMarkers(j, true); err != nil {
-		return err
+	} else {
+		j = journalFrom(snap)
+		if err := c.checkMarkers(j, true); err != nil {
+			return err
+		}
 	}
+	return c.adopt(j)
+}
+
+// freshJournal is the journal of a key store that never migrated: epoch 1, the source serves.
+func (c *Controller) freshJournal() *journal {
+	now := c.cfg.Now().UTC()
+	return &journal{Header: Header{Version: journalVersion, Epoch: 1, State: StateServing,
+		Source: c.src.name, Target: c.tgt.name, StartedAt: now, UpdatedAt: now},
+		Keys: map[string]*KeyProgress{}}
+}
+
+// adopt checks a loaded journal against the configuration and makes it current.
+func (c *Controller) adopt(j *journal) error {
+	if err := j.validate(); err != nil {
+		return corrupt(c.store.Where(), "%v", err)
+	}
+	where := c.store.Where()
 	if j.State.inMigration() {
 		if j.Source != c.src.name || j.Target != c.tgt.name {
 			return fmt.Errorf("journal %s: a migration %s → %s is in state %s but the configuration names %s → %s; restore that configuration, then finish or roll back the migration",
-				c.jf.path, j.Source, j.Target, j.State, c.src.name, c.tgt.name)
+				where, j.Source, j.Target, j.State, c.src.name, c.tgt.name)
 		}
 	} else if a := activeOf(j); a != c.src.name && a != c.tgt.name {
 		return fmt.Errorf("journal %s: backend %q is serving (state %s, epoch %d) but the configuration has no backend of that name; refusing to route elsewhere",
-			c.jf.path, a, j.State, j.Epoch)
+			where, a, j.State, j.Epoch)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.created)
 	for _, id := range j.CreatedDuring {
 		c.created[id] = true
 	}
@@ -481,6 +516,8 @@ func (c *Controller) loadJournal() error {
 		c.created[id] = true
 	}
 	c.j = j
+	c.dirty, c.newCreated = false, nil
+	clear(c.dirtyKeys)
 	c.state.Store(j.State)
 	c.m.setState(j.State, j.Epoch)
 	c.m.setKeys(j)
@@ -493,21 +530,13 @@ func activeOf(j *journal) string {
 	return p
 }
 
-func routeOf(j *journal) (primary, fallback string) {
-	switch j.State {
-	case StateSwitched:
-		return j.Target, j.Source
-	case StateFinalized:
-		return j.Target, ""
-	case StateRollingBack:
-		// Keys created on the target while the first copy-back pass ran are still served.
-		return j.Source, j.Target
-	}
-	return j.Source, ""
-}
+func routeOf(j *journal) (primary, fallback string) { return j.Header.Route() }
 
 // InitialRoute is what the proxy must serve at start-up according to the journal.
 func (c *Controller) InitialRoute() (epoch uint64, primary, fallback string) {
+	if !c.Ready() {
+		return 0, "", "" // fleet member with no epoch yet: not ready (see Ready)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p, f := routeOf(c.j)
@@ -526,7 +555,12 @@ func (c *Controller) Close() error {
 	c.shadow.stop()
 	<-c.flushDone
 	c.markers.close()
-	return c.flush()
+	if c.fleet != nil {
+		c.fleet.wait()
+	}
+	err := c.flush()
+	c.file.close()
+	return err
 }
 
 // lock acquires the control lock or gives up when ctx ends.
@@ -558,15 +592,36 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	if mutate != nil {
 		mutate(c.j)
 	}
-	err := c.jf.write(c.j)
+	ch := c.pendingLocked()
+	ch.PrevEpoch = old.Epoch
+	hdr := c.j.Header
+	ch.Header = &hdr
+	diffJournal(old, c.j, &ch)
+	c.mu.Unlock()
+	// The store is written without mu (it may be a network call): the request-path hooks
+	// only append created-key notes meanwhile, which the revert below keeps.
+	err := c.save(ch)
+	c.mu.Lock()
 	if err != nil {
-		c.j = old
+		c.j.Header = old.Header
+		if ch.ResetKeys {
+			c.j.Keys = old.Keys
+			c.j.CreatedDuring, c.j.CreatedOnTarget, c.j.CreatedBy = old.CreatedDuring, old.CreatedOnTarget, old.CreatedBy
+		} else {
+			for id := range ch.Keys {
+				if k, ok := old.Keys[id]; ok {
+					c.j.Keys[id] = k
+				} else {
+					delete(c.j.Keys, id)
+				}
+			}
+		}
+		c.requeueLocked(Change{Created: ch.Created})
 		c.mu.Unlock()
 		c.writeMu.Unlock()
 		c.log.Error("journal write failed; transition not taken", "from", from, "to", to, "err", err)
 		return err
 	}
-	c.dirty = false
 	epoch := c.j.Epoch
 	primary, fallback := routeOf(c.j)
 	c.state.Store(to)
@@ -576,7 +631,7 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	c.mu.Unlock()
 	c.writeMu.Unlock()
 	c.log.Info("cutover transition", "from", from, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)
-	err = c.cfg.Router.SetRoute(epoch, primary, fallback)
+	err = c.applyRoute(epoch, primary, fallback, to)
 	// Waiters wake once the route is applied (or refused).
 	c.mu.Lock()
 	close(c.changed)
@@ -586,6 +641,91 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 		return fmt.Errorf("cutover: journaled %s (epoch %d) but the route was not applied: %w", to, epoch, err)
 	}
 	return nil
+}
+
+// applyRoute swaps the proxy's route to an epoch's; in fleet mode it also keeps the local copy
+// of that epoch and acknowledges it.
+func (c *Controller) applyRoute(epoch uint64, primary, fallback string, st State) error {
+	if c.fleet != nil {
+		return c.fleet.apply(epoch, primary, fallback, st)
+	}
+	return c.cfg.Router.SetRoute(epoch, primary, fallback)
+}
+
+// save writes ch to the store with a bounded wait.
+func (c *Controller) save(ch Change) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.baseCtx), 30*time.Second)
+	defer cancel()
+	return c.store.Save(ctx, ch)
+}
+
+// pendingLocked takes what changed since the last save. The caller holds mu.
+func (c *Controller) pendingLocked() Change {
+	ch := Change{PrevEpoch: c.j.Epoch, Created: c.newCreated}
+	if c.dirty {
+		h := c.j.Header
+		ch.Header = &h
+	}
+	if len(c.dirtyKeys) > 0 {
+		ch.Keys = make(map[string]*KeyProgress, len(c.dirtyKeys))
+		for id := range c.dirtyKeys {
+			if k, ok := c.j.Keys[id]; ok {
+				kk := *k
+				ch.Keys[id] = &kk
+			} else {
+				ch.Keys[id] = nil
+			}
+		}
+		clear(c.dirtyKeys)
+	}
+	c.dirty, c.newCreated = false, nil
+	return ch
+}
+
+// requeueLocked marks a change that could not be saved as pending again.
+func (c *Controller) requeueLocked(ch Change) {
+	if ch.Header != nil {
+		c.dirty = true
+	}
+	for id := range ch.Keys {
+		c.dirtyKeys[id] = true
+	}
+	c.newCreated = append(ch.Created, c.newCreated...)
+}
+
+// diffJournal adds to ch what a transition's mutate changed between old and cur: a reset
+// (a new migration), or the key records it touched. Transitions are few, so this O(keys)
+// walk is paid a handful of times per migration, never per flush.
+func diffJournal(old, cur *journal, ch *Change) {
+	reset := (len(cur.Keys) == 0 && len(old.Keys) > 0) ||
+		len(cur.CreatedDuring) < len(old.CreatedDuring) || len(cur.CreatedOnTarget) < len(old.CreatedOnTarget)
+	if reset {
+		ch.ResetKeys = true
+		ch.Keys = make(map[string]*KeyProgress, len(cur.Keys))
+		for id, k := range cur.Keys {
+			kk := *k
+			ch.Keys[id] = &kk
+		}
+		ch.Created = cur.snapshot().Created
+		return
+	}
+	for id, k := range cur.Keys {
+		if o, ok := old.Keys[id]; !ok || *o != *k {
+			if ch.Keys == nil {
+				ch.Keys = map[string]*KeyProgress{}
+			}
+			kk := *k
+			ch.Keys[id] = &kk
+		}
+	}
+	for id := range old.Keys {
+		if _, ok := cur.Keys[id]; !ok {
+			if ch.Keys == nil {
+				ch.Keys = map[string]*KeyProgress{}
+			}
+			ch.Keys[id] = nil
+		}
+	}
 }
 
 // setError records why the machine is stuck without changing state.
@@ -629,17 +769,24 @@ func (c *Controller) flush() error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
-	if !c.dirty {
+	ch := c.pendingLocked()
+	if c.fleet != nil && !c.fleet.isDriver() {
+		// A member that does not drive writes only its created-key notes.
+		ch.Header, ch.Keys = nil, nil
+	}
+	if ch.Header == nil && len(ch.Keys) == 0 && len(ch.Created) == 0 {
 		c.mu.Unlock()
 		return nil
 	}
-	snap := c.j.clone()
-	c.dirty = false
 	c.m.setKeys(c.j)
 	c.mu.Unlock()
-	if err := c.jf.write(snap); err != nil {
+	if err := c.save(ch); err != nil {
 		c.mu.Lock()
-		c.dirty = true
+		if !errors.Is(err, ErrFenced) {
+			c.requeueLocked(ch)
+		} else {
+			c.requeueLocked(Change{Created: ch.Created})
+		}
 		c.mu.Unlock()
 		return err
 	}
@@ -652,7 +799,7 @@ func (c *Controller) setKey(id string, kp KeyProgress) {
 		kp.Existing = true
 	}
 	c.j.Keys[id] = &kp
-	c.dirty = true
+	c.dirtyKeys[id] = true
 	c.mu.Unlock()
 }
 
@@ -698,6 +845,7 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted b
 		return
 	}
 	onSource := backend == c.src.name
+	n := CreatedKey{ID: keyID}
 	switch c.j.State {
 	case StateServing, StateRolledBack:
 		return // nothing to migrate: the source serves and keeps it
@@ -705,7 +853,7 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted b
 		if onSource {
 			return // the source serves again and holds it
 		}
-		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID) // the second pass copies it back
+		n.OnTarget = true // the second pass copies it back
 	case StateFinalized:
 		// The target serves alone and the migration is over: a rollback from here lists the
 		// target's keys by the selection, so only an explicit list needs to remember the new
@@ -713,32 +861,20 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted b
 		if c.cfg.Select.Mode != SelectList {
 			return
 		}
-		c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID)
+		n.OnTarget = true
 	case StateSwitched:
-		if onSource {
-			// The source answered (the proxy found the key there): copy it to the target.
-			c.j.CreatedDuring = append(c.j.CreatedDuring, keyID)
-		} else {
-			// Created on the target: copied back to the source in the background while
-			// switched, and a rollback makes sure of it first.
-			c.j.CreatedOnTarget = append(c.j.CreatedOnTarget, keyID)
-		}
-		select {
-		case c.backfill <- struct{}{}:
-		default:
-		}
+		// Created on the target: copied back to the source in the background while switched,
+		// and a rollback makes sure of it first. The source answered (the proxy found the key
+		// there): copy it to the target.
+		n.OnTarget = !onSource
 	default:
 		// Created on the source during the migration: catch-up copies it.
-		c.j.CreatedDuring = append(c.j.CreatedDuring, keyID)
 	}
-	c.created[keyID] = true
 	if minted && principalARN != "" && validPrincipal(principalARN) {
-		if c.j.CreatedBy == nil {
-			c.j.CreatedBy = map[string]string{}
-		}
-		c.j.CreatedBy[keyID] = principalARN
+		n.By = principalARN
 	}
-	c.dirty = true
+	c.addCreatedLocked(n)
+	c.newCreated = append(c.newCreated, n)
 	lv := slog.LevelInfo
 	if c.j.State == StateFinalized {
 		lv = slog.LevelDebug
@@ -746,10 +882,29 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted b
 	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", c.j.State)
 }
 
+// addCreatedLocked records a created-key note (noticed here or, in fleet mode, by another
+// member) once. The caller holds mu.
+func (c *Controller) addCreatedLocked(n CreatedKey) {
+	if c.created[n.ID] {
+		return
+	}
+	c.created[n.ID] = true
+	c.j.addCreated(n)
+	if st := c.j.State; st == StateSwitched || st == StateFinalized {
+		select {
+		case c.backfill <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Observe is the proxy's hook, called once per backend attempt: errName is
 // that attempt's XKS error ("" on success) and fellBack is true for the
 // retry sent to the fallback backend.
 func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time.Duration, fellBack bool) {
+	if c.fleet != nil && !fellBack {
+		c.fleet.requests.Add(1)
+	}
 	if fellBack {
 		c.fallbacks.Add(1)
 		c.m.fallbacks.Inc()

@@ -409,13 +409,14 @@ func TestCorruptJournal(t *testing.T) {
 func TestJournalAtomicWrite(t *testing.T) {
 	dir := t.TempDir()
 	jf := journalFile{path: dir + "/j"}
-	j1 := &journal{Version: 1, Epoch: 1, State: StateServing, Source: "A", Target: "B", Keys: map[string]*KeyProgress{}}
-	must(t, jf.write(j1))
+	j1 := &journal{Header: Header{Version: 1, Epoch: 1, State: StateServing, Source: "A", Target: "B"}, Keys: map[string]*KeyProgress{}}
+	_, err := jf.write(j1)
+	must(t, err)
 	old, _ := os.ReadFile(jf.path)
 	jf.beforeRename = func() error { return errors.New("killed") }
 	j2 := j1.clone()
 	j2.Epoch, j2.State = 2, StateCopying
-	if err := jf.write(j2); err == nil {
+	if _, err := jf.write(j2); err == nil {
 		t.Fatal("write with crash hook succeeded")
 	}
 	now, _ := os.ReadFile(jf.path)

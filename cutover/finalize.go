@@ -17,6 +17,9 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 		return err
 	}
 	defer c.unlock()
+	if err := c.mustDrive(); err != nil {
+		return err
+	}
 	if st := c.curState(); st != StateSwitched {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
 	}
@@ -68,10 +71,21 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 		c.setError(msg)
 		return fmt.Errorf("%w: finalize: %s", ErrRefused, msg)
 	}
+	// Fleet: nobody may still serve an epoch older than the switched one, which created keys
+	// on either side are copied under.
+	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+		return err
+	}
 	if err := c.transition(StateFinalized, func(j *journal) { j.LastError = "" }); err != nil {
 		return err
 	}
 	if opts.RevokeSourceGrants {
+		// Only once every member serves the finalized route: a member still falling back to the
+		// source would fail there.
+		if err := c.barrier(ctx, c.curEpoch()); err != nil {
+			c.setError(truncate("finalized; source grants not revoked: " + err.Error()))
+			return err
+		}
 		c.revokeSourceGrants(ctx)
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
 // journalVersion is the only on-disk format this package reads or writes.
@@ -40,23 +39,11 @@ const (
 	ResultError    = "error"
 )
 
-// journal is the persisted state machine. Field order is the file's order.
+// journal is the persisted state machine: the header (see Header; its fields are the file's
+// first fields) and the per-key records.
 type journal struct {
-	Version   int       `json:"version"`
-	Epoch     uint64    `json:"epoch"`
-	State     State     `json:"state"`
-	Source    string    `json:"source"`
-	Target    string    `json:"target"`
-	StartedAt time.Time `json:"started_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-	// SwitchedAt is when traffic moved to the target (zero before).
-	SwitchedAt time.Time `json:"switched_at,omitzero"`
-	// ProbationPassed is set once the probation window ended without breach.
-	ProbationPassed bool                    `json:"probation_passed,omitempty"`
-	Options         StartOptions            `json:"options"`
-	Reason          string                  `json:"reason,omitempty"`     // rollback reason
-	LastError       string                  `json:"last_error,omitempty"` // why the machine stopped, if it did
-	Keys            map[string]*KeyProgress `json:"keys"`
+	Header
+	Keys map[string]*KeyProgress `json:"keys"`
 	// CreatedDuring are ids seen in CreateKey while the source was primary
 	// (they must be copied before the switch).
 	CreatedDuring []string `json:"created_during,omitempty"`
@@ -102,17 +89,24 @@ func loadJournal(path string) (j *journal, ok bool, err error) {
 	return j, true, nil
 }
 
-// parseJournal decodes and validates a journal file's bytes.
+// parseJournal decodes and validates a journal file's bytes: a snapshot (the journal as one
+// JSON object), then the changes appended since, one JSON object per line. An incomplete last
+// change is a write the crash interrupted before it returned: it is dropped.
 func parseJournal(data []byte) (*journal, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty file")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %v", err)
 	}
 	// Read the version first so an unknown version is reported as such,
 	// not as an unknown field of version 1.
 	var v struct {
 		Version *int `json:"version"`
 	}
-	if err := json.Unmarshal(data, &v); err != nil {
+	if err := json.Unmarshal(raw, &v); err != nil {
 		return nil, fmt.Errorf("invalid JSON: %v", err)
 	}
 	if v.Version == nil {
@@ -121,44 +115,65 @@ func parseJournal(data []byte) (*journal, error) {
 	if *v.Version != journalVersion {
 		return nil, fmt.Errorf("unknown version %d (this build reads version %d)", *v.Version, journalVersion)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	j := new(journal)
-	if err := dec.Decode(j); err != nil {
+	if err := strictJSON(raw, j); err != nil {
 		return nil, fmt.Errorf("invalid JSON: %v", err)
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
-	}
-	if !j.State.valid() {
-		return nil, fmt.Errorf("unknown state %q", j.State)
-	}
-	if j.Epoch == 0 {
-		return nil, errors.New("epoch is 0")
-	}
-	if j.Source == "" || (j.State != StateServing && j.Target == "") {
-		return nil, errors.New("missing source or target backend name")
-	}
-	if j.Source == j.Target {
-		return nil, fmt.Errorf("source and target are both %q", j.Source)
 	}
 	if j.Keys == nil {
 		j.Keys = map[string]*KeyProgress{}
 	}
+	for n := 1; dec.More(); n++ {
+		var rec json.RawMessage
+		err := dec.Decode(&rec)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("appended change %d: invalid JSON: %v", n, err)
+		}
+		var ch changeLine
+		if err := strictJSON(rec, &ch); err != nil || ch.Change == nil {
+			return nil, fmt.Errorf("appended change %d: not a change record (%v)", n, err)
+		}
+		if h := ch.Change.Header; h != nil && h.Version != journalVersion {
+			return nil, fmt.Errorf("appended change %d: unknown version %d", n, h.Version)
+		}
+		j.apply(ch.Change)
+	}
+	if err := j.validate(); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// validate checks what a stored journal (file or fleet store) must hold to be trusted.
+func (j *journal) validate() error {
+	if !j.State.valid() {
+		return fmt.Errorf("unknown state %q", j.State)
+	}
+	if j.Epoch == 0 {
+		return errors.New("epoch is 0")
+	}
+	if j.Source == "" || (j.State != StateServing && j.Target == "") {
+		return errors.New("missing source or target backend name")
+	}
+	if j.Source == j.Target {
+		return fmt.Errorf("source and target are both %q", j.Source)
+	}
 	for id, k := range j.Keys {
 		if id == "" || k == nil {
-			return nil, errors.New("empty key entry")
+			return errors.New("empty key entry")
 		}
 		if k.Phase != PhaseCopy && k.Phase != PhaseVerify {
-			return nil, fmt.Errorf("key %q: unknown phase %q", id, k.Phase)
+			return fmt.Errorf("key %q: unknown phase %q", id, k.Phase)
 		}
 		switch k.Result {
 		case ResultOK, ResultSkipped, ResultConflict, ResultError:
 		default:
-			return nil, fmt.Errorf("key %q: unknown result %q", id, k.Result)
+			return fmt.Errorf("key %q: unknown result %q", id, k.Result)
 		}
 	}
-	return j, nil
+	return nil
 }
 
 // journalFile writes the journal atomically: temp file in the same
@@ -186,16 +201,18 @@ func (f *journalFile) removeStale() {
 	}
 }
 
-func (f *journalFile) write(j *journal) error {
-	data, err := json.MarshalIndent(j, "", "  ")
+// write replaces the file with j and returns the bytes written. The snapshot is compact JSON:
+// at 100 000 keys indentation alone would add a quarter to every rewrite.
+func (f *journalFile) write(j *journal) (int, error) {
+	data, err := json.Marshal(j)
 	if err != nil {
-		return fmt.Errorf("journal %s: encode: %w", f.path, err)
+		return 0, fmt.Errorf("journal %s: encode: %w", f.path, err)
 	}
 	data = append(data, '\n')
 	dir := filepath.Dir(f.path)
 	tmp, err := os.CreateTemp(dir, f.tempPrefix())
 	if err != nil {
-		return fmt.Errorf("journal %s: %w", f.path, err)
+		return 0, fmt.Errorf("journal %s: %w", f.path, err)
 	}
 	name := tmp.Name()
 	ok := false
@@ -206,34 +223,34 @@ func (f *journalFile) write(j *journal) error {
 		}
 	}()
 	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("journal %s: %w", f.path, err)
+		return 0, fmt.Errorf("journal %s: %w", f.path, err)
 	}
 	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("journal %s: write: %w", f.path, err)
+		return 0, fmt.Errorf("journal %s: write: %w", f.path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("journal %s: fsync: %w", f.path, err)
+		return 0, fmt.Errorf("journal %s: fsync: %w", f.path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("journal %s: %w", f.path, err)
+		return 0, fmt.Errorf("journal %s: %w", f.path, err)
 	}
 	if f.beforeRename != nil {
 		if err := f.beforeRename(); err != nil {
-			return fmt.Errorf("journal %s: %w", f.path, err)
+			return 0, fmt.Errorf("journal %s: %w", f.path, err)
 		}
 	}
 	if err := os.Rename(name, f.path); err != nil {
-		return fmt.Errorf("journal %s: rename: %w", f.path, err)
+		return 0, fmt.Errorf("journal %s: rename: %w", f.path, err)
 	}
 	ok = true
 	if d, err := os.Open(dir); err == nil {
 		err = d.Sync()
 		d.Close()
 		if err != nil {
-			return fmt.Errorf("journal %s: fsync dir: %w", f.path, err)
+			return 0, fmt.Errorf("journal %s: fsync dir: %w", f.path, err)
 		}
 	}
-	return nil
+	return len(data), nil
 }
 
 // clone deep-copies j so it can be encoded outside the controller's lock.

@@ -179,7 +179,7 @@ func (c *Controller) checkMarkers(j *journal, present bool) error {
 				continue
 			}
 			return fmt.Errorf("cutover: journal %s is missing and backend %s cannot be read to rule out an earlier migration: %v; refusing to start as if none had happened: retry once %s answers, or restore the journal from a backup: %w",
-				c.jf.path, b.name, truncate(err.Error()), b.name, ErrMarkerUnreadable)
+				c.file.path, b.name, truncate(err.Error()), b.name, ErrMarkerUnreadable)
 		}
 		if m != nil && (newest == nil || m.Epoch > newest.Epoch) {
 			newest = m
@@ -190,19 +190,19 @@ func (c *Controller) checkMarkers(j *journal, present bool) error {
 	}
 	if present {
 		return fmt.Errorf("cutover: journal %s records epoch %d (state %s) but backend %s records %s: the journal is older than the backends (restored from an old backup, or another proxy with its own journal migrated them); refusing to serve an older route: use the newest journal, or run the replicas in fleet mode: %w",
-			c.jf.path, j.Epoch, j.State, newest.Backend, newest.describe(), ErrMarkerAhead)
+			c.file.path, j.Epoch, j.State, newest.Backend, newest.describe(), ErrMarkerAhead)
 	}
 	terminal := !newest.State.inMigration() && newest.Fallback == ""
 	if terminal && newest.Primary == c.src.name {
 		// The backends say the configured source serves alone: a fresh journal at their epoch
 		// is what the lost one would have said, minus finished per-key history.
 		c.log.Warn("cutover: journal missing; continuing from the epoch the backends record",
-			"journal", c.jf.path, "backend", newest.Backend, "epoch", newest.Epoch, "state", newest.State, "serving", newest.Primary)
+			"journal", c.file.path, "backend", newest.Backend, "epoch", newest.Epoch, "state", newest.State, "serving", newest.Primary)
 		j.Epoch = newest.Epoch
 		return nil
 	}
 	fresh := fmt.Sprintf("cutover: journal %s is missing but backend %s records %s; starting afresh would serve %s at epoch 1",
-		c.jf.path, newest.Backend, newest.describe(), c.src.name)
+		c.file.path, newest.Backend, newest.describe(), c.src.name)
 	var how string
 	switch {
 	case terminal:

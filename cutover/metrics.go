@@ -16,6 +16,7 @@ type metrics struct {
 	// rightsCarried counts rights changes made on the target while switched and carried to the
 	// source, by change (grant, revoke_access, revoke_key, destroy).
 	rightsCarried *prometheus.CounterVec
+	fleetMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,10 +36,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rightsCarried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rights_carried_total",
 			Help: "Rights changes made on the target while switched and carried to the source as the same change, by change (grant, revoke_access, revoke_key, destroy)."}, []string{"change"}),
 	}
+	var err error
+	if m.fleetMetrics, err = newFleetMetrics(reg); err != nil {
+		return nil, err
+	}
 	if reg == nil {
 		return m, nil
 	}
-	var err error
 	if m.epoch, err = register(reg, m.epoch); err != nil {
 		return nil, err
 	}

@@ -25,6 +25,9 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 		return err
 	}
 	defer c.unlock()
+	if err := c.mustDrive(); err != nil {
+		return err
+	}
 	return c.withRunnerStopped(func() error { return c.rollbackLocked(ctx, reason, "manual") })
 }
 
@@ -38,6 +41,9 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		if err := c.copyBack(ctx); err != nil {
 			c.setError(truncate("rollback refused: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
+		}
+		if err := c.barrier(ctx, c.curEpoch()); err != nil {
+			return err
 		}
 		if err := c.transition(StateRollingBack, func(j *journal) {
 			j.Reason = reason
@@ -55,6 +61,9 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 			c.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
+	}
+	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+		return err
 	}
 	if err := c.transition(StateRolledBack, func(j *journal) {
 		j.Reason = reason

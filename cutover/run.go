@@ -33,6 +33,9 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 		return err
 	}
 	defer c.unlock()
+	if err := c.mustDrive(); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	running, st, active := c.running, c.j.State, activeOf(c.j)
 	c.mu.Unlock()
@@ -87,6 +90,16 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 // Resume continues a run interrupted by a restart (copy, verify, shadow,
 // auto-switch, probation). It is a no-op when there is nothing to resume.
 func (c *Controller) Resume(ctx context.Context) error {
+	if c.fleet != nil {
+		// Fleet mode: the member loops start; the elected driver resumes (resumeLocal).
+		c.fleet.start()
+		return nil
+	}
+	return c.resumeLocal(ctx)
+}
+
+// resumeLocal continues the journaled run in this process.
+func (c *Controller) resumeLocal(ctx context.Context) error {
 	if err := c.lock(ctx); err != nil {
 		return err
 	}
@@ -117,7 +130,7 @@ func (c *Controller) Resume(ctx context.Context) error {
 
 // launch starts the runner. The caller holds ctl.
 func (c *Controller) launch() {
-	ctx, cancel := context.WithCancel(c.baseCtx)
+	ctx, cancel := context.WithCancel(c.runContext())
 	done := make(chan struct{})
 	c.mu.Lock()
 	c.running, c.runStop, c.runDone = true, cancel, done
@@ -405,7 +418,7 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 		c.log.Warn("cutover: shadowing asked for but no Forwarder is configured; skipping it")
 	} else {
 		c.log.Info("cutover: shadowing live Decrypts to the target", "duration", d)
-		before := c.shadow.snapshot()
+		before := c.shadowStats()
 		c.shadow.start()
 		t := time.NewTimer(d)
 		select {
@@ -417,7 +430,7 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		after := c.shadow.snapshot()
+		after := c.shadowStats()
 		if n := after.Mismatch - before.Mismatch; n > 0 {
 			return c.advance(ctx, StateShadowing, StateVerifyFailed, func(j *journal) {
 				j.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.tgt.name)

@@ -65,6 +65,8 @@ type Status struct {
 	Fallbacks       uint64           `json:"fallbacks"`
 	SharedStorage   bool             `json:"shared_storage,omitempty"`
 	Notes           []string         `json:"notes,omitempty"` // shared storage, ids never migrated
+	// Fleet is set in fleet mode: this member, the driver, every registered member.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
 
 // Status returns a snapshot of the controller.
@@ -119,12 +121,13 @@ func (c *Controller) Status() Status {
 	if len(s.Failures) > maxStatusFailures {
 		s.Failures = s.Failures[:maxStatusFailures]
 	}
-	s.Shadow = c.shadow.snapshot()
+	s.Shadow = c.shadowStats()
+	s.Fleet = c.fleetStatus(c.cfg.Now())
 	s.Fallbacks = c.fallbacks.Load()
 	if s.State == StateSwitched {
 		p := c.cfg.Probation
 		s.Probation = &ProbationStatus{
-			ProbationStats: c.probation.stats(c.cfg.Now(), p.Window),
+			ProbationStats: c.probationStats(c.cfg.Now()),
 			Duration:       p.Duration, Passed: passed,
 			MaxErrorRate: *p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: *p.MinRequests,
 		}

@@ -14,6 +14,9 @@ func (c *Controller) Switch(ctx context.Context) error {
 		return err
 	}
 	defer c.unlock()
+	if err := c.mustDrive(); err != nil {
+		return err
+	}
 	if st := c.curState(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
@@ -43,6 +46,11 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 		msg := fmt.Sprintf("not switching: %v", err)
 		c.setError(truncate(msg))
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	// Fleet: every member serves the verified epoch before anyone routes to the target.
+	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+		c.setError(truncate("not switching yet: " + err.Error()))
+		return err
 	}
 	c.probation.reset()
 	now := c.cfg.Now().UTC()
@@ -109,7 +117,7 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := c.cfg.Now()
-		st := c.probation.stats(now, p.Window)
+		st := c.probationStats(now)
 		var reason, category string
 		if st.Requests >= *p.MinRequests {
 			switch {
