@@ -49,6 +49,16 @@ type App struct {
 	log     *slog.Logger
 	certs   certs.Source
 	certM   *certs.Metrics
+	fleet   fleet.Store // nil without a fleet
+}
+
+// closeFleet leaves the fleet: the member's lease is revoked (its record goes, its
+// registration stays) and the store connection closes.
+func (a *App) closeFleet() {
+	if a.fleet != nil {
+		_ = a.fleet.Close()
+		a.fleet = nil
+	}
 }
 
 // ErrNothingToReload is returned by ReloadTLS when the certificate does not come from files.
@@ -136,9 +146,11 @@ func New(cfg Config) (*App, error) {
 				return nil, err
 			}
 			cc.Storage, cc.Fleet = st, st
+			a.fleet = st
 		}
 		ctrl, err := cutover.New(cc)
 		if err != nil {
+			a.closeFleet()
 			return nil, err
 		}
 		a.Cutover = ctrl
@@ -153,18 +165,27 @@ func New(cfg Config) (*App, error) {
 		}
 		pc.Hooks = chainHooks(pc.Hooks, ctrl)
 		pc.Migration = ctrl
+		if cfg.Fleet != nil {
+			pc.FleetSize = ctrl.FleetSize
+			pc.Ready = ctrl.Ready
+		}
 	}
 	p, err := proxy.New(pc)
 	if err != nil {
 		if a.Cutover != nil {
 			_ = a.Cutover.Close()
 		}
+		a.closeFleet()
 		return nil, err
 	}
 	lazy.p.Store(p)
 	a.Proxy = p
 	if a.Cutover != nil {
-		p.HandleAdmin("/v1/cutover/", adminapi.Handler(a.Cutover))
+		h := adminapi.Handler(a.Cutover)
+		if cfg.Fleet != nil {
+			h = fleetAdmin(a.Cutover, h)
+		}
+		p.HandleAdmin("/v1/cutover/", h)
 	}
 	return a, nil
 }
@@ -232,11 +253,15 @@ func (a *App) Run(ctx context.Context) error {
 	if a.Cutover != nil {
 		select {
 		case <-a.Proxy.Ready():
+			if ad := a.Proxy.AdminAddr(); ad != nil {
+				a.Cutover.SetAdminAddress("http://" + ad.String())
+			}
 			if err := a.Cutover.Resume(ctx); err != nil {
 				a.log.Error("cutover: resuming the journaled migration failed", "err", err)
 			}
 		case err := <-errc:
 			_ = a.Cutover.Close()
+			a.closeFleet()
 			return err
 		}
 	}
@@ -245,6 +270,7 @@ func (a *App) Run(ctx context.Context) error {
 		if cerr := a.Cutover.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("app: closing cutover controller: %w", cerr)
 		}
+		a.closeFleet()
 	}
 	return err
 }

@@ -42,6 +42,7 @@ type member struct {
 	rps        atomic.Uint64            // float64 bits
 
 	started atomic.Bool
+	address atomic.Pointer[string] // admin URL to advertise, when known only at run time
 	wg      sync.WaitGroup
 	// leadCtx is the driver's leadership context (nil when not driving); the runner lives in it.
 	leadMu  sync.Mutex
@@ -272,6 +273,7 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 		r = &[2]string{}
 	}
 	rec := MemberRecord{
+		Address:      derefOr(m.address.Load()),
 		AppliedEpoch: m.applied.Load(), Primary: r[0], Fallback: r[1], Heartbeat: now.UTC(),
 		RequestsPerSec: bitsFloat(m.rps.Load()),
 		Probation:      c.probation.stats(now, c.cfg.Probation.Window),
@@ -627,4 +629,20 @@ func (c *Controller) fleetStatus(now time.Time) *FleetStatus {
 		fs.WaitingFor = *w
 	}
 	return fs
+}
+
+func derefOr(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// SetAdminAddress sets the admin URL this member advertises for forwarded operator calls, when
+// it is known only once the admin listener is bound (a configured address takes precedence in
+// the store).
+func (c *Controller) SetAdminAddress(u string) {
+	if c.fleet != nil {
+		c.fleet.address.Store(&u)
+	}
 }

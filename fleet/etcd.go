@@ -492,7 +492,7 @@ func (e *Etcd) Publish(ctx context.Context, m cutover.MemberRecord) error {
 		return err
 	}
 	m.Name = e.cfg.Member
-	if m.Address == "" {
+	if e.cfg.Address != "" {
 		m.Address = e.cfg.Address
 	}
 	if m.Version == "" {

@@ -12,7 +12,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/xksproxy/xksproxy/certs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,9 +21,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xksproxy/xksproxy/app"
+	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/sigv4"
 )
@@ -115,6 +116,10 @@ type Config struct {
 	Logger             *slog.Logger
 	Progress           interface{ Write([]byte) (int, error) }
 	Version            string
+	// Fleet, when set, makes every proxy of the stack a member of a fleet coordinated through
+	// that store: the first proxy is member "r1", AddReplica starts more. Member and Logger
+	// are filled per replica.
+	Fleet *fleet.Config
 	// Budget and BackendTimeout override the proxy's 240 ms budget and 200 ms per-attempt
 	// timeout; tests under the race detector need more (it slows everything several times).
 	Budget, BackendTimeout time.Duration
@@ -136,10 +141,25 @@ type Stack struct {
 	JournalPath    string
 	Keys           []Key
 
-	cancel    context.CancelFunc
-	done      chan error
+	main      *Replica
+	extra     []*Replica
 	tempDir   string
-	newConfig func(listen string) app.Config
+	newConfig func(listen, member, journal string) app.Config
+}
+
+// Replica is one proxy process of the stack (in fleet mode, one member of the fleet).
+type Replica struct {
+	Name       string
+	App        *app.App
+	Endpoint   string // https://127.0.0.1:PORT
+	AdminURL   string
+	MetricsURL string
+
+	s       *Stack
+	listen  string
+	journal string
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 // RandomCredential makes an AWS-shaped SigV4 credential: a 20-character access key id from
@@ -337,11 +357,11 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	// newConfig builds the App's configuration; RestartProxy calls it again with the first
 	// proxy's address, so a restarted proxy listens where clients already connect. Each call
 	// gets a fresh metrics registry (collectors register once per registry).
-	s.newConfig = func(listen string) app.Config {
+	s.newConfig = func(listen, member, journal string) app.Config {
 		reg := prometheus.NewRegistry()
 		backendTLS := &tls.Config{RootCAs: a.run.CertPool, MinVersion: tls.VersionTLS12}
 		backendTLSB := &tls.Config{RootCAs: b.run.CertPool, MinVersion: tls.VersionTLS12}
-		return app.Config{
+		out := app.Config{
 			Logger: log,
 			Proxy: proxy.Config{
 				Listen:        listen,
@@ -365,7 +385,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			Cutover: &cutover.Config{
 				Source:      cutover.Backend{Name: "a", KMIP: kmipA, ACL: cutoverACL(cfg.CosmianA)},
 				Target:      cutover.Backend{Name: "b", KMIP: kmipB, ACL: cutoverACL(cfg.CosmianB)},
-				JournalPath: s.JournalPath,
+				JournalPath: journal,
 				Probation:   cfg.Probation,
 				Shadow:      cfg.Shadow,
 				Logger:      log,
@@ -373,18 +393,27 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				Progress:    cfg.Progress,
 			},
 		}
+		if cfg.Fleet != nil {
+			fc := *cfg.Fleet
+			fc.Member, fc.Logger = member, log.With("member", member)
+			out.Fleet = &fc
+			out.Proxy.Logger = fc.Logger
+		}
+		return out
 	}
-	if err := s.runApp(ctx, cfg.Listen); err != nil {
+	s.main = &Replica{Name: "r1", s: s, listen: cfg.Listen, journal: s.JournalPath}
+	if err := s.main.run(ctx); err != nil {
 		return nil, err
 	}
+	s.App, s.Endpoint, s.AdminURL, s.MetricsURL = s.main.App, s.main.Endpoint, s.main.AdminURL, s.main.MetricsURL
 	ok = true
 	return s, nil
 }
 
-// runApp builds an App from s.newConfig, runs it in the background and waits until the proxy
-// listens. On failure nothing is left running.
-func (s *Stack) runApp(ctx context.Context, listen string) error {
-	ap, err := app.New(s.newConfig(listen))
+// run builds the replica's App, runs it in the background and waits until the proxy listens.
+// On failure nothing is left running.
+func (r *Replica) run(ctx context.Context) error {
+	ap, err := app.New(r.s.newConfig(r.listen, r.Name, r.journal))
 	if err != nil {
 		return err
 	}
@@ -401,28 +430,32 @@ func (s *Stack) runApp(ctx context.Context, listen string) error {
 		<-done
 		return ctx.Err()
 	}
-	s.App, s.cancel, s.done = ap, cancel, done
-	s.Endpoint = "https://" + ap.Proxy.Addr().String()
-	s.AdminURL, s.MetricsURL = "", ""
+	r.App, r.cancel, r.done = ap, cancel, done
+	r.listen = ap.Proxy.Addr().String() // a restart listens where clients already connect
+	r.Endpoint = "https://" + r.listen
+	r.AdminURL, r.MetricsURL = "", ""
 	if ad := ap.Proxy.AdminAddr(); ad != nil {
-		s.AdminURL = "http://" + ad.String()
+		r.AdminURL = "http://" + ad.String()
 	}
 	if md := ap.Proxy.MetricsAddr(); md != nil {
-		s.MetricsURL = "http://" + md.String() + "/metrics"
+		r.MetricsURL = "http://" + md.String() + "/metrics"
 	}
 	return nil
 }
 
-// stopApp stops the running App (in-flight requests finish, the controller flushes its
-// journal) and waits for it, at most 15s.
-func (s *Stack) stopApp() error {
-	if s.cancel == nil {
+// Running reports whether the replica's proxy runs (not stopped).
+func (r *Replica) Running() bool { return r.cancel != nil }
+
+// Stop stops the replica (in-flight requests finish, the controller flushes its journal)
+// and waits for it, at most 15s.
+func (r *Replica) Stop() error {
+	if r.cancel == nil {
 		return nil
 	}
-	s.cancel()
-	s.cancel = nil
+	r.cancel()
+	r.cancel = nil
 	select {
-	case err := <-s.done:
+	case err := <-r.done:
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
@@ -430,6 +463,43 @@ func (s *Stack) stopApp() error {
 	case <-time.After(15 * time.Second):
 		return errors.New("devstack: proxy did not stop within 15s")
 	}
+}
+
+// Restart starts a stopped replica again on the same address and journal (or its local copy
+// in fleet mode); the admin and metrics listeners get new ports.
+func (r *Replica) Restart(ctx context.Context) error {
+	if err := r.Stop(); err != nil {
+		return fmt.Errorf("devstack: restart: stopping the proxy: %w", err)
+	}
+	if err := r.run(ctx); err != nil {
+		return fmt.Errorf("devstack: restart: %w", err)
+	}
+	return nil
+}
+
+// AddReplica starts one more proxy on the same emulators, credentials and certificate, with its
+// own journal file (in fleet mode: its local copy of the applied epoch), named name.
+func (s *Stack) AddReplica(ctx context.Context, name string) (*Replica, error) {
+	dir, err := os.MkdirTemp(s.tempDirOr(), "replica-")
+	if err != nil {
+		return nil, err
+	}
+	r := &Replica{Name: name, s: s, listen: "127.0.0.1:0", journal: filepath.Join(dir, "cutover.json")}
+	if err := r.run(ctx); err != nil {
+		return nil, err
+	}
+	s.extra = append(s.extra, r)
+	return r, nil
+}
+
+// Main is the stack's first proxy as a Replica (member "r1" in fleet mode).
+func (s *Stack) Main() *Replica { return s.main }
+
+func (s *Stack) tempDirOr() string {
+	if s.tempDir != "" {
+		return s.tempDir
+	}
+	return filepath.Dir(s.JournalPath)
 }
 
 // RestartProxy simulates a restart of the xksproxy process: it stops the App (proxy and
@@ -440,13 +510,10 @@ func (s *Stack) stopApp() error {
 // new ports (AdminURL and MetricsURL are updated). If the new App cannot start (a corrupt
 // journal, say), the error is returned and no proxy runs; Close still stops the emulators.
 func (s *Stack) RestartProxy(ctx context.Context) error {
-	listen := s.App.Proxy.Addr().String()
-	if err := s.stopApp(); err != nil {
-		return fmt.Errorf("devstack: restart: stopping the proxy: %w", err)
+	if err := s.main.Restart(ctx); err != nil {
+		return err
 	}
-	if err := s.runApp(ctx, listen); err != nil {
-		return fmt.Errorf("devstack: restart: %w", err)
-	}
+	s.App, s.Endpoint, s.AdminURL, s.MetricsURL = s.main.App, s.main.Endpoint, s.main.AdminURL, s.main.MetricsURL
 	return nil
 }
 
@@ -458,8 +525,15 @@ func (s *Stack) ClientTLS() *tls.Config {
 // Close stops the proxy and both emulators and removes temporary files.
 func (s *Stack) Close() error {
 	var errs []error
-	if err := s.stopApp(); err != nil {
-		errs = append(errs, err)
+	for _, r := range s.extra {
+		if err := r.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.main != nil {
+		if err := s.main.Stop(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, r := range []*kmsemu.Running{s.ARun, s.BRun} {
 		if r != nil {
