@@ -396,6 +396,9 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		if cfg.Fleet != nil {
 			fc := *cfg.Fleet
 			fc.Member, fc.Logger = member, log.With("member", member)
+			if fc.Version == "" {
+				fc.Version = cfg.Version
+			}
 			out.Fleet = &fc
 			out.Proxy.Logger = fc.Logger
 		}

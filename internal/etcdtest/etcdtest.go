@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 
 	"github.com/xksproxy/xksproxy/internal/testpki"
 )
@@ -76,6 +77,7 @@ func (s *Server) Restart() {
 	cfg.Dir = filepath.Join(s.dir, "data")
 	cfg.UnsafeNoFsync = true
 	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	// Fast elections and a 1 s minimum lease: outages and expiries take seconds, not tens.
 	cfg.TickMs, cfg.ElectionMs = 50, 500
 	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", s.peerPort)}
