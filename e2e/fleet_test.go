@@ -86,4 +86,3 @@ func checkInvariantD(t *testing.T, f *fleetEnv) {
 		}
 	}
 }
-
