@@ -21,7 +21,7 @@ func TestFleetMigration(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
 	nd := f.nonDriver(t)
-	if err := f.admin(nd).Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
+	if _, err := f.admin(nd).Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
 		t.Fatalf("start through %s: %v", nd.Name, err)
 	}
 	st := f.waitAll(t, cutover.StateSwitched)
@@ -35,14 +35,14 @@ func TestFleetMigration(t *testing.T) {
 		s := f.driver().App.Cutover.Status()
 		return s.Probation != nil && s.Probation.Passed
 	})
-	if err := f.admin(nd).Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+	if _, err := f.admin(nd).Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
 		t.Fatalf("finalize through %s: %v", nd.Name, err)
 	}
 	f.waitAll(t, cutover.StateFinalized)
 	t.Logf("finalized after %s", time.Since(begin))
 	// A forget of a live member is refused.
 	var ae *adminapi.Error
-	if err := f.admin(nd).Forget(ctx, nd.Name); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+	if _, err := f.admin(nd).Forget(ctx, nd.Name); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
 		t.Fatalf("forget of a live member: %v", err)
 	}
 	stopLoads(t, "fleet", loads...)
