@@ -331,17 +331,7 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 		_, err := retry(ctx, c, attempts, "import on "+to.name, func(ctx context.Context) (string, error) {
 			return to.k.Import(ctx, req)
 		})
-		if errors.Is(err, cosmian.ErrAlreadyExists) {
-			// Imported meanwhile by a concurrent copy (another fleet member copying a new key
-			// at CreateKey time, or the backfill): the same material is a success.
-			if again, aerr := c.attrs(ctx, to, uid, attempts); aerr == nil && again != nil && !destroyed(again.State) {
-				if same, serr := c.sameMaterial(ctx, to, uid, exp.Material, attempts); serr == nil && same {
-					err, ta, result = nil, again, ResultSkipped
-				}
-			}
-		}
 		switch {
-		case err == nil && ta != nil:
 		case errors.Is(err, cosmian.ErrAlreadyExists):
 			// The other copy path (the proxy's copy of a key created after the switch, or the
 			// background pass) may have imported it a moment ago: then it is ours and identical,
@@ -357,9 +347,7 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 			}
 			return "", err
 		}
-		if ta == nil {
-			ta = &cosmian.KeyAttributes{State: cosmian.StateActive}
-		}
+		ta = &cosmian.KeyAttributes{State: cosmian.StateActive}
 	}
 	exp.Wipe()
 
