@@ -210,7 +210,7 @@ func (m *member) onEvent(ev WatchEvent) {
 
 func (m *member) onHeader(h *Header) {
 	c := m.c
-	if h.State.valid() == false || h.Epoch == 0 {
+	if !h.State.valid() || h.Epoch == 0 {
 		return
 	}
 	c.mu.Lock()
