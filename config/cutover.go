@@ -46,9 +46,9 @@ func (c *checker) cutover(f *File, names map[string]int) {
 		c.fail("cutover.target", "must differ from cutover.source")
 	}
 	if co.Select != "" {
-		c.rule("cutover.select", cutover.CheckSelectMode(co.Select))
+		c.rule("cutover.select", cutover.CheckSelectMode(cutover.SelectMode(co.Select)))
 	}
-	if co.Select == cutover.SelectList && len(co.Keys) == 0 {
+	if cutover.SelectMode(co.Select) == cutover.SelectList && len(co.Keys) == 0 {
 		c.fail("cutover.keys", "required when cutover.select = \"list\"")
 	}
 	for i, k := range co.Keys {

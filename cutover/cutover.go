@@ -72,9 +72,9 @@ const (
 
 // Selection says which keys on the source migrate.
 type Selection struct {
-	Mode string   `json:"mode"` // SelectTag (default) | SelectOwned | SelectList
-	Tag  string   `json:"tag,omitempty"`
-	Keys []string `json:"keys,omitempty"`
+	Mode SelectMode `json:"mode"` // SelectTag (default) | SelectOwned | SelectList
+	Tag  string     `json:"tag,omitempty"`
+	Keys []string   `json:"keys,omitempty"`
 	// Exclude names ids never migrated in either direction, whatever the mode: each backend's
 	// own health-check test key exists on both sides with different material by design.
 	Exclude []string `json:"exclude,omitempty"`

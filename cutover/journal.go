@@ -21,17 +21,20 @@ const maxJournalSize = 64 << 20
 
 // KeyProgress is the journaled progress of one key. It never holds material.
 type KeyProgress struct {
-	Phase  string `json:"phase"`           // "copy" or "verify"
+	Phase  Phase  `json:"phase"`
 	Result string `json:"result"`          // ok | skipped | conflict | error
 	Error  string `json:"error,omitempty"` // reason, for conflict/error
 	// Existing: the target already held the identical key (copy skipped).
 	Existing bool `json:"existing,omitempty"`
 }
 
+// Phase is the step of a key's migration a KeyProgress records.
+type Phase string
+
 // Per-key phases and results.
 const (
-	PhaseCopy   = "copy"
-	PhaseVerify = "verify"
+	PhaseCopy   Phase = "copy"
+	PhaseVerify Phase = "verify"
 
 	ResultOK       = "ok"
 	ResultSkipped  = "skipped" // identical key already on the target

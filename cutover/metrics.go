@@ -96,7 +96,7 @@ func (m *metrics) setState(s State, epoch uint64) {
 func (m *metrics) setKeys(j *journal) {
 	counts := map[[2]string]int{}
 	for _, k := range j.Keys {
-		counts[[2]string{k.Phase, k.Result}]++
+		counts[[2]string{string(k.Phase), k.Result}]++
 	}
 	m.keys.Reset()
 	for pr, n := range counts {

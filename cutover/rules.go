@@ -51,7 +51,7 @@ func CheckACL(acl string) error {
 }
 
 // CheckSelectMode: which keys migrate.
-func CheckSelectMode(mode string) error {
+func CheckSelectMode(mode SelectMode) error {
 	switch mode {
 	case SelectTag, SelectOwned, SelectList:
 		return nil
@@ -59,9 +59,12 @@ func CheckSelectMode(mode string) error {
 	return fmt.Errorf("must be %q, %q or %q", SelectTag, SelectOwned, SelectList)
 }
 
+// SelectMode says which keys on the source migrate.
+type SelectMode string
+
 // Selection modes.
 const (
-	SelectTag   = "tag"   // keys carrying Selection.Tag (default)
-	SelectOwned = "owned" // every key the source's KMIP identity owns
-	SelectList  = "list"  // Selection.Keys
+	SelectTag   SelectMode = "tag"   // keys carrying Selection.Tag (default)
+	SelectOwned SelectMode = "owned" // every key the source's KMIP identity owns
+	SelectList  SelectMode = "list"  // Selection.Keys
 )

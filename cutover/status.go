@@ -22,7 +22,7 @@ type KeyCounts struct {
 // KeyFailure names a key that blocks the migration and why (never material).
 type KeyFailure struct {
 	KeyID  string `json:"key_id"`
-	Phase  string `json:"phase,omitempty"`
+	Phase  Phase  `json:"phase,omitempty"`
 	Result string `json:"result"`
 	Reason string `json:"reason"`
 }

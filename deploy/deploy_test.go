@@ -147,7 +147,7 @@ func labelValues(t *testing.T) map[string]map[string][]string {
 	return map[string]map[string][]string{
 		"xks_cutover_state": {"state": states},
 		"xks_cutover_keys": {
-			"phase":  {cutover.PhaseCopy, cutover.PhaseVerify},
+			"phase":  {string(cutover.PhaseCopy), string(cutover.PhaseVerify)},
 			"result": {cutover.ResultOK, cutover.ResultSkipped, cutover.ResultConflict, cutover.ResultError},
 		},
 		"xks_shadow_results_total":          {"result": {"match", "mismatch", "error", "dropped"}},     // cutover/shadow.go
