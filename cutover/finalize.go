@@ -23,16 +23,17 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 	if st := c.curState(); st != StateSwitched {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
 	}
-	if opts.RevokeSourceGrants {
-		if err := c.refuseRevokeShared(ctx); err != nil {
-			return err
-		}
-	}
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
 	return c.withRunnerStopped(func() error { return c.finalizeLocked(ctx, opts) })
 }
 
 func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) error {
+	if opts.RevokeSourceGrants {
+		if err := c.refuseRevokeShared(ctx); err != nil {
+			c.setError(truncate(err.Error()))
+			return err
+		}
+	}
 	ids, err := c.list(ctx, c.src, controlAttempts)
 	if err != nil {
 		return fmt.Errorf("%w: finalize: cannot list keys on %s to make sure none would be stranded: %v", ErrRefused, c.src.name, err)

@@ -85,9 +85,16 @@ func TestSharedStorage(t *testing.T) {
 			t.Errorf("%s: grants changed: %v → %v", id, grantsBefore[id], got)
 		}
 	}
-	for _, o := range e.A.Objects() {
-		if strings.HasPrefix(o.UID, canaryPrefix) {
-			t.Errorf("canary %s left behind", o.UID)
+	noCanary(t, e.A)
+}
+
+func noCanary(t *testing.T, servers ...*kmsemu.Server) {
+	t.Helper()
+	for _, s := range servers {
+		for _, o := range s.Objects() {
+			if strings.HasPrefix(o.UID, canaryPrefix) {
+				t.Errorf("canary %s left behind", o.UID)
+			}
 		}
 	}
 }
@@ -102,13 +109,7 @@ func TestSeparateStorageNotShared(t *testing.T) {
 	if p.SharedStorage || p.Counts[ActionCopy] != 2 {
 		t.Fatalf("plan %+v", p)
 	}
-	for _, s := range []*kmsemu.Server{e.A, e.B} {
-		for _, o := range s.Objects() {
-			if strings.HasPrefix(o.UID, canaryPrefix) {
-				t.Errorf("canary %s left behind", o.UID)
-			}
-		}
-	}
+	noCanary(t, e.A, e.B)
 }
 
 // TestCreateKeyRefusedIsConflict: the newer generation's CreateKey refusal reported by the proxy

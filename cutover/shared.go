@@ -124,40 +124,13 @@ func (c *Controller) notes() []string {
 // ways, or the material for a key that cannot encrypt). State and grants are not compared: a
 // change made through one node may not yet be visible through the other (object cache).
 func (c *Controller) verifyShared(ctx context.Context, uid string, attempts int) error {
-	sa, err := c.attrs(ctx, c.src, uid, attempts)
+	sa, ta, err := c.bothAttrs(ctx, uid, attempts)
 	if err != nil {
 		return err
-	}
-	if sa == nil {
-		return failKey("no longer found on %s", c.src.name)
-	}
-	ta, err := c.attrs(ctx, c.tgt, uid, attempts)
-	if err != nil {
-		return err
-	}
-	if ta == nil {
-		return failKey("not found on %s although it shares storage with %s", c.tgt.name, c.src.name)
 	}
 	const both = cosmian.UsageEncrypt | cosmian.UsageDecrypt
-	if sa.State == cosmian.StateActive && ta.State == cosmian.StateActive && sa.UsageMask&both == both && ta.UsageMask&both == both {
-		if err := c.crossCheck(ctx, c.src, c.tgt, uid, attempts); err != nil {
-			return err
-		}
-		return c.crossCheck(ctx, c.tgt, c.src, uid, attempts)
-	}
-	exp, err := c.export(ctx, c.src, uid, attempts)
-	if err != nil {
-		return err
-	}
-	defer exp.Wipe()
-	same, err := c.sameMaterial(ctx, c.tgt, uid, exp.Material, attempts)
-	if err != nil {
-		return err
-	}
-	if !same {
-		return failKey("key material differs between %s and %s although they share storage", c.src.name, c.tgt.name)
-	}
-	return nil
+	active := sa.State == cosmian.StateActive && ta.State == cosmian.StateActive
+	return c.sameKey(ctx, uid, active && sa.UsageMask&both == both && ta.UsageMask&both == both, attempts)
 }
 
 // refuseRevokeShared is Finalize's check before revoking source grants: they are the target's.

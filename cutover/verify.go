@@ -21,25 +21,39 @@ func (c *Controller) verifyKey(ctx context.Context, uid string, attempts int) er
 	if c.shared.Load() {
 		return c.verifyShared(ctx, uid, attempts)
 	}
-	sa, err := c.attrs(ctx, c.src, uid, attempts)
+	sa, ta, err := c.bothAttrs(ctx, uid, attempts)
 	if err != nil {
 		return err
-	}
-	if sa == nil {
-		return failKey("no longer found on %s", c.src.name)
-	}
-	ta, err := c.attrs(ctx, c.tgt, uid, attempts)
-	if err != nil {
-		return err
-	}
-	if ta == nil {
-		return failKey("not found on %s", c.tgt.name)
 	}
 	if d := attrDiff(sa, ta); d != "" {
 		return failKey("metadata differs between %s and %s: %s", c.src.name, c.tgt.name, d)
 	}
 	const both = cosmian.UsageEncrypt | cosmian.UsageDecrypt
-	if sa.State == cosmian.StateActive && sa.UsageMask&both == both {
+	return c.sameKey(ctx, uid, sa.State == cosmian.StateActive && sa.UsageMask&both == both, attempts)
+}
+
+// bothAttrs reads uid's attributes on the source and on the target; a key missing on either
+// side is a per-key failure.
+func (c *Controller) bothAttrs(ctx context.Context, uid string, attempts int) (sa, ta *cosmian.KeyAttributes, err error) {
+	if sa, err = c.attrs(ctx, c.src, uid, attempts); err != nil {
+		return nil, nil, err
+	}
+	if sa == nil {
+		return nil, nil, failKey("no longer found on %s", c.src.name)
+	}
+	if ta, err = c.attrs(ctx, c.tgt, uid, attempts); err != nil {
+		return nil, nil, err
+	}
+	if ta == nil {
+		return nil, nil, failKey("not found on %s", c.tgt.name)
+	}
+	return sa, ta, nil
+}
+
+// sameKey proves that source and target hold the same material for uid: by cross
+// encrypt/decrypt with AAD both ways when the key can encrypt, else by comparing the material.
+func (c *Controller) sameKey(ctx context.Context, uid string, canEncrypt bool, attempts int) error {
+	if canEncrypt {
 		if err := c.crossCheck(ctx, c.src, c.tgt, uid, attempts); err != nil {
 			return err
 		}
