@@ -1,0 +1,138 @@
+package cutover
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// NoteCreateKey is the proxy's hook for a CreateKey it forwarded. minted says the proxy saw, as
+// the keys' owner, that no backend held the id before: only then is principalARN recorded as the
+// key's creator (and granted on the other side when the key is copied). A CreateKey for a key
+// that already existed gives its caller nothing.
+func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted bool) {
+	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.created[keyID] {
+		return
+	}
+	onSource := backend == c.src.name
+	n := CreatedKey{ID: keyID}
+	switch c.j.State {
+	case StateServing, StateRolledBack:
+		return // nothing to migrate: the source serves and keeps it
+	case StateRollingBack:
+		if onSource {
+			return // the source serves again and holds it
+		}
+		n.OnTarget = true // the second pass copies it back
+	case StateFinalized:
+		// The target serves alone and the migration is over: a rollback from here lists the
+		// target's keys by the selection, so only an explicit list needs to remember the new
+		// key; nothing is copied now and the operator is not told about every CreateKey.
+		if c.cfg.Select.Mode != SelectList {
+			return
+		}
+		n.OnTarget = true
+	case StateSwitched:
+		// Created on the target: copied back to the source in the background while switched,
+		// and a rollback makes sure of it first. The source answered (the proxy found the key
+		// there): copy it to the target.
+		n.OnTarget = !onSource
+	default:
+		// Created on the source during the migration: catch-up copies it.
+	}
+	if minted && principalARN != "" && validPrincipal(principalARN) {
+		n.By = principalARN
+	}
+	c.addCreatedLocked(n)
+	c.newCreated = append(c.newCreated, n)
+	lv := slog.LevelInfo
+	if c.j.State == StateFinalized {
+		lv = slog.LevelDebug
+	}
+	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", c.j.State)
+}
+
+// addCreatedLocked records a created-key note (noticed here or, in fleet mode, by another
+// member) once. The caller holds mu.
+func (c *Controller) addCreatedLocked(n CreatedKey) {
+	if c.created[n.ID] {
+		return
+	}
+	c.created[n.ID] = true
+	c.j.addCreated(n)
+	if st := c.j.State; st == StateSwitched || st == StateFinalized {
+		select {
+		case c.backfill <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Observe is the proxy's hook, called once per backend attempt: errName is
+// that attempt's XKS error ("" on success) and fellBack is true for the
+// retry sent to the fallback backend.
+func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time.Duration, fellBack bool) {
+	if c.fleet != nil && !fellBack {
+		c.fleet.requests.Add(1)
+	}
+	if fellBack {
+		c.fallbacks.Add(1)
+		c.m.fallbacks.Inc()
+	}
+	if backend != c.tgt.name || c.curState() != StateSwitched {
+		return
+	}
+	c.probation.record(c.cfg.Now(), latency, countsAsFailure(errName))
+}
+
+// countsAsFailure says which target errors speak against the target. Errors
+// the source would return too (a malformed request, a bad ciphertext, a bad
+// signature) do not.
+func countsAsFailure(n xks.ErrorName) bool {
+	switch n {
+	case "", xks.ValidationException, xks.InvalidCiphertextException, xks.AuthenticationFailedException,
+		xks.InvalidUriPathException, xks.UnsupportedOperationException:
+		return false
+	}
+	return true
+}
+
+// truncate shortens an error text for the journal and status.
+func truncate(s string) string {
+	const max = 300
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+// validPrincipal bounds what is recorded from a request: AWS ARNs are at most 2048 characters of
+// printable ASCII.
+func validPrincipal(s string) bool {
+	if len(s) > 2048 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// creatorOf returns the principal recorded for a key created through XKS during the migration.
+func (c *Controller) creatorOf(uid string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.j.CreatedBy[uid]
+}
