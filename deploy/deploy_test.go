@@ -287,7 +287,8 @@ func TestMetricNamesAreExported(t *testing.T) {
 	for _, n := range []string{"xks_requests_total", "xks_request_duration_seconds", "xks_backend_up",
 		"xks_tls_certificate_expiry_days", "xks_cutover_state", "xks_cutover_rollbacks_total",
 		"xks_sigv4_failures_total", "xks_sigv4_credential_age_days", "xks_shadow_results_total", "xks_fallback_total",
-		"go_goroutines", "go_gc_duration_seconds", "process_resident_memory_bytes", "process_open_fds"} {
+		"go_goroutines", "go_gc_duration_seconds", "process_resident_memory_bytes", "process_open_fds",
+		"xks_fleet_member_acked_epoch", "xks_fleet_store_up", "xks_fleet_driver_elections_total", "xks_fleet_members"} {
 		if !used[n] {
 			t.Errorf("no rule or panel uses %s", n)
 		}
