@@ -158,6 +158,7 @@ type Replica struct {
 	s       *Stack
 	listen  string
 	journal string
+	mut     func(*app.Config)
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -416,7 +417,11 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 // run builds the replica's App, runs it in the background and waits until the proxy listens.
 // On failure nothing is left running.
 func (r *Replica) run(ctx context.Context) error {
-	ap, err := app.New(r.s.newConfig(r.listen, r.Name, r.journal))
+	cfg := r.s.newConfig(r.listen, r.Name, r.journal)
+	if r.mut != nil {
+		r.mut(&cfg)
+	}
+	ap, err := app.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -483,11 +488,17 @@ func (r *Replica) Restart(ctx context.Context) error {
 // AddReplica starts one more proxy on the same emulators, credentials and certificate, with its
 // own journal file (in fleet mode: its local copy of the applied epoch), named name.
 func (s *Stack) AddReplica(ctx context.Context, name string) (*Replica, error) {
+	return s.AddReplicaWith(ctx, name, nil)
+}
+
+// AddReplicaWith is AddReplica with mut applied to the replica's App configuration (at every
+// start), e.g. to reach the fleet store through another address.
+func (s *Stack) AddReplicaWith(ctx context.Context, name string, mut func(*app.Config)) (*Replica, error) {
 	dir, err := os.MkdirTemp(s.tempDirOr(), "replica-")
 	if err != nil {
 		return nil, err
 	}
-	r := &Replica{Name: name, s: s, listen: "127.0.0.1:0", journal: filepath.Join(dir, "cutover.json")}
+	r := &Replica{Name: name, s: s, listen: "127.0.0.1:0", journal: filepath.Join(dir, "cutover.json"), mut: mut}
 	if err := r.run(ctx); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,342 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/app"
+	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/internal/devstack"
+	"github.com/xksproxy/xksproxy/sigv4"
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// Fault scenarios of fleet mode. After each: every key on A is byte-identical on B, every
+// recorded ciphertext decrypts through every replica, and no request failed (a replica's load
+// is stopped before it goes down and started again once it is back).
+
+// startMigration starts a migration through r and waits until the copy is under way.
+func (f *fleetEnv) startMigration(t *testing.T, r *devstack.Replica, opts cutover.StartOptions) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if _, err := f.admin(r).Start(ctx, opts); err != nil {
+		t.Fatalf("start through %s: %v", r.Name, err)
+	}
+}
+
+// waitCopying waits until the driver has copied at least n keys (or moved past copying).
+func (f *fleetEnv) waitCopying(t *testing.T, n int) cutover.Status {
+	t.Helper()
+	var s cutover.Status
+	waitFor(t, waitLong, fmt.Sprintf("%d keys copied", n), func() bool {
+		d := f.driver()
+		if d == nil {
+			return false
+		}
+		s = d.App.Cutover.Status()
+		return s.State != cutover.StateServing && (s.Keys.Copied >= n || s.State != cutover.StateCopying)
+	})
+	t.Logf("driver %s: state %s, %d of %d keys copied", f.driver().Name, s.State, s.Keys.Copied, s.Keys.Total)
+	return s
+}
+
+// finish waits for switched, lets probation pass, finalizes through r and checks the fleet.
+func (f *fleetEnv) finish(t *testing.T, r *devstack.Replica, loads []*load) {
+	t.Helper()
+	st := f.waitAll(t, cutover.StateSwitched)
+	f.waitAcked(t, st.Epoch)
+	waitFor(t, waitLong, "probation passed", func() bool {
+		d := f.driver()
+		if d == nil {
+			return false
+		}
+		s := d.App.Cutover.Status()
+		return s.Probation != nil && s.Probation.Passed
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if _, err := f.admin(r).Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+		t.Fatalf("finalize through %s: %v", r.Name, err)
+	}
+	f.waitAll(t, cutover.StateFinalized)
+	stopLoads(t, "fleet", loads...)
+	f.verifyFleet(t, loads...)
+	checkInvariantD(t, f)
+}
+
+// stopReplica stops r's load (its report must be clean), then r.
+func (f *fleetEnv) stopReplica(t *testing.T, r *devstack.Replica, l *load) {
+	t.Helper()
+	stopLoads(t, r.Name, l)
+	if err := r.Stop(); err != nil {
+		t.Fatalf("stopping %s: %v", r.Name, err)
+	}
+}
+
+func TestFleetNonDriverRestartMidCopy(t *testing.T) {
+	f := startFleet(t, 150, 3, nil)
+	loads := f.loadAll(t, 8, "nd")
+	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
+	f.waitCopying(t, 10)
+	nd := f.nonDriver(t)
+	i := indexOf(f, nd)
+	f.stopReplica(t, nd, loads[i])
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if err := nd.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := nd.App.Proxy.Route().Epoch, f.driver().App.Cutover.Status().Epoch; got == 0 || got > want {
+		t.Fatalf("restarted %s serves epoch %d (driver at %d)", nd.Name, got, want)
+	}
+	loads = append(loads, f.loadOn(t, nd, 8, "nd-again-%d"))
+	f.finish(t, f.driver(), loads)
+}
+
+func TestFleetDriverStoppedMidCopy(t *testing.T) {
+	f := startFleet(t, 150, 3, nil)
+	loads := f.loadAll(t, 8, "dm")
+	first := f.driver()
+	f.startMigration(t, f.nonDriver(t), cutover.StartOptions{AutoSwitch: true})
+	f.waitCopying(t, 10)
+	f.stopReplica(t, first, loads[indexOf(f, first)])
+	waitFor(t, waitLong, "another driver", func() bool { d := f.driver(); return d != nil && d != first })
+	t.Logf("driver %s took over from %s", f.driver().Name, first.Name)
+	// The stopped member stays registered: the switch waits for it until it is forgotten.
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	waitFor(t, waitLong, "the switch waiting for the stopped driver", func() bool {
+		s := f.driver().App.Cutover.Status()
+		return s.State == cutover.StateVerified && s.Fleet != nil && strings.Contains(fmt.Sprint(s.Fleet.WaitingFor), first.Name)
+	})
+	if _, err := f.admin(f.driver()).Forget(ctx, first.Name); err != nil {
+		t.Fatalf("forget %s: %v", first.Name, err)
+	}
+	var live []*load
+	for i, l := range loads {
+		if f.reps[i] != first {
+			live = append(live, l)
+		}
+	}
+	f.finish(t, f.driver(), live)
+}
+
+func TestFleetDriverStoppedAfterSwitch(t *testing.T) {
+	f := startFleet(t, 40, 3, nil)
+	loads := f.loadAll(t, 8, "ds")
+	first := f.driver()
+	f.startMigration(t, first, cutover.StartOptions{AutoSwitch: true})
+	f.waitAll(t, cutover.StateSwitched)
+	f.stopReplica(t, first, loads[indexOf(f, first)])
+	waitFor(t, waitLong, "another driver", func() bool { d := f.driver(); return d != nil && d != first })
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	// Restarted, the old driver applies the current epoch and acknowledges; finalize proceeds.
+	if err := first.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var live []*load
+	for i, l := range loads {
+		if f.reps[i] != first {
+			live = append(live, l)
+		}
+	}
+	live = append(live, f.loadOn(t, first, 8, "ds-again-%d"))
+	f.finish(t, f.nonDriver(t), live)
+}
+
+func TestFleetJoinMidMigration(t *testing.T) {
+	f := startFleet(t, 150, 2, nil)
+	loads := f.loadAll(t, 8, "jn")
+	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
+	s := f.waitCopying(t, 10)
+	r := f.add(t, "r3")
+	// It serves the current epoch's route from its first request, never the configuration's.
+	if got := r.App.Proxy.Route(); got.Epoch < s.Epoch {
+		t.Fatalf("new member serves epoch %d, the fleet is at %d", got.Epoch, s.Epoch)
+	}
+	loads = append(loads, f.loadOn(t, r, 8, "jn-r3-%d"))
+	f.finish(t, r, loads)
+}
+
+func TestFleetMemberCutOffDuringSwitch(t *testing.T) {
+	var cut *cutProxy
+	f := startFleet(t, 40, 2, nil)
+	cut = newCutProxy(t, strings.TrimPrefix(f.etcd.Endpoint, "https://"))
+	r3, err := f.st.AddReplicaWith(context.Background(), "r3", func(c *app.Config) {
+		fc := *c.Fleet
+		fc.Endpoints = []string{"https://" + cut.addr}
+		c.Fleet = &fc
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.reps = append(f.reps, r3)
+	f.waitMembers(t, 3)
+	loads := f.loadAll(t, 8, "co")
+	cut.set(true)
+	waitFor(t, waitLong, "r3 seen expired", func() bool { return f.driver().App.Cutover.FleetSize() == 2 })
+	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
+	// The switch waits for r3, which still serves the epoch it acknowledged (fail static).
+	waitFor(t, waitLong, "the switch waiting for r3", func() bool {
+		s := f.driver().App.Cutover.Status()
+		return s.State == cutover.StateVerified && s.Fleet != nil && strings.Contains(fmt.Sprint(s.Fleet.WaitingFor), "r3")
+	})
+	if p := r3.App.Proxy.Route().Primary; p != "a" {
+		t.Fatalf("r3 cut off serves %q", p)
+	}
+	if st := r3.App.Cutover.Status(); st.Fleet == nil || st.Fleet.StoreReachable {
+		t.Fatalf("r3 does not say the store is unreachable: %+v", st.Fleet)
+	}
+	cut.set(false)
+	f.finish(t, f.driver(), loads)
+}
+
+func TestFleetEtcdDownWhileSwitched(t *testing.T) {
+	f := startFleet(t, 40, 3, nil)
+	loads := f.loadAll(t, 8, "ed")
+	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
+	st := f.waitAll(t, cutover.StateSwitched)
+	f.waitAcked(t, st.Epoch)
+	// 30 s in production terms; here 6 s, three lease TTLs: every lease expires meanwhile.
+	f.etcd.Stop()
+	deadline := time.Now().Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range f.running() {
+			s := r.App.Cutover.Status()
+			if s.State != cutover.StateSwitched || s.Epoch != st.Epoch || r.App.Proxy.Route().Primary != "b" {
+				t.Fatalf("%s changed while etcd was down: state %s epoch %d", r.Name, s.State, s.Epoch)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, r := range f.running() {
+		if s := r.App.Cutover.Status(); s.Fleet == nil || s.Fleet.StoreReachable {
+			t.Errorf("%s does not say the store is unreachable", r.Name)
+		}
+	}
+	f.etcd.Restart()
+	f.waitMembers(t, 3)
+	f.finish(t, f.nonDriver(t), loads)
+}
+
+func TestFleetSameCreateKeyOnTwoReplicas(t *testing.T) {
+	f := startFleet(t, 20, 3, nil)
+	loads := f.loadAll(t, 8, "ck")
+	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
+	f.waitAll(t, cutover.StateSwitched)
+	ids := []string{"twice-1", "twice-2", "twice-3"}
+	for _, id := range ids {
+		var wg sync.WaitGroup
+		for _, r := range f.running()[:2] {
+			wg.Go(func() { createKeyVia(t, f, r, id) })
+		}
+		wg.Wait()
+	}
+	for _, id := range ids {
+		if eq, err := f.st.A.KeyMaterialEqual(id, f.st.B); err != nil || !eq {
+			t.Errorf("%s: on A and B with different material (or missing): equal=%v err=%v", id, eq, err)
+		}
+	}
+	f.finish(t, f.driver(), loads)
+}
+
+// createKeyVia sends what AWS sends for a KMS CreateKey (GetKeyMetadata, kmsOperation
+// CreateKey) through r, signed.
+func createKeyVia(t *testing.T, f *fleetEnv, r *devstack.Replica, id string) {
+	signer, err := sigv4.NewSigner(sigv4.SignerConfig{Credential: f.st.Credential, Region: f.st.Region})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	c, err := xks.NewClient(xks.ClientConfig{BaseURL: r.Endpoint + f.st.Prefix + "/kms/xks/v1", Signer: signer,
+		HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: f.st.ClientTLS()}}, Timeout: clientTTL})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	md := xks.RequestMetadata{AWSPrincipalArn: principal, KMSOperation: "CreateKey", KMSRequestID: "e2e-" + id + "-" + r.Name}
+	if _, err := c.Metadata(context.Background(), id, md); err != nil {
+		t.Errorf("CreateKey %s through %s: %v", id, r.Name, err)
+	}
+}
+
+func indexOf(f *fleetEnv, r *devstack.Replica) int {
+	for i, x := range f.reps {
+		if x == r {
+			return i
+		}
+	}
+	return -1
+}
+
+// cutProxy forwards TCP to target until cut: then every connection is closed and new ones are
+// refused, as when a network partition isolates one replica from etcd.
+type cutProxy struct {
+	addr   string
+	target string
+	ln     net.Listener
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); p.set(true) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) serve(c net.Conn) {
+	p.mu.Lock()
+	if p.cut {
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	p.mu.Unlock()
+	u, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns[c], p.conns[u] = true, true
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(u, c); u.Close() }()
+	_, _ = io.Copy(c, u)
+	c.Close()
+}
+
+func (p *cutProxy) set(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
