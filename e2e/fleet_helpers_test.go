@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -34,6 +36,9 @@ func startFleet(t *testing.T, keys, replicas int, mut func(*devstack.Config)) *f
 		Probation: testProbation(3 * time.Second),
 		Fleet: &fleet.Config{Endpoints: []string{srv.Endpoint}, CAFile: srv.CAFile,
 			LeaseTTL: fleetLease, MinLeaseTTL: time.Second, DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second},
+	}
+	if os.Getenv("E2E_FLEET_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	if mut != nil {
 		mut(&cfg)
