@@ -116,6 +116,10 @@ type StartOptions struct {
 type FinalizeOptions struct {
 	// RevokeSourceGrants revokes, on the source, the access rights of every migrated key.
 	RevokeSourceGrants bool `json:"revoke_source_grants"`
+	// Force finalizes although probation has not passed; Reason (required with Force) is
+	// logged and kept in the journal.
+	Force  bool   `json:"force,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 type backend struct {
@@ -163,7 +167,10 @@ type Controller struct {
 
 	shadow    *shadower
 	probation *window
-	fallbacks atomic.Uint64
+	// probationSeen counts the target's requests since the switch: probation does not pass
+	// before it reaches MinRequests, however long it lasts.
+	probationSeen atomic.Int64
+	fallbacks     atomic.Uint64
 	// grantsCopied counts (key, user) grants applied on the target by this process.
 	grantsCopied atomic.Int64
 	// shared: source and target are nodes over one database (shared.go).

@@ -48,7 +48,7 @@ func TestHappyPath(t *testing.T) {
 			for !c.Status().Probation.Passed && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
-			must(t, c.Finalize(ctx, FinalizeOptions{}))
+			must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 			st = c.Status()
 			if st.State != StateFinalized {
 				t.Fatalf("state %s", st.State)
@@ -555,7 +555,7 @@ func TestOperations(t *testing.T) {
 	if st.State != StateSwitched || st.Primary != "B" || st.Fallback != "A" {
 		t.Errorf("status %+v", st)
 	}
-	must(t, c.Finalize(ctx, FinalizeOptions{RevokeSourceGrants: true}))
+	must(t, c.Finalize(ctx, FinalizeOptions{RevokeSourceGrants: true, Force: true, Reason: "test: finalize before probation ends"}))
 	if len(e.A.Access("key-000")) != 0 {
 		t.Errorf("source grants left: %v", e.A.Access("key-000"))
 	}
@@ -576,7 +576,7 @@ func TestNextMigrationAfterFinalize(t *testing.T) {
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)
-	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	c.Close()
 	// Back from B to A with the roles exchanged.
 	c2, err := New(e.config(func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
@@ -641,7 +641,7 @@ func TestConfiguredShadowAndRevoke(t *testing.T) {
 	if len(e.A.Access("key-000")) == 0 {
 		t.Fatal("seed has no grants on A to revoke")
 	}
-	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	if len(e.A.Access("key-000")) != 0 {
 		t.Errorf("source grants left after finalize: %v", e.A.Access("key-000"))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/xksproxy/xksproxy/cosmian"
@@ -22,6 +23,17 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 	}
 	if st := c.curState(); st != StateSwitched {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
+	}
+	c.mu.Lock()
+	passed := c.j.ProbationPassed
+	c.mu.Unlock()
+	if !passed {
+		reason := strings.TrimSpace(opts.Reason)
+		if !opts.Force || reason == "" {
+			return fmt.Errorf("%w: probation has not passed (%d of %d requests reached %s so far); finalizing now needs force and a reason",
+				ErrRefused, c.evidence(c.cfg.Now()), *c.cfg.Probation.MinRequests, c.tgt.name)
+		}
+		c.log.Warn("cutover: finalizing before probation passed", "reason", truncate(reason), "requests", c.probationSeen.Load())
 	}
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
 	return c.withRunnerStopped(func() error { return c.finalizeLocked(ctx, opts) })

@@ -76,10 +76,10 @@ func TestSharedStorage(t *testing.T) {
 	if !st.SharedStorage || st.Keys.Copied != 10 || st.Keys.Skipped != 10 || st.Keys.Verified != 10 || st.Keys.GrantsCopied != 0 {
 		t.Fatalf("status shared=%v keys %+v", st.SharedStorage, st.Keys)
 	}
-	if err := c.Finalize(ctx, FinalizeOptions{RevokeSourceGrants: true}); !errors.Is(err, ErrSharedStorage) || !errors.Is(err, ErrRefused) {
+	if err := c.Finalize(ctx, FinalizeOptions{RevokeSourceGrants: true, Force: true, Reason: "test: finalize before probation ends"}); !errors.Is(err, ErrSharedStorage) || !errors.Is(err, ErrRefused) {
 		t.Fatalf("finalize --revoke-source-grants: %v, want a shared-storage refusal", err)
 	}
-	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	for _, id := range ids {
 		if got := e.A.Access(id); len(got) != len(grantsBefore[id]) {
 			t.Errorf("%s: grants changed: %v → %v", id, grantsBefore[id], got)

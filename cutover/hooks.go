@@ -91,15 +91,17 @@ func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time
 	if backend != c.tgt.name || c.curState() != StateSwitched {
 		return
 	}
+	c.probationSeen.Add(1)
 	c.probation.record(c.cfg.Now(), latency, countsAsFailure(errName))
 }
 
 // countsAsFailure says which target errors speak against the target. Errors
-// the source would return too (a malformed request, a bad ciphertext, a bad
-// signature) do not.
+// the source would return too (a malformed request, a bad signature) do not.
+// InvalidCiphertextException does: after a switch it is what a key split
+// between the sides (the same id, different material) looks like.
 func countsAsFailure(n xks.ErrorName) bool {
 	switch n {
-	case "", xks.ValidationException, xks.InvalidCiphertextException, xks.AuthenticationFailedException,
+	case "", xks.ValidationException, xks.AuthenticationFailedException,
 		xks.InvalidUriPathException, xks.UnsupportedOperationException:
 		return false
 	}

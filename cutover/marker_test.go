@@ -46,7 +46,7 @@ func migrateTo(t *testing.T, e *env, state State) uint64 {
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)
 	if state == StateFinalized {
-		must(t, c.Finalize(ctx, FinalizeOptions{}))
+		must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	}
 	st := c.Status()
 	must(t, c.Close())
@@ -132,7 +132,7 @@ func TestMarkerOlderJournal(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	old, err := os.ReadFile(e.journal)
 	must(t, err)
-	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	epoch := c.Status().Epoch
 	must(t, c.Close())
 	markerOn(t, e.A, "A", epoch)
@@ -175,7 +175,7 @@ func TestMarkerNeverMigrates(t *testing.T) {
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)
-	must(t, c.Finalize(ctx, FinalizeOptions{}))
+	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	epoch := c.Status().Epoch
 	must(t, c.Close())
 	markerOn(t, e.A, "A", epoch)

@@ -28,6 +28,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
+	c.log.Info("cutover: rollback asked", "reason", reason)
 	return c.withRunnerStopped(func() error { return c.rollbackLocked(ctx, reason, "manual") })
 }
 

@@ -1,6 +1,7 @@
 package cutover
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -35,6 +36,10 @@ type ProbationStatus struct {
 	MaxErrorRate float64       `json:"max_error_rate"`
 	MaxP99       time.Duration `json:"max_p99_ns"`
 	MinRequests  int           `json:"min_requests"`
+	// SinceSwitch counts the target's requests since the switch; Waiting says why probation
+	// has not passed once its duration is over (too few requests to judge).
+	SinceSwitch int64  `json:"requests_since_switch"`
+	Waiting     string `json:"waiting,omitempty"`
 }
 
 // maxStatusFailures bounds the failures listed in Status (the count is exact).
@@ -130,6 +135,10 @@ func (c *Controller) Status() Status {
 			ProbationStats: c.probationStats(c.cfg.Now()),
 			Duration:       p.Duration, Passed: passed,
 			MaxErrorRate: *p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: *p.MinRequests,
+			SinceSwitch: c.evidence(c.cfg.Now()),
+		}
+		if pr := s.Probation; !pr.Passed && !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests) {
+			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.tgt.name, pr.SinceSwitch)
 		}
 	}
 	return s

@@ -53,6 +53,7 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 		return err
 	}
 	c.probation.reset()
+	c.probationSeen.Store(0)
 	now := c.cfg.Now().UTC()
 	err := c.transition(StateSwitched, func(j *journal) {
 		j.SwitchedAt = now
@@ -148,6 +149,11 @@ func (c *Controller) probationLoop(ctx context.Context) {
 			return
 		}
 		if !now.Before(end) {
+			if seen := c.evidence(now); seen < int64(*p.MinRequests) {
+				// No evidence yet: probation goes on past its duration until the target
+				// has served MinRequests (status says so).
+				continue
+			}
 			passed = true
 			c.mu.Lock()
 			c.j.ProbationPassed = true
@@ -168,4 +174,14 @@ func (c *Controller) probationLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// evidence is how many requests reached the target since the switch: this process's count or,
+// in fleet mode, the fleet's over the probation window when that is larger.
+func (c *Controller) evidence(now time.Time) int64 {
+	n := c.probationSeen.Load()
+	if c.fleet != nil {
+		n = max(n, int64(c.probationStats(now).Requests))
+	}
+	return n
 }

@@ -144,7 +144,7 @@ func TestBFailingDuringProbation(t *testing.T) {
 	waitState(t, st, cutover.StateSwitched, stuck...)
 	time.Sleep(300 * time.Millisecond)
 	l.lg.Stop() // no CreateKey may land on B between Finalize's listing and the comparison
-	if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+	if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}); err != nil {
 		t.Fatalf("finalize: %v", err)
 	}
 	noFailures(t, "traffic", l.stop())
@@ -331,7 +331,7 @@ func TestLateKey(t *testing.T) {
 		t.Fatalf("%s reached B before finalize: the fallback path was not exercised", late2)
 	}
 	t.Logf("%d fallbacks to A after the switch", s.Fallbacks-fb)
-	if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+	if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}); err != nil {
 		t.Fatalf("finalize: %v", err)
 	}
 	if _, ok := st.B.Object(late2); !ok {

@@ -94,6 +94,7 @@ func cutoverCommands() []command {
 		watch        time.Duration
 		reason       string
 		revoke       bool
+		force        bool
 		verbose      bool
 	)
 	return []command{
@@ -180,12 +181,17 @@ func cutoverCommands() []command {
 				}
 				return a.done(stdout, st, fmt.Sprintf("rolled back: %s serves again (%s)", st.Primary, reason))
 			}),
-		adminCommand("finalize", "[--revoke-source-grants]", "stop falling back to the source",
+		adminCommand("finalize", "[--revoke-source-grants] [--force --reason TEXT]", "stop falling back to the source",
 			func(fs *flag.FlagSet) {
 				fs.BoolVar(&revoke, "revoke-source-grants", false, "revoke on the source the grants that were replicated")
+				fs.BoolVar(&force, "force", false, "finalize although probation has not passed (needs --reason)")
+				fs.StringVar(&reason, "reason", "", "why finalizing before probation passed (with --force; logged)")
 			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
-				st, err := c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: revoke})
+				if force && strings.TrimSpace(reason) == "" {
+					return usageErr("cutover finalize: --force needs --reason")
+				}
+				st, err := c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: revoke, Force: force, Reason: reason})
 				if err != nil {
 					return err
 				}

@@ -169,7 +169,8 @@ func TestServeDevAndCutoverCLI(t *testing.T) {
 		{[]string{"cutover", "start", "--no-auto-switch", "--no-shadow"}, "migration a → b started"},
 		{[]string{"cutover", "status", "--watch", "50ms"}, "verified: switch with"},
 		{[]string{"cutover", "switch"}, "switched: b serves, a is the fallback"},
-		{[]string{"cutover", "finalize"}, "finalized: b serves alone"},
+		// Probation has not passed (no traffic): finalize needs --force and a reason.
+		{[]string{"cutover", "finalize", "--force", "--reason", "dev walkthrough"}, "finalized: b serves alone"},
 		{[]string{"cutover", "status", "--watch", "50ms"}, "migration finalized"},
 		{[]string{"cutover", "plan"}, "copy       0"},
 	} {

@@ -3,9 +3,12 @@ package adminapi
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/xksproxy/xksproxy/cutover"
 )
@@ -32,7 +35,7 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		fmt.Fprintf(tw, "running:\tyes\n")
 	}
 	for _, n := range s.Notes {
-		fmt.Fprintf(tw, "note:\t%s\n", n)
+		fmt.Fprintf(tw, "note:\t%s\n", esc(n))
 	}
 	k := s.Keys
 	if k.Total == 0 && s.State == cutover.StateCopying {
@@ -54,15 +57,18 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		if p.Passed {
 			verdict = "passed"
 		}
+		if p.Waiting != "" {
+			verdict = "not passed: " + p.Waiting
+		}
 		fmt.Fprintf(tw, "probation:\t%s; %d requests, error rate %.2f%% (max %.2f%%), p99 %s (max %s)\n",
 			verdict, p.Requests, 100*p.ErrorRate, 100*p.MaxErrorRate, p.P99.Round(time.Microsecond), p.MaxP99)
 	}
 	fmt.Fprintf(tw, "fallbacks:\t%d\n", s.Fallbacks)
 	if s.Reason != "" {
-		fmt.Fprintf(tw, "reason:\t%s\n", s.Reason)
+		fmt.Fprintf(tw, "reason:\t%s\n", esc(s.Reason))
 	}
 	if s.LastError != "" {
-		fmt.Fprintf(tw, "last error:\t%s\n", s.LastError)
+		fmt.Fprintf(tw, "last error:\t%s\n", esc(s.LastError))
 	}
 	tw.Flush()
 	if len(s.Failures) > 0 {
@@ -70,13 +76,31 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  KEY\tPHASE\tRESULT\tREASON")
 		for _, f := range s.Failures {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", f.KeyID, f.Phase, f.Result, f.Reason)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", esc(f.KeyID), f.Phase, f.Result, esc(f.Reason))
 		}
 		tw.Flush()
 		if s.FailuresTotal > len(s.Failures) {
 			fmt.Fprintf(w, "  … and %d more\n", s.FailuresTotal-len(s.Failures))
 		}
 	}
+}
+
+// esc makes text from the journal (an operator's rollback reason, a backend's error, a key id)
+// safe for a terminal: control characters (escape sequences, carriage returns, tabs that would
+// break the table) and invalid UTF-8 are shown as Go escapes, never interpreted.
+func esc(s string) string {
+	clean := utf8.ValidString(s)
+	for _, r := range s {
+		if !clean || unicode.IsControl(r) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }
 
 // Outcome says whether a migration has come to rest and, if so, what the operator does next
@@ -88,7 +112,7 @@ func Outcome(s *cutover.Status) string {
 	case cutover.StateFinalized:
 		return fmt.Sprintf("migration finalized: %s serves alone", s.Primary)
 	case cutover.StateRolledBack:
-		return fmt.Sprintf("migration rolled back: %s serves (%s)", s.Primary, s.Reason)
+		return fmt.Sprintf("migration rolled back: %s serves (%s)", s.Primary, esc(s.Reason))
 	}
 	if s.Running && s.State != cutover.StateSwitched {
 		return ""
