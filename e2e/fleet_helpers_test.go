@@ -121,8 +121,13 @@ func (f *fleetEnv) admin(r *devstack.Replica) *adminapi.Client {
 // stuck state).
 func (f *fleetEnv) waitAll(t *testing.T, want cutover.State) cutover.Status {
 	t.Helper()
+	return f.waitAllWithin(t, want, waitLong)
+}
+
+func (f *fleetEnv) waitAllWithin(t *testing.T, want cutover.State, within time.Duration) cutover.Status {
+	t.Helper()
 	var last cutover.Status
-	waitFor(t, waitLong, "every replica in state "+string(want), func() bool {
+	waitFor(t, within, "every replica in state "+string(want), func() bool {
 		d := f.driver()
 		if d == nil {
 			return false

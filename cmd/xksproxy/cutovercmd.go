@@ -96,6 +96,7 @@ func cutoverCommands() []command {
 		revoke       bool
 		force        bool
 		verbose      bool
+		forgetFS     *flag.FlagSet
 	)
 	return []command{
 		adminCommand("plan", "[--verbose]", "count what a migration would copy, skip or refuse, and list the keys that need attention",
@@ -200,6 +201,19 @@ func cutoverCommands() []command {
 					did += "; the migrated keys' grants on " + st.Source + " are revoked"
 				}
 				return a.done(stdout, st, did)
+			}),
+		adminCommand("forget", "NAME", "fleet mode: stop waiting for a member whose lease expired (refused while it is alive)",
+			func(fs *flag.FlagSet) { forgetFS = fs },
+			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
+				if forgetFS.NArg() != 1 {
+					return usageErr("cutover forget: name exactly one member (see cutover status)")
+				}
+				name := forgetFS.Arg(0)
+				st, err := c.Forget(ctx, name)
+				if err != nil {
+					return err
+				}
+				return a.done(stdout, st, fmt.Sprintf("forgotten: %s no longer holds back phase changes", name))
 			}),
 	}
 }

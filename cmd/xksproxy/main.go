@@ -4,7 +4,7 @@
 //	xksproxy serve --config FILE     run the proxy from a TOML configuration file
 //	xksproxy serve --dev             run the proxy in front of two in-process emulated Cosmian servers
 //	xksproxy demo                    the whole migration story, unattended, with a report
-//	xksproxy cutover plan|start|status|switch|rollback|finalize   control a running proxy
+//	xksproxy cutover plan|start|status|switch|rollback|finalize|forget   control a running proxy
 //	xksproxy aws-config              print the AWS "proxy configuration file" JSON for a prefix
 //	xksproxy version
 //

@@ -227,3 +227,19 @@ func TestRenderPlan(t *testing.T) {
 		t.Errorf("verbose plan lacks k2:\n%s", out.String())
 	}
 }
+
+func TestRenderFleet(t *testing.T) {
+	s := &cutover.Status{State: cutover.StateVerified, Fleet: &cutover.FleetStatus{Member: "r2", Driver: "r1", StoreReachable: true,
+		WaitingFor: []string{"r3"},
+		Members: []cutover.MemberStatus{
+			{Name: "r1", AppliedEpoch: 4, Primary: "a", Live: true, Driver: true, RequestsPerSec: 12},
+			{Name: "r3", AppliedEpoch: 3, Primary: "a", LeaseAge: 42 * time.Second},
+		}}}
+	var b strings.Builder
+	RenderStatus(&b, s)
+	for _, want := range []string{"driver r1", "waiting for: r3", "r1 (driver)", "EXPIRED", "cutover forget NAME"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status has no %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -71,6 +71,7 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		fmt.Fprintf(tw, "last error:\t%s\n", esc(s.LastError))
 	}
 	tw.Flush()
+	renderFleet(w, s)
 	if len(s.Failures) > 0 {
 		fmt.Fprintf(w, "\nfailed keys (%d):\n", s.FailuresTotal)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
