@@ -14,11 +14,12 @@ import (
 func demoCommand() command {
 	return command{
 		name:     "demo",
-		synopsis: "[--keys N] [--rps R] [--json]",
+		synopsis: "[--replicas N] [--keys N] [--rps R] [--json]",
 		summary:  "live migration A→B under AWS-like load, then a report",
 		setup: func(fs *flag.FlagSet) runFunc {
 			var o demo.Options
 			fs.IntVar(&o.Keys, "keys", 100, "keys on backend A")
+			fs.IntVar(&o.Replicas, "replicas", 1, "proxies behind one load balancer; above 1 they form a fleet over an embedded etcd")
 			fs.Float64Var(&o.RPS, "rps", 300, "AWS-like requests per second throughout")
 			durationVar(fs, &o.Warmup, "warmup", 3*time.Second, "`duration` of traffic before the migration starts")
 			durationVar(fs, &o.Shadow, "shadow", 2*time.Second, "mirror live Decrypts to B for this `duration` before switching")

@@ -30,6 +30,9 @@ type Options struct {
 	Probation time.Duration // watch B after the switch before finalizing; default 5s
 	Tail      time.Duration // traffic after finalizing; default 2s
 	Listen    string        // proxy listener; default 127.0.0.1:0
+	// Replicas > 1 runs a fleet: that many proxies over an embedded etcd (default 1: one proxy
+	// with its file journal).
+	Replicas int
 	// Timeout is the load generator's per-request timeout (default 250 ms, AWS's budget).
 	// Tests under the race detector raise it, and Budget/BackendTimeout (the proxy's), with it.
 	Timeout, Budget, BackendTimeout time.Duration
@@ -64,13 +67,22 @@ type Report struct {
 	FinalState          string           `json:"final_state"`
 	ServingBackend      string           `json:"serving_backend"`
 	Errors              map[string]int64 `json:"errors,omitempty"`
-	Failures            []string         `json:"failures,omitempty"`
+	// Fleet figures (Replicas > 1): how often the elected driver changed, how many members
+	// acknowledged the final epoch, and what each replica served.
+	Replicas      int                     `json:"replicas"`
+	DriverChanges int                     `json:"driver_changes"`
+	MembersAcked  int                     `json:"members_acked"`
+	PerReplica    map[string]ReplicaStats `json:"per_replica,omitempty"`
+	Failures      []string                `json:"failures,omitempty"`
 }
 
 // OK is the demo's verdict: no failed request, every migrated key verified, every key A holds
 // (the migrated ones and those created during the run) byte-identical on B, every old
 // ciphertext decrypts, and the migration finished on B.
 func (r *Report) OK() bool {
+	if r.Replicas > 1 && (r.DriverChanges < 1 || r.MembersAcked != r.Replicas) {
+		return false
+	}
 	return r.RequestsFailed == 0 && r.KeysVerified == r.KeysTotal && r.KeysIdentical == r.KeysOnA &&
 		r.RedecryptFailed == 0 && r.FinalState == string(cutover.StateFinalized) && len(r.Failures) == 0
 }
@@ -143,6 +155,9 @@ func (o *Options) defaults() {
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:0"
 	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -155,6 +170,9 @@ func (o *Options) defaults() {
 // run that went wrong returns a report whose OK is false.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o.defaults()
+	if o.Replicas > 1 {
+		return runFleet(ctx, o)
+	}
 	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, format+"\n", args...) }
 	keys, traffic := keySet(o.Keys)
 	st, err := devstack.Start(ctx, devstack.Config{
@@ -175,28 +193,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Timeout: o.Timeout,
 		Logger:  o.Logger,
 	}
-	lg, err := loadgen.New(lcfg)
+	tr, err := startTraffic(ctx, o.Logger, lcfg)
 	if err != nil {
 		return nil, err
 	}
-	hp, err := loadgen.NewHealthPoller(lcfg, 100*time.Millisecond)
-	if err != nil {
-		return nil, err
-	}
-	runCtx, stopAll := context.WithCancel(ctx)
-	defer stopAll()
-	loadDone := make(chan *loadgen.Report, 1)
-	go func() {
-		rep, err := lg.Run(runCtx)
-		if err != nil {
-			o.Logger.Error("load generator", "err", err)
-		}
-		loadDone <- rep
-	}()
-	pollDone := make(chan struct{})
-	go func() { hp.Run(runCtx); close(pollDone) }()
+	defer tr.stopAll()
+	lg, hp := tr.lg, tr.hp
 
-	rep := &Report{}
+	rep := &Report{Replicas: 1}
 	fail := func(format string, args ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, args...)) }
 	sleep(ctx, o.Warmup)
 	say("traffic at %.0f req/s; starting the migration A → B (shadow %s, probation %s)", o.RPS, o.Shadow, o.Probation)
@@ -232,19 +236,25 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	sleep(ctx, o.Tail)
-	lg.Stop()
-	lrep := <-loadDone
-	stopAll()
-	<-pollDone
-	if lrep == nil {
-		return nil, errors.New("demo: the load generator produced no report")
+	lrep, err := tr.finish()
+	if err != nil {
+		return nil, err
 	}
 	end := finalizedAt
 	if end.IsZero() {
 		end = time.Now()
 	}
 
-	s := ctrl.Status()
+	rep.measure(ctx, st, ctrl.Status(), lg, lrep, hp, cutStart, switchedAt, end)
+	return rep, nil
+}
+
+// measure fills the report from the controller's final status s, the load generator's report
+// and recordings, the health poller and the emulators: re-decryption of every ciphertext made
+// before the switch, and byte-identical material on B for every key A holds.
+func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.Status, lg *loadgen.Runner, lrep *loadgen.Report,
+	hp *loadgen.HealthPoller, cutStart, switchedAt, end time.Time) {
+	fail := func(format string, args ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, args...)) }
 	rep.KeysTotal = s.Keys.Total
 	rep.KeysCopied = s.Keys.Copied
 	rep.KeysVerified = s.Keys.Verified
@@ -310,7 +320,50 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if rep.KeysIdentical != len(ids) {
 		fail("%d of %d keys on A are not identical on B", len(ids)-rep.KeysIdentical, len(ids))
 	}
-	return rep, nil
+}
+
+// loadRun is the AWS-like load and the health poller of one run.
+type loadRun struct {
+	lg       *loadgen.Runner
+	hp       *loadgen.HealthPoller
+	done     chan *loadgen.Report
+	pollDone chan struct{}
+	stopAll  context.CancelFunc
+}
+
+func startTraffic(ctx context.Context, log *slog.Logger, lcfg loadgen.Config) (*loadRun, error) {
+	lg, err := loadgen.New(lcfg)
+	if err != nil {
+		return nil, err
+	}
+	hp, err := loadgen.NewHealthPoller(lcfg, 100*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stopAll := context.WithCancel(ctx)
+	t := &loadRun{lg: lg, hp: hp, done: make(chan *loadgen.Report, 1), pollDone: make(chan struct{}), stopAll: stopAll}
+	go func() {
+		rep, err := lg.Run(runCtx)
+		if err != nil {
+			log.Error("load generator", "err", err)
+		}
+		t.done <- rep
+	}()
+	go func() { hp.Run(runCtx); close(t.pollDone) }()
+	return t, nil
+}
+
+// finish stops the load (requests in flight complete) and the poller, and returns the load's
+// report.
+func (t *loadRun) finish() (*loadgen.Report, error) {
+	t.lg.Stop()
+	lrep := <-t.done
+	t.stopAll()
+	<-t.pollDone
+	if lrep == nil {
+		return nil, errors.New("demo: the load generator produced no report")
+	}
+	return lrep, nil
 }
 
 func ms(d time.Duration) float64 { return round(float64(d) / float64(time.Millisecond)) }
@@ -350,6 +403,10 @@ xksproxy demo — live migration A → B under AWS-like load: %s
 		r.CutoverSeconds, r.DisconnectedSeconds, r.HealthPolls,
 		r.Fallbacks, r.ShadowMatch, r.ShadowMismatch, r.Redecrypted, r.RedecryptFailed,
 		r.FinalState, r.ServingBackend)
+	if r.Replicas > 1 {
+		fmt.Fprintf(w, "  fleet           %d replicas, %d acknowledged the final epoch; driver changed %d time(s)\n", r.Replicas, r.MembersAcked, r.DriverChanges)
+		fmt.Fprintf(w, "  per replica     %s\n", r.perReplicaText())
+	}
 	for k, v := range r.Errors {
 		fmt.Fprintf(w, "  error %-28s %d\n", k, v)
 	}

@@ -1,0 +1,340 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xksproxy/xksproxy/bench/loadgen"
+	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/fleet"
+	"github.com/xksproxy/xksproxy/internal/devstack"
+)
+
+// ReplicaStats is what one replica served, as the load balancer's client saw it.
+type ReplicaStats struct {
+	Requests int64 `json:"requests"`
+	Failed   int64 `json:"failed"`
+}
+
+// fleetLease is short so that a killed driver is replaced within seconds.
+const fleetLease = 2 * time.Second
+
+// runFleet is the demo with several replicas behind one (client-side) load balancer: an
+// embedded etcd, N proxies over real TLS, the AWS-like load spread round-robin over them, the
+// migration driven through the elected driver, a non-driver killed and restarted during the
+// copy, the driver killed after the switch so that another one finalizes.
+func runFleet(ctx context.Context, o Options) (*Report, error) {
+	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, format+"\n", args...) }
+	etcd, err := startEtcd()
+	if err != nil {
+		return nil, err
+	}
+	defer etcd.Close()
+	keys, traffic := keySet(o.Keys)
+	st, err := devstack.Start(ctx, devstack.Config{
+		Listen: o.Listen, Keys: keys, Logger: o.Logger, Version: "xksproxy demo",
+		Budget: o.Budget, BackendTimeout: o.BackendTimeout,
+		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: new(20), MaxP99: 200 * time.Millisecond},
+		Fleet: &fleet.Config{Endpoints: []string{etcd.URL}, LeaseTTL: fleetLease, MinLeaseTTL: time.Second,
+			DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	f := &fleetRun{st: st, reps: []*devstack.Replica{st.Main()}}
+	for i := 2; i <= o.Replicas; i++ {
+		r, err := st.AddReplica(ctx, fmt.Sprintf("r%d", i))
+		if err != nil {
+			return nil, err
+		}
+		f.reps = append(f.reps, r)
+	}
+	if err := f.waitFor(ctx, time.Minute, "every replica registered and ready, a driver elected", func() bool {
+		return f.driver() != nil && f.allReady(o.Replicas)
+	}); err != nil {
+		return nil, err
+	}
+	say("A holds %d keys (%d take traffic); B is empty. %d proxies (fleet over embedded etcd at %s): %s",
+		len(keys), len(traffic), o.Replicas, etcd.URL, strings.Join(f.endpoints(), " "))
+
+	eps := f.endpoints()
+	lcfg := loadgen.Config{
+		Endpoint: eps[0], Endpoints: eps[1:], Prefix: st.Prefix, Region: st.Region, Credential: st.Credential,
+		TLS: st.ClientTLS(), Keys: traffic, Rate: o.RPS, Workers: 256, Conns: 16,
+		// HTTP/2: a replica shutting down says which streams it did not take (GOAWAY), and
+		// those are sent again on another connection, as AWS's client does.
+		HTTP2:      true,
+		Principals: []string{trafficPrincipal}, CreateKeyPrefix: "demo-new-%d", Record: true,
+		Timeout: o.Timeout, Logger: o.Logger,
+	}
+	tr, err := startTraffic(ctx, o.Logger, lcfg)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.stopAll()
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { f.watchDriver(wctx); close(watchDone) }()
+
+	rep := &Report{Replicas: o.Replicas}
+	fail := func(format string, args ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, args...)) }
+	sleep(ctx, o.Warmup)
+	drv := f.driver()
+	say("traffic at %.0f req/s round-robin over %d replicas; starting the migration A → B through %s, the driver (shadow %s, probation %s)",
+		o.RPS, o.Replicas, drv.Name, o.Shadow, o.Probation)
+	cutStart := time.Now()
+	var switchedAt, finalizedAt time.Time
+	final := drv
+	if err := drv.App.Cutover.Start(ctx, cutover.StartOptions{Shadow: o.Shadow, AutoSwitch: true}); err != nil {
+		fail("start: %v", err)
+	} else {
+		f.killDuringCopy(ctx, say, fail)
+		s, err := f.waitState(ctx, cutover.StateSwitched, cutover.StateCopyFailed, cutover.StateVerifyFailed, cutover.StateRolledBack)
+		switchedAt = time.Now()
+		switch {
+		case err != nil:
+			fail("waiting for the switch: %v", err)
+		case s.State != cutover.StateSwitched:
+			fail("migration stopped in state %s: %s", s.State, s.LastError)
+		default:
+			say("switched to B after %.2fs; killing the driver %s", switchedAt.Sub(cutStart).Seconds(), drv.Name)
+			final = f.replaceDriver(ctx, drv, say, fail)
+			sleep(ctx, o.Probation)
+			switch s := final.App.Cutover.Status(); {
+			case s.State != cutover.StateSwitched:
+				fail("probation ended in state %s: %s", s.State, s.Reason)
+			default:
+				if err := final.App.Cutover.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+					fail("finalize through %s: %v", final.Name, err)
+				} else {
+					finalizedAt = time.Now()
+					say("finalized through %s, the new driver: B serves alone", final.Name)
+				}
+			}
+		}
+	}
+	sleep(ctx, o.Tail)
+	lrep, err := tr.finish()
+	if err != nil {
+		return nil, err
+	}
+	stopWatch()
+	<-watchDone
+	end := finalizedAt
+	if end.IsZero() {
+		end = time.Now()
+	}
+	rep.measure(ctx, st, final.App.Cutover.Status(), tr.lg, lrep, tr.hp, cutStart, switchedAt, end)
+	rep.DriverChanges = f.driverChanges()
+	rep.MembersAcked = f.membersAcked(ctx, final)
+	rep.PerReplica = map[string]ReplicaStats{}
+	for _, r := range f.reps {
+		s := lrep.ByEndpoint[r.Endpoint]
+		rep.PerReplica[r.Name] = ReplicaStats{Requests: s.Requests, Failed: s.Failed}
+	}
+	if rep.DriverChanges < 1 {
+		fail("the driver never changed")
+	}
+	if rep.MembersAcked != rep.Replicas {
+		fail("%d of %d members acknowledged the final epoch", rep.MembersAcked, rep.Replicas)
+	}
+	return rep, nil
+}
+
+// fleetRun tracks the replicas of one run and the driver changes seen.
+type fleetRun struct {
+	st   *devstack.Stack
+	reps []*devstack.Replica
+
+	mu      sync.Mutex
+	drivers []string // successive driver names, as observed
+}
+
+func (f *fleetRun) endpoints() []string {
+	out := make([]string, len(f.reps))
+	for i, r := range f.reps {
+		out[i] = r.Endpoint
+	}
+	return out
+}
+
+func (f *fleetRun) running() []*devstack.Replica {
+	return slices.DeleteFunc(slices.Clone(f.reps), func(r *devstack.Replica) bool { return r.App == nil || !r.Running() })
+}
+
+// driver is the running replica that drives the migration (nil: none right now).
+func (f *fleetRun) driver() *devstack.Replica {
+	for _, r := range f.running() {
+		if r.App.Cutover.IsDriver() {
+			return r
+		}
+	}
+	return nil
+}
+
+func (f *fleetRun) nonDriver() *devstack.Replica {
+	for _, r := range f.running() {
+		if !r.App.Cutover.IsDriver() {
+			return r
+		}
+	}
+	return nil
+}
+
+func (f *fleetRun) allReady(n int) bool {
+	run := f.running()
+	if len(run) != n {
+		return false
+	}
+	for _, r := range run {
+		if !r.App.Cutover.Ready() || r.App.Cutover.FleetSize() != n {
+			return false
+		}
+	}
+	return true
+}
+
+// waitFor polls cond every 50 ms until it holds, ctx ends or d passes.
+func (f *fleetRun) waitFor(ctx context.Context, d time.Duration, what string, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("demo: waiting for %s: %w", what, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// waitState waits until the driver (whichever it is) reports one of states.
+func (f *fleetRun) waitState(ctx context.Context, states ...cutover.State) (cutover.Status, error) {
+	var last cutover.Status
+	err := f.waitFor(ctx, 5*time.Minute, fmt.Sprintf("state %v", states), func() bool {
+		d := f.driver()
+		if d == nil {
+			return false
+		}
+		last = d.App.Cutover.Status()
+		return slices.Contains(states, last.State)
+	})
+	return last, err
+}
+
+// killDuringCopy stops a non-driver replica while the keys are copied and starts it again on
+// the same address: it rejoins the fleet and applies the current epoch before it serves.
+func (f *fleetRun) killDuringCopy(ctx context.Context, say func(string, ...any), fail func(string, ...any)) {
+	r := f.nonDriver()
+	if r == nil {
+		fail("no non-driver replica to kill")
+		return
+	}
+	st := f.driver().App.Cutover.Status()
+	say("killing %s, not the driver, during the copy (state %s, %d of %d keys copied)", r.Name, st.State, st.Keys.Copied, st.Keys.Total)
+	if err := r.Stop(); err != nil {
+		fail("stopping %s: %v", r.Name, err)
+	}
+	if err := r.Restart(ctx); err != nil {
+		fail("restarting %s: %v", r.Name, err)
+		return
+	}
+	if err := f.waitFor(ctx, time.Minute, r.Name+" ready again", r.App.Cutover.Ready); err != nil {
+		fail("%v", err)
+		return
+	}
+	say("%s restarted and ready (applied epoch %d)", r.Name, r.App.Cutover.Status().Epoch)
+}
+
+// replaceDriver kills the driver, waits until another replica is elected, then starts the old
+// one again (so that it acknowledges the next epochs: a phase change waits for every registered
+// member). It returns the new driver.
+func (f *fleetRun) replaceDriver(ctx context.Context, old *devstack.Replica, say func(string, ...any), fail func(string, ...any)) *devstack.Replica {
+	if err := old.Stop(); err != nil {
+		fail("stopping the driver %s: %v", old.Name, err)
+	}
+	var nd *devstack.Replica
+	if err := f.waitFor(ctx, time.Minute, "a new driver", func() bool { nd = f.driver(); return nd != nil }); err != nil {
+		fail("%v", err)
+		return old
+	}
+	say("%s elected driver; restarting %s", nd.Name, old.Name)
+	if err := old.Restart(ctx); err != nil {
+		fail("restarting %s: %v", old.Name, err)
+	} else if err := f.waitFor(ctx, time.Minute, old.Name+" ready again", old.App.Cutover.Ready); err != nil {
+		fail("%v", err)
+	}
+	return nd
+}
+
+// watchDriver records every change of driver any running replica reports, until ctx ends.
+func (f *fleetRun) watchDriver(ctx context.Context) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if d := f.driver(); d != nil {
+			f.mu.Lock()
+			if n := len(f.drivers); n == 0 || f.drivers[n-1] != d.Name {
+				f.drivers = append(f.drivers, d.Name)
+			}
+			f.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *fleetRun) driverChanges() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return max(0, len(f.drivers)-1)
+}
+
+// membersAcked counts the live members that acknowledged the driver's current epoch, waiting
+// (a little) for the heartbeats that carry the last acknowledgements.
+func (f *fleetRun) membersAcked(ctx context.Context, drv *devstack.Replica) int {
+	count := func() int {
+		s := drv.App.Cutover.Status()
+		if s.Fleet == nil {
+			return 0
+		}
+		n := 0
+		for _, m := range s.Fleet.Members {
+			if m.Live && m.AppliedEpoch == s.Epoch {
+				n++
+			}
+		}
+		return n
+	}
+	_ = f.waitFor(ctx, 30*time.Second, "every member's acknowledgement", func() bool { return count() == len(f.reps) })
+	return count()
+}
+
+// perReplicaText renders the per-replica counts for a person, sorted by name.
+func (r *Report) perReplicaText() string {
+	names := make([]string, 0, len(r.PerReplica))
+	for n := range r.PerReplica {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, n := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		s := r.PerReplica[n]
+		fmt.Fprintf(&b, "%s %d (%d failed)", n, s.Requests, s.Failed)
+	}
+	return b.String()
+}
