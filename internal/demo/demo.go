@@ -31,8 +31,11 @@ type Options struct {
 	Tail      time.Duration // traffic after finalizing; default 2s
 	Listen    string        // proxy listener; default 127.0.0.1:0
 	// Replicas > 1 runs a fleet: that many proxies over an embedded etcd (default 1: one proxy
-	// with its file journal).
-	Replicas int
+	// with its file journal). FleetLease is the members' etcd lease (default 5s).
+	Replicas   int
+	FleetLease time.Duration
+	// ProbationMaxP99 rolls the switch back when B's p99 exceeds it (default 200ms).
+	ProbationMaxP99 time.Duration
 	// Timeout is the load generator's per-request timeout (default 250 ms, AWS's budget).
 	// Tests under the race detector raise it, and Budget/BackendTimeout (the proxy's), with it.
 	Timeout, Budget, BackendTimeout time.Duration
@@ -158,6 +161,12 @@ func (o *Options) defaults() {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
+	if o.FleetLease <= 0 {
+		o.FleetLease = 5 * time.Second
+	}
+	if o.ProbationMaxP99 <= 0 {
+		o.ProbationMaxP99 = 200 * time.Millisecond
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -178,7 +187,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	st, err := devstack.Start(ctx, devstack.Config{
 		Listen: o.Listen, Keys: keys, Logger: o.Logger, Version: "xksproxy demo",
 		Budget: o.Budget, BackendTimeout: o.BackendTimeout,
-		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: new(20), MaxP99: 200 * time.Millisecond},
+		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: new(20), MaxP99: o.ProbationMaxP99},
 	})
 	if err != nil {
 		return nil, err
@@ -245,14 +254,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		end = time.Now()
 	}
 
-	rep.measure(ctx, st, ctrl.Status(), lg, lrep, hp, cutStart, switchedAt, end)
+	rep.measure(ctx, st, ctrl.Status(), lg, lg, lrep, hp, cutStart, switchedAt, end)
 	return rep, nil
 }
 
 // measure fills the report from the controller's final status s, the load generator's report
-// and recordings, the health poller and the emulators: re-decryption of every ciphertext made
-// before the switch, and byte-identical material on B for every key A holds.
-func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.Status, lg *loadgen.Runner, lrep *loadgen.Report,
+// and recordings, the health poller and the emulators: re-decryption (through rd) of every
+// ciphertext made before the switch, and byte-identical material on B for every key A holds.
+func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.Status, lg, rd *loadgen.Runner, lrep *loadgen.Report,
 	hp *loadgen.HealthPoller, cutStart, switchedAt, end time.Time) {
 	fail := func(format string, args ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, args...)) }
 	rep.KeysTotal = s.Keys.Total
@@ -287,7 +296,7 @@ func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.St
 			before = append(before, it)
 		}
 	}
-	okN, failedN, failures, err := lg.Redecrypt(ctx, before)
+	okN, failedN, failures, err := rd.Redecrypt(ctx, before)
 	if err != nil {
 		fail("re-decrypt: %v", err)
 	}

@@ -68,6 +68,9 @@ func TestReportVerdict(t *testing.T) {
 		{"an old ciphertext fails", func(r *Report) { r.RedecryptFailed = 1 }, false},
 		{"not finalized", func(r *Report) { r.FinalState = "rolled_back" }, false},
 		{"a failure noted", func(r *Report) { r.Failures = []string{"x"} }, false},
+		{"fleet: all good", func(r *Report) { r.Replicas, r.DriverChanges, r.MembersAcked = 3, 1, 3 }, true},
+		{"fleet: the driver never changed", func(r *Report) { r.Replicas, r.DriverChanges, r.MembersAcked = 3, 0, 3 }, false},
+		{"fleet: a member did not acknowledge", func(r *Report) { r.Replicas, r.DriverChanges, r.MembersAcked = 3, 1, 2 }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

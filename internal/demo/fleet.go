@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -21,9 +22,6 @@ type ReplicaStats struct {
 	Failed   int64 `json:"failed"`
 }
 
-// fleetLease is short so that a killed driver is replaced within seconds.
-const fleetLease = 2 * time.Second
-
 // runFleet is the demo with several replicas behind one (client-side) load balancer: an
 // embedded etcd, N proxies over real TLS, the AWS-like load spread round-robin over them, the
 // migration driven through the elected driver, a non-driver killed and restarted during the
@@ -39,8 +37,8 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	st, err := devstack.Start(ctx, devstack.Config{
 		Listen: o.Listen, Keys: keys, Logger: o.Logger, Version: "xksproxy demo",
 		Budget: o.Budget, BackendTimeout: o.BackendTimeout,
-		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: new(20), MaxP99: 200 * time.Millisecond},
-		Fleet: &fleet.Config{Endpoints: []string{etcd.URL}, LeaseTTL: fleetLease, MinLeaseTTL: time.Second,
+		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: new(20), MaxP99: o.ProbationMaxP99},
+		Fleet: &fleet.Config{Endpoints: []string{etcd.URL}, LeaseTTL: o.FleetLease, MinLeaseTTL: time.Second,
 			DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second},
 	})
 	if err != nil {
@@ -48,15 +46,18 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer st.Close()
 	f := &fleetRun{st: st, reps: []*devstack.Replica{st.Main()}}
+	f.setUp(st.Main(), true)
 	for i := 2; i <= o.Replicas; i++ {
 		r, err := st.AddReplica(ctx, fmt.Sprintf("r%d", i))
 		if err != nil {
 			return nil, err
 		}
 		f.reps = append(f.reps, r)
+		f.setUp(r, true)
 	}
 	if err := f.waitFor(ctx, time.Minute, "every replica registered and ready, a driver elected", func() bool {
-		return f.driver() != nil && f.allReady(o.Replicas)
+		_, ok := f.driver()
+		return ok && f.allReady(o.Replicas)
 	}); err != nil {
 		return nil, err
 	}
@@ -66,7 +67,7 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	eps := f.endpoints()
 	lcfg := loadgen.Config{
 		Endpoint: eps[0], Endpoints: eps[1:], Prefix: st.Prefix, Region: st.Region, Credential: st.Credential,
-		TLS: st.ClientTLS(), Keys: traffic, Rate: o.RPS, Workers: 256, Conns: 16,
+		TLS: st.ClientTLS(), Keys: traffic, Rate: o.RPS, Workers: 256, Conns: max(4, 16/o.Replicas), // 16 connections in all, as with one proxy
 		// HTTP/2: a replica shutting down says which streams it did not take (GOAWAY), and
 		// those are sent again on another connection, as AWS's client does.
 		HTTP2:      true,
@@ -79,19 +80,22 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer tr.stopAll()
 	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
 	watchDone := make(chan struct{})
 	go func() { f.watchDriver(wctx); close(watchDone) }()
 
 	rep := &Report{Replicas: o.Replicas}
 	fail := func(format string, args ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, args...)) }
 	sleep(ctx, o.Warmup)
-	drv := f.driver()
+	drv, _ := f.driver()
 	say("traffic at %.0f req/s round-robin over %d replicas; starting the migration A → B through %s, the driver (shadow %s, probation %s)",
-		o.RPS, o.Replicas, drv.Name, o.Shadow, o.Probation)
+		o.RPS, o.Replicas, drv.name, o.Shadow, o.Probation)
 	cutStart := time.Now()
 	var switchedAt, finalizedAt time.Time
 	final := drv
-	if err := drv.App.Cutover.Start(ctx, cutover.StartOptions{Shadow: o.Shadow, AutoSwitch: true}); err != nil {
+	if drv, err = f.drive(ctx, func(c *cutover.Controller) error {
+		return c.Start(ctx, cutover.StartOptions{Shadow: o.Shadow, AutoSwitch: true})
+	}); err != nil {
 		fail("start: %v", err)
 	} else {
 		f.killDuringCopy(ctx, say, fail)
@@ -103,18 +107,21 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 		case s.State != cutover.StateSwitched:
 			fail("migration stopped in state %s: %s", s.State, s.LastError)
 		default:
-			say("switched to B after %.2fs; killing the driver %s", switchedAt.Sub(cutStart).Seconds(), drv.Name)
+			if d, ok := f.driver(); ok {
+				drv = d
+			}
+			say("switched to B after %.2fs; killing the driver %s", switchedAt.Sub(cutStart).Seconds(), drv.name)
 			final = f.replaceDriver(ctx, drv, say, fail)
 			sleep(ctx, o.Probation)
-			switch s := final.App.Cutover.Status(); {
+			switch s := final.ctrl.Status(); {
 			case s.State != cutover.StateSwitched:
 				fail("probation ended in state %s: %s", s.State, s.Reason)
 			default:
-				if err := final.App.Cutover.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
-					fail("finalize through %s: %v", final.Name, err)
+				if final, err = f.drive(ctx, func(c *cutover.Controller) error { return c.Finalize(ctx, cutover.FinalizeOptions{}) }); err != nil {
+					fail("finalize: %v", err)
 				} else {
 					finalizedAt = time.Now()
-					say("finalized through %s, the new driver: B serves alone", final.Name)
+					say("finalized through %s, the new driver: B serves alone", final.name)
 				}
 			}
 		}
@@ -130,7 +137,15 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	if end.IsZero() {
 		end = time.Now()
 	}
-	rep.measure(ctx, st, final.App.Cutover.Status(), tr.lg, lrep, tr.hp, cutStart, switchedAt, end)
+	// The re-decryption is a check, not AWS-like load: sent over HTTP/1.1 with 16 connections as
+	// with one proxy, not as a burst of every stream HTTP/2 allows.
+	vcfg := lcfg
+	vcfg.HTTP2, vcfg.Workers, vcfg.Record, vcfg.Rate = false, 16, false, 0
+	rd, err := loadgen.New(vcfg)
+	if err != nil {
+		return nil, err
+	}
+	rep.measure(ctx, st, final.ctrl.Status(), tr.lg, rd, lrep, tr.hp, cutStart, switchedAt, end)
 	rep.DriverChanges = f.driverChanges()
 	rep.MembersAcked = f.membersAcked(ctx, final)
 	rep.PerReplica = map[string]ReplicaStats{}
@@ -147,13 +162,54 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-// fleetRun tracks the replicas of one run and the driver changes seen.
+// fleetRun tracks the replicas of one run and the driver changes seen. Only the demo's own
+// goroutine stops and starts replicas; the driver watcher reads the running ones from up.
 type fleetRun struct {
 	st   *devstack.Stack
 	reps []*devstack.Replica
 
 	mu      sync.Mutex
+	up      []member // running replicas
 	drivers []string // successive driver names, as observed
+}
+
+// member is a running replica as the watcher may read it.
+type member struct {
+	name string
+	ctrl *cutover.Controller
+}
+
+// setUp records r as running (with its current App) or stopped.
+func (f *fleetRun) setUp(r *devstack.Replica, up bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.up = slices.DeleteFunc(f.up, func(m member) bool { return m.name == r.Name })
+	if up {
+		f.up = append(f.up, member{name: r.Name, ctrl: r.App.Cutover})
+	}
+}
+
+// stop and restart stop and start a replica, keeping up current.
+func (f *fleetRun) stop(r *devstack.Replica) error {
+	f.setUp(r, false)
+	return r.Stop()
+}
+
+func (f *fleetRun) restart(ctx context.Context, r *devstack.Replica) error {
+	if err := r.Restart(ctx); err != nil {
+		return err
+	}
+	f.setUp(r, true)
+	return nil
+}
+
+func (f *fleetRun) replica(name string) *devstack.Replica {
+	for _, r := range f.reps {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
 }
 
 func (f *fleetRun) endpoints() []string {
@@ -164,27 +220,29 @@ func (f *fleetRun) endpoints() []string {
 	return out
 }
 
-func (f *fleetRun) running() []*devstack.Replica {
-	return slices.DeleteFunc(slices.Clone(f.reps), func(r *devstack.Replica) bool { return r.App == nil || !r.Running() })
+func (f *fleetRun) running() []member {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.up)
 }
 
-// driver is the running replica that drives the migration (nil: none right now).
-func (f *fleetRun) driver() *devstack.Replica {
-	for _, r := range f.running() {
-		if r.App.Cutover.IsDriver() {
-			return r
+// driver is the running replica that drives the migration (ok false: none right now).
+func (f *fleetRun) driver() (m member, ok bool) {
+	for _, m := range f.running() {
+		if m.ctrl.IsDriver() {
+			return m, true
 		}
 	}
-	return nil
+	return member{}, false
 }
 
-func (f *fleetRun) nonDriver() *devstack.Replica {
-	for _, r := range f.running() {
-		if !r.App.Cutover.IsDriver() {
-			return r
+func (f *fleetRun) nonDriver() (member, bool) {
+	for _, m := range f.running() {
+		if !m.ctrl.IsDriver() {
+			return m, true
 		}
 	}
-	return nil
+	return member{}, false
 }
 
 func (f *fleetRun) allReady(n int) bool {
@@ -192,8 +250,8 @@ func (f *fleetRun) allReady(n int) bool {
 	if len(run) != n {
 		return false
 	}
-	for _, r := range run {
-		if !r.App.Cutover.Ready() || r.App.Cutover.FleetSize() != n {
+	for _, m := range run {
+		if !m.ctrl.Ready() || m.ctrl.FleetSize() != n {
 			return false
 		}
 	}
@@ -220,30 +278,57 @@ func (f *fleetRun) waitFor(ctx context.Context, d time.Duration, what string, co
 func (f *fleetRun) waitState(ctx context.Context, states ...cutover.State) (cutover.Status, error) {
 	var last cutover.Status
 	err := f.waitFor(ctx, 5*time.Minute, fmt.Sprintf("state %v", states), func() bool {
-		d := f.driver()
-		if d == nil {
+		d, ok := f.driver()
+		if !ok {
 			return false
 		}
-		last = d.App.Cutover.Status()
+		last = d.ctrl.Status()
 		return slices.Contains(states, last.State)
 	})
 	return last, err
 }
 
+// drive runs an operator action on the driver, as `xksproxy cutover` does through any
+// replica's admin API: if the driver changed meanwhile, the action is refused and sent again
+// to the new one. It returns the replica that took it.
+func (f *fleetRun) drive(ctx context.Context, action func(*cutover.Controller) error) (member, error) {
+	var d member
+	var err error
+	werr := f.waitFor(ctx, time.Minute, "a driver that takes the action", func() bool {
+		var ok bool
+		if d, ok = f.driver(); !ok {
+			return false
+		}
+		err = action(d.ctrl)
+		return !errors.Is(err, cutover.ErrNotDriver) && !errors.Is(err, cutover.ErrFenced)
+	})
+	if err == nil {
+		err = werr
+	}
+	return d, err
+}
+
 // killDuringCopy stops a non-driver replica while the keys are copied and starts it again on
 // the same address: it rejoins the fleet and applies the current epoch before it serves.
 func (f *fleetRun) killDuringCopy(ctx context.Context, say func(string, ...any), fail func(string, ...any)) {
-	r := f.nonDriver()
-	if r == nil {
+	m, ok := f.nonDriver()
+	if !ok {
 		fail("no non-driver replica to kill")
 		return
 	}
-	st := f.driver().App.Cutover.Status()
+	r := f.replica(m.name)
+	var st cutover.Status
+	_ = f.waitFor(ctx, time.Minute, "the first keys copied", func() bool {
+		if d, ok := f.driver(); ok {
+			st = d.ctrl.Status()
+		}
+		return st.Keys.Copied > 0 || (st.State != cutover.StateCopying && st.State != "")
+	})
 	say("killing %s, not the driver, during the copy (state %s, %d of %d keys copied)", r.Name, st.State, st.Keys.Copied, st.Keys.Total)
-	if err := r.Stop(); err != nil {
+	if err := f.stop(r); err != nil {
 		fail("stopping %s: %v", r.Name, err)
 	}
-	if err := r.Restart(ctx); err != nil {
+	if err := f.restart(ctx, r); err != nil {
 		fail("restarting %s: %v", r.Name, err)
 		return
 	}
@@ -257,17 +342,18 @@ func (f *fleetRun) killDuringCopy(ctx context.Context, say func(string, ...any),
 // replaceDriver kills the driver, waits until another replica is elected, then starts the old
 // one again (so that it acknowledges the next epochs: a phase change waits for every registered
 // member). It returns the new driver.
-func (f *fleetRun) replaceDriver(ctx context.Context, old *devstack.Replica, say func(string, ...any), fail func(string, ...any)) *devstack.Replica {
-	if err := old.Stop(); err != nil {
+func (f *fleetRun) replaceDriver(ctx context.Context, m member, say func(string, ...any), fail func(string, ...any)) member {
+	old := f.replica(m.name)
+	if err := f.stop(old); err != nil {
 		fail("stopping the driver %s: %v", old.Name, err)
 	}
-	var nd *devstack.Replica
-	if err := f.waitFor(ctx, time.Minute, "a new driver", func() bool { nd = f.driver(); return nd != nil }); err != nil {
+	var nd member
+	if err := f.waitFor(ctx, time.Minute, "a new driver", func() bool { var ok bool; nd, ok = f.driver(); return ok }); err != nil {
 		fail("%v", err)
-		return old
+		return m
 	}
-	say("%s elected driver; restarting %s", nd.Name, old.Name)
-	if err := old.Restart(ctx); err != nil {
+	say("%s elected driver; restarting %s", nd.name, old.Name)
+	if err := f.restart(ctx, old); err != nil {
 		fail("restarting %s: %v", old.Name, err)
 	} else if err := f.waitFor(ctx, time.Minute, old.Name+" ready again", old.App.Cutover.Ready); err != nil {
 		fail("%v", err)
@@ -280,10 +366,10 @@ func (f *fleetRun) watchDriver(ctx context.Context) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if d := f.driver(); d != nil {
+		if d, ok := f.driver(); ok {
 			f.mu.Lock()
-			if n := len(f.drivers); n == 0 || f.drivers[n-1] != d.Name {
-				f.drivers = append(f.drivers, d.Name)
+			if n := len(f.drivers); n == 0 || f.drivers[n-1] != d.name {
+				f.drivers = append(f.drivers, d.name)
 			}
 			f.mu.Unlock()
 		}
@@ -303,9 +389,9 @@ func (f *fleetRun) driverChanges() int {
 
 // membersAcked counts the live members that acknowledged the driver's current epoch, waiting
 // (a little) for the heartbeats that carry the last acknowledgements.
-func (f *fleetRun) membersAcked(ctx context.Context, drv *devstack.Replica) int {
+func (f *fleetRun) membersAcked(ctx context.Context, drv member) int {
 	count := func() int {
-		s := drv.App.Cutover.Status()
+		s := drv.ctrl.Status()
 		if s.Fleet == nil {
 			return 0
 		}
