@@ -21,7 +21,7 @@ func TestDemoReplicas(t *testing.T) {
 	defer cancel()
 	var progress bytes.Buffer
 	rep, err := Run(ctx, Options{
-		Replicas: 3, Keys: 20, RPS: 40, Warmup: time.Second, Shadow: 500 * time.Millisecond,
+		Replicas: 3, Keys: 12, RPS: 20, Warmup: time.Second, Shadow: 500 * time.Millisecond,
 		Probation: 2 * time.Second, Tail: 500 * time.Millisecond, Progress: &progress,
 		// Generous for the race detector on a shared machine (the CLI keeps AWS's 250 ms).
 		Timeout: 5 * time.Second, Budget: 4 * time.Second, BackendTimeout: 2 * time.Second,
