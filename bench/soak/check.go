@@ -70,10 +70,17 @@ func (s *soak) finalChecks(ctx context.Context, rep *Report) {
 			}
 		}
 	}
-	if st, err := s.replicas[0].admin.Status(ctx); err == nil {
-		rep.FinalState = string(st.State)
+	for i, r := range s.replicas {
+		st, err := r.admin.Status(ctx)
+		if err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: cutover status: %v", r.name, err))
+			continue
+		}
+		if i == 0 {
+			rep.FinalState = string(st.State)
+		}
 		if st.Primary != s.serving {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("the proxy routes to %s, the soak expected %s", st.Primary, s.serving))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s routes to %s, the soak expected %s", r.name, st.Primary, s.serving))
 		}
 	}
 	s.say("%d keys compared: %d lost, %d split (%d on both backends)", rep.KeysCompared, rep.KeysLost, rep.KeysSplit, rep.KeysOnBoth)

@@ -167,6 +167,7 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 type replicaFiles struct {
 	dir, config, cert, key, admin, journal string
 	listen, metrics, adminListen           string
+	member, etcd                           string // fleet mode: member name and etcd URL ("" : one process)
 }
 
 // prefixCreds is the [[prefix.credential]] list a replica's configuration holds; rewritten for
@@ -204,6 +205,9 @@ func writeConfig(f *replicaFiles, creds prefixCreds, backends []*backend, adminT
 	fmt.Fprintf(&b, "\n[route]\nprimary = \"a\"\n\n[health]\ninterval = \"2s\"\n\n[admin]\nlisten = %q\ntoken_file = %q\n\n", f.adminListen, f.admin)
 	fmt.Fprintf(&b, "[cutover]\njournal_path = %q\nsource = \"a\"\ntarget = \"b\"\nselect = \"tag\"\ntag = %q\nprobation_duration = %q\nprobation_max_error_rate = 0.05\n\n",
 		f.journal, cosmian.XKSTag, o.Probation.String())
+	if f.etcd != "" {
+		fmt.Fprintf(&b, "[fleet]\netcd_endpoints = [%q]\nmember = %q\nadvertise_admin = %q\n\n", f.etcd, f.member, "http://"+f.adminListen)
+	}
 	b.WriteString("[log]\nlevel = \"warn\"\nformat = \"json\"\n")
 	return writeAtomic(f.config, []byte(b.String()), 0o600)
 }

@@ -74,6 +74,15 @@ func (s *soak) inject(ctx context.Context, i int, p planned, w *Window) {
 		}
 		r.restarts++
 		w.Note = "(kill -9, restarted)"
+	case FaultEtcdStop:
+		w.Target = "etcd"
+		s.etcd.stop()
+		sleepCtx(ctx, p.Length)
+		if err := s.etcd.start(ctx); err != nil {
+			s.problem("restart etcd: %v", err)
+			return
+		}
+		w.Note = "(stopped, started again on the same data)"
 	case FaultMigrateRollback, FaultMigrateFinalize:
 		w.Target = "a → b"
 		s.migrate(ctx, p.Kind == FaultMigrateFinalize, w)

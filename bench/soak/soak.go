@@ -109,8 +109,6 @@ func (o *Options) setDefaults() error {
 		return errors.New("soak: duration must be at least 10s")
 	case o.Replicas < 1 || o.Replicas > 9:
 		return errors.New("soak: replicas must be 1..9")
-	case o.Replicas > 1:
-		return errors.New("soak: --replicas > 1 needs fleet mode (shared cutover state in etcd), which this build does not have")
 	case o.SampleEvery < time.Second || o.Keys < 1 || o.Keys > 10000 || o.CreateKeyShare < 0 || o.CreateKeyShare > 0.5:
 		return errors.New("soak: sample interval ≥ 1s, keys 1..10000, create-key share 0..0.5")
 	}
@@ -124,6 +122,7 @@ type soak struct {
 	backends  []*backend
 	serving   string // backend serving now ("a" until a migration finalizes)
 	pki       *pki
+	etcd      *etcdProc // fleet mode (Replicas > 1) only
 	replicas  []*replica
 	loadCred  sigv4.Credential // signs the load; stays in every credential rotation
 	rotating  sigv4.Credential // the other credential set; replaced by each rotation
@@ -183,6 +182,10 @@ func (s *soak) close() {
 		r.stop()
 		_ = r.log.Close()
 	}
+	if s.etcd != nil {
+		s.etcd.stop()
+		_ = s.etcd.log.Close()
+	}
 	for _, b := range s.backends {
 		_ = b.run.Close()
 	}
@@ -233,6 +236,14 @@ func (s *soak) setUp(ctx context.Context) error {
 		return err
 	}
 	s.loadCred, s.rotating = newCredential("LOAD"), newCredential("ROT")
+	if s.o.Replicas > 1 {
+		if s.etcd, err = newEtcd(s.dir); err != nil {
+			return err
+		}
+		if err := s.etcd.start(ctx); err != nil {
+			return err
+		}
+	}
 	for i := range s.o.Replicas {
 		r, err := s.newReplica(bin, i)
 		if err != nil {
@@ -264,6 +275,9 @@ func (s *soak) newReplica(bin string, i int) (*replica, error) {
 	}
 	f := replicaFiles{dir: dir, config: filepath.Join(dir, "xksproxy.toml"), cert: filepath.Join(dir, "cert.pem"),
 		key: filepath.Join(dir, "key.pem"), admin: filepath.Join(dir, "admin-token"), journal: filepath.Join(dir, "cutover.json")}
+	if s.etcd != nil {
+		f.member, f.etcd = name, s.etcd.endpoint()
+	}
 	for _, p := range []*string{&f.listen, &f.metrics, &f.adminListen} {
 		a, err := compare.FreePort() // a restarted replica binds the same ports again
 		if err != nil {
