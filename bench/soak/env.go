@@ -203,7 +203,7 @@ func writeConfig(f *replicaFiles, creds prefixCreds, backends []*backend, adminT
 		return err
 	}
 	fmt.Fprintf(&b, "\n[route]\nprimary = \"a\"\n\n[health]\ninterval = \"2s\"\n\n[admin]\nlisten = %q\ntoken_file = %q\n\n", f.adminListen, f.admin)
-	fmt.Fprintf(&b, "[cutover]\njournal_path = %q\nsource = \"a\"\ntarget = \"b\"\nselect = \"tag\"\ntag = %q\nprobation_duration = %q\nprobation_max_error_rate = 0.05\n\n",
+	fmt.Fprintf(&b, "[cutover]\njournal_path = %q\nsource = \"a\"\ntarget = \"b\"\nselect = \"tag\"\ntag = %q\nprobation_duration = %q\nprobation_max_error_rate = 0.05\nprobation_max_p99 = \"240ms\"\n\n",
 		f.journal, cosmian.XKSTag, o.Probation.String())
 	if f.etcd != "" {
 		fmt.Fprintf(&b, "[fleet]\netcd_endpoints = [%q]\nmember = %q\nadvertise_admin = %q\n\n", f.etcd, f.member, "http://"+f.adminListen)

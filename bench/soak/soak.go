@@ -31,7 +31,7 @@ import (
 type Options struct {
 	Rate           float64       // total req/s over all replicas; default 1800 (AWS's default quota)
 	Duration       time.Duration // load duration; default 10m
-	Replicas       int           // default 1
+	Replicas       int           // default 1; more: fleet mode over an etcd process
 	Faults         []FaultSpec   // default ParseFaults(DefaultFaults); empty slice (not nil): none
 	SampleEvery    time.Duration // default 1m (at most Duration/6, so a short run has samples)
 	Keys           int           // seeded keys taking traffic; default 50

@@ -48,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	fs.Float64Var(&o.Rate, "rate", 1800, "requests per second over all replicas")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Minute, "how long the load runs")
-	fs.IntVar(&o.Replicas, "replicas", 1, "proxy processes (more than 1 needs fleet mode)")
+	fs.IntVar(&o.Replicas, "replicas", 1, "proxy processes; more than 1: fleet mode over an etcd process (needs the etcd binary)")
 	fs.DurationVar(&o.SampleEvery, "sample-every", 0, "RSS/goroutines/fds/p99 sampling interval (default 1m, at most duration/6)")
 	fs.IntVar(&o.Keys, "keys", 50, "seeded keys taking traffic")
 	fs.DurationVar(&o.Probation, "probation", 0, "migration probation before finalize (default 30s, compressed for short runs)")
