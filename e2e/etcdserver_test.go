@@ -9,6 +9,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/fleet"
+	"github.com/xksproxy/xksproxy/internal/devstack"
 	"github.com/xksproxy/xksproxy/internal/etcdproc"
 )
 
@@ -130,4 +131,40 @@ func TestRealEtcdServer(t *testing.T) {
 	if !a.Reachable() {
 		t.Error("Reachable() false with etcd back")
 	}
+}
+
+// TestFleetOnRealEtcdServer: two replicas migrate as one with the real etcd server process as
+// their store — started through the replica that does not drive, load through both, every phase
+// change acknowledged by both, finalized, every key identical and every ciphertext readable.
+func TestFleetOnRealEtcdServer(t *testing.T) {
+	srv := etcdproc.Start(t)
+	st, ids := startStack(t, 20, devstack.Config{
+		Probation: testProbation(3 * time.Second),
+		Fleet: &fleet.Config{Endpoints: []string{srv.Endpoint}, CAFile: srv.CAFile, KeyPrefix: "/xksproxy/e2e-fleet/",
+			LeaseTTL: fleetLease, MinLeaseTTL: time.Second, DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second},
+	})
+	f := &fleetEnv{st: st, ids: ids, reps: []*devstack.Replica{st.Main()}}
+	f.add(t, "r2")
+	f.waitMembers(t, 2)
+	loads := f.loadAll(t, 10, "realetcd")
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	nd := f.nonDriver(t)
+	if _, err := f.admin(nd).Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
+		t.Fatalf("start through %s: %v", nd.Name, err)
+	}
+	s := f.waitAll(t, cutover.StateSwitched)
+	f.waitAcked(t, s.Epoch)
+	waitFor(t, waitLong, "probation passed", func() bool {
+		p := f.driver().App.Cutover.Status().Probation
+		return p != nil && p.Passed
+	})
+	if _, err := f.admin(nd).Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+		t.Fatalf("finalize through %s: %v", nd.Name, err)
+	}
+	s = f.waitAll(t, cutover.StateFinalized)
+	f.waitAcked(t, s.Epoch)
+	stopLoads(t, "fleet on real etcd", loads...)
+	f.verifyFleet(t, loads...)
+	checkInvariantD(t, f)
 }
