@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,16 +48,20 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		MetricsListen: f.Server.MetricsListen, // "off" is proxy.MetricsDisabled
 		Route:         proxy.Route{Primary: f.Route.Primary, Fallback: f.Route.Fallback},
 		Limits: proxy.Limits{
-			MaxBodyBytes:      lim.MaxBodyBytes,
-			MaxHeaderBytes:    lim.MaxHeaderBytes,
-			MaxHeaderCount:    lim.MaxHeaderCount,
-			ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),
-			ReadTimeout:       lim.ReadTimeout.D(),
-			WriteTimeout:      lim.WriteTimeout.D(),
-			IdleTimeout:       lim.IdleTimeout.D(),
-			Budget:            lim.Budget.D(),
-			MaxInFlight:       lim.MaxInFlight,
-			XKS:               xks.Limits{MaxPayload: lim.MaxPayloadBytes, MaxAAD: lim.MaxAADBytes},
+			MaxBodyBytes:         lim.MaxBodyBytes,
+			MaxHeaderBytes:       lim.MaxHeaderBytes,
+			MaxHeaderCount:       lim.MaxHeaderCount,
+			ReadHeaderTimeout:    lim.ReadHeaderTimeout.D(),
+			ReadTimeout:          lim.ReadTimeout.D(),
+			WriteTimeout:         lim.WriteTimeout.D(),
+			IdleTimeout:          lim.IdleTimeout.D(),
+			Budget:               lim.Budget.D(),
+			MaxInFlight:          lim.MaxInFlight,
+			BodyTimeout:          lim.BodyTimeout.D(),
+			SlowBodyAfter:        lim.SlowBodyAfter.D(),
+			MaxSlowBodies:        lim.MaxSlowBodies,
+			MaxSlowBodiesPerConn: lim.MaxSlowBodiesPerConn,
+			XKS:                  xks.Limits{MaxPayload: lim.MaxPayloadBytes, MaxAAD: lim.MaxAADBytes},
 		},
 		Health: proxy.HealthConfig{
 			Interval:        f.Health.Interval.D(),
@@ -69,6 +74,16 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		Version:  version,
 		Logger:   log,
 		Registry: reg,
+	}
+	switch {
+	case f.Admin.CertFile != "":
+		cert, err := tls.LoadX509KeyPair(f.Admin.CertFile, f.Admin.KeyFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("%s: admin.cert_file: %w", name, err)
+		}
+		pc.Admin.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case f.Admin.TLS:
+		pc.Admin.TLS = serverTLS
 	}
 	if f.Server.VersionLabel != "" {
 		pc.Version = f.Server.VersionLabel

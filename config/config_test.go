@@ -328,6 +328,8 @@ secret_access_key = "` + testSecret + `"
 		{"health interval", minimal("[health]\ninterval = \"2m\"\n"), "x.toml: health.interval: "},
 		{"health key", minimal("[health]\ntest_key_id = \"bad key\"\n"), "x.toml: health.test_key_id: "},
 		{"admin remote", minimal("[admin]\nlisten = \"0.0.0.0:9465\"\ntoken = \"" + testToken + "\"\n"), "x.toml: admin.listen: must be a loopback"},
+		{"admin remote without TLS", minimal("[admin]\nlisten = \"0.0.0.0:9465\"\nallow_remote = true\ntoken = \"" + testToken + "\"\n"), "x.toml: admin.allow_remote: the admin API beyond loopback needs TLS"},
+		{"admin cert without key", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\ncert_file = \"a.pem\"\ntoken = \"" + testToken + "\"\n"), "x.toml: admin.cert_file: cert_file and key_file go together"},
 		{"admin token missing", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\n"), "x.toml: admin.token: required"},
 		{"admin token short", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\ntoken = \"short\"\n"), "x.toml: admin.token: must be at least 32"},
 		{"cutover select", minimal(two + "[cutover]\nselect = \"all\"\n"), "x.toml: cutover.select: "},

@@ -29,6 +29,11 @@ type Admin struct {
 	Token       string `toml:"token"`
 	TokenFile   string `toml:"token_file"`
 	TokenEnv    string `toml:"token_env"`
+	// TLS serves the admin API over TLS with the server's certificate; CertFile/KeyFile give
+	// it its own (admin_tls.go). One of them is required with allow_remote.
+	TLS      bool   `toml:"tls"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
 }
 
 // route checks [route] against the backend names.
@@ -72,5 +77,6 @@ func (c *checker) admin(a *Admin) {
 		if len(a.Token) < 32 {
 			c.fail("admin.token", "must be at least 32 characters")
 		}
+		c.adminTLS(a)
 	}
 }

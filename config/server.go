@@ -30,6 +30,11 @@ type Limits struct {
 	MaxInFlight       int      `toml:"max_in_flight"`
 	MaxPayloadBytes   int      `toml:"max_payload_bytes"`
 	MaxAADBytes       int      `toml:"max_aad_bytes"`
+	// Unauthenticated work (proxy.Limits; the proxy's Config holds the defaults and bounds).
+	BodyTimeout          Duration `toml:"body_timeout"`
+	SlowBodyAfter        Duration `toml:"slow_body_after"`
+	MaxSlowBodies        int      `toml:"max_slow_bodies"`
+	MaxSlowBodiesPerConn int      `toml:"max_slow_bodies_per_conn"`
 }
 
 // server checks [server] and [server.limits]. A key left out stays zero and takes the proxy's
@@ -61,6 +66,11 @@ func (c *checker) server(s *Server) {
 	}
 	if l.MaxInFlight < 0 {
 		c.fail(lp+"max_in_flight", "must be at least 1")
+	}
+	c.positiveDur(lp+"body_timeout", l.BodyTimeout)
+	c.positiveDur(lp+"slow_body_after", l.SlowBodyAfter)
+	if l.MaxSlowBodies < 0 || l.MaxSlowBodiesPerConn < 0 {
+		c.fail(lp+"max_slow_bodies", "must be at least 1")
 	}
 	if l.MaxPayloadBytes != 0 && (l.MaxPayloadBytes < xks.SpecMinPayload || l.MaxPayloadBytes > 1<<20) {
 		c.fail(lp+"max_payload_bytes", "must be between %d (spec minimum) and 1048576", xks.SpecMinPayload)

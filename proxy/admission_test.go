@@ -205,3 +205,33 @@ func counterValue(c interface{ Write(*dto.Metric) error }) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestAdminOverTLS: with TLS the admin API answers https only (the bearer token never travels
+// in clear text); the plain-HTTP attempt gets no admin reply.
+func TestAdminOverTLS(t *testing.T) {
+	const token = "0123456789abcdef0123456789abcdef-token"
+	e := newEnv(t, func(c *Config) {
+		c.Admin = AdminConfig{Listen: "127.0.0.1:0", Token: token, TLS: c.TLS}
+		c.Health.Disabled = true
+	})
+	tlsCfg := e.client.Transport.(*http.Transport).TLSClientConfig
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg.Clone()}, Timeout: 10 * time.Second}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+e.p.AdminAddr().String()+"/v1/route", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Errorf("https admin: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	plain, _ := http.NewRequest(http.MethodGet, "http://"+e.p.AdminAddr().String()+"/v1/route", nil)
+	plain.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := hc.Do(plain); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Error("admin API answered 200 over plain HTTP")
+		}
+	}
+}

@@ -150,6 +150,9 @@ type AdminConfig struct {
 	Listen      string // "" disables; must be loopback unless AllowRemote
 	Token       string // required when Listen is set; ≥ 32 characters
 	AllowRemote bool
+	// TLS serves the admin API over TLS (its own certificate, or the server's config). It is
+	// required beyond loopback: the bearer token must never cross a network in clear text.
+	TLS *tls.Config
 }
 
 // Hooks let the cutover package observe traffic. Each must be fast and must not block.
@@ -375,6 +378,18 @@ func (c *Config) checkAndSetDefaults() error {
 	setDef(&l.SlowBodyAfter, 50*time.Millisecond)
 	setDef(&l.MaxSlowBodies, 64)
 	setDef(&l.MaxSlowBodiesPerConn, 4)
+	// Upper bounds: a timeout of hours (read_timeout = "1000h") would let one client hold a
+	// connection and its goroutine all that time.
+	for _, b := range []struct {
+		name string
+		d    time.Duration
+		max  time.Duration
+	}{{"ReadHeaderTimeout", l.ReadHeaderTimeout, time.Minute}, {"ReadTimeout", l.ReadTimeout, 5 * time.Minute},
+		{"WriteTimeout", l.WriteTimeout, 5 * time.Minute}, {"IdleTimeout", l.IdleTimeout, time.Hour}} {
+		if b.d < 0 || b.d > b.max {
+			return configErr("limits: %s must be positive and at most %v", b.name, b.max)
+		}
+	}
 	if l.BodyTimeout < 0 || l.BodyTimeout > 10*time.Second {
 		return configErr("limits: BodyTimeout must be positive and at most 10s")
 	}
@@ -441,6 +456,12 @@ func (c *Config) checkAndSetDefaults() error {
 		}
 		if !a.AllowRemote && !IsLoopback(host) {
 			return configErr("admin: Listen %q is not a loopback address (set AllowRemote to allow it)", a.Listen)
+		}
+		if !IsLoopback(host) && a.TLS == nil {
+			return configErr("admin: Listen %q is beyond loopback without TLS: the bearer token would cross the network in clear text (give the admin listener TLS)", a.Listen)
+		}
+		if a.TLS != nil && len(a.TLS.Certificates) == 0 && a.TLS.GetCertificate == nil && a.TLS.GetConfigForClient == nil {
+			return configErr("admin: TLS has no certificate")
 		}
 	}
 	return nil
@@ -630,8 +651,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 			return fmt.Errorf("proxy: listen admin %s: %w", p.cfg.Admin.Listen, err)
 		}
 		as := &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
+		if t := p.cfg.Admin.TLS; t != nil {
+			as.TLSConfig = t.Clone()
+			applyTLSPolicy(as.TLSConfig)
+		}
 		servers = append(servers, as)
-		list = append(list, served{as, aln, false})
+		list = append(list, served{as, aln, p.cfg.Admin.TLS != nil})
 		aa := aln.Addr()
 		p.adminAddr.Store(&aa)
 	}

@@ -665,6 +665,10 @@ func TestConfigErrors(t *testing.T) {
 		{"admin no token", func(c *Config) { c.Admin = AdminConfig{Listen: "127.0.0.1:0"} }},
 		{"admin short token", func(c *Config) { c.Admin = AdminConfig{Listen: "127.0.0.1:0", Token: "short"} }},
 		{"payload below spec", func(c *Config) { c.Limits.XKS.MaxPayload = 100 }},
+		{"read timeout of hours", func(c *Config) { c.Limits.ReadTimeout = 1000 * time.Hour }},
+		{"idle timeout of days", func(c *Config) { c.Limits.IdleTimeout = 48 * time.Hour }},
+		{"body timeout over 10s", func(c *Config) { c.Limits.BodyTimeout = time.Minute }},
+		{"slow-body grace over the body timeout", func(c *Config) { c.Limits.BodyTimeout, c.Limits.SlowBodyAfter = time.Second, 2 * time.Second }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -677,8 +681,13 @@ func TestConfigErrors(t *testing.T) {
 	}
 	c := base()
 	c.Admin = AdminConfig{Listen: "0.0.0.0:0", Token: strings.Repeat("t", 32), AllowRemote: true}
+	if _, err := New(c); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "clear text") {
+		t.Errorf("AllowRemote without TLS: %v", err)
+	}
+	c = base()
+	c.Admin = AdminConfig{Listen: "0.0.0.0:0", Token: strings.Repeat("t", 32), AllowRemote: true, TLS: c.TLS}
 	if _, err := New(c); err != nil {
-		t.Errorf("AllowRemote: %v", err)
+		t.Errorf("AllowRemote with TLS: %v", err)
 	}
 }
 

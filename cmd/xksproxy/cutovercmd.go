@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -17,13 +20,14 @@ import (
 // adminFlags are the flags every cutover command has: where the admin API is, its token, and
 // the output form.
 type adminFlags struct {
-	admin, tokenFile string
-	json             bool
+	admin, tokenFile, caFile string
+	json                     bool
 }
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.admin, "admin", defaultStr(os.Getenv("XKSPROXY_ADMIN"), "http://127.0.0.1:9465"), "admin API base URL (or $XKSPROXY_ADMIN)")
 	fs.StringVar(&a.tokenFile, "token-file", "", "file holding the admin token (or $XKSPROXY_ADMIN_TOKEN)")
+	fs.StringVar(&a.caFile, "admin-ca", "", "PEM file of the CA that signed an https admin API's certificate (default: the system roots)")
 	fs.BoolVar(&a.json, "json", false, "print JSON instead of text")
 }
 
@@ -40,7 +44,19 @@ func (a *adminFlags) client() (*adminapi.Client, error) {
 	if token == "" {
 		return nil, usageErr("cutover: an admin token is required (--token-file or $XKSPROXY_ADMIN_TOKEN)")
 	}
-	return &adminapi.Client{BaseURL: a.admin, Token: token}, nil
+	c := &adminapi.Client{BaseURL: a.admin, Token: token}
+	if a.caFile != "" {
+		pem, err := os.ReadFile(a.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--admin-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageErr("--admin-ca: no PEM certificate in %s", a.caFile)
+		}
+		c.HTTP = &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	return c, nil
 }
 
 // print writes v as JSON with --json, else runs text.
