@@ -668,7 +668,7 @@ func TestConfigErrors(t *testing.T) {
 		{"read timeout of hours", func(c *Config) { c.Limits.ReadTimeout = 1000 * time.Hour }},
 		{"idle timeout of days", func(c *Config) { c.Limits.IdleTimeout = 48 * time.Hour }},
 		{"body timeout over 10s", func(c *Config) { c.Limits.BodyTimeout = time.Minute }},
-		{"slow-body grace over the body timeout", func(c *Config) { c.Limits.BodyTimeout, c.Limits.SlowBodyAfter = time.Second, 2 * time.Second }},
+		{"slow-body grace over the body timeout", func(c *Config) { c.Limits.BodyTimeout, c.Limits.SlowBodyAfter = time.Second, 2*time.Second }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
