@@ -63,11 +63,14 @@ func (f *fleetEnv) finish(t *testing.T, r *devstack.Replica, loads []*load) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
+	// No CreateKey after the finalize (a key created then lives on B alone, by design): the
+	// loads stop first, so that (c) can be checked both ways.
+	stopLoads(t, "fleet", loads...)
 	if _, err := f.admin(r).Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
 		t.Fatalf("finalize through %s: %v", r.Name, err)
 	}
 	f.waitAll(t, cutover.StateFinalized)
-	stopLoads(t, "fleet", loads...)
+	checkBothWays(t, f)
 	f.verifyFleet(t, loads...)
 	checkInvariantD(t, f)
 }
@@ -202,6 +205,7 @@ func TestFleetMemberCutOffDuringSwitch(t *testing.T) {
 
 func TestFleetEtcdDownWhileSwitched(t *testing.T) {
 	f := startFleet(t, 40, 3, nil)
+	defer f.watchInvariants(t)()
 	loads := f.loadAll(t, 8, "ed")
 	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
 	st := f.waitAll(t, cutover.StateSwitched)
@@ -230,6 +234,7 @@ func TestFleetEtcdDownWhileSwitched(t *testing.T) {
 
 func TestFleetSameCreateKeyOnTwoReplicas(t *testing.T) {
 	f := startFleet(t, 20, 3, nil)
+	defer f.watchInvariants(t)()
 	loads := f.loadAll(t, 8, "ck")
 	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
 	f.waitAll(t, cutover.StateSwitched)

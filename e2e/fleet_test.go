@@ -16,6 +16,7 @@ import (
 // through every replica the whole time; every phase change waits for every member.
 func TestFleetMigration(t *testing.T) {
 	f := startFleet(t, 30, 3, nil)
+	defer f.watchInvariants(t)()
 	loads := f.loadAll(t, 10, "fleet")
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
@@ -35,6 +36,7 @@ func TestFleetMigration(t *testing.T) {
 		s := f.driver().App.Cutover.Status()
 		return s.Probation != nil && s.Probation.Passed
 	})
+	stopLoads(t, "fleet", loads...) // no CreateKey after the finalize: (c) is checked both ways
 	if _, err := f.admin(nd).Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
 		t.Fatalf("finalize through %s: %v", nd.Name, err)
 	}
@@ -45,7 +47,7 @@ func TestFleetMigration(t *testing.T) {
 	if _, err := f.admin(nd).Forget(ctx, nd.Name); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
 		t.Fatalf("forget of a live member: %v", err)
 	}
-	stopLoads(t, "fleet", loads...)
+	checkBothWays(t, f)
 	f.verifyFleet(t, loads...)
 	checkInvariantD(t, f)
 }

@@ -187,7 +187,8 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 	// CPU time (microseconds) unless the host is overloaded, and then a short timeout would only
 	// add failures. The fallback gets what is left of the budget.
 	deadline := ex.start.Add(p.cfg.Limits.Budget)
-	if ex.op == xks.OpMetadata && v.Metadata.KMSOperation == "CreateKey" {
+	createKey := ex.op == xks.OpMetadata && v.Metadata.KMSOperation == "CreateKey"
+	if createKey {
 		b, xe := p.createKeyTarget(ex, rt)
 		if xe != nil {
 			return xe.Status(), xks.AppendErrorBody((*ex.outBuf)[:0], xe.Name, xe.Message), xe
@@ -209,6 +210,11 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 	status, out, err := p.attempt(ex, rt.primary, t)
 	res.Backend = rt.primary.name
 	if err == nil || rt.fallback == nil || !p.fallbackWorthy(err, ex.keyID, rt.primary.name) {
+		return status, out, err
+	}
+	if createKey && ex.minted {
+		// The primary was to mint the key (neither side held it): the fallback would mint a
+		// second, different key under the same id. The primary's error goes back; AWS retries.
 		return status, out, err
 	}
 	remaining := time.Until(deadline)
