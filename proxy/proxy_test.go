@@ -7,15 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptrace"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xksproxy/xksproxy/sigv4"
 	"github.com/xksproxy/xksproxy/xks"
 )
@@ -780,5 +783,42 @@ func TestTLSPolicyOnHandedConfig(t *testing.T) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// TestShutdownLines: Run says when it starts shutting down, why, and when it has stopped.
+func TestShutdownLines(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Health.Disabled = true })
+	cfg := e.p.cfg
+	logs := newSyncBuffer()
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	cfg.Registry = prometheus.NewRegistry()
+	cfg.Listen, cfg.MetricsListen = "127.0.0.1:0", MetricsDisabled
+	cfg.Limits.Budget = 0 // the env raised it past the 250ms bound after New
+	cfg.Backends = slices.Clone(cfg.Backends)
+	for i := range cfg.Backends {
+		cfg.Backends[i].Timeout = 0
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case <-p.Ready():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	out := logs.String()
+	for _, want := range []string{`"msg":"xksproxy serving"`, `"metrics":"off"`, `"msg":"xksproxy shutting down","reason":"context canceled"`, `"msg":"xksproxy stopped"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
 	}
 }
