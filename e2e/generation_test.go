@@ -53,7 +53,7 @@ func TestGenerations(t *testing.T) {
 			}
 			waitState(t, st, cutover.StateSwitched, stuck...)
 			l.lg.Stop() // no CreateKey may land on B between Finalize's listing and the comparison
-			if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+			if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}); err != nil {
 				t.Fatalf("finalize: %v", err)
 			}
 			noFailures(t, "traffic", l.stop())
