@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xksproxy/xksproxy/internal/etcdtest"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 )
 
@@ -65,7 +65,7 @@ func Start(t testing.TB) *Server {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "etcdproc CA", time.Now().Add(24*time.Hour))
 	s := &Server{t: t, bin: bin, dir: dir, cert: filepath.Join(dir, "etcd.crt"), key: filepath.Join(dir, "etcd.key"),
-		CAFile: filepath.Join(dir, "ca.crt"), cliPort: freePort(t), peerPort: freePort(t)}
+		CAFile: filepath.Join(dir, "ca.crt"), cliPort: etcdtest.FreePort(t), peerPort: etcdtest.FreePort(t)}
 	ca.WriteLeaf(t, s.cert, s.key, 0, time.Now().Add(24*time.Hour), "127.0.0.1", "localhost")
 	if err := os.WriteFile(s.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
 		t.Fatal(err)
@@ -80,16 +80,6 @@ func Start(t testing.TB) *Server {
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Restart starts the process again after Kill (same ports, same data), and waits until it

@@ -44,7 +44,7 @@ func Start(t testing.TB) *Server {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "etcdtest CA", time.Now().Add(24*time.Hour))
 	s := &Server{t: t, dir: dir, cert: filepath.Join(dir, "etcd.crt"), key: filepath.Join(dir, "etcd.key"),
-		CAFile: filepath.Join(dir, "ca.crt"), peerPort: freePort(t), cliPort: freePort(t)}
+		CAFile: filepath.Join(dir, "ca.crt"), peerPort: FreePort(t), cliPort: FreePort(t)}
 	ca.WriteLeaf(t, s.cert, s.key, 0, time.Now().Add(24*time.Hour), "127.0.0.1", "localhost")
 	if err := os.WriteFile(s.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
 		t.Fatal(err)
@@ -55,7 +55,8 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
