@@ -232,8 +232,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		default:
 			say("switched to B after %.2fs; probation %s", switchedAt.Sub(cutStart).Seconds(), o.Probation)
-			sleep(ctx, o.Probation)
-			s = ctrl.Status()
+			s = waitProbation(ctx, o.Probation, ctrl.Status)
 			if s.State != cutover.StateSwitched {
 				fail("probation ended in state %s: %s", s.State, s.Reason)
 			} else if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
@@ -328,6 +327,21 @@ func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.St
 	rep.KeysOnA = len(ids)
 	if rep.KeysIdentical != len(ids) {
 		fail("%d of %d keys on A are not identical on B", len(ids)-rep.KeysIdentical, len(ids))
+	}
+}
+
+// waitProbation waits out the probation window, then until probation passed (it needs enough
+// requests on B to judge, and finalize refuses before) or the state left switched, at most two
+// minutes more; it returns the last status.
+func waitProbation(ctx context.Context, d time.Duration, status func() cutover.Status) cutover.Status {
+	sleep(ctx, d)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		s := status()
+		if s.State != cutover.StateSwitched || s.Probation != nil && s.Probation.Passed || time.Now().After(deadline) || ctx.Err() != nil {
+			return s
+		}
+		sleep(ctx, 50*time.Millisecond)
 	}
 }
 

@@ -25,6 +25,7 @@ func TestDemoSmall(t *testing.T) {
 		// The race detector slows every component several times over; AWS's 250 ms budget is
 		// what the real demo and the benchmarks use.
 		Timeout: 5 * time.Second, Budget: 4 * time.Second, BackendTimeout: 2 * time.Second,
+		ProbationMaxP99: 10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)

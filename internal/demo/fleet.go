@@ -112,8 +112,12 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 			}
 			say("switched to B after %.2fs; killing the driver %s", switchedAt.Sub(cutStart).Seconds(), drv.name)
 			final = f.replaceDriver(ctx, drv, say, fail)
-			sleep(ctx, o.Probation)
-			switch s := final.ctrl.Status(); {
+			switch s := waitProbation(ctx, o.Probation, func() cutover.Status {
+				if d, ok := f.driver(); ok {
+					final = d
+				}
+				return final.ctrl.Status()
+			}); {
 			case s.State != cutover.StateSwitched:
 				fail("probation ended in state %s: %s", s.State, s.Reason)
 			default:
