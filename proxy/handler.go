@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xksproxy/xksproxy/sigv4"
@@ -25,6 +26,8 @@ var (
 	errSlowBody    = xks.Errorf(xks.ThrottlingException, "too many slow request bodies")
 	errChunked     = xks.Errorf(xks.ValidationException, "Transfer-Encoding is not accepted; send Content-Length")
 	connClose      = []string{"close"}
+	errAuth        = xks.Errorf(xks.AuthenticationFailedException, "request signature could not be verified")
+	errContentType = xks.Errorf(xks.ValidationException, "Content-Type must be application/json")
 	allowPOST      = []string{http.MethodPost}
 	textPlain      = []string{"text/plain; charset=utf-8"}
 	appJSON        = []string{"application/json"}
@@ -104,11 +107,19 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 			reason = ae.Reason
 		}
 		p.m.sigv4Failure(ps.label, reason)
-		msg := "request signature could not be verified"
+		// One message for every failed check: which one failed (an unknown access key id, the
+		// configured region) is for the operator — the log line and the metric's reason label —
+		// never for an unauthenticated caller.
+		detail := err.Error()
 		if ae != nil {
-			msg = ae.Message
+			detail = ae.Message
 		}
-		p.reply(w, r, ps, res, start, &xks.Error{Name: xks.AuthenticationFailedException, Message: msg, Err: err})
+		p.log.Info("sigv4 verification failed", "prefix", ps.label, "reason", reason, "detail", xks.Sanitize(detail))
+		p.reply(w, r, ps, res, start, errAuth)
+		return
+	}
+	if !jsonContentType(r.Header["Content-Type"]) {
+		p.reply(w, r, ps, res, start, errContentType)
 		return
 	}
 	// Authenticated: only now does the request hold an in-flight slot.
@@ -384,4 +395,14 @@ func (p *Proxy) Forward(ctx context.Context, backendName string, op xks.Operatio
 	ex := exchange{ctx: ctx, op: op, keyID: keyID, body: body, bodySum: sha256.Sum256(body), v: v, start: time.Now(), rawBuf: rawBuf, outBuf: outBuf}
 	status, out, err := p.attempt(&ex, b, min(b.cfg.Timeout, p.cfg.Limits.Budget))
 	return status, append([]byte(nil), out...), err
+}
+
+// jsonContentType accepts exactly one Content-Type whose media type is application/json
+// (parameters such as charset allowed), case-insensitively, as AWS KMS sends it.
+func jsonContentType(vs []string) bool {
+	if len(vs) != 1 {
+		return false
+	}
+	mt, _, _ := strings.Cut(vs[0], ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
 }

@@ -275,6 +275,12 @@ func New(cfg Config) (*Proxy, error) {
 		if _, dup := p.prefixes[pc.Path]; dup {
 			return nil, configErr("prefix[%d] %q listed twice", i, pc.Path)
 		}
+		for j, cr := range pc.Credentials {
+			// The XKS spec's secret access key is 43 to 64 characters (AWS refuses others).
+			if n := len(cr.Secret); n < 43 || n > 64 {
+				return nil, configErr("prefix[%d] %q: credential[%d] %s: secret access key of %d characters; the XKS spec wants 43 to 64", i, pc.Path, j, cr.AccessKeyID, n)
+			}
+		}
 		if len(pc.Credentials) > sigv4.MaxCredentials {
 			return nil, configErr("prefix[%d]: at most %d credentials", i, sigv4.MaxCredentials)
 		}
@@ -614,9 +620,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
 		IdleTimeout:       l.IdleTimeout,
-		MaxHeaderBytes:    l.MaxHeaderBytes,
-		ConnContext:       connContext,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		// net/http reads up to MaxHeaderBytes + 4096 bytes of slack: take it off, so that the
+		// limit is the documented one (it cannot go below the 4096-byte slack itself).
+		MaxHeaderBytes: max(l.MaxHeaderBytes-4096, 1),
+		ConnContext:    connContext,
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	servers := []*http.Server{main}
 	type served struct {

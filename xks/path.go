@@ -152,10 +152,17 @@ func ValidKeyID(id string) error {
 	if len(id) > maxKeyID {
 		return Errorf(ValidationException, "external key id longer than %d characters", maxKeyID)
 	}
+	dots := 0
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; !isAlnum(c) && c != '.' && c != '-' && c != '_' {
 			return Errorf(ValidationException, "external key id may only contain A-Z a-z 0-9 . - _")
+		} else if c == '.' {
+			dots++
 		}
+	}
+	if dots == len(id) {
+		// "." and ".." would be path segments in the backend's URL.
+		return Errorf(ValidationException, "external key id made only of dots")
 	}
 	return nil
 }

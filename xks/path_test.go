@@ -74,12 +74,12 @@ func TestValidPrefixAndKeyID(t *testing.T) {
 			t.Errorf("ValidPrefix(%q) = %v", p, err)
 		}
 	}
-	for _, id := range []string{"k", "a.b-c_D9", strings.Repeat("x", 128)} {
+	for _, id := range []string{"k", "a.b-c_D9", strings.Repeat("x", 128), "..k", "k."} {
 		if err := ValidKeyID(id); err != nil {
 			t.Errorf("ValidKeyID(%q) = %v", id, err)
 		}
 	}
-	for _, id := range []string{"", strings.Repeat("x", 129), "a/b", "a b", "a%20", "é", "[\"t\"]"} {
+	for _, id := range []string{"", strings.Repeat("x", 129), "a/b", "a b", "a%20", "é", "[\"t\"]", ".", "..", "..."} {
 		err := ValidKeyID(id)
 		if NameOf(err) != ValidationException {
 			t.Errorf("ValidKeyID(%q) = %v", id, err)

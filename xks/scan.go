@@ -119,6 +119,16 @@ func (s *scanner) str() (start, end int, esc bool, err *Error) {
 					s.i = i
 					return 0, 0, false, s.syntax()
 				}
+				// A lone surrogate (\ud800 without its pair, or a low one alone) is refused:
+				// Cosmian's JSON parser refuses it, so it must not pass validation here.
+				if r := hex4(b[i+2 : i+6]); utf16.IsSurrogate(r) {
+					if r >= 0xdc00 || len(b)-i < 12 || b[i+6] != '\\' || b[i+7] != 'u' ||
+						!isHex(b[i+8]) || !isHex(b[i+9]) || !isHex(b[i+10]) || !isHex(b[i+11]) ||
+						hex4(b[i+8:i+12]) < 0xdc00 || hex4(b[i+8:i+12]) > 0xdfff {
+						return 0, 0, false, Errorf(ValidationException, "lone surrogate escape in a JSON string at byte %d", i)
+					}
+					i += 6
+				}
 				i += 6
 			default:
 				s.i = i

@@ -212,6 +212,8 @@ func TestValidateFormat(t *testing.T) {
 		{"deep junk in metadata beyond bound", OpHealth, obj(kv{"requestMetadata", obj(append(healthMetaKVs(), kv{"x", strings.Repeat("[", 31) + strings.Repeat("]", 31)})...)}), ValidationException, "nested deeper"},
 		{"unbalanced junk", OpHealth, obj(kv{"requestMetadata", obj(healthMetaKVs()...)}, kv{"x", "[[[]]"}), ValidationException, "malformed JSON"},
 		{"case-sensitive names", OpEncrypt, obj(with(without(encKVs(32), "plaintext"), "Plaintext", q("QUJD"))...), ValidationException, "missing plaintext"},
+		{"lone high surrogate", OpEncrypt, obj(with(encKVs(3), "requestMetadata", obj(with(metaKVs("Encrypt"), "kmsRequestId", q(`a\ud800b`))...))...), "ValidationException", "lone surrogate"},
+		{"lone low surrogate", OpEncrypt, obj(with(encKVs(3), "requestMetadata", obj(with(metaKVs("Encrypt"), "kmsRequestId", q(`a\udc00`))...))...), "ValidationException", "lone surrogate"},
 		{"escaped member name", OpEncrypt, obj(with(without(encKVs(32), "plaintext"), `pl\u0061intext`, q("QUJD"))...), "", ""},
 	}
 	runValidateCases(t, cases, DefaultLimits())
@@ -220,7 +222,7 @@ func TestValidateFormat(t *testing.T) {
 func TestValidateResult(t *testing.T) {
 	meta := with(metaKVs("GenerateDataKey"), "awsSourceVpc", q("vpc-1"))
 	meta = with(meta, "awsSourceVpce", q("vpce-2"))
-	meta = with(meta, "kmsRequestId", q(`id-\u00e9\ud83d\ude00\ud800-\"x\"`))
+	meta = with(meta, "kmsRequestId", q(`id-\u00e9\ud83d\ude00-\"x\"`))
 	body := obj(with(with(encKVs(100), "requestMetadata", obj(meta...)), "ciphertextDataIntegrityValueAlgorithm", q("SHA_256"))...)
 	v, err := Validate(OpEncrypt, []byte(body), DefaultLimits())
 	if err != nil {
@@ -230,7 +232,7 @@ func TestValidateResult(t *testing.T) {
 		Op: OpEncrypt,
 		Metadata: RequestMetadata{
 			AWSPrincipalArn: testPrincipal, KMSKeyArn: testKeyArn, KMSOperation: "GenerateDataKey",
-			KMSRequestID: "id-é😀\ufffd-\"x\"", AWSSourceVpc: "vpc-1", AWSSourceVpce: "vpce-2", KMSViaService: "ebs",
+			KMSRequestID: "id-é😀-\"x\"", AWSSourceVpc: "vpc-1", AWSSourceVpce: "vpce-2", KMSViaService: "ebs",
 		},
 		PayloadLen: 100, AADLen: 33, WantCDIV: true,
 	}
