@@ -141,6 +141,7 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		Concurrency: co.Concurrency,
 
 		RevokeSourceGrantsOnFinalize: co.RevokeSourceGrantsOnFinalize,
+		GrantEveryoneForServiceKeys:  co.GrantEveryoneForServiceKeys,
 		Shadow:                       cutover.ShadowConfig{Duration: co.ShadowDuration.D(), SampleRate: co.ShadowSampleRate},
 		Probation: cutover.ProbationConfig{
 			Duration:     co.ProbationDuration.D(),

@@ -108,6 +108,7 @@ probation_max_error_rate = 0.0
 probation_max_p99 = "80ms"
 probation_min_requests = 0
 revoke_source_grants_on_finalize = true
+grant_everyone_for_service_keys = true
 
 [log]
 level = "debug"
@@ -186,6 +187,7 @@ format = "text"
 		{"cutover.probation_max_p99", pr.MaxP99 == 80*time.Millisecond},
 		{"cutover.probation_min_requests = 0", pr.MinRequests != nil && *pr.MinRequests == 0},
 		{"cutover.revoke_source_grants_on_finalize", c.RevokeSourceGrantsOnFinalize},
+		{"cutover.grant_everyone_for_service_keys", c.GrantEveryoneForServiceKeys},
 		{"log.level", f.Log.Level == "debug"},
 		{"log.format", f.Log.Format == "text"},
 	}

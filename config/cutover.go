@@ -24,6 +24,7 @@ type Cutover struct {
 	ProbationMaxP99              Duration `toml:"probation_max_p99"`
 	ProbationMinRequests         *int     `toml:"probation_min_requests"`
 	RevokeSourceGrantsOnFinalize bool     `toml:"revoke_source_grants_on_finalize"`
+	GrantEveryoneForServiceKeys  bool     `toml:"grant_everyone_for_service_keys"`
 }
 
 // cutover checks [cutover] against the backend names. The backend names and the journal path

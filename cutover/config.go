@@ -106,6 +106,12 @@ type Config struct {
 	// RightsSyncInterval: while switched, rights changes made on the target are carried to
 	// the source at this interval (plus the time of one pass); default 1s, at most 1m.
 	RightsSyncInterval time.Duration
+	// GrantEveryoneForServiceKeys lets a key that a newer source (ACL "service") grants only to
+	// [aws-xks-service] be granted to every user ("*") on a 5.26 target (ACL "arn"): the only
+	// way 5.26 lets AWS's changing principals use it, but also every KMIP user of that server,
+	// a right the owner never gave. Off (the default), such a key fails to copy, named, and
+	// blocks the switch until its principals are granted explicitly on the source.
+	GrantEveryoneForServiceKeys bool
 }
 
 // CheckAndSetDefaults validates c and fills defaults.

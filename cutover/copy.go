@@ -405,10 +405,16 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 	}
 	if from.acl == ACLService && to.acl == ACLARN && (to == c.tgt || c.createdOnTarget(uid)) && len(want[cosmian.XKSServiceUser]) > 0 {
 		// A newer source lets any signed XKS request use a key granted to [aws-xks-service]; a
-		// 5.26 target authorizes the caller's ARN, so only a grant to every user keeps the key
-		// usable by the principals AWS sends (README: "Cosmian generations"). Never for a
-		// migrated key copied back: that would widen the source's own grants.
-		want["*"] = append(want["*"], want[cosmian.XKSServiceUser]...)
+		// 5.26 target authorizes the caller's ARN, so only a grant to every user would keep the
+		// key usable by any principal AWS sends — and would give every KMIP user of the target
+		// the key too. Only with the operator's consent; never for a migrated key copied back.
+		switch {
+		case c.cfg.GrantEveryoneForServiceKeys:
+			want["*"] = append(want["*"], want[cosmian.XKSServiceUser]...)
+		case c.creatorOf(uid) == "" && !grantsAnyPrincipal(want):
+			return failKey("granted on %s only to %s, which %s (Cosmian 5.26 access control) cannot express without a grant to every user (*): grant the AWS principals on %s, or set [cutover] grant_everyone_for_service_keys = true to accept that",
+				from.name, cosmian.XKSServiceUser, to.name, from.name)
+		}
 	}
 	if to.acl == ACLARN || to.acl == ACLBoth {
 		// What Cosmian 5.26's XKS CreateKey would have granted had the key been created here.
@@ -520,4 +526,18 @@ func (c *Controller) createdOnTarget(uid string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Contains(c.j.CreatedOnTarget, uid)
+}
+
+// grantsAnyPrincipal reports whether want grants an AWS principal (or everyone) a right that
+// serves an XKS call on a 5.26 server.
+func grantsAnyPrincipal(want map[string][]string) bool {
+	for u, ops := range want {
+		if u == cosmian.XKSServiceUser {
+			continue
+		}
+		if slices.Contains(ops, cosmian.OpEncrypt) || slices.Contains(ops, cosmian.OpDecrypt) {
+			return true
+		}
+	}
+	return false
 }

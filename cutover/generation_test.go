@@ -24,7 +24,9 @@ func TestMigrationAcrossGenerations(t *testing.T) {
 			if tc.a != kmsemu.Cosmian526 {
 				e.A.MigrateXKSAccess() // as at A's start-up
 			}
-			c := e.controller(t, nil)
+			// A newer A's keys granted only to [aws-xks-service] reach a 5.26 B through a grant
+			// to every user: the operator's consent (TestNewerToOlderGrantsEveryone: refused without).
+			c := e.controller(t, func(cfg *Config) { cfg.GrantEveryoneForServiceKeys = tc.b == kmsemu.Cosmian526 })
 			ctx := ctxT(t)
 			must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 			st := mustWait(t, c, StateSwitched)
@@ -130,30 +132,51 @@ func TestCreateKeyRefusedIsConflict(t *testing.T) {
 }
 
 // TestNewerToOlderGrantsEveryone: a key the newer generation serves to any signed XKS request
-// (granted to [aws-xks-service]) stays usable by AWS's principals on a 5.26 target only through
-// a grant to every user; a migration into a newer target adds nothing of the kind.
+// (granted only to [aws-xks-service]) could stay usable on a 5.26 target only through a grant to
+// every user, a right its owner never gave: without the operator's consent the key fails to copy
+// and is named; with it, "*" is granted. A key that also names its principals keeps exactly
+// those; a migration into a newer target grants "*" to nobody.
 func TestNewerToOlderGrantsEveryone(t *testing.T) {
+	const alice = "arn:aws:iam::123456789012:user/Alice"
 	for _, tc := range []struct {
-		a, b kmsemu.Generation
-		star bool
+		name    string
+		a, b    kmsemu.Generation
+		consent bool
+		alice   bool // the source also grants Alice
+		fail    bool // the copy is refused, naming the reason
+		star    bool // B ends with a grant to "*"
 	}{
-		{kmsemu.CosmianXKSService, kmsemu.Cosmian526, true},
-		{kmsemu.Cosmian526, kmsemu.CosmianXKSService, false},
+		{"newer→5.26 without consent", kmsemu.CosmianXKSService, kmsemu.Cosmian526, false, false, true, false},
+		{"newer→5.26 with consent", kmsemu.CosmianXKSService, kmsemu.Cosmian526, true, false, false, true},
+		{"newer→5.26 with named principals", kmsemu.CosmianXKSService, kmsemu.Cosmian526, false, true, false, false},
+		{"5.26→newer", kmsemu.Cosmian526, kmsemu.CosmianXKSService, false, true, false, false},
 	} {
-		t.Run(string(tc.a)+"→"+string(tc.b), func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			e := newEnvGen(t, tc.a, tc.b, false)
 			must(t, e.A.CreateKey("admin", "k", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 			if tc.a != kmsemu.Cosmian526 {
 				e.A.MigrateXKSAccess()
-			} else {
-				must(t, e.A.GrantAccess("admin", "k", "arn:aws:iam::123456789012:user/Alice", "encrypt", "decrypt", "getattributes"))
 			}
-			c := e.controller(t, nil)
+			if tc.alice {
+				must(t, e.A.GrantAccess("admin", "k", alice, "encrypt", "decrypt", "getattributes"))
+			}
+			c := e.controller(t, func(cfg *Config) { cfg.GrantEveryoneForServiceKeys = tc.consent })
 			must(t, c.Start(ctxT(t), StartOptions{}))
-			mustWait(t, c, StateVerified)
+			if tc.fail {
+				st := mustWait(t, c, StateCopyFailed)
+				i := slices.IndexFunc(st.Failures, func(f KeyFailure) bool { return f.KeyID == "k" })
+				if i < 0 || !strings.Contains(st.Failures[i].Reason, "grant_everyone_for_service_keys") {
+					t.Fatalf("failures %+v", st.Failures)
+				}
+			} else {
+				mustWait(t, c, StateVerified)
+			}
 			got := e.B.Access("k")["*"]
 			if tc.star != slices.Equal(got, []string{"decrypt", "encrypt", "getattributes"}) {
 				t.Fatalf("grant to * on B: %v (all %v)", got, e.B.Access("k"))
+			}
+			if tc.alice && len(e.B.Access("k")[alice]) == 0 {
+				t.Fatalf("Alice's grant not copied: %v", e.B.Access("k"))
 			}
 		})
 	}

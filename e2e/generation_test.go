@@ -21,7 +21,11 @@ func TestGenerations(t *testing.T) {
 		{kmsemu.CosmianXKSService, kmsemu.Cosmian526},
 	} {
 		t.Run(string(tc.a)+"→"+string(tc.b), func(t *testing.T) {
-			st, keys := startStack(t, 20, devstack.Config{Probation: testProbation(60 * time.Second), CosmianA: tc.a, CosmianB: tc.b})
+			// Keys AWS created on a newer A before the migration are granted only to
+			// [aws-xks-service]: a 5.26 B can serve them only through a grant to every user,
+			// which needs the operator's consent (README: "Cosmian generations").
+			st, keys := startStack(t, 20, devstack.Config{Probation: testProbation(60 * time.Second), CosmianA: tc.a, CosmianB: tc.b,
+				GrantEveryoneForServiceKeys: tc.b == kmsemu.Cosmian526})
 			ctrl := st.App.Cutover
 			ctx := context.Background()
 			l := startLoad(t, st, keys, loadOpts{rate: 60, createKey: "e2e-gen-%d",

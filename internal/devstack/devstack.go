@@ -113,9 +113,11 @@ type Config struct {
 	JournalPath        string // default: a file in a fresh temporary directory
 	Probation          cutover.ProbationConfig
 	Shadow             cutover.ShadowConfig
-	Logger             *slog.Logger
-	Progress           interface{ Write([]byte) (int, error) }
-	Version            string
+	// GrantEveryoneForServiceKeys is the operator's consent of cutover.Config's field.
+	GrantEveryoneForServiceKeys bool
+	Logger                      *slog.Logger
+	Progress                    interface{ Write([]byte) (int, error) }
+	Version                     string
 	// Fleet, when set, makes every proxy of the stack a member of a fleet coordinated through
 	// that store: the first proxy is member "r1", AddReplica starts more. Member and Logger
 	// are filled per replica.
@@ -390,8 +392,10 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				Probation:   cfg.Probation,
 				Shadow:      cfg.Shadow,
 				Logger:      log,
-				Registry:    reg,
-				Progress:    cfg.Progress,
+
+				GrantEveryoneForServiceKeys: cfg.GrantEveryoneForServiceKeys,
+				Registry:                    reg,
+				Progress:                    cfg.Progress,
 			},
 		}
 		if cfg.Fleet != nil {
