@@ -198,6 +198,11 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 		return
 	}
 	adm := s.replicas[0].admin
+	// A probation may still be rolling an earlier migration back on its own: start from rest.
+	if st, err := s.waitState(ctx, cutover.StateServing, cutover.StateRolledBack); err != nil {
+		s.problem("no migration can start: %v %s", err, stateOf(st))
+		return
+	}
 	var notes []string
 	for attempt := 1; ; attempt++ {
 		if _, err := adm.Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
@@ -211,7 +216,10 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 		}
 		notes = append(notes, fmt.Sprintf("%d keys copied, switched", st.Keys.Copied))
 		if !finalize {
-			if _, err := adm.Rollback(ctx, "soak: planned rollback"); err != nil {
+			// The probation may have rolled back by itself meanwhile (then that is the rollback).
+			if cur, err := adm.Status(ctx); err == nil && (cur.State == cutover.StateRollingBack || cur.State == cutover.StateRolledBack) {
+				notes = append(notes, "probation rolled back first: "+cur.Reason)
+			} else if _, err := adm.Rollback(ctx, "soak: planned rollback"); err != nil {
 				s.problem("cutover rollback: %v", err)
 				return
 			}
@@ -219,13 +227,17 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 				s.problem("rollback did not complete: %v %s", err, stateOf(st))
 				return
 			}
-			w.Note = "(" + notes[0] + ", rolled back)"
+			w.Note = "(" + strings.Join(notes, "; ") + "; rolled back)"
 			return
 		}
 		sleepCtx(ctx, s.o.Probation+time.Second)
-		if st, err = adm.Status(ctx); err == nil && st.State == cutover.StateRolledBack && attempt < 3 {
+		if st, err = adm.Status(ctx); err == nil && (st.State == cutover.StateRollingBack || st.State == cutover.StateRolledBack) && attempt < 3 {
 			notes = append(notes, "probation rolled back: "+st.Reason+"; started again")
 			s.say("migration: %s", notes[len(notes)-1])
+			if st, err = s.waitState(ctx, cutover.StateRolledBack); err != nil {
+				s.problem("automatic rollback did not complete: %v %s", err, stateOf(st))
+				return
+			}
 			continue
 		}
 		break

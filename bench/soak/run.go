@@ -20,6 +20,14 @@ func httpClient(pool *x509.CertPool) *http.Client {
 	}}
 }
 
+// adminClient is for the cutover admin API: rollback and finalize answer once their last
+// copy pass is done, which on a loaded machine with thousands of keys takes minutes.
+func adminClient() *http.Client {
+	c := httpClient(nil)
+	c.Timeout = 10 * time.Minute
+	return c
+}
+
 // loadConfig is the load on replica i: its share of the rate, AWS-like mix and sizes, every
 // Encrypt kept (up to MaxRecorded in all) for the final re-decryption.
 func (s *soak) loadConfig(i int) loadgen.Config {

@@ -296,5 +296,5 @@ func (s *soak) newReplica(bin string, i int) (*replica, error) {
 		return nil, err
 	}
 	return &replica{name: name, bin: bin, files: f, log: log,
-		admin: &adminapi.Client{BaseURL: "http://" + f.adminListen, Token: s.admTok, HTTP: httpClient(nil)}}, nil
+		admin: &adminapi.Client{BaseURL: "http://" + f.adminListen, Token: s.admTok, HTTP: adminClient()}}, nil
 }
