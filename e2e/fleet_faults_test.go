@@ -196,9 +196,11 @@ func TestFleetMemberCutOffDuringSwitch(t *testing.T) {
 	if p := r3.App.Proxy.Route().Primary; p != "a" {
 		t.Fatalf("r3 cut off serves %q", p)
 	}
-	if st := r3.App.Cutover.Status(); st.Fleet == nil || st.Fleet.StoreReachable {
-		t.Fatalf("r3 does not say the store is unreachable: %+v", st.Fleet)
-	}
+	// It says so once its pending heartbeat times out (fleet RequestTimeout).
+	waitFor(t, waitLong, "r3 reporting the store unreachable", func() bool {
+		st := r3.App.Cutover.Status()
+		return st.Fleet != nil && !st.Fleet.StoreReachable
+	})
 	cut.set(false)
 	f.finish(t, f.driver(), loads)
 }
