@@ -13,6 +13,7 @@ import (
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/internal/devstack"
 	"github.com/xksproxy/xksproxy/proxy"
+	"github.com/xksproxy/xksproxy/xks"
 )
 
 // principal is the awsPrincipalArn of all traffic: Cosmian 5.26 (A) grants a key made by XKS
@@ -95,7 +96,7 @@ func startLoad(t *testing.T, st *devstack.Stack, keys []string, o loadOpts) *loa
 	}
 	lg, err := loadgen.New(loadgen.Config{
 		Endpoint: st.Endpoint, Prefix: st.Prefix, Region: st.Region, Credential: st.Credential,
-		TLS: st.ClientTLS(), Keys: keys, Rate: o.rate, Workers: 64, Conns: 8, Timeout: clientTTL,
+		TLS: st.ClientTLS(), Keys: keys, Rate: o.rate, Workers: 512, Conns: 8, Timeout: clientTTL,
 		Principals: []string{principal}, Mix: mix, CreateKeyPrefix: o.createKey, Record: true,
 	})
 	if err != nil {
@@ -125,16 +126,30 @@ func (l *load) stop() *loadgen.Report {
 // noFailures asserts that no request of the run failed.
 func noFailures(t *testing.T, name string, rep *loadgen.Report) {
 	t.Helper()
+	noFailuresBut(t, name, rep, 0)
+}
+
+// noFailuresBut asserts that no request of the run failed, except at most allowedCreateKeys
+// CreateKeys answered InternalException: a CreateKey the primary was to mint is never retried
+// on the fallback (the fallback would mint a second, different key under the id when the
+// primary's failure raced another replica's mint), so while the primary fails, those fail
+// as they would against it alone.
+func noFailuresBut(t *testing.T, name string, rep *loadgen.Report, allowedCreateKeys int64) {
+	t.Helper()
 	if rep == nil {
 		t.Fatalf("%s: no load report", name)
 	}
 	if rep.Total == 0 {
 		t.Errorf("%s: no request was sent", name)
 	}
-	if rep.Failed != 0 || len(rep.ByError) != 0 {
-		t.Errorf("%s: %d of %d requests failed: %v", name, rep.Failed, rep.Total, rep.ByError)
+	excused := int64(0)
+	if ck := rep.ByOperation["CreateKey"].Failed; allowedCreateKeys > 0 && ck == rep.Failed && ck == rep.ByError[string(xks.InternalException)] {
+		excused = min(ck, allowedCreateKeys)
 	}
-	t.Logf("%s: %d requests, %d failed, throughput %.0f/s", name, rep.Total, rep.Failed, rep.Throughput)
+	if rep.Failed != excused || int64(len(rep.ByError)) > min(excused, 1) {
+		t.Errorf("%s: %d of %d requests failed: %v (by operation %+v)", name, rep.Failed, rep.Total, rep.ByError, rep.ByOperation)
+	}
+	t.Logf("%s: %d requests, %d failed (%d CreateKeys excused), throughput %.0f/s", name, rep.Total, rep.Failed, excused, rep.Throughput)
 }
 
 // redecryptAll decrypts, through the proxy as it routes now, every ciphertext the loads
