@@ -36,6 +36,11 @@ var ErrSharedStorage = errors.New("cutover: source and target share storage")
 
 func isCanary(id string) bool { return strings.HasPrefix(id, canaryPrefix) }
 
+// IsStorageCanary reports whether id names a shared-storage canary: a short-lived PreActive
+// object the cutover creates and destroys on the source, left behind only when its destruction
+// failed (logged). Inventory comparisons skip it, as the migration does.
+func IsStorageCanary(id string) bool { return isCanary(id) }
+
 // detectShared imports a canary through the source, looks it up through the target and
 // destroys it. A new object is read from the database on a cache miss, so the look-up does not
 // depend on the target's object cache.

@@ -180,7 +180,7 @@ func redecryptAll(t *testing.T, loads ...*load) {
 func migratable(srv *kmsemu.Server) []string {
 	var ids []string
 	for _, o := range srv.Objects() {
-		if o.UID != proxy.DefaultHealthTestKeyID && o.UID != cutover.DefaultMarkerID {
+		if o.UID != proxy.DefaultHealthTestKeyID && o.UID != cutover.DefaultMarkerID && !cutover.IsStorageCanary(o.UID) {
 			ids = append(ids, o.UID)
 		}
 	}

@@ -308,7 +308,7 @@ func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.St
 	// checked inside the emulators without exposing it.
 	ids := []string{}
 	for _, obj := range st.A.Objects() {
-		if obj.UID != proxy.DefaultHealthTestKeyID && obj.UID != cutover.DefaultMarkerID {
+		if obj.UID != proxy.DefaultHealthTestKeyID && obj.UID != cutover.DefaultMarkerID && !cutover.IsStorageCanary(obj.UID) {
 			ids = append(ids, obj.UID)
 		}
 	}
