@@ -109,7 +109,11 @@ func countsAsFailure(n xks.ErrorName) bool {
 }
 
 // truncate shortens an error text for the journal and status.
-func truncate(s string) string {
+func truncate(s string) string { return Truncate(s) }
+
+// Truncate shortens an error text to one line of at most 300 bytes, for the journal, status
+// and its rendering.
+func Truncate(s string) string {
 	const max = 300
 	s = strings.ReplaceAll(s, "\n", " ")
 	if len(s) > max {

@@ -82,7 +82,7 @@ func (a *Client) do(ctx context.Context, method, path string, in, out any) error
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = truncate(strings.TrimSpace(string(data)))
+			e.Error = cutover.Truncate(strings.TrimSpace(string(data)))
 		}
 		return &Error{Status: resp.StatusCode, Message: e.Error}
 	}

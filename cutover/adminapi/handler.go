@@ -120,7 +120,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON body: " + truncate(err.Error())})
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON body: " + cutover.Truncate(err.Error())})
 		return false
 	}
 	return true

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -200,14 +199,4 @@ func RenderPlan(w io.Writer, p *cutover.Plan, verbose bool) {
 	if !verbose && len(p.Keys) > attention {
 		fmt.Fprintln(w, "(--verbose lists every key)")
 	}
-}
-
-// truncate shortens an error text for a reply or an error message.
-func truncate(s string) string {
-	const max = 300
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > max {
-		return s[:max] + "…"
-	}
-	return s
 }
