@@ -408,3 +408,55 @@ func TestFallbackNeverOverridesARefusal(t *testing.T) {
 		})
 	}
 }
+
+// A route change to another primary opens, before the swap, as many connections to it as the
+// old primary has open: the requests after the switch find them idle instead of each dialling
+// and handshaking at once.
+func TestSwitchPrewarmsNewPrimary(t *testing.T) {
+	e := newEmuEnv(t, nil)
+	a, b := e.p.backends["a"], e.p.backends["b"]
+	// Six requests held 60 ms each by A at once leave six connections open to it.
+	e.ea.SetFaults(kmsemu.Faults{Latency: 60 * time.Millisecond, XKSOnly: true})
+	var wg sync.WaitGroup
+	statuses := make(chan int, 6)
+	for range 6 {
+		wg.Go(func() {
+			st, _ := e.post(t, keysPath+"k1/encrypt", encBody([]byte("pt"), nil))
+			statuses <- st
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	for st := range statuses {
+		if st != 200 {
+			t.Fatalf("encrypt through A: %d", st)
+		}
+	}
+	e.ea.SetFaults(kmsemu.Faults{})
+	onA := a.conns.Load()
+	if onA < 6 {
+		t.Fatalf("connections open to A: %d, want at least 6", onA)
+	}
+	if n := b.conns.Load(); n >= onA {
+		t.Fatalf("B already has %d connections before the switch; the test proves nothing", n)
+	}
+	if err := e.p.SetRoute(Route{Epoch: 2, Primary: "b", Fallback: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.conns.Load(); n < onA {
+		t.Errorf("connections open to B after the switch: %d, want at least %d (A's)", n, onA)
+	}
+	line := grep(scrape(t, e.env), `xks_backend_connections{backend="b"}`)
+	var got int64
+	if _, err := fmt.Sscanf(line, `xks_backend_connections{backend="b"} %d`, &got); err != nil || got < onA {
+		t.Errorf("metric line %q: want B's connections (at least %d)", line, onA)
+	}
+	// Back to A: A is warm already, nothing is opened.
+	before := a.conns.Load()
+	if err := e.p.SetRoute(Route{Epoch: 3, Primary: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.conns.Load(); n != before {
+		t.Errorf("switching back to a warm A changed its connections from %d to %d", before, n)
+	}
+}

@@ -105,6 +105,15 @@ func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
 		Name: "xks_slow_bodies",
 		Help: "Requests still waiting for their body after slow_body_after (before authentication).",
 	}, func() float64 { return float64(p.slowBodies.Load()) })
+	conns := make([]prometheus.Collector, 0, len(p.order))
+	for _, b := range p.order {
+		conns = append(conns, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "xks_backend_connections",
+			Help:        "Connections open from this replica to the backend (HTTP/1.1: one per request in flight).",
+			ConstLabels: prometheus.Labels{"backend": b.name},
+		}, func() float64 { return float64(b.conns.Load()) }))
+	}
+	reg.MustRegister(conns...)
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xks_build_info", Help: "Always 1; the version label names the build."}, []string{"version"})
 	build.WithLabelValues(p.cfg.Version).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.backendDur, m.backendReqs, m.sigv4, m.fallbacks, m.backendUp,

@@ -187,7 +187,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	st, err := devstack.Start(ctx, devstack.Config{
 		Listen: o.Listen, Keys: keys, Logger: o.Logger, Version: "xksproxy demo",
 		Budget: o.Budget, BackendTimeout: o.BackendTimeout,
-		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: new(20), MaxP99: o.ProbationMaxP99},
+		Probation: cutover.ProbationConfig{Duration: o.Probation, MaxP99: o.ProbationMaxP99},
 	})
 	if err != nil {
 		return nil, err

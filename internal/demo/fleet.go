@@ -37,7 +37,7 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	st, err := devstack.Start(ctx, devstack.Config{
 		Listen: o.Listen, Keys: keys, Logger: o.Logger, Version: "xksproxy demo",
 		Budget: o.Budget, BackendTimeout: o.BackendTimeout,
-		Probation: cutover.ProbationConfig{Duration: o.Probation, MinRequests: new(20), MaxP99: o.ProbationMaxP99},
+		Probation: cutover.ProbationConfig{Duration: o.Probation, MaxP99: o.ProbationMaxP99},
 		Fleet: &fleet.Config{Endpoints: []string{etcd.URL}, LeaseTTL: o.FleetLease, MinLeaseTTL: time.Second,
 			DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second},
 	})
