@@ -144,14 +144,24 @@ func (c *Controller) ownedTagged(ctx context.Context, b *backend, tag string, at
 	if err != nil {
 		return nil, err
 	}
-	var cand []string
+	// A key the journal already holds was selected before and stays in the work list whatever
+	// its tags now (workList adds the journal's keys), so only the others are read: each later
+	// listing (every catch-up round, finalize) costs one GetAttributes per new key, not one per
+	// key — 10 000 keys were read ten times over.
+	c.mu.Lock()
+	var cand, ids []string
 	for _, o := range objs {
-		if !destroyed(o.State) && validKeyID(o.ObjectID) == nil {
+		if destroyed(o.State) || validKeyID(o.ObjectID) != nil {
+			continue
+		}
+		if _, known := c.j.Keys[o.ObjectID]; known {
+			ids = append(ids, o.ObjectID)
+		} else {
 			cand = append(cand, o.ObjectID)
 		}
 	}
+	c.mu.Unlock()
 	var mu sync.Mutex
-	var ids []string
 	err = c.forEach(ctx, cand, func(ctx context.Context, id string) error {
 		a, err := c.attrs(ctx, b, id, attempts)
 		if err != nil {
