@@ -13,6 +13,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/cutover/adminapi"
 	"github.com/xksproxy/xksproxy/sigv4"
 )
 
@@ -205,7 +206,7 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 	}
 	var notes []string
 	for attempt := 1; ; attempt++ {
-		if _, err := adm.Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
+		if err := whileNoDriver(ctx, func() error { _, err := adm.Start(ctx, cutover.StartOptions{AutoSwitch: true}); return err }); err != nil {
 			s.problem("cutover start: %v", err)
 			return
 		}
@@ -219,7 +220,7 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 			// The probation may have rolled back by itself meanwhile (then that is the rollback).
 			if cur, err := adm.Status(ctx); err == nil && (cur.State == cutover.StateRollingBack || cur.State == cutover.StateRolledBack) {
 				notes = append(notes, "probation rolled back first: "+cur.Reason)
-			} else if _, err := adm.Rollback(ctx, "soak: planned rollback"); err != nil {
+			} else if err := whileNoDriver(ctx, func() error { _, err := adm.Rollback(ctx, "soak: planned rollback"); return err }); err != nil {
 				s.problem("cutover rollback: %v", err)
 				return
 			}
@@ -242,7 +243,7 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 		}
 		break
 	}
-	if _, err := adm.Finalize(ctx, cutover.FinalizeOptions{}); err != nil {
+	if err := whileNoDriver(ctx, func() error { _, err := adm.Finalize(ctx, cutover.FinalizeOptions{}); return err }); err != nil {
 		s.problem("cutover finalize: %v", err)
 		return
 	}
@@ -252,6 +253,24 @@ func (s *soak) migrate(ctx context.Context, finalize bool, w *Window) {
 	}
 	s.serving = "b"
 	w.Note = "(" + strings.Join(notes, "; ") + "; finalized: b serves)"
+}
+
+// whileNoDriver retries call for up to a minute while the admin API answers 503: no driver is
+// elected right now (a replica or etcd was just restarted by an earlier fault), which the
+// answer itself says to retry shortly, as an operator would.
+func whileNoDriver(ctx context.Context, call func() error) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := call()
+		var ae *adminapi.Error
+		if err == nil || !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return err
+		}
+		sleepCtx(ctx, 500*time.Millisecond)
+		if ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 func stateOf(st *cutover.Status) string {
