@@ -16,7 +16,6 @@ import (
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/proxy"
-	"github.com/xksproxy/xksproxy/xks"
 )
 
 // FromFile turns a validated configuration file into an App configuration: it builds the
@@ -47,22 +46,7 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		TLS:           serverTLS,
 		MetricsListen: f.Server.MetricsListen, // "off" is proxy.MetricsDisabled
 		Route:         proxy.Route{Primary: f.Route.Primary, Fallback: f.Route.Fallback},
-		Limits: proxy.Limits{
-			MaxBodyBytes:         lim.MaxBodyBytes,
-			MaxHeaderBytes:       lim.MaxHeaderBytes,
-			MaxHeaderCount:       lim.MaxHeaderCount,
-			ReadHeaderTimeout:    lim.ReadHeaderTimeout.D(),
-			ReadTimeout:          lim.ReadTimeout.D(),
-			WriteTimeout:         lim.WriteTimeout.D(),
-			IdleTimeout:          lim.IdleTimeout.D(),
-			Budget:               lim.Budget.D(),
-			MaxInFlight:          lim.MaxInFlight,
-			BodyTimeout:          lim.BodyTimeout.D(),
-			SlowBodyAfter:        lim.SlowBodyAfter.D(),
-			MaxSlowBodies:        lim.MaxSlowBodies,
-			MaxSlowBodiesPerConn: lim.MaxSlowBodiesPerConn,
-			XKS:                  xks.Limits{MaxPayload: lim.MaxPayloadBytes, MaxAAD: lim.MaxAADBytes},
-		},
+		Limits:        lim.Proxy(),
 		Health: proxy.HealthConfig{
 			Interval:        f.Health.Interval.D(),
 			TestKeyID:       f.Health.TestKeyID,

@@ -289,6 +289,12 @@ secret_access_key = "` + testSecret + `"
 		{"payload", minimal("[server.limits]\nmax_payload_bytes = 100\n"), "x.toml: server.limits.max_payload_bytes: "},
 		{"aad", minimal("[server.limits]\nmax_aad_bytes = 100\n"), "x.toml: server.limits.max_aad_bytes: "},
 		{"body", minimal("[server.limits]\nmax_body_bytes = 100\n"), "x.toml: server.limits.max_body_bytes: "},
+		// The proxy's own bounds (proxy.CheckLimits), named by the file's key.
+		{"header count", minimal("[server.limits]\nmax_header_count = 2000\n"), "x.toml: server.limits.max_header_count: must be between 8 and 1000"},
+		{"idle timeout", minimal("[server.limits]\nidle_timeout = \"2h\"\n"), "x.toml: server.limits.idle_timeout: must be positive and at most 1h0m0s"},
+		{"slow body after", minimal("[server.limits]\nbody_timeout = \"100ms\"\nslow_body_after = \"200ms\"\n"), "x.toml: server.limits.slow_body_after: must be positive and at most BodyTimeout (100ms)"},
+		{"slow per conn", minimal("[server.limits]\nmax_slow_bodies = 4\nmax_slow_bodies_per_conn = 5\n"), "x.toml: server.limits.max_slow_bodies_per_conn: "},
+		{"in flight", minimal("[server.limits]\nmax_in_flight = -1\n"), "x.toml: server.limits.max_in_flight: must be at least 1"},
 		{"acme domains", strings.Replace(minimal(""), `"self-signed"`, `"acme"`, 1), "x.toml: tls.domains: required"},
 		{"acme ip", acme(`domains = ["192.0.2.1"]`), "x.toml: tls.domains[0]: must be a DNS name"},
 		{"acme wildcard", acme(`domains = ["*.example.com"]`), "x.toml: tls.domains[0]: must be a DNS name"},

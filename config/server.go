@@ -1,8 +1,8 @@
 package config
 
 import (
+	"errors"
 	"net"
-	"time"
 
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/xks"
@@ -38,7 +38,7 @@ type Limits struct {
 }
 
 // server checks [server] and [server.limits]. A key left out stays zero and takes the proxy's
-// default (proxy.Config); the ranges below are the file's bounds on what an operator may write.
+// default (proxy.Config).
 func (c *checker) server(s *Server) {
 	if s.Listen != "" {
 		c.hostPort("server.listen", s.Listen)
@@ -46,37 +46,56 @@ func (c *checker) server(s *Server) {
 	if s.MetricsListen != "" && s.MetricsListen != proxy.MetricsDisabled {
 		c.hostPort("server.metrics_listen", s.MetricsListen)
 	}
-	l := &s.Limits
-	const lp = "server.limits."
-	if l.MaxBodyBytes != 0 && (l.MaxBodyBytes < 32<<10 || l.MaxBodyBytes > 16<<20) {
-		c.fail(lp+"max_body_bytes", "must be between 32768 and 16777216")
+	// The bounds are the proxy's own (proxy.CheckLimits); this only names the file's key.
+	err := proxy.CheckLimits(s.Limits.Proxy())
+	for _, e := range unjoin(err) {
+		var le *proxy.LimitError
+		if errors.As(e, &le) {
+			c.fail("server.limits."+limitKeys[le.Field], "%s", le.Msg)
+		} else {
+			c.fail("server.limits", "%s", e.Error())
+		}
 	}
-	if l.MaxHeaderBytes != 0 && (l.MaxHeaderBytes < 4096 || l.MaxHeaderBytes > 1<<20) {
-		c.fail(lp+"max_header_bytes", "must be between 4096 and 1048576")
+}
+
+// limitKeys maps proxy.Limits fields onto [server.limits] keys.
+var limitKeys = map[string]string{
+	"MaxBodyBytes": "max_body_bytes", "MaxHeaderBytes": "max_header_bytes", "MaxHeaderCount": "max_header_count",
+	"ReadHeaderTimeout": "read_header_timeout", "ReadTimeout": "read_timeout", "WriteTimeout": "write_timeout",
+	"IdleTimeout": "idle_timeout", "Budget": "budget", "MaxInFlight": "max_in_flight",
+	"XKS.MaxPayload": "max_payload_bytes", "XKS.MaxAAD": "max_aad_bytes",
+	"BodyTimeout": "body_timeout", "SlowBodyAfter": "slow_body_after",
+	"MaxSlowBodies": "max_slow_bodies", "MaxSlowBodiesPerConn": "max_slow_bodies_per_conn",
+}
+
+// unjoin lists the errors an errors.Join holds (or err alone).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
 	}
-	if l.MaxHeaderCount != 0 && (l.MaxHeaderCount < 8 || l.MaxHeaderCount > 1000) {
-		c.fail(lp+"max_header_count", "must be between 8 and 1000")
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	c.positiveDur(lp+"read_header_timeout", l.ReadHeaderTimeout)
-	c.positiveDur(lp+"read_timeout", l.ReadTimeout)
-	c.positiveDur(lp+"write_timeout", l.WriteTimeout)
-	c.positiveDur(lp+"idle_timeout", l.IdleTimeout)
-	if l.Budget < 0 || l.Budget.D() > 250*time.Millisecond {
-		c.fail(lp+"budget", "must be positive and at most 250ms (AWS KMS's timeout)")
-	}
-	if l.MaxInFlight < 0 {
-		c.fail(lp+"max_in_flight", "must be at least 1")
-	}
-	c.positiveDur(lp+"body_timeout", l.BodyTimeout)
-	c.positiveDur(lp+"slow_body_after", l.SlowBodyAfter)
-	if l.MaxSlowBodies < 0 || l.MaxSlowBodiesPerConn < 0 {
-		c.fail(lp+"max_slow_bodies", "must be at least 1")
-	}
-	if l.MaxPayloadBytes != 0 && (l.MaxPayloadBytes < xks.SpecMinPayload || l.MaxPayloadBytes > 1<<20) {
-		c.fail(lp+"max_payload_bytes", "must be between %d (spec minimum) and 1048576", xks.SpecMinPayload)
-	}
-	if l.MaxAADBytes != 0 && (l.MaxAADBytes < xks.SpecMinAAD || l.MaxAADBytes > 1<<20) {
-		c.fail(lp+"max_aad_bytes", "must be between %d (spec minimum) and 1048576", xks.SpecMinAAD)
+	return []error{err}
+}
+
+// Proxy maps [server.limits] onto the proxy's Limits (a key left out stays zero: the default).
+func (l Limits) Proxy() proxy.Limits {
+	return proxy.Limits{
+		MaxBodyBytes:         l.MaxBodyBytes,
+		MaxHeaderBytes:       l.MaxHeaderBytes,
+		MaxHeaderCount:       l.MaxHeaderCount,
+		ReadHeaderTimeout:    l.ReadHeaderTimeout.D(),
+		ReadTimeout:          l.ReadTimeout.D(),
+		WriteTimeout:         l.WriteTimeout.D(),
+		IdleTimeout:          l.IdleTimeout.D(),
+		Budget:               l.Budget.D(),
+		MaxInFlight:          l.MaxInFlight,
+		BodyTimeout:          l.BodyTimeout.D(),
+		SlowBodyAfter:        l.SlowBodyAfter.D(),
+		MaxSlowBodies:        l.MaxSlowBodies,
+		MaxSlowBodiesPerConn: l.MaxSlowBodiesPerConn,
+		XKS:                  xks.Limits{MaxPayload: l.MaxPayloadBytes, MaxAAD: l.MaxAADBytes},
 	}
 }
 

@@ -372,52 +372,8 @@ func (c *Config) checkAndSetDefaults() error {
 		return err
 	}
 	l := &c.Limits
-	setDef(&l.MaxBodyBytes, 64<<10)
-	setDef(&l.MaxHeaderBytes, 16<<10)
-	setDef(&l.MaxHeaderCount, 64)
-	setDef(&l.ReadHeaderTimeout, 5*time.Second)
-	setDef(&l.ReadTimeout, 10*time.Second)
-	setDef(&l.WriteTimeout, 10*time.Second)
-	setDef(&l.IdleTimeout, 120*time.Second)
-	setDef(&l.Budget, DefaultBudget)
-	setDef(&l.MaxInFlight, 1024)
-	setDef(&l.BodyTimeout, 250*time.Millisecond)
-	setDef(&l.SlowBodyAfter, 50*time.Millisecond)
-	setDef(&l.MaxSlowBodies, 64)
-	setDef(&l.MaxSlowBodiesPerConn, 4)
-	// Upper bounds: a timeout of hours (read_timeout = "1000h") would let one client hold a
-	// connection and its goroutine all that time.
-	for _, b := range []struct {
-		name string
-		d    time.Duration
-		max  time.Duration
-	}{{"ReadHeaderTimeout", l.ReadHeaderTimeout, time.Minute}, {"ReadTimeout", l.ReadTimeout, 5 * time.Minute},
-		{"WriteTimeout", l.WriteTimeout, 5 * time.Minute}, {"IdleTimeout", l.IdleTimeout, time.Hour}} {
-		if b.d < 0 || b.d > b.max {
-			return configErr("limits: %s must be positive and at most %v", b.name, b.max)
-		}
-	}
-	if l.BodyTimeout < 0 || l.BodyTimeout > 10*time.Second {
-		return configErr("limits: BodyTimeout must be positive and at most 10s")
-	}
-	if l.SlowBodyAfter < 0 || l.SlowBodyAfter > l.BodyTimeout {
-		return configErr("limits: SlowBodyAfter must be positive and at most BodyTimeout (%v)", l.BodyTimeout)
-	}
-	if l.MaxSlowBodies < 1 || l.MaxSlowBodiesPerConn < 1 || l.MaxSlowBodiesPerConn > l.MaxSlowBodies {
-		return configErr("limits: MaxSlowBodies and MaxSlowBodiesPerConn must be ≥ 1, the per-connection one at most the total")
-	}
-	if err := l.XKS.CheckAndSetDefaults(); err != nil {
-		return fmt.Errorf("%w: limits: %w", ErrConfig, err)
-	}
-	if l.Budget < 0 || (l.Budget > 250*time.Millisecond && !l.AllowSlowBudget) {
-		return configErr("limits: Budget must be at most 250ms (AWS KMS's timeout)")
-	}
-	if l.MaxBodyBytes < int64(l.XKS.MaxBody) {
-		// The xks layer answers larger bodies with 501 itself; the HTTP bound must let them in.
-		l.MaxBodyBytes = int64(l.XKS.MaxBody)
-	}
-	if l.MaxInFlight < 1 || l.MaxHeaderCount < 1 || l.MaxHeaderBytes < 1024 {
-		return configErr("limits: MaxInFlight, MaxHeaderCount must be ≥ 1 and MaxHeaderBytes ≥ 1024")
+	if err := l.checkAndSetDefaults(); err != nil {
+		return err
 	}
 	h := &c.Health
 	setDef(&h.Interval, 15*time.Second)
