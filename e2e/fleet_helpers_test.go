@@ -159,24 +159,11 @@ func (f *fleetEnv) loadOn(t *testing.T, r *devstack.Replica, rate float64, creat
 	if createPrefix != "" {
 		mix.CreateKey = 0.03
 	}
-	lg, err := loadgen.New(loadgen.Config{
+	return runLoad(t, loadgen.Config{
 		Endpoint: r.Endpoint, Prefix: f.st.Prefix, Region: f.st.Region, Credential: f.st.Credential,
 		TLS: f.st.ClientTLS(), Keys: f.ids, Rate: rate, Workers: 32, Conns: 4, Timeout: clientTTL,
 		Principals: []string{principal}, Mix: mix, CreateKeyPrefix: createPrefix, Record: true,
 	})
-	if err != nil {
-		t.Fatalf("loadgen.New: %v", err)
-	}
-	l := &load{lg: lg, done: make(chan *loadgen.Report, 1)}
-	go func() {
-		rep, err := lg.Run(context.Background())
-		if err != nil {
-			t.Errorf("loadgen: %v", err)
-		}
-		l.done <- rep
-	}()
-	t.Cleanup(func() { l.stop() })
-	return l
 }
 
 // loadAll starts one load per running replica.

@@ -94,11 +94,17 @@ func startLoad(t *testing.T, st *devstack.Stack, keys []string, o loadOpts) *loa
 			mix.CreateKey = 0.02
 		}
 	}
-	lg, err := loadgen.New(loadgen.Config{
+	return runLoad(t, loadgen.Config{
 		Endpoint: st.Endpoint, Prefix: st.Prefix, Region: st.Region, Credential: st.Credential,
 		TLS: st.ClientTLS(), Keys: keys, Rate: o.rate, Workers: 512, Conns: 8, Timeout: clientTTL,
 		Principals: []string{principal}, Mix: mix, CreateKeyPrefix: o.createKey, Record: true,
 	})
+}
+
+// runLoad starts a load generator with cfg until the test ends (or stop).
+func runLoad(t *testing.T, cfg loadgen.Config) *load {
+	t.Helper()
+	lg, err := loadgen.New(cfg)
 	if err != nil {
 		t.Fatalf("loadgen.New: %v", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,18 +39,7 @@ func TestDialsToABackendAreBounded(t *testing.T) {
 	e.start(t, []BackendConfig{{Name: "a", XKSURL: srv.URL + "/aws", Region: "eu-west-1", Credential: credBackend,
 		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Timeout: 240 * time.Millisecond}}, nil)
 	peak.Store(0)
-	const burst = 24
-	var wg sync.WaitGroup
-	statuses := make(chan int, burst)
-	for range burst {
-		wg.Go(func() {
-			st, _ := e.post(t, keysPath+"k1/encrypt", encBody([]byte("pt"), nil))
-			statuses <- st
-		})
-	}
-	wg.Wait()
-	close(statuses)
-	for st := range statuses {
+	for _, st := range e.encryptAtOnce(t, 24, "k1") {
 		if st != 200 {
 			t.Errorf("encrypt in the burst: %d", st)
 		}

@@ -417,17 +417,7 @@ func TestSwitchPrewarmsNewPrimary(t *testing.T) {
 	a, b := e.p.backends["a"], e.p.backends["b"]
 	// Six requests held 60 ms each by A at once leave six connections open to it.
 	e.ea.SetFaults(kmsemu.Faults{Latency: 60 * time.Millisecond, XKSOnly: true})
-	var wg sync.WaitGroup
-	statuses := make(chan int, 6)
-	for range 6 {
-		wg.Go(func() {
-			st, _ := e.post(t, keysPath+"k1/encrypt", encBody([]byte("pt"), nil))
-			statuses <- st
-		})
-	}
-	wg.Wait()
-	close(statuses)
-	for st := range statuses {
+	for _, st := range e.encryptAtOnce(t, 6, "k1") {
 		if st != 200 {
 			t.Fatalf("encrypt through A: %d", st)
 		}

@@ -7,15 +7,17 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/xksproxy/xksproxy/certs"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/xksproxy/xksproxy/certs"
 
 	"github.com/xksproxy/xksproxy/sigv4"
 	"github.com/xksproxy/xksproxy/xks"
@@ -259,6 +261,17 @@ func errName(t testing.TB, body []byte) string {
 }
 
 const keysPath = "/aws/kms/xks/v1/keys/"
+
+// encryptAtOnce sends n Encrypts for key at the same time and returns their statuses.
+func (e *env) encryptAtOnce(t testing.TB, n int, key string) []int {
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { statuses[i], _ = e.post(t, keysPath+key+"/encrypt", encBody([]byte("pt"), nil)) })
+	}
+	wg.Wait()
+	return statuses
+}
 
 func (e *env) encrypt(t testing.TB, key string, pt, aad []byte) encReply {
 	t.Helper()

@@ -16,26 +16,7 @@ func TestDemoSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a full migration under load")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var progress bytes.Buffer
-	rep, err := Run(ctx, Options{
-		Keys: 30, RPS: 80, Warmup: time.Second, Shadow: 500 * time.Millisecond,
-		Probation: 2 * time.Second, Tail: 500 * time.Millisecond, Progress: &progress,
-		// The race detector slows every component several times over; AWS's 250 ms budget is
-		// what the real demo and the benchmarks use.
-		Timeout: 5 * time.Second, Budget: 4 * time.Second, BackendTimeout: 2 * time.Second,
-		ProbationMaxP99: 10 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text bytes.Buffer
-	rep.WriteText(&text)
-	t.Log(text.String())
-	if !rep.OK() {
-		t.Fatalf("demo failed:\n%s", text.String())
-	}
+	rep, progress := runSmall(t, 3*time.Minute, Options{Keys: 30, RPS: 80})
 	if rep.KeysTotal < 30 || rep.RequestsTotal == 0 || rep.Redecrypted == 0 || rep.ServingBackend != "b" {
 		t.Fatalf("implausible report %+v", rep)
 	}
@@ -53,6 +34,31 @@ func TestDemoSmall(t *testing.T) {
 	if !strings.Contains(progress.String(), "finalized") {
 		t.Errorf("progress did not report the finalize:\n%s", progress.String())
 	}
+}
+
+// runSmall runs the demo with o on a short schedule and fails the test unless it passed; it
+// returns the report and the progress lines.
+func runSmall(t *testing.T, limit time.Duration, o Options) (*Report, *bytes.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	var progress bytes.Buffer
+	o.Warmup, o.Shadow, o.Probation, o.Tail, o.Progress = time.Second, 500*time.Millisecond, 2*time.Second, 500*time.Millisecond, &progress
+	// The race detector slows every component several times over; AWS's 250 ms budget is what
+	// the real demo and the benchmarks use.
+	o.Timeout, o.Budget, o.BackendTimeout, o.ProbationMaxP99 = 5*time.Second, 4*time.Second, 2*time.Second, 10*time.Second
+	rep, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	rep.WriteText(&text)
+	t.Log(progress.String())
+	t.Log(text.String())
+	if !rep.OK() {
+		t.Fatalf("demo failed:\n%s", text.String())
+	}
+	return rep, &progress
 }
 
 func TestReportVerdict(t *testing.T) {

@@ -2,7 +2,6 @@ package demo
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -17,26 +16,7 @@ func TestDemoReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a full fleet migration under load")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	var progress bytes.Buffer
-	rep, err := Run(ctx, Options{
-		Replicas: 3, Keys: 12, RPS: 20, Warmup: time.Second, Shadow: 500 * time.Millisecond,
-		Probation: 2 * time.Second, Tail: 500 * time.Millisecond, Progress: &progress,
-		// Generous for the race detector on a shared machine (the CLI keeps AWS's 250 ms).
-		Timeout: 5 * time.Second, Budget: 4 * time.Second, BackendTimeout: 2 * time.Second,
-		ProbationMaxP99: 10 * time.Second, FleetLease: 10 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text bytes.Buffer
-	rep.WriteText(&text)
-	t.Log(progress.String())
-	t.Log(text.String())
-	if !rep.OK() {
-		t.Fatalf("demo failed:\n%s", text.String())
-	}
+	rep, progress := runSmall(t, 4*time.Minute, Options{Replicas: 3, Keys: 12, RPS: 20, FleetLease: 10 * time.Second})
 	if rep.Replicas != 3 || rep.DriverChanges < 1 || rep.MembersAcked != 3 || len(rep.PerReplica) != 3 {
 		t.Fatalf("fleet figures %+v", rep)
 	}
