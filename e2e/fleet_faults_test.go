@@ -347,3 +347,71 @@ func (p *cutProxy) set(cut bool) {
 		clear(p.conns)
 	}
 }
+
+// A member that crashes (its link to etcd cut, then stopped: it cannot revoke its lease, as
+// after kill -9) stays live until its lease runs out, then expired but registered: the switch
+// waits for it all along, cutover forget is refused while the lease lives and accepted after,
+// and then the migration goes on to the end.
+func TestFleetMemberCrashedDuringCopy(t *testing.T) {
+	const lease = 10 * time.Second
+	f := startFleet(t, 40, 2, func(c *devstack.Config) {
+		fc := *c.Fleet
+		fc.LeaseTTL = lease
+		c.Fleet = &fc
+	})
+	cut := newCutProxy(t, strings.TrimPrefix(f.etcd.Endpoint, "https://"))
+	r3, err := f.st.AddReplicaWith(context.Background(), "r3", func(c *app.Config) {
+		fc := *c.Fleet
+		fc.Endpoints = []string{"https://" + cut.addr}
+		c.Fleet = &fc
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.reps = append(f.reps, r3)
+	f.waitMembers(t, 3)
+	loads := f.loadAll(t, 8, "cr")
+	drv := f.driver()
+	if drv == r3 {
+		t.Fatal("r3 was elected driver; this test crashes a member that is not")
+	}
+	f.startMigration(t, drv, cutover.StartOptions{AutoSwitch: true})
+	f.waitCopying(t, 5)
+	stopLoads(t, r3.Name, loads[2])
+	crashed := time.Now()
+	cut.set(true) // from here r3 can neither renew nor revoke its lease
+	stopped := make(chan error, 1)
+	go func() { stopped <- r3.Stop() }()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	// Its lease outlives it: still a live member, so it cannot be forgotten.
+	n := drv.App.Cutover.FleetSize()
+	_, ferr := f.admin(drv).Forget(ctx, "r3")
+	if time.Since(crashed) < lease/2 {
+		if n != 3 {
+			t.Errorf("right after the crash the fleet counts %d live members, want 3 (r3's lease lives on)", n)
+		}
+		if ferr == nil || !strings.Contains(ferr.Error(), "alive") {
+			t.Errorf("forget r3 while its lease lives: %v, want a refusal naming it alive", ferr)
+		}
+	} else {
+		t.Logf("the checks took %v; those while r3's lease lives are skipped", time.Since(crashed))
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("stopping r3: %v", err)
+	}
+	// The switch waits for it, before and after its lease runs out.
+	waitFor(t, waitLong, "the switch waiting for r3", func() bool {
+		s := drv.App.Cutover.Status()
+		return s.State == cutover.StateVerified && s.Fleet != nil && strings.Contains(fmt.Sprint(s.Fleet.WaitingFor), "r3")
+	})
+	waitFor(t, waitLong, "r3 expired", func() bool { return drv.App.Cutover.FleetSize() == 2 })
+	if s := drv.App.Cutover.Status(); s.State != cutover.StateVerified {
+		t.Fatalf("with r3 expired but registered the migration moved to %s", s.State)
+	}
+	if _, err := f.admin(drv).Forget(ctx, "r3"); err != nil {
+		t.Fatalf("forget r3 after its lease ran out: %v", err)
+	}
+	f.reps = f.reps[:2]
+	f.finish(t, drv, loads[:2])
+}

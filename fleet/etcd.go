@@ -200,7 +200,17 @@ func (e *Etcd) Campaign(ctx context.Context) (context.Context, error) {
 		case <-cctx.Done():
 		}
 	}()
-	err = el.Campaign(cctx, e.cfg.Member)
+	done := make(chan error, 1)
+	go func() { done <- el.Campaign(cctx, e.cfg.Member) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Canceled, etcd's Campaign resigns with the client's own context, which waits for as
+		// long as etcd is unreachable: a replica cut off from etcd never finished stopping. That
+		// call ends when Close closes the client.
+		cancel()
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		cancel()
 		if ctx.Err() != nil {
