@@ -348,19 +348,11 @@ func (p *cutProxy) set(cut bool) {
 	}
 }
 
-// A member that crashes (its link to etcd cut, then stopped: it cannot revoke its lease, as
-// after kill -9) stays live until its lease runs out, then expired but registered: the switch
-// waits for it all along, cutover forget is refused while the lease lives and accepted after,
-// and then the migration goes on to the end.
-func TestFleetMemberCrashedDuringCopy(t *testing.T) {
-	const lease = 10 * time.Second
-	f := startFleet(t, 40, 2, func(c *devstack.Config) {
-		fc := *c.Fleet
-		fc.LeaseTTL = lease
-		c.Fleet = &fc
-	})
+// addRelayed adds a replica that reaches etcd through a relay the test can cut.
+func (f *fleetEnv) addRelayed(t *testing.T, name string) (*devstack.Replica, *cutProxy) {
+	t.Helper()
 	cut := newCutProxy(t, strings.TrimPrefix(f.etcd.Endpoint, "https://"))
-	r3, err := f.st.AddReplicaWith(context.Background(), "r3", func(c *app.Config) {
+	r, err := f.st.AddReplicaWith(context.Background(), name, func(c *app.Config) {
 		fc := *c.Fleet
 		fc.Endpoints = []string{"https://" + cut.addr}
 		c.Fleet = &fc
@@ -368,7 +360,79 @@ func TestFleetMemberCrashedDuringCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.reps = append(f.reps, r3)
+	f.reps = append(f.reps, r)
+	return r, cut
+}
+
+// withLease makes the fleet's lease ttl long enough to observe a crashed member's lease alive.
+func withLease(ttl time.Duration) func(*devstack.Config) {
+	return func(c *devstack.Config) {
+		fc := *c.Fleet
+		fc.LeaseTTL = ttl
+		c.Fleet = &fc
+	}
+}
+
+// The driver crashes right after the switch (link to etcd cut, then stopped: its lease lives
+// on, as after kill -9). No other replica drives while that lease lives — two drivers never
+// coexist —, another is elected once it runs out, and with the crashed one back the
+// migration is finalized through the new driver.
+func TestFleetDriverCrashedAfterSwitch(t *testing.T) {
+	const lease = 10 * time.Second
+	f := startFleet(t, 40, 1, withLease(lease))
+	r2, cut := f.addRelayed(t, "r2")
+	f.waitMembers(t, 2)
+	// r1 steps down (a clean stop) so that the relayed r2 drives, then comes back.
+	r1 := f.reps[0]
+	if err := r1.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitLong, "r2 driving", func() bool { return r2.App.Cutover.IsDriver() })
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if err := r1.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.waitMembers(t, 2)
+	loads := f.loadAll(t, 8, "dc")
+	f.startMigration(t, r2, cutover.StartOptions{AutoSwitch: true})
+	st := f.waitAll(t, cutover.StateSwitched)
+	f.waitAcked(t, st.Epoch)
+	stopLoads(t, r2.Name, loads[1])
+	crashed := time.Now()
+	cut.set(true)
+	stopped := make(chan error, 1)
+	go func() { stopped <- r2.Stop() }()
+	// The lease was last renewed at most a third of its ttl before the cut (etcd renews at
+	// ttl/3), so it lives at least two thirds of it past the crash.
+	for time.Since(crashed) < lease/2 {
+		if r1.App.Cutover.IsDriver() {
+			t.Fatalf("r1 drives %v after the crash, while r2's lease (%v) still lives", time.Since(crashed), lease)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("stopping r2: %v", err)
+	}
+	waitFor(t, waitLong, "r1 driving", func() bool { return r1.App.Cutover.IsDriver() })
+	t.Logf("r1 elected %v after the crash (lease %v)", time.Since(crashed).Round(100*time.Millisecond), lease)
+	// Back (the relay mended), r2 applies the epoch the new driver is at and acknowledges it,
+	// and the finalize through r1 proceeds.
+	cut.set(false)
+	if err := r2.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.finish(t, r1, []*load{loads[0], f.loadOn(t, r2, 8, "dc-again-%d")})
+}
+
+// A member that crashes (its link to etcd cut, then stopped: it cannot revoke its lease, as
+// after kill -9) stays live until its lease runs out, then expired but registered: the switch
+// waits for it all along, cutover forget is refused while the lease lives and accepted after,
+// and then the migration goes on to the end.
+func TestFleetMemberCrashedDuringCopy(t *testing.T) {
+	const lease = 10 * time.Second
+	f := startFleet(t, 40, 2, withLease(lease))
+	r3, cut := f.addRelayed(t, "r3")
 	f.waitMembers(t, 3)
 	loads := f.loadAll(t, 8, "cr")
 	drv := f.driver()
