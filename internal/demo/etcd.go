@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // embeddedEtcd is the demo's fleet store: one etcd member in this process, on loopback ports,
@@ -36,6 +37,9 @@ func startEtcd() (*embeddedEtcd, error) {
 	cfg.Dir = filepath.Join(dir, "data")
 	cfg.UnsafeNoFsync = true // throwaway data
 	cfg.LogLevel = "error"
+	// Silent: its only errors in a run were the listeners' "server closed" at shutdown, printed
+	// after the report; a store that fails shows as the fleet's own "store unreachable".
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	// Fast elections and a 1 s minimum lease: a dead driver is replaced in seconds.
 	cfg.TickMs, cfg.ElectionMs = 50, 500
 	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
