@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/BurntSushi/toml"
 )
 
@@ -342,7 +344,7 @@ func (p *cfgParser) parseHTTP(m map[string]any, h *HTTPConfig) error {
 		{"cipher_suites", &h.CipherSuites, false},
 	} {
 		if v, ok := str(m, s.key); ok {
-			if s.hdr && !validHeaderValue(v) {
+			if s.hdr && !httpguts.ValidHeaderFieldValue(v) {
 				return p.errf(pre+s.key, "contains characters not allowed in an HTTP header value")
 			}
 			*s.dst = v
@@ -475,7 +477,7 @@ func (p *cfgParser) parseHTTP(m map[string]any, h *HTTPConfig) error {
 		x.BasicAuthUsername, _ = str(pm, "basic_auth_username")
 		x.BasicAuthPassword, _ = str(pm, "basic_auth_password")
 		x.CustomAuthHeader, _ = str(pm, "custom_auth_header")
-		if !validHeaderValue(x.CustomAuthHeader) {
+		if !httpguts.ValidHeaderFieldValue(x.CustomAuthHeader) {
 			return p.errf(pp+"custom_auth_header", "contains characters not allowed in an HTTP header value")
 		}
 		if _, ok := pm["basic_auth_password"]; ok && x.BasicAuthUsername == "" {
@@ -509,33 +511,13 @@ func parseCustomHeader(s string) (string, string, error) {
 		return "", "", errors.New("expected \"Name: value\"")
 	}
 	name, value = strings.TrimSpace(name), strings.TrimSpace(value)
-	if name == "" || !validHeaderName(name) {
+	if name == "" || !httpguts.ValidHeaderFieldName(name) {
 		return "", "", errors.New("invalid header name")
 	}
-	if !validHeaderValue(value) {
+	if !httpguts.ValidHeaderFieldValue(value) {
 		return "", "", fmt.Errorf("invalid value for header %s", name)
 	}
 	return name, value, nil
-}
-
-func validHeaderName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x80 || c <= ' ' || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // ---------------------------------------------------------------------------------------------

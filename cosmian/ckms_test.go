@@ -115,6 +115,7 @@ func TestCKMSErrors(t *testing.T) {
 		{"legacy pkcs12 without password", base + "ssl_client_pkcs12_path = \"p.p12\"\n", "http_config.tls_client_pkcs12_password: missing: required with ssl_client_pkcs12_path"},
 		{"custom header syntax", base + "custom_headers = [\"X-Ok: 1\", \"NoColon\"]\n", "http_config.custom_headers[1]: expected"},
 		{"custom header name", base + "custom_headers = [\"X Bad: 1\"]\n", "http_config.custom_headers[0]: invalid header name"},
+		{"custom header value", base + "custom_headers = [\"X-Ok: a\\u0001b\"]\n", "http_config.custom_headers[0]: invalid value for header X-Ok"},
 		{"cipher suite", base + "cipher_suites = \"TLS_AES_256_GCM_SHA384:NOPE-CIPHER\"\n", "http_config.cipher_suites: unknown or unsupported cipher suite \"NOPE-CIPHER\""},
 		{"verified_cert path", base + "verified_cert = \"/etc/ssl/ca.pem\"\n", "http_config.verified_cert: no PEM CERTIFICATE"},
 		{"proxy without exclusion_list", base + "[http_config.proxy_params]\nurl = \"http://p:3128\"\n", "http_config.proxy_params.exclusion_list: missing"},
