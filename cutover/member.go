@@ -476,24 +476,19 @@ func (m *member) peers() []MemberInfo {
 }
 
 // probationStats aggregates the probation window over the fleet: requests and errors add up,
-// p99 is the worst member's (a conservative bound of the fleet's).
+// and the p99 is that of every request the fleet sent to the target (mergeProbation).
 func (c *Controller) probationStats(now time.Time) ProbationStats {
 	st := c.probation.stats(now, c.cfg.Probation.Window)
 	if c.fleet == nil {
+		st.Buckets = nil
 		return st
 	}
-	for _, p := range c.fleet.peers() {
-		q := p.Probation
-		st.Requests += q.Requests
-		st.Errors += q.Errors
-		if q.Requests > 0 && q.P99 > st.P99 {
-			st.P99 = q.P99
-		}
+	peers := c.fleet.peers()
+	qs := make([]ProbationStats, 0, len(peers))
+	for _, p := range peers {
+		qs = append(qs, p.Probation)
 	}
-	if st.Requests > 0 {
-		st.ErrorRate = float64(st.Errors) / float64(st.Requests)
-	}
-	return st
+	return mergeProbation(st, qs)
 }
 
 // shadowStats sums the shadow counters over the fleet.

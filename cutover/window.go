@@ -1,6 +1,7 @@
 package cutover
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -41,6 +42,84 @@ type ProbationStats struct {
 	Errors    int           `json:"errors"`
 	ErrorRate float64       `json:"error_rate"`
 	P99       time.Duration `json:"p99_ns"`
+	// Buckets counts the window's latencies by latBucket (only the non-empty ones): what a
+	// member publishes so that the driver computes the fleet's p99 from every request, not
+	// from the members' own p99s.
+	Buckets map[int]int `json:"buckets,omitempty"`
+}
+
+// Latency buckets for merging p99s: bucket i holds latencies up to 100 µs × 2^(i/8) (9 % wide),
+// the last one everything longer (about 12 s).
+const (
+	latBase    = 100 * time.Microsecond
+	latBuckets = 136
+)
+
+func latBound(i int) time.Duration { return time.Duration(float64(latBase) * math.Exp2(float64(i)/8)) }
+
+func latBucket(d time.Duration) int {
+	if d <= latBase {
+		return 0
+	}
+	return min(int(math.Ceil(8*math.Log2(float64(d)/float64(latBase)))), latBuckets-1)
+}
+
+// bucketP99 is the upper bound of the bucket holding the 99th percentile of n latencies (at
+// most 9 % above the exact figure).
+func bucketP99(b map[int]int, n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	rank := (99*n + 99) / 100
+	idx := make([]int, 0, len(b))
+	for i := range b {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	seen := 0
+	for _, i := range idx {
+		if seen += b[i]; seen >= rank {
+			return latBound(i)
+		}
+	}
+	return latBound(latBuckets - 1)
+}
+
+// mergeProbation adds the peers' windows to local's: requests and errors summed, the p99 that
+// of every request of the fleet (from the buckets; a peer that publishes none counts with its
+// own p99, a conservative bound). The result has no buckets.
+func mergeProbation(local ProbationStats, peers []ProbationStats) ProbationStats {
+	st := local
+	st.Buckets = nil
+	merged := make(map[int]int, len(local.Buckets))
+	for i, c := range local.Buckets {
+		merged[i] += c
+	}
+	n, others := local.Requests, false
+	var floor time.Duration
+	for _, q := range peers {
+		if q.Requests == 0 {
+			continue
+		}
+		others = true
+		st.Requests += q.Requests
+		st.Errors += q.Errors
+		if q.Buckets == nil {
+			floor = max(floor, q.P99)
+			continue
+		}
+		for i, c := range q.Buckets {
+			merged[i] += c
+		}
+		n += q.Requests
+	}
+	if others {
+		st.P99 = max(bucketP99(merged, n), floor)
+	}
+	if st.Requests > 0 {
+		st.ErrorRate = float64(st.Errors) / float64(st.Requests)
+	}
+	return st
 }
 
 func (w *window) stats(now time.Time, span time.Duration) ProbationStats {
@@ -58,6 +137,10 @@ func (w *window) stats(now time.Time, span time.Duration) ProbationStats {
 			st.Errors++
 		}
 		w.scratch = append(w.scratch, w.lat[i])
+		if st.Buckets == nil {
+			st.Buckets = map[int]int{}
+		}
+		st.Buckets[latBucket(w.lat[i])]++
 	}
 	if st.Requests == 0 {
 		return st
