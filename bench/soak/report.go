@@ -48,7 +48,7 @@ type Growth struct {
 	TooFewSamplesToJudge bool    `json:"too_few_samples,omitempty"`
 }
 
-// Report is a soak's outcome. JSON names are the issue's.
+// Report is a soak's outcome; bench/README.md ("Soak") documents each JSON field.
 type Report struct {
 	Pass            bool     `json:"pass"`
 	Problems        []string `json:"problems,omitempty"`
