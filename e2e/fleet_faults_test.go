@@ -412,7 +412,9 @@ func TestFleetDriverCrashedAfterSwitch(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err := <-stopped; err != nil {
-		t.Fatalf("stopping r2: %v", err)
+		// Cut off, its last journal flush cannot reach etcd: what a crash loses, and the
+		// new driver resumes from what is stored.
+		t.Logf("stopping r2 (cut off): %v", err)
 	}
 	waitFor(t, waitLong, "r1 driving", func() bool { return r1.App.Cutover.IsDriver() })
 	t.Logf("r1 elected %v after the crash (lease %v)", time.Since(crashed).Round(100*time.Millisecond), lease)
@@ -462,7 +464,7 @@ func TestFleetMemberCrashedDuringCopy(t *testing.T) {
 		t.Logf("the checks took %v; those while r3's lease lives are skipped", time.Since(crashed))
 	}
 	if err := <-stopped; err != nil {
-		t.Fatalf("stopping r3: %v", err)
+		t.Logf("stopping r3 (cut off): %v", err) // its last writes cannot reach etcd
 	}
 	// The switch waits for it, before and after its lease runs out.
 	waitFor(t, waitLong, "the switch waiting for r3", func() bool {
