@@ -171,18 +171,8 @@ func TestFleetJoinMidMigration(t *testing.T) {
 }
 
 func TestFleetMemberCutOffDuringSwitch(t *testing.T) {
-	var cut *cutProxy
 	f := startFleet(t, 40, 2, nil)
-	cut = newCutProxy(t, strings.TrimPrefix(f.etcd.Endpoint, "https://"))
-	r3, err := f.st.AddReplicaWith(context.Background(), "r3", func(c *app.Config) {
-		fc := *c.Fleet
-		fc.Endpoints = []string{"https://" + cut.addr}
-		c.Fleet = &fc
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.reps = append(f.reps, r3)
+	r3, cut := f.addRelayed(t, "r3")
 	f.waitMembers(t, 3)
 	loads := f.loadAll(t, 8, "co")
 	cut.set(true)
