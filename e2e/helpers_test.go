@@ -28,7 +28,9 @@ const (
 
 // testProbation never rolls back on latency (a slow -race box is not a fault under test).
 func testProbation(d time.Duration) cutover.ProbationConfig {
-	return cutover.ProbationConfig{Duration: d, MinRequests: new(20), MaxP99: 5 * time.Second, Window: min(d, 5*time.Second)}
+	// MinRequests is the controller's (100): with fewer, one transient error on the target is over
+	// 1 % and rolls a healthy switch back (seen: 1 of 56).
+	return cutover.ProbationConfig{Duration: d, MaxP99: 5 * time.Second, Window: min(d, 5*time.Second)}
 }
 
 // startStack starts two emulators (n keys on A, B empty) and the proxy on loopback TLS.
