@@ -59,6 +59,28 @@ const maxDialing = 4
 
 const tlsHandshakeTimeout = 2 * time.Second
 
+// callKey finds, from a dial's context, the context of the backend call that started the dial.
+// net/http detaches a dial from its request's cancellation, so that a later request may use
+// the connection. But a dial still waiting for a maxDialing slot after its call ended only
+// opens a connection nobody waits for. At 600 req/s per replica, after a backend restart or
+// slow spell, such dials queued by the thousand (12 000 goroutines per replica after four
+// minutes). They kept the four slots busy, so live calls waited behind them and timed out,
+// and each timed-out call queued one more.
+type callKey struct{}
+
+// callCtx is a call's context that also answers callKey with itself: one allocation, where
+// context.WithValue would be a larger one.
+type callCtx struct{ context.Context }
+
+func (c *callCtx) Value(key any) any {
+	if key == (callKey{}) {
+		return c.Context
+	}
+	return c.Context.Value(key)
+}
+
+var errDialUnwanted = errors.New("dial abandoned: the call that wanted the connection has ended")
+
 func newBackend(bc BackendConfig, now func() time.Time) (*backend, error) {
 	u, err := backendBase(bc.XKSURL)
 	if err != nil {
@@ -82,10 +104,16 @@ func newBackend(bc BackendConfig, now func() time.Time) (*backend, error) {
 	dialing := make(chan struct{}, maxDialing)
 	var tr *http.Transport
 	open := func(ctx context.Context, network, addr string, useTLS bool) (net.Conn, error) {
+		var callDone <-chan struct{} // nil (never ready) for a dial no call of ours started
+		if c, ok := ctx.Value(callKey{}).(context.Context); ok {
+			callDone = c.Done()
+		}
 		select {
 		case dialing <- struct{}{}:
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-callDone:
+			return nil, errDialUnwanted
 		}
 		defer func() { <-dialing }()
 		c, err := d.DialContext(ctx, network, addr)
@@ -191,7 +219,7 @@ func (b *backend) call(ctx context.Context, op xks.Operation, keyID string, body
 		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
 		// Room for the two headers the signer adds and the one added after signing.
 		Header: make(http.Header, 4),
-	}).WithContext(ctx)
+	}).WithContext(&callCtx{ctx})
 	req.Header["Content-Type"] = ctJSON
 	// Only Content-Type is present: the signer signs req in place, without a shadow copy.
 	if err := b.signer.SignPayloadHash(ctx, req, bodySum); err != nil {

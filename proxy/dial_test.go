@@ -51,3 +51,51 @@ func TestDialsToABackendAreBounded(t *testing.T) {
 		t.Errorf("only %d handshakes: the burst never needed a new connection and proves nothing", handshakes.Load())
 	}
 }
+
+// A dial still waiting for a slot when the call that started it has ended must not go on to
+// open a connection. Here every handshake stalls for 300 ms while 40 calls with a 100 ms
+// timeout all need a connection: 4 dials are in their handshakes and 36 wait for a slot. Once
+// the stall ends, the 36 must not dial: under a real backend outage such dials queued by
+// the thousand and kept the slots busy long after it recovered.
+func TestQueuedDialsEndWithTheirCall(t *testing.T) {
+	var stalled atomic.Bool
+	var handshakes atomic.Int64
+	f := newFakeKMS(credBackend)
+	f.addKey("k1", true, true, sharedKey)
+	srv := httptest.NewUnstartedServer(f)
+	srv.EnableHTTP2 = false
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		handshakes.Add(1)
+		if stalled.Load() {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return nil, nil
+	}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	e := &env{fa: f, fb: newFakeKMS(credBackend)}
+	e.start(t, []BackendConfig{{Name: "a", XKSURL: srv.URL + "/aws", Region: "eu-west-1", Credential: credBackend,
+		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Timeout: 100 * time.Millisecond}}, nil,
+		func(p *Proxy) {
+			p.order[0].cfg.Timeout, p.cfg.Limits.Budget = 100*time.Millisecond, 250*time.Millisecond
+		})
+	stalled.Store(true)
+	srv.CloseClientConnections() // the health check's connection: every call now needs a dial
+	handshakes.Store(0)
+	for _, st := range e.encryptAtOnce(t, 40, "k1") {
+		if st == 200 {
+			t.Fatal("an encrypt succeeded through a stalled handshake: the test proves nothing")
+		}
+	}
+	stalled.Store(false)
+	time.Sleep(700 * time.Millisecond) // the stalled handshakes end; a queued dial would follow
+	if n := handshakes.Load(); n > 2*maxDialing {
+		t.Errorf("%d handshakes for 40 calls that had all ended; the dials queued behind the first %d should have been dropped", n, maxDialing)
+	}
+	if st, b := e.post(t, keysPath+"k1/encrypt", encBody([]byte("pt"), nil)); st != 200 {
+		t.Errorf("encrypt after the stall: %d %s", st, b)
+	}
+}
