@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -295,6 +296,7 @@ secret_access_key = "` + testSecret + `"
 		{"slow body after", minimal("[server.limits]\nbody_timeout = \"100ms\"\nslow_body_after = \"200ms\"\n"), "x.toml: server.limits.slow_body_after: must be positive and at most BodyTimeout (100ms)"},
 		{"slow per conn", minimal("[server.limits]\nmax_slow_bodies = 4\nmax_slow_bodies_per_conn = 5\n"), "x.toml: server.limits.max_slow_bodies_per_conn: "},
 		{"in flight", minimal("[server.limits]\nmax_in_flight = -1\n"), "x.toml: server.limits.max_in_flight: must be at least 1"},
+		{"handshakes", minimal("[server.limits]\nmax_handshakes = 5000\n"), "x.toml: server.limits.max_handshakes: must be between 1 and 4096"},
 		{"acme domains", strings.Replace(minimal(""), `"self-signed"`, `"acme"`, 1), "x.toml: tls.domains: required"},
 		{"acme ip", acme(`domains = ["192.0.2.1"]`), "x.toml: tls.domains[0]: must be a DNS name"},
 		{"acme wildcard", acme(`domains = ["*.example.com"]`), "x.toml: tls.domains[0]: must be a DNS name"},
@@ -432,4 +434,35 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("valid file without route/backends/prefixes")
 		}
 	})
+}
+
+// Every [server.limits] key reaches the proxy: each field set to a distinct non-zero value
+// must come out non-zero in proxy.Limits (a field left out of Limits.Proxy stays zero).
+func TestLimitsMapEveryKey(t *testing.T) {
+	var l Limits
+	v := reflect.ValueOf(&l).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.Int, reflect.Int64:
+			f.SetInt(int64(i + 1))
+		default: // Duration
+			f.Set(reflect.ValueOf(Duration(time.Duration(i+1) * time.Millisecond)))
+		}
+	}
+	var nonZero func(reflect.Value) int
+	nonZero = func(v reflect.Value) int {
+		n := 0
+		for i := range v.NumField() {
+			if f := v.Field(i); f.Kind() == reflect.Struct {
+				n += nonZero(f)
+			} else if !f.IsZero() {
+				n++
+			}
+		}
+		return n
+	}
+	if got, want := nonZero(reflect.ValueOf(l.Proxy())), v.NumField(); got != want {
+		t.Errorf("%d of the %d [server.limits] keys reach proxy.Limits", got, want)
+	}
 }

@@ -35,6 +35,7 @@ type Limits struct {
 	SlowBodyAfter        Duration `toml:"slow_body_after"`
 	MaxSlowBodies        int      `toml:"max_slow_bodies"`
 	MaxSlowBodiesPerConn int      `toml:"max_slow_bodies_per_conn"`
+	MaxHandshakes        int      `toml:"max_handshakes"`
 }
 
 // server checks [server] and [server.limits]. A key left out stays zero and takes the proxy's
@@ -66,6 +67,7 @@ var limitKeys = map[string]string{
 	"XKS.MaxPayload": "max_payload_bytes", "XKS.MaxAAD": "max_aad_bytes",
 	"BodyTimeout": "body_timeout", "SlowBodyAfter": "slow_body_after",
 	"MaxSlowBodies": "max_slow_bodies", "MaxSlowBodiesPerConn": "max_slow_bodies_per_conn",
+	"MaxHandshakes": "max_handshakes",
 }
 
 // unjoin lists the errors an errors.Join holds (or err alone).
@@ -95,6 +97,7 @@ func (l Limits) Proxy() proxy.Limits {
 		SlowBodyAfter:        l.SlowBodyAfter.D(),
 		MaxSlowBodies:        l.MaxSlowBodies,
 		MaxSlowBodiesPerConn: l.MaxSlowBodiesPerConn,
+		MaxHandshakes:        l.MaxHandshakes,
 		XKS:                  xks.Limits{MaxPayload: l.MaxPayloadBytes, MaxAAD: l.MaxAADBytes},
 	}
 }

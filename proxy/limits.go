@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/xksproxy/xksproxy/xks"
@@ -41,6 +42,7 @@ func (l *Limits) checkAndSetDefaults() error {
 	setDef(&l.SlowBodyAfter, 50*time.Millisecond)
 	setDef(&l.MaxSlowBodies, 64)
 	setDef(&l.MaxSlowBodiesPerConn, 4)
+	setDef(&l.MaxHandshakes, max(2, runtime.GOMAXPROCS(0)))
 	var errs []error
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, &LimitError{Field: field, Msg: fmt.Sprintf(format, a...)})
@@ -78,6 +80,7 @@ func (l *Limits) checkAndSetDefaults() error {
 	if l.Budget < 0 || (l.Budget > 250*time.Millisecond && !l.AllowSlowBudget) {
 		bad("Budget", "must be positive and at most 250ms (AWS KMS's timeout)")
 	}
+	between("MaxHandshakes", int64(l.MaxHandshakes), 1, 4096)
 	if l.MaxInFlight < 1 {
 		bad("MaxInFlight", "must be at least 1")
 	}

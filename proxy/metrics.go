@@ -105,6 +105,14 @@ func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
 		Name: "xks_slow_bodies",
 		Help: "Requests still waiting for their body after slow_body_after (before authentication).",
 	}, func() float64 { return float64(p.slowBodies.Load()) })
+	hsWaiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "xks_tls_handshakes_waiting",
+		Help: "ClientHellos waiting for one of the max_handshakes slots of the main listener.",
+	}, func() float64 { return float64(p.handshakes.waiting.Load()) })
+	hsRefused := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "xks_tls_handshakes_refused_total",
+		Help: "TLS handshakes refused after waiting read_header_timeout for a max_handshakes slot.",
+	}, func() float64 { return float64(p.handshakes.refused.Load()) })
 	conns := make([]prometheus.Collector, 0, len(p.order))
 	for _, b := range p.order {
 		conns = append(conns, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -117,7 +125,7 @@ func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xks_build_info", Help: "Always 1; the version label names the build."}, []string{"version"})
 	build.WithLabelValues(p.cfg.Version).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.backendDur, m.backendReqs, m.sigv4, m.fallbacks, m.backendUp,
-		m.healthDur, m.routeEpoch, m.routeInfo, inFlight, build, slow, m.slowBodyRejected)
+		m.healthDur, m.routeEpoch, m.routeInfo, inFlight, build, slow, m.slowBodyRejected, hsWaiting, hsRefused)
 	// The standard runtime and process families (go_goroutines, go_gc_duration_seconds,
 	// process_resident_memory_bytes, process_open_fds, ...) on the same registry and listener:
 	// the first panel an operator opens, and where a leak shows.

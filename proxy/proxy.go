@@ -129,6 +129,9 @@ type Limits struct {
 	SlowBodyAfter        time.Duration
 	MaxSlowBodies        int
 	MaxSlowBodiesPerConn int
+	// MaxHandshakes bounds the TLS handshakes the main listener runs at once (default
+	// GOMAXPROCS, at least 2); a ClientHello waits up to ReadHeaderTimeout for a slot.
+	MaxHandshakes int
 	// AllowSlowBudget lifts the 250 ms cap on Budget. Only for end-to-end tests under the race
 	// detector, which slows every component several times over; configuration never sets it.
 	AllowSlowBudget bool
@@ -229,6 +232,7 @@ type Proxy struct {
 	// slowBodies counts requests still reading their body after SlowBodyAfter (admission.go).
 	slowBodies atomic.Int64
 	guards     sync.Pool // *bodyGuard
+	handshakes *handshakeGate // the main listener's TLS handshakes (handshake.go)
 	m          *metrics
 	health     *healthChecker
 	keyInfo    *keyInfoCache // nil: no backend has a reader (keyinfo.go)
@@ -268,6 +272,7 @@ func New(cfg Config) (*Proxy, error) {
 		ready:    make(chan struct{}),
 		adminMux: http.NewServeMux(),
 	}
+	p.handshakes = newHandshakeGate(cfg.Limits.MaxHandshakes, cfg.Limits.ReadHeaderTimeout)
 	p.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	for i, pc := range cfg.Prefixes {
 		if err := xks.ValidPrefix(pc.Path); err != nil {
@@ -575,7 +580,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	main := &http.Server{
 		Handler:           p.handler,
-		TLSConfig:         tlsCfg,
+		TLSConfig:         p.handshakes.config(tlsCfg),
+		ConnState:         p.handshakes.connState,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
@@ -592,7 +598,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ln  net.Listener
 		tls bool
 	}
-	list := []served{{main, ln, true}}
+	list := []served{{main, gateListener{ln, p.handshakes}, true}}
 	closeAll := func() {
 		for _, s := range list {
 			s.ln.Close()

@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// slowHandshakes makes every server handshake of the proxy take d inside its slot (in
+// GetCertificate, part of the server's work) and counts how many run at once.
+type slowHandshakes struct {
+	d                 time.Duration
+	running, peak, nb atomic.Int64
+}
+
+func (s *slowHandshakes) wrap(cfg *Config) {
+	cfg.TLS = cfg.TLS.Clone()
+	get, certs := cfg.TLS.GetCertificate, cfg.TLS.Certificates
+	cfg.TLS.Certificates = nil
+	cfg.TLS.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		s.nb.Add(1)
+		n := s.running.Add(1)
+		for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
+		}
+		time.Sleep(s.d)
+		s.running.Add(-1)
+		if get != nil {
+			return get(hello)
+		}
+		return &certs[0], nil
+	}
+}
+
+func (e *env) clientTLS() *tls.Config {
+	return e.client.Transport.(*http.Transport).TLSClientConfig.Clone()
+}
+
+// handshake dials the proxy and completes a TLS handshake within limit.
+func (e *env) handshake(cfg *tls.Config, limit time.Duration) (*tls.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	d := &tls.Dialer{Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", e.p.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*tls.Conn), nil
+}
+
+func TestHandshakesAreBounded(t *testing.T) {
+	slow := &slowHandshakes{d: 30 * time.Millisecond}
+	e := newEnv(t, func(c *Config) {
+		slow.wrap(c)
+		c.Limits.MaxHandshakes = 2
+	})
+	cfg := e.clientTLS()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 16 {
+		wg.Go(func() {
+			c, err := e.handshake(cfg, 5*time.Second)
+			if err != nil {
+				failed.Add(1)
+				t.Log(err)
+				return
+			}
+			c.Close()
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Errorf("%d of 16 handshakes failed; they should have waited for a slot", failed.Load())
+	}
+	if p := slow.peak.Load(); p > 2 {
+		t.Errorf("%d server handshakes at once; max_handshakes is 2", p)
+	}
+	if slow.nb.Load() < 16 {
+		t.Errorf("only %d handshakes reached the server", slow.nb.Load())
+	}
+}
+
+// A slot is held from the ClientHello to the end of the server's part only: not by a client
+// that connects and sends nothing, nor by a handshake that failed or was abandoned.
+func TestHandshakeSlotsAreGivenBack(t *testing.T) {
+	slow := &slowHandshakes{d: 50 * time.Millisecond}
+	e := newEnv(t, func(c *Config) {
+		slow.wrap(c)
+		c.Limits.MaxHandshakes = 1
+	})
+	good := e.clientTLS()
+	t.Run("silent connections hold none", func(t *testing.T) {
+		for range 4 {
+			c, err := net.Dial("tcp", e.p.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+		c, err := e.handshake(good, 2*time.Second)
+		if err != nil {
+			t.Fatalf("handshake behind 4 silent connections: %v", err)
+		}
+		c.Close()
+	})
+	t.Run("refused certificates", func(t *testing.T) {
+		// The client refuses the server's certificate: the handshake fails after the server's
+		// flight.
+		for range 4 {
+			if c, err := e.handshake(&tls.Config{ServerName: "127.0.0.1"}, 2*time.Second); err == nil {
+				c.Close()
+				t.Fatal("a client without the proxy's root accepted its certificate")
+			}
+		}
+		c, err := e.handshake(good, 2*time.Second)
+		if err != nil {
+			t.Fatalf("handshake after 4 refused ones: %v", err)
+		}
+		c.Close()
+	})
+	t.Run("clients gone mid-handshake", func(t *testing.T) {
+		// Each client gives up while the server is still in its part (50 ms).
+		for range 4 {
+			if c, err := e.handshake(good, 10*time.Millisecond); err == nil {
+				c.Close()
+			}
+		}
+		c, err := e.handshake(good, 2*time.Second)
+		if err != nil {
+			t.Fatalf("handshake after 4 abandoned ones: %v", err)
+		}
+		c.Close()
+	})
+	if e.p.handshakes.refused.Load() != 0 {
+		t.Errorf("%d handshakes refused for want of a slot", e.p.handshakes.refused.Load())
+	}
+}
+
+// A ClientHello that finds no slot within read_header_timeout is refused, and counted; once a
+// slot is free again, handshakes go through.
+func TestHandshakeRefusedAfterWaiting(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Limits.MaxHandshakes = 1
+		c.Limits.ReadHeaderTimeout = 100 * time.Millisecond
+	})
+	cfg := e.clientTLS()
+	e.p.handshakes.slots <- struct{}{} // the one slot, taken
+	if c, err := e.handshake(cfg, 5*time.Second); err == nil {
+		c.Close()
+		t.Fatal("a handshake went through with no slot free")
+	}
+	<-e.p.handshakes.slots
+	c, err := e.handshake(cfg, 5*time.Second)
+	if err != nil {
+		t.Fatalf("handshake with the slot free: %v", err)
+	}
+	c.Close()
+	if n := e.p.handshakes.refused.Load(); n != 1 {
+		t.Errorf("%d handshakes counted as refused, want 1", n)
+	}
+	if !strings.Contains(scrape(t, e), "\nxks_tls_handshakes_refused_total 1\n") {
+		t.Error("xks_tls_handshakes_refused_total is not 1 on the metrics endpoint")
+	}
+}
+
+// Session resumption still works through the per-connection configuration.
+func TestHandshakeGateKeepsResumption(t *testing.T) {
+	e := newEnv(t, nil)
+	cfg := e.clientTLS()
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		c, err := e.handshake(cfg, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// TLS 1.3 tickets arrive after the handshake: read until the ticket has been processed.
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, _ = c.Read(make([]byte, 1))
+		if i == 1 && !c.ConnectionState().DidResume {
+			t.Error("the second connection did not resume the first one's session")
+		}
+		c.Close()
+	}
+}
