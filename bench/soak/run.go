@@ -43,6 +43,7 @@ func (s *soak) loadConfig(i int) loadgen.Config {
 		// none itself; connections for 100 ms of load at once (more would open in one storm of
 		// handshakes at start, which AWS does not do).
 		Workers: max(256, int(perReplica*s.o.ClientTimeout.Seconds())), Conns: max(16, int(perReplica/10)),
+		HTTP2:           s.o.HTTP2,
 		Mix:             loadgen.Mix{Encrypt: 0.45, Decrypt: 0.45, Metadata: 0.1 - create, CreateKey: create},
 		CreateKeyPrefix: fmt.Sprintf("soak-r%d-new-%%d", i),
 		Record:          true, RecordEvery: every,

@@ -44,9 +44,13 @@ type Options struct {
 	// starved process answers late anywhere: a failure is an error reply or a broken
 	// connection, not a late success.
 	ClientTimeout time.Duration
-	MaxRecorded   int    // ciphertexts kept for re-decryption; default 50 000
-	Bin           string // xksproxy binary; default: built from the module into Dir
-	Dir           string // work directory (configs, logs); default a fresh temporary one, removed
+	// HTTP2 makes the load offer h2 and http/1.1, as curl does in AWS's example (the proxy
+	// picks h2 by default). Default: HTTP/1.1 only, the harder case for the proxy: a request
+	// that times out closes its connection, and the next one needs a new TLS handshake.
+	HTTP2       bool
+	MaxRecorded int    // ciphertexts kept for re-decryption; default 50 000
+	Bin         string // xksproxy binary; default: built from the module into Dir
+	Dir         string // work directory (configs, logs); default a fresh temporary one, removed
 	// Interrupt, when closed, ends the load early: no further fault is injected, the final
 	// checks run and the report says when the load stopped. Cancelling Run's context instead
 	// abandons the run without a report.

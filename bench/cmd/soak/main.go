@@ -53,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Keys, "keys", 50, "seeded keys taking traffic")
 	fs.DurationVar(&o.Probation, "probation", 0, "migration probation before finalize (default 30s, compressed for short runs)")
 	fs.DurationVar(&o.Grace, "grace", 0, "recovery allowed after a fault ends before failures are unexplained (default 3s)")
+	fs.BoolVar(&o.HTTP2, "http2", false, "the load offers h2 and http/1.1 (default: HTTP/1.1 only)")
 	fs.StringVar(&o.Bin, "xksproxy", "", "xksproxy binary (default: built from this module)")
 	fs.StringVar(&o.Dir, "dir", "", "keep configurations and proxy logs here (default: a temporary directory, removed)")
 	if err := fs.Parse(args); err != nil {
