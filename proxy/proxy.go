@@ -231,7 +231,7 @@ type Proxy struct {
 	inFlight atomic.Int64
 	// slowBodies counts requests still reading their body after SlowBodyAfter (admission.go).
 	slowBodies atomic.Int64
-	guards     sync.Pool // *bodyGuard
+	guards     sync.Pool      // *bodyGuard
 	handshakes *handshakeGate // the main listener's TLS handshakes (handshake.go)
 	m          *metrics
 	health     *healthChecker
