@@ -19,25 +19,16 @@ func TestDialsToABackendAreBounded(t *testing.T) {
 	f := newFakeKMS(credBackend)
 	f.addKey("k1", true, true, sharedKey)
 	f.latency.Store(int64(5 * time.Millisecond))
-	srv := httptest.NewUnstartedServer(f)
-	srv.EnableHTTP2 = false
-	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	_, bc := handshakeHookedBackend(t, f, func() {
 		handshakes.Add(1)
 		n := handshaking.Add(1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
 		time.Sleep(20 * time.Millisecond)
 		handshaking.Add(-1)
-		return nil, nil
-	}}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the dials still queued when the test ends
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	pool := x509.NewCertPool()
-	pool.AddCert(srv.Certificate())
+	})
 	e := &env{fa: f, fb: newFakeKMS(credBackend)}
-	e.start(t, []BackendConfig{{Name: "a", XKSURL: srv.URL + "/aws", Region: "eu-west-1", Credential: credBackend,
-		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Timeout: 240 * time.Millisecond}}, nil)
+	e.start(t, []BackendConfig{bc}, nil)
 	peak.Store(0)
 	for _, st := range e.encryptAtOnce(t, 24, "k1") {
 		if st != 200 {
@@ -62,23 +53,14 @@ func TestQueuedDialsEndWithTheirCall(t *testing.T) {
 	var handshakes atomic.Int64
 	f := newFakeKMS(credBackend)
 	f.addKey("k1", true, true, sharedKey)
-	srv := httptest.NewUnstartedServer(f)
-	srv.EnableHTTP2 = false
-	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	srv, bc := handshakeHookedBackend(t, f, func() {
 		handshakes.Add(1)
 		if stalled.Load() {
 			time.Sleep(300 * time.Millisecond)
 		}
-		return nil, nil
-	}}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	pool := x509.NewCertPool()
-	pool.AddCert(srv.Certificate())
+	})
 	e := &env{fa: f, fb: newFakeKMS(credBackend)}
-	e.start(t, []BackendConfig{{Name: "a", XKSURL: srv.URL + "/aws", Region: "eu-west-1", Credential: credBackend,
-		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Timeout: 100 * time.Millisecond}}, nil,
+	e.start(t, []BackendConfig{bc}, nil,
 		func(p *Proxy) {
 			p.order[0].cfg.Timeout, p.cfg.Limits.Budget = 100*time.Millisecond, 250*time.Millisecond
 		})
@@ -98,4 +80,22 @@ func TestQueuedDialsEndWithTheirCall(t *testing.T) {
 	if st, b := e.post(t, keysPath+"k1/encrypt", encBody([]byte("pt"), nil)); st != 200 {
 		t.Errorf("encrypt after the stall: %d %s", st, b)
 	}
+}
+
+// handshakeHookedBackend serves f over HTTP/1.1 and TLS, calling hook at each ClientHello, and
+// returns the server and backend "a" for it.
+func handshakeHookedBackend(t *testing.T, f *fakeKMS, hook func()) (*httptest.Server, BackendConfig) {
+	srv := httptest.NewUnstartedServer(f)
+	srv.EnableHTTP2 = false
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		hook()
+		return nil, nil
+	}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the dials still queued when a test ends
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	return srv, BackendConfig{Name: "a", XKSURL: srv.URL + "/aws", Region: "eu-west-1", Credential: credBackend,
+		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Timeout: 240 * time.Millisecond}
 }

@@ -94,48 +94,42 @@ func TestHandshakeSlotsAreGivenBack(t *testing.T) {
 		c.Limits.MaxHandshakes = 1
 	})
 	good := e.clientTLS()
-	t.Run("silent connections hold none", func(t *testing.T) {
-		for range 4 {
+	for _, c := range []struct {
+		name string
+		try  func(t *testing.T) // one connection that must not keep the one slot
+	}{
+		{"silent connection", func(t *testing.T) {
 			c, err := net.Dial("tcp", e.p.Addr().String())
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
-		}
-		c, err := e.handshake(good, 2*time.Second)
-		if err != nil {
-			t.Fatalf("handshake behind 4 silent connections: %v", err)
-		}
-		c.Close()
-	})
-	t.Run("refused certificates", func(t *testing.T) {
-		// The client refuses the server's certificate: the handshake fails after the server's
-		// flight.
-		for range 4 {
+			t.Cleanup(func() { c.Close() })
+		}},
+		{"refused certificate", func(t *testing.T) {
+			// The client refuses the server's certificate, after the server's flight.
 			if c, err := e.handshake(&tls.Config{ServerName: "127.0.0.1"}, 2*time.Second); err == nil {
 				c.Close()
 				t.Fatal("a client without the proxy's root accepted its certificate")
 			}
-		}
-		c, err := e.handshake(good, 2*time.Second)
-		if err != nil {
-			t.Fatalf("handshake after 4 refused ones: %v", err)
-		}
-		c.Close()
-	})
-	t.Run("clients gone mid-handshake", func(t *testing.T) {
-		// Each client gives up while the server is still in its part (50 ms).
-		for range 4 {
+		}},
+		{"client gone mid-handshake", func(t *testing.T) {
+			// It gives up while the server is still in its part (50 ms).
 			if c, err := e.handshake(good, 10*time.Millisecond); err == nil {
 				c.Close()
 			}
-		}
-		c, err := e.handshake(good, 2*time.Second)
-		if err != nil {
-			t.Fatalf("handshake after 4 abandoned ones: %v", err)
-		}
-		c.Close()
-	})
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for range 4 {
+				c.try(t)
+			}
+			conn, err := e.handshake(good, 2*time.Second)
+			if err != nil {
+				t.Fatalf("handshake after 4 of them: %v", err)
+			}
+			conn.Close()
+		})
+	}
 	if e.p.handshakes.refused.Load() != 0 {
 		t.Errorf("%d handshakes refused for want of a slot", e.p.handshakes.refused.Load())
 	}
