@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"net/http"
 	"sync/atomic"
 	"time"
 )
@@ -95,7 +94,8 @@ func (g *handshakeGate) acquire(ctx context.Context) error {
 // config returns base with the gate in front of every handshake of a gatedConn. The
 // connection's own configuration is a clone of base (or of what base.GetConfigForClient
 // picks) whose VerifyConnection gives the slot back: crypto/tls calls it on every server
-// path once the server's flight is sent, before waiting for the client's Finished.
+// path once the server's flight is sent, before waiting for the client's Finished. A
+// handshake that fails before that ends with the connection's Close, which gives it back.
 func (g *handshakeGate) config(base *tls.Config) *tls.Config {
 	inner := base.GetConfigForClient
 	out := base.Clone()
@@ -134,17 +134,4 @@ func (g *handshakeGate) config(base *tls.Config) *tls.Config {
 		return per, nil
 	}
 	return out
-}
-
-// connState gives the slot back once net/http sees the connection past its handshake or
-// closed, whatever path crypto/tls took.
-func (g *handshakeGate) connState(c net.Conn, st http.ConnState) {
-	if st == http.StateNew {
-		return
-	}
-	if tc, ok := c.(*tls.Conn); ok {
-		if gc, ok := tc.NetConn().(*gatedConn); ok {
-			gc.release()
-		}
-	}
 }

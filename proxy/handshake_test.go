@@ -113,6 +113,13 @@ func TestHandshakeSlotsAreGivenBack(t *testing.T) {
 				t.Fatal("a client without the proxy's root accepted its certificate")
 			}
 		}},
+		{"connection kept open after its handshake", func(t *testing.T) {
+			c, err := e.handshake(good, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+		}},
 		{"client gone mid-handshake", func(t *testing.T) {
 			// It gives up while the server is still in its part (50 ms).
 			if c, err := e.handshake(good, 10*time.Millisecond); err == nil {

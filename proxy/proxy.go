@@ -581,7 +581,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 	main := &http.Server{
 		Handler:           p.handler,
 		TLSConfig:         p.handshakes.config(tlsCfg),
-		ConnState:         p.handshakes.connState,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
