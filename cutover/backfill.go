@@ -45,16 +45,16 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			have, err := c.attrs(ctx, jb.to, jb.id, controlAttempts)
+			// copyKey even when the key is already on jb.to: a copy cut short after its import
+			// (at CreateKey time, or a pass before) left it there without its grants, and
+			// copyKey, given an identical key, only completes the grants.
+			res, err := c.copyKey(ctx, jb.from, jb.to, jb.id, controlAttempts)
 			if err != nil {
-				continue // retried on the next tick
+				c.log.Warn("cutover: copying a key created during the switch failed; will retry",
+					"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", err)
+				continue
 			}
-			if have == nil {
-				if _, err := c.copyKey(ctx, jb.from, jb.to, jb.id, controlAttempts); err != nil {
-					c.log.Warn("cutover: copying a key created during the switch failed; will retry",
-						"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", err)
-					continue
-				}
+			if res == ResultOK {
 				c.log.Info("cutover: key created during the switch copied", "key_id", jb.id, "from", jb.from.name, "to", jb.to.name)
 			}
 			done[jb.id] = true
@@ -77,9 +77,8 @@ func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 	if backend == c.src.name {
 		from, to = c.src, c.tgt
 	}
-	if have, err := c.attrs(ctx, to, keyID, 1); err != nil || have != nil {
-		return
-	}
+	// No "already there" shortcut: a key found on to may be a copy cut short before its
+	// grants; copyKey completes those on an identical key and refuses a different one.
 	if _, err := c.copyKey(ctx, from, to, keyID, 1); err != nil {
 		c.log.Warn("cutover: copying a new key at CreateKey time failed; the backfill will retry",
 			"key_id", keyID, "from", from.name, "to", to.name, "err", err)

@@ -652,3 +652,55 @@ func TestConfiguredShadowAndRevoke(t *testing.T) {
 		t.Errorf("created on the target after the switch grew after finalize: %d → %d", n, got)
 	}
 }
+
+// A copy of a new key cut short after its import (the soak saw one: the access/grant call timed
+// out at CreateKey time) leaves the key on the other side without its grants. Neither the
+// backfill nor a rollback may take "the key is there" for "the copy is done": A must end with the
+// creator's rights, or what AWS encrypted under the key on B cannot be decrypted after rollback.
+func TestCutShortCopyGetsItsGrants(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		backfill bool // let the backfill loop see the key before the rollback
+	}{{"backfill", true}, {"rollback", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, kmsemu.Cosmian526)
+			seedMixed(t, e.A, 3)
+			c := e.controller(t, nil)
+			ctx := ctxT(t)
+			must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+			mustWait(t, c, StateSwitched)
+			const uid, creator = "half-copied", "arn:aws:iam::123456789012:role/creator"
+			must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+			// The import half of a copy to A, without the grants that should follow it.
+			exp, err := e.cB.Export(ctx, uid, false)
+			must(t, err)
+			_, err = e.cA.Import(ctx, cosmian.ImportRequest{UID: uid, Material: exp.Material, Attributes: cosmian.KeyAttributes{
+				ObjectType: "SymmetricKey", Algorithm: exp.Attributes.Algorithm, Length: exp.Attributes.Length,
+				Tags: []string{cosmian.XKSTag}, KeyFormatType: exp.Attributes.KeyFormatType,
+			}})
+			exp.Wipe()
+			must(t, err)
+			if ops := e.A.Access(uid)[creator]; len(ops) != 0 {
+				t.Fatalf("setup: creator already has %v on A", ops)
+			}
+			c.NoteCreateKey(uid, creator, "B", true)
+			want := []string{"decrypt", "encrypt", "getattributes"}
+			if tc.backfill {
+				deadline := time.Now().Add(10 * time.Second)
+				for !slices.Equal(e.A.Access(uid)[creator], want) && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+				if ops := e.A.Access(uid)[creator]; !slices.Equal(ops, want) {
+					t.Errorf("after the backfill, creator's grant on A: %v", ops)
+				}
+			}
+			must(t, c.Rollback(ctx, "operator"))
+			if ops := e.A.Access(uid)[creator]; !slices.Equal(ops, want) {
+				t.Errorf("after the rollback, creator's grant on A: %v", ops)
+			}
+			if eq, err := e.B.KeyMaterialEqual(uid, e.A); !eq || err != nil {
+				t.Errorf("material: %v %v", eq, err)
+			}
+		})
+	}
+}

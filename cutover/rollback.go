@@ -134,8 +134,8 @@ func (c *Controller) copyBack(ctx context.Context) error {
 			fail(id, err)
 			return nil
 		}
-		if sa != nil {
-			return nil // already there; state and grants are synced below
+		if sa != nil && terr != nil {
+			return nil // there; the target cannot be read to complete its grants (warned below)
 		}
 		if terr != nil {
 			fail(id, fmt.Errorf("created on %s after the switch and %s cannot be read: %v", c.tgt.name, c.tgt.name, terr))
@@ -148,7 +148,11 @@ func (c *Controller) copyBack(ctx context.Context) error {
 			fail(id, fmt.Errorf("copy back to %s: %v", c.src.name, err))
 			return nil
 		}
-		c.log.Info("cutover: copied key created on the target back to the source", "key_id", id)
+		// Also for a key already on the source: a copy cut short after its import left it
+		// without its grants, which copyKey completes (it only adds, from the target's list).
+		if sa == nil {
+			c.log.Info("cutover: copied key created on the target back to the source", "key_id", id)
+		}
 		return nil
 	})
 	if err != nil {
