@@ -58,6 +58,7 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 				c.log.Info("cutover: key created during the switch copied", "key_id", jb.id, "from", jb.from.name, "to", jb.to.name)
 			}
 			done[jb.id] = true
+			c.markCompleted(jb.id)
 		}
 	}
 }
@@ -84,5 +85,6 @@ func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 			"key_id", keyID, "from", from.name, "to", to.name, "err", err)
 		return
 	}
+	c.markCompleted(keyID)
 	c.log.Info("cutover: new key copied at CreateKey time", "key_id", keyID, "from", from.name, "to", to.name)
 }

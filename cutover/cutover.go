@@ -181,6 +181,10 @@ type Controller struct {
 	// GrantsPending), id → backend name.
 	pendingMu sync.Mutex
 	pending   map[string]string
+	// completed: new keys (created during the migration) whose copy to the other side this
+	// process finished, grants included, so a rollback need not check them again. In memory:
+	// after a restart the rollback checks every one.
+	completed map[string]bool
 	// rights: the target's access lists as last carried to the source (rightsync.go).
 	rights *rightsBase
 }
@@ -199,6 +203,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg:       cfg,
 		backfill:  make(chan struct{}, 1),
 		pending:   map[string]string{},
+		completed: map[string]bool{},
 		rights:    newRightsBase(),
 		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},

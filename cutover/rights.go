@@ -23,6 +23,18 @@ func (c *Controller) clearPending(id string) {
 	c.pendingMu.Unlock()
 }
 
+func (c *Controller) markCompleted(id string) {
+	c.pendingMu.Lock()
+	c.completed[id] = true
+	c.pendingMu.Unlock()
+}
+
+func (c *Controller) isCompleted(id string) bool {
+	c.pendingMu.Lock()
+	defer c.pendingMu.Unlock()
+	return c.completed[id]
+}
+
 // GrantsPending reports whether backend holds keyID as a copy this controller imported and whose
 // access rights (and revocation state) it has not finished writing.
 func (c *Controller) GrantsPending(keyID, backend string) bool {

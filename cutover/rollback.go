@@ -134,8 +134,8 @@ func (c *Controller) copyBack(ctx context.Context) error {
 			fail(id, err)
 			return nil
 		}
-		if sa != nil && terr != nil {
-			return nil // there; the target cannot be read to complete its grants (warned below)
+		if sa != nil && (terr != nil || c.isCompleted(id)) {
+			return nil // there, and complete, or the target cannot be read to complete it (warned below)
 		}
 		if terr != nil {
 			fail(id, fmt.Errorf("created on %s after the switch and %s cannot be read: %v", c.tgt.name, c.tgt.name, terr))
