@@ -11,7 +11,6 @@ import (
 func (c *Controller) backfillLoop(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
-	done := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -29,14 +28,14 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 		c.mu.Lock()
 		var jobs []job
 		for _, id := range c.j.CreatedOnTarget {
-			if !done[id] {
+			if !c.isCompleted(id) {
 				jobs = append(jobs, job{id, c.tgt, c.src})
 			}
 		}
 		// Keys the source answered a CreateKey for after the switch (see the proxy's guard):
 		// the target, which serves, must hold them too.
 		for _, id := range c.j.CreatedDuring {
-			if !done[id] {
+			if !c.isCompleted(id) {
 				jobs = append(jobs, job{id, c.src, c.tgt})
 			}
 		}
@@ -57,7 +56,6 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 			if res == ResultOK {
 				c.log.Info("cutover: key created during the switch copied", "key_id", jb.id, "from", jb.from.name, "to", jb.to.name)
 			}
-			done[jb.id] = true
 			c.markCompleted(jb.id)
 		}
 	}
