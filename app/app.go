@@ -221,9 +221,9 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 		},
 		OnCreateKey: func(ctx context.Context, ev proxy.CreateKeyEvent) {
 			ctrl.NoteCreateKey(ev.KeyID, ev.Principal, ev.Backend, ev.Minted)
-			// While switched, copy the new key to the other side before AWS hears back, so
-			// its first Encrypt can already fall back; the background backfill retries on
-			// failure.
+			// While a migration runs, copy the new key to the other side before AWS hears
+			// back, so that it is there whichever side serves its first Encrypt; the catch-up
+			// and the backfill retry on failure.
 			ctrl.CopyCreated(ctx, ev.KeyID, ev.Backend)
 			if onCreate != nil {
 				onCreate(ctx, ev)

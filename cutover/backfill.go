@@ -62,14 +62,16 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 }
 
 // CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side
-// while switched (or rolling back), within ctx. The proxy calls it before replying to AWS, so
-// that the key is on both sides before it is first used. Failures are left to the backfill loop.
+// while a migration runs, within ctx. The proxy calls it before replying to AWS, so that the key
+// is on both sides before it is first used. Failures are left to the catch-up before the switch
+// and to the backfill loop after it.
 func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
-	st := c.curState()
-	// Fleet: while a migration runs, some member may serve the other side at any moment (the
-	// epochs reach members at different times), so every new key is copied before the reply.
-	fleetWide := c.fleet != nil && st.inMigration()
-	if st != StateSwitched && st != StateRollingBack && !fleetWide {
+	// Not only once switched: a key made on the source after the switch's last catch-up pass,
+	// and first used after the switch, would otherwise reach the target before the backfill
+	// copied it (a KeyNotFound there that falls back, but that probation counts against the
+	// target). In fleet mode some member may serve the other side at any moment anyway (the
+	// epochs reach members at different times).
+	if !c.curState().inMigration() {
 		return
 	}
 	from, to := c.tgt, c.src

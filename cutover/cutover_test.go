@@ -704,3 +704,42 @@ func TestCutShortCopyGetsItsGrants(t *testing.T) {
 		})
 	}
 }
+
+// A key created on the source while the migration has not switched yet is on the target when
+// the CreateKey is answered: created after the switch's last catch-up pass, it would otherwise
+// reach the target, once switched, before the backfill copied it.
+func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		state State
+	}{{"copying", StateCopying}, {"verified", StateVerified}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, kmsemu.Cosmian526)
+			seedMixed(t, e.A, 20)
+			c := e.controller(t, nil)
+			ctx := ctxT(t)
+			if tc.state == StateCopying {
+				// A slow target keeps the copy under way.
+				e.B.SetFaults(kmsemu.Faults{Latency: 100 * time.Millisecond, KMIPOnly: true})
+			}
+			must(t, c.Start(ctx, StartOptions{}))
+			mustWait(t, c, tc.state)
+			e.B.SetFaults(kmsemu.Faults{})
+			const uid, creator = "made-before-switch", "arn:aws:iam::123456789012:role/creator"
+			must(t, e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+			c.NoteCreateKey(uid, creator, "A", true)
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c.CopyCreated(cctx, uid, "A")
+			cancel()
+			if st := c.Status().State; tc.state == StateVerified && st != StateVerified {
+				t.Fatalf("state moved to %s during the test", st)
+			}
+			if eq, err := e.A.KeyMaterialEqual(uid, e.B); err != nil || !eq {
+				t.Fatalf("after CreateKey in %s the key is not on B as on A (equal=%v, err=%v)", tc.state, eq, err)
+			}
+			if ops, want := e.B.Access(uid)[creator], []string{"decrypt", "encrypt", "getattributes"}; !slices.Equal(ops, want) {
+				t.Errorf("creator's grant on B: %v, want %v", ops, want)
+			}
+		})
+	}
+}

@@ -46,6 +46,9 @@ func startStack(t *testing.T, n int, cfg devstack.Config) (*devstack.Stack, []st
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = tailLogger(t)
+	}
 	// The race detector slows every component several times over: with AWS's 240 ms budget a
 	// loaded CI machine turns slow answers into timeouts that probation counts against B.
 	if cfg.Budget == 0 {
