@@ -228,9 +228,15 @@ type emuMigration struct {
 	pending map[string]string // key → backend
 	present map[string]bool   // "backend/key" known to be held
 	down    map[string]bool   // backend whose owner view cannot be read
+	// inactive: the migration has ended (Active false) while the route still has a fallback.
+	inactive bool
 }
 
-func (m *emuMigration) Active() bool { return true }
+func (m *emuMigration) Active() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.inactive
+}
 func (m *emuMigration) GrantsPending(id, b string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -321,6 +327,35 @@ func TestCreateKeyNeverMintsASecondKey(t *testing.T) {
 	if _, ok := e.eb.Object("while-a-is-dark"); ok {
 		t.Error("key minted on the primary although the fallback could not be asked")
 	}
+	mig.mu.Lock()
+	mig.down["a"] = false
+	mig.mu.Unlock()
+
+	// A CreateKey that reached the primary is never retried on the fallback, which may lack the
+	// id and would mint a different key under it: not for a key only the primary holds, and not
+	// in the moment a migration has ended but the route still names a fallback.
+	if err := e.eb.CreateKey("admin", "only-on-b", kmsemu.KeyOptions{Tags: []string{"aws-xks"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.eb.SetFaults(kmsemu.Faults{ErrorRate: 1, XKSOnly: true})
+	for _, tc := range []struct {
+		name, id string
+		inactive bool
+	}{{"held by the primary only", "only-on-b", false}, {"migration just ended", "after-the-end", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			mig.mu.Lock()
+			mig.inactive = tc.inactive
+			mig.mu.Unlock()
+			defer func() { mig.mu.Lock(); mig.inactive = false; mig.mu.Unlock() }()
+			if st, b := createKeyAs(tc.id, p1); st < 500 || !xks.ErrorName(errName(t, b)).Retryable() {
+				t.Errorf("CreateKey with the primary failing: %d %s, want a retryable error", st, b)
+			}
+			if _, ok := e.ea.Object(tc.id); ok {
+				t.Errorf("the fallback minted %s after the primary failed", tc.id)
+			}
+		})
+	}
+	e.eb.SetFaults(kmsemu.Faults{})
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -223,9 +223,12 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 	if err == nil || rt.fallback == nil || !p.fallbackWorthy(err, ex.keyID, rt.primary.name) {
 		return status, out, err
 	}
-	if createKey && ex.minted {
-		// The primary was to mint the key (neither side held it): the fallback would mint a
-		// second, different key under the same id. The primary's error goes back; AWS retries.
+	if createKey {
+		// A CreateKey goes to the one backend createKeyTarget chose. The fallback was not seen
+		// to hold the id (else it would have been chosen), so it would mint a second, different
+		// key under it: whether the primary was to mint the key, holds it alone, or the
+		// migration ended while this route still named a fallback. The primary's error goes
+		// back; AWS retries.
 		return status, out, err
 	}
 	remaining := time.Until(deadline)

@@ -72,6 +72,8 @@ var errCreateUnknown = xks.Errorf(xks.InternalException, "cannot tell whether an
 //   - either side cannot be asked: refused with a retryable error, never a guess that could
 //     leave two keys under one id.
 //
+// Whichever side it goes to, a failed CreateKey is never retried on the other (forward).
+//
 // Outside a migration (or without one wired in) CreateKey goes to the primary and the caller is
 // taken as the creator only when no fallback exists.
 func (p *Proxy) createKeyTarget(ex *exchange, rt *routeTable) (*backend, *xks.Error) {
