@@ -335,9 +335,10 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 			req.Attributes.Length = exp.Attributes.Length
 		}
 		// From the import until its grants are written, a refusal on to is not policy: the
-		// proxy may fall back for this key (GrantsPending).
+		// proxy may fall back for this key (GrantsPending). A copy cut short after the import
+		// leaves it pending: the key is on to without its grants until a later copyKey (the
+		// backfill, the catch-up, a rollback) completes them and clears it.
 		c.markPending(uid, to.name)
-		defer c.clearPending(uid)
 		_, err := retry(ctx, c, attempts, "import on "+to.name, func(ctx context.Context) (string, error) {
 			return to.k.Import(ctx, req)
 		})
@@ -379,6 +380,7 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 		// carried as changes (rightsync.go).
 		c.noteTargetBaseline(ctx, uid, attempts)
 	}
+	c.clearPending(uid, to.name)
 	return result, nil
 }
 

@@ -743,3 +743,46 @@ func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
 		})
 	}
 }
+
+// A copy cut short after its import leaves the key pending on the side it was imported to, so
+// that the proxy may fall back for its refusals there (the grants are missing, not revoked),
+// until a later copy writes the grants; then it is policy again.
+func TestCutShortCopyStaysPendingUntilGranted(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	const uid, creator = "grants-cut-short", "arn:aws:iam::123456789012:role/creator"
+	must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	e.failA.set("access/grant") // the import to A succeeds, its grants do not
+	c.NoteCreateKey(uid, creator, "B", true)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	c.CopyCreated(cctx, uid, "B")
+	cancel()
+	if _, ok := e.A.Object(uid); !ok {
+		t.Fatalf("setup: the import to A did not happen")
+	}
+	if ops := e.A.Access(uid)[creator]; len(ops) != 0 {
+		t.Fatalf("setup: creator has %v on A although grants fail", ops)
+	}
+	if !c.GrantsPending(uid, "A") {
+		t.Errorf("a key imported on A without its grants is not pending there")
+	}
+	if c.GrantsPending(uid, "B") {
+		t.Errorf("pending on B, where the key was created")
+	}
+	e.failA.set("")
+	want := []string{"decrypt", "encrypt", "getattributes"}
+	deadline := time.Now().Add(10 * time.Second)
+	for (c.GrantsPending(uid, "A") || !slices.Equal(e.A.Access(uid)[creator], want)) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ops := e.A.Access(uid)[creator]; !slices.Equal(ops, want) {
+		t.Errorf("after the backfill, creator's grant on A: %v, want %v", ops, want)
+	}
+	if c.GrantsPending(uid, "A") {
+		t.Errorf("still pending on A after the backfill wrote the grants")
+	}
+}

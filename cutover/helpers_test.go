@@ -3,11 +3,14 @@ package cutover
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,6 +75,27 @@ type env struct {
 	router  *fakeRouter
 	aclA    string
 	aclB    string
+	// failA, failB make the controller's calls to A or B whose path contains the set string
+	// fail as a lost connection would (failPath).
+	failA, failB failPath
+}
+
+// failPath is a RoundTripper that fails the requests whose URL path contains a set string.
+type failPath struct {
+	next http.RoundTripper
+	sub  atomic.Pointer[string]
+}
+
+func (f *failPath) set(sub string) { f.sub.Store(&sub) }
+
+func (f *failPath) RoundTrip(r *http.Request) (*http.Response, error) {
+	if s := f.sub.Load(); s != nil && *s != "" && strings.Contains(r.URL.Path, *s) {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, errors.New("test: connection lost")
+	}
+	return f.next.RoundTrip(r)
 }
 
 func newEnv(tb testing.TB, aclB kmsemu.Generation) *env {
@@ -84,7 +108,7 @@ func newEnvGen(tb testing.TB, genA, genB kmsemu.Generation, shared bool) *env {
 	tb.Helper()
 	e := &env{journal: filepath.Join(tb.TempDir(), "cutover.journal"), router: &fakeRouter{}, aclA: string(genA), aclB: string(genB)}
 	var store *kmsemu.Store
-	start := func(acl kmsemu.Generation) (*kmsemu.Server, *cosmian.Client) {
+	start := func(acl kmsemu.Generation, fail *failPath) (*kmsemu.Server, *cosmian.Client) {
 		s, err := kmsemu.New(kmsemu.Config{CosmianVersion: acl, Store: store})
 		if err != nil {
 			tb.Fatal(err)
@@ -94,22 +118,24 @@ func newEnvGen(tb testing.TB, genA, genB kmsemu.Generation, shared bool) *env {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { run.Close() })
-		hc := &http.Client{Transport: &http.Transport{
+		tr := &http.Transport{
 			TLSClientConfig:     &tls.Config{RootCAs: run.CertPool},
 			MaxIdleConnsPerHost: 64,
-		}}
-		tb.Cleanup(hc.CloseIdleConnections) // runs before run.Close: no 5 s wait on unused conns
+		}
+		fail.next = tr
+		hc := &http.Client{Transport: fail}
+		tb.Cleanup(tr.CloseIdleConnections) // runs before run.Close: no 5 s wait on unused conns
 		c, err := cosmian.NewClient(cosmian.ClientConfig{BaseURL: run.URL, HTTP: hc, Timeout: 2 * time.Second})
 		if err != nil {
 			tb.Fatal(err)
 		}
 		return s, c
 	}
-	e.A, e.cA = start(genA)
+	e.A, e.cA = start(genA, &e.failA)
 	if shared {
 		store = e.A.Store()
 	}
-	e.B, e.cB = start(genB)
+	e.B, e.cB = start(genB, &e.failB)
 	return e
 }
 

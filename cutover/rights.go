@@ -17,9 +17,13 @@ func (c *Controller) markPending(id, backend string) {
 	c.pendingMu.Unlock()
 }
 
-func (c *Controller) clearPending(id string) {
+// clearPending ends id's pending state on backend (and only there: a pending copy to the other
+// side is not finished by this one).
+func (c *Controller) clearPending(id, backend string) {
 	c.pendingMu.Lock()
-	delete(c.pending, id)
+	if c.pending[id] == backend {
+		delete(c.pending, id)
+	}
 	c.pendingMu.Unlock()
 }
 

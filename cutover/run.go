@@ -58,6 +58,12 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 			j.Keys = map[string]*KeyProgress{}
 			j.CreatedDuring, j.CreatedOnTarget = nil, nil
 			clear(c.created)
+			// What the last migration completed or left half-copied says nothing of this one's
+			// keys (the same id may be a new key now, the sides may be swapped).
+			c.pendingMu.Lock()
+			clear(c.completed)
+			clear(c.pending)
+			c.pendingMu.Unlock()
 		})
 		if err != nil {
 			return err
