@@ -21,9 +21,11 @@ type fakeController struct {
 	calls []string
 	err   error
 	st    cutover.Status
+	delay time.Duration // how long each control call takes
 }
 
 func (f *fakeController) record(s string) error {
+	time.Sleep(f.delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, s)
@@ -90,6 +92,35 @@ func TestRoundTrip(t *testing.T) {
 	st, err := c.Status(ctx)
 	if err != nil || st.State != cutover.StateSwitched || st.Primary != "B" {
 		t.Errorf("status %+v %v", st, err)
+	}
+}
+
+// TestControlCallOutlastsWriteTimeout: a rollback or finalize that takes longer than the admin
+// listener's write timeout still gets its reply to the caller (it used to complete while the
+// caller saw EOF).
+func TestControlCallOutlastsWriteTimeout(t *testing.T) {
+	f := &fakeController{st: cutover.Status{State: cutover.StateRolledBack}, delay: 500 * time.Millisecond}
+	srv := httptest.NewUnstartedServer(Handler(f))
+	srv.Config.WriteTimeout = 100 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := &Client{BaseURL: srv.URL, Token: "t", HTTP: &http.Client{Timeout: time.Minute}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for name, call := range map[string]func() (*cutover.Status, error){
+		"rollback": func() (*cutover.Status, error) { return c.Rollback(ctx, "slow") },
+		"finalize": func() (*cutover.Status, error) { return c.Finalize(ctx, cutover.FinalizeOptions{}) },
+		"switch":   func() (*cutover.Status, error) { return c.Switch(ctx) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			st, err := call()
+			if err != nil {
+				t.Fatalf("%s that outlasts the write timeout: %v", name, err)
+			}
+			if st.State != cutover.StateRolledBack {
+				t.Errorf("reply %+v, want the controller's status", st)
+			}
+		})
 	}
 }
 

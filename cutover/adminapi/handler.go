@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/xksproxy/xksproxy/cutover"
 )
@@ -26,6 +27,21 @@ type Controller interface {
 
 // maxBody bounds admin request bodies.
 const maxBody = 16 << 10
+
+// ControlTimeout bounds one control call (plan, switch, rollback, finalize). A rollback copies
+// back the keys created on the target and re-checks the rights of every migrated key before it
+// answers: with thousands of keys under load that outlasts the admin listener's write timeout,
+// and the caller saw EOF for a rollback that went on and completed. These calls get this long
+// instead, their reply a margin more, and the CLI's client waits longer than both.
+const ControlTimeout = 4 * time.Minute
+
+// controlCall lifts the listener's write deadline (set when the request was read) for a
+// control call and bounds the call itself by ControlTimeout.
+func controlCall(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
+	// A writer without deadlines (a test recorder) has no listener timeout to lift.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(ControlTimeout + 15*time.Second))
+	return context.WithTimeout(r.Context(), ControlTimeout)
+}
 
 // Handler serves the admin API for c; the proxy mounts it behind its token auth.
 //
@@ -44,7 +60,9 @@ func Handler(c Controller) http.Handler {
 		if !readBody(w, r, nil) {
 			return
 		}
-		p, err := c.Plan(r.Context())
+		ctx, cancel := controlCall(w, r)
+		defer cancel()
+		p, err := c.Plan(ctx)
 		if err != nil {
 			writeErr(w, err)
 			return
@@ -67,7 +85,9 @@ func Handler(c Controller) http.Handler {
 		if !readBody(w, r, nil) {
 			return
 		}
-		if err := c.Switch(r.Context()); err != nil {
+		ctx, cancel := controlCall(w, r)
+		defer cancel()
+		if err := c.Switch(ctx); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -80,7 +100,9 @@ func Handler(c Controller) http.Handler {
 		if !readBody(w, r, &req) {
 			return
 		}
-		if err := c.Rollback(r.Context(), req.Reason); err != nil {
+		ctx, cancel := controlCall(w, r)
+		defer cancel()
+		if err := c.Rollback(ctx, req.Reason); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -91,7 +113,9 @@ func Handler(c Controller) http.Handler {
 		if !readBody(w, r, &o) {
 			return
 		}
-		if err := c.Finalize(r.Context(), o); err != nil {
+		ctx, cancel := controlCall(w, r)
+		defer cancel()
+		if err := c.Finalize(ctx, o); err != nil {
 			writeErr(w, err)
 			return
 		}
