@@ -74,6 +74,15 @@ func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 	if !c.curState().inMigration() {
 		return
 	}
+	// AWS repeats CreateKey (GetKeyMetadata with kmsOperation CreateKey) for keys that exist: a
+	// key this process copied to completion, or one the migration copied, is on both sides, and
+	// copying it again on every repeat would only load both backends while the migration runs.
+	if c.isCompleted(keyID) {
+		return
+	}
+	if k, ok := c.keyProgress(keyID); copied(k, ok) {
+		return
+	}
 	from, to := c.tgt, c.src
 	if backend == c.src.name {
 		from, to = c.src, c.tgt

@@ -786,3 +786,44 @@ func TestCutShortCopyStaysPendingUntilGranted(t *testing.T) {
 		t.Errorf("still pending on A after the backfill wrote the grants")
 	}
 }
+
+// A repeated CreateKey (AWS sends one for keys that exist) costs the backends nothing for a key
+// already on both sides: one the migration copied, or one this process copied at CreateKey time.
+func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 5)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{})) // stops in verified: no background pass runs there
+	mustWait(t, c, StateVerified)
+	const uid, creator = "made-while-verified", "arn:aws:iam::123456789012:role/creator"
+	must(t, e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	c.NoteCreateKey(uid, creator, "A", true)
+	c.CopyCreated(ctx, uid, "A")
+	if _, ok := e.B.Object(uid); !ok {
+		t.Fatalf("setup: the new key was not copied to B")
+	}
+	calls := func() int64 {
+		var n int64
+		for _, s := range []*kmsemu.Server{e.A, e.B} {
+			for _, v := range s.Stats().KMIP {
+				n += v
+			}
+		}
+		return n
+	}
+	for _, tc := range []struct{ name, id, backend string }{
+		{"migrated key answered by A", "key-000", "A"},
+		{"migrated key answered by B", "key-001", "B"},
+		{"key copied at its CreateKey", uid, "A"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := calls()
+			c.NoteCreateKey(tc.id, "arn:aws:iam::123456789012:role/other", tc.backend, false)
+			c.CopyCreated(ctx, tc.id, tc.backend)
+			if n := calls() - before; n != 0 {
+				t.Errorf("a repeated CreateKey for %s made %d KMIP calls", tc.id, n)
+			}
+		})
+	}
+}
