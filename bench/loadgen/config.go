@@ -47,8 +47,13 @@ const (
 	DefaultTimeout    = 250 * time.Millisecond
 	DefaultPrincipal  = "arn:aws:iam::111122223333:role/xksload"
 	DefaultMaxSamples = 10_000_000
-	// ringSize bounds the recent encrypt results kept per key for Decrypt traffic.
-	ringSize = 128
+	// ringSize bounds the recent encrypt results kept per key for Decrypt traffic, and
+	// ringBudget all keys' together: a soak's CreateKey share adds thousands of keys, and 128
+	// results for each (1.2 GB at 12 700 keys) made the load generator's GC stall the emulators
+	// it shares a process with.
+	ringSize   = 128
+	ringBudget = 16 << 10
+	ringMin    = 4
 	// maxPlaintext bounds Sizes (the spec minimum the proxy must support is 4300).
 	maxPlaintext = 64 << 10
 )
@@ -262,4 +267,10 @@ func ParseSizes(s string) ([]SizeWeight, error) {
 		return nil, fmt.Errorf("%w: no sizes", ErrConfig)
 	}
 	return out, nil
+}
+
+// ringSizeFor is the per-key ring size with n keys in use: ringSize until ringBudget is shared
+// out, never below ringMin.
+func ringSizeFor(n int) int {
+	return min(ringSize, max(ringMin, ringBudget/max(n, 1)))
 }

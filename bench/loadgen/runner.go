@@ -156,7 +156,7 @@ func (r *Runner) newKey(id string) *keyState {
 		lo = lo<<8 | uint64(sum[8+i])
 	}
 	formatUUID(&u, hi, lo)
-	return &keyState{id: id, arn: "arn:aws:kms:" + r.cfg.Region + ":111122223333:key/" + string(u[:]), ring: make([]*Sealed, 0, ringSize)}
+	return &keyState{id: id, arn: "arn:aws:kms:" + r.cfg.Region + ":111122223333:key/" + string(u[:]), ring: nil}
 }
 
 func (r *Runner) addKey(id string) {
@@ -441,12 +441,19 @@ func (r *Runner) encrypt(ctx context.Context, w *worker, k *keyState) (string, e
 		return ErrBadResponse, nil
 	}
 	s.At = r.cfg.Now()
+	size := ringSizeFor(len(*r.keys.Load()))
 	k.mu.Lock()
-	if len(k.ring) < ringSize {
+	if len(k.ring) > size {
+		// More keys since this ring filled: give back its share (the results are garbage now).
+		clear(k.ring[size:])
+		k.ring = k.ring[:size]
+		k.next %= size
+	}
+	if len(k.ring) < size {
 		k.ring = append(k.ring, s)
 	} else {
-		k.ring[k.next] = s
-		k.next = (k.next + 1) % ringSize
+		k.ring[k.next%len(k.ring)] = s
+		k.next = (k.next + 1) % len(k.ring)
 	}
 	k.mu.Unlock()
 	if r.cfg.Record {
