@@ -348,14 +348,18 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 			// background pass) may have imported it a moment ago: then it is ours and identical,
 			// a normal race. Otherwise it is not visible to us (another owner): never overwrite.
 			if !c.importedMeanwhile(ctx, to, uid, exp.Material, attempts) {
+				// Not ours: its refusals there are its owner's policy, never pending.
+				c.clearPending(uid, to.name)
 				return "", conflictKey("uid already exists on %s under another owner (or destroyed); it is never overwritten", to.name)
 			}
 			result = ResultSkipped
 		case err != nil:
 			var ke *cosmian.KMSError
 			if errors.As(err, &ke) {
+				c.clearPending(uid, to.name) // refused: nothing was imported
 				return "", failKey("import on %s: %v", to.name, err)
 			}
+			// No answer: the import may have landed, so the key stays pending.
 			return "", err
 		}
 		ta = &cosmian.KeyAttributes{State: cosmian.StateActive}

@@ -827,3 +827,25 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 		})
 	}
 }
+
+// A copy that finds the id taken on the other side by a key it cannot see (another owner's)
+// leaves nothing pending there: that key's refusals are its owner's policy, and the proxy must
+// not fall back past them.
+func TestForeignKeyUnderIDNeverPending(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	const uid = "taken-on-a"
+	must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	must(t, e.A.CreateKey("someone-else", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	c.NoteCreateKey(uid, "arn:aws:iam::123456789012:role/creator", "B", true)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	c.CopyCreated(cctx, uid, "B")
+	cancel()
+	if c.GrantsPending(uid, "A") {
+		t.Errorf("another owner's key under the id on A is pending: the proxy would fall back past its refusals")
+	}
+}
