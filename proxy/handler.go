@@ -220,15 +220,12 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 	t0 := time.Now()
 	status, out, err := p.attempt(ex, rt.primary, t)
 	res.Backend = rt.primary.name
-	if err == nil || rt.fallback == nil || !p.fallbackWorthy(err, ex.keyID, rt.primary.name) {
-		return status, out, err
-	}
-	if createKey {
-		// A CreateKey goes to the one backend createKeyTarget chose. The fallback was not seen
-		// to hold the id (else it would have been chosen), so it would mint a second, different
-		// key under it: whether the primary was to mint the key, holds it alone, or the
-		// migration ended while this route still named a fallback. The primary's error goes
-		// back; AWS retries.
+	// A CreateKey goes to the one backend createKeyTarget chose, never on to the fallback. The
+	// fallback was not seen to hold the id (else it would have been chosen), so it would mint a
+	// second, different key under it: whether the primary was to mint the key, holds it alone,
+	// or the migration ended while this route still named a fallback. The primary's error goes
+	// back; AWS retries.
+	if err == nil || createKey || rt.fallback == nil || !p.fallbackWorthy(err, ex.keyID, rt.primary.name) {
 		return status, out, err
 	}
 	remaining := time.Until(deadline)
