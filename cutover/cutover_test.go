@@ -215,12 +215,7 @@ func TestProbationAutoRollback(t *testing.T) {
 }
 
 func TestProbationP99Rollback(t *testing.T) {
-	e := newEnv(t, kmsemu.Cosmian526)
-	seedMixed(t, e.A, 3)
-	c := e.controller(t, nil)
-	ctx := ctxT(t)
-	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
-	mustWait(t, c, StateSwitched)
+	_, c, _ := switchedEnv(t)
 	for range 50 {
 		c.Observe("B", "", time.Second, false)
 	}
@@ -663,12 +658,7 @@ func TestCutShortCopyGetsItsGrants(t *testing.T) {
 		backfill bool // let the backfill loop see the key before the rollback
 	}{{"backfill", true}, {"rollback", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, kmsemu.Cosmian526)
-			seedMixed(t, e.A, 3)
-			c := e.controller(t, nil)
-			ctx := ctxT(t)
-			must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
-			mustWait(t, c, StateSwitched)
+			e, c, ctx := switchedEnv(t)
 			const uid, creator = "half-copied", "arn:aws:iam::123456789012:role/creator"
 			must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 			// The import half of a copy to A, without the grants that should follow it.
@@ -748,12 +738,7 @@ func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
 // that the proxy may fall back for its refusals there (the grants are missing, not revoked),
 // until a later copy writes the grants; then it is policy again.
 func TestCutShortCopyStaysPendingUntilGranted(t *testing.T) {
-	e := newEnv(t, kmsemu.Cosmian526)
-	seedMixed(t, e.A, 3)
-	c := e.controller(t, nil)
-	ctx := ctxT(t)
-	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
-	mustWait(t, c, StateSwitched)
+	e, c, ctx := switchedEnv(t)
 	const uid, creator = "grants-cut-short", "arn:aws:iam::123456789012:role/creator"
 	must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	e.failA.set("access/grant") // the import to A succeeds, its grants do not
@@ -832,12 +817,7 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 // leaves nothing pending there: that key's refusals are its owner's policy, and the proxy must
 // not fall back past them.
 func TestForeignKeyUnderIDNeverPending(t *testing.T) {
-	e := newEnv(t, kmsemu.Cosmian526)
-	seedMixed(t, e.A, 3)
-	c := e.controller(t, nil)
-	ctx := ctxT(t)
-	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
-	mustWait(t, c, StateSwitched)
+	e, c, ctx := switchedEnv(t)
 	const uid = "taken-on-a"
 	must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.A.CreateKey("someone-else", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))

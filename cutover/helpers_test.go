@@ -174,6 +174,18 @@ func (e *env) controller(tb testing.TB, mut func(*Config)) *Controller {
 	return c
 }
 
+// switchedEnv migrates three seeded keys from A to B and waits for the switch.
+func switchedEnv(t *testing.T) (*env, *Controller, context.Context) {
+	t.Helper()
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	return e, c, ctx
+}
+
 func ctxT(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	tb.Cleanup(cancel)
