@@ -117,6 +117,10 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 	if src == nil || dst == nil {
 		return Config{}, fmt.Errorf("%s: cutover: backends %q and %q both need ckms_config (KMIP access as the keys' owner) to migrate", name, co.Source, co.Target)
 	}
+	var rightsSyncRate float64 // 0: the controller's default
+	if co.RightsSyncRate != nil {
+		rightsSyncRate = *co.RightsSyncRate
+	}
 	cc := &cutover.Config{
 		Source:      cutover.Backend{Name: co.Source, KMIP: src, ACL: cutover.ACLBoth},
 		Target:      cutover.Backend{Name: co.Target, KMIP: dst, ACL: co.TargetACL},
@@ -126,6 +130,7 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 
 		RevokeSourceGrantsOnFinalize: co.RevokeSourceGrantsOnFinalize,
 		GrantEveryoneForServiceKeys:  co.GrantEveryoneForServiceKeys,
+		RightsSyncRate:               rightsSyncRate,
 		Shadow:                       cutover.ShadowConfig{Duration: co.ShadowDuration.D(), SampleRate: co.ShadowSampleRate},
 		Probation: cutover.ProbationConfig{
 			Duration:     co.ProbationDuration.D(),

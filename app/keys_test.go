@@ -100,6 +100,7 @@ select = "list"
 tag = "t1"
 keys = ["k1", "k2"]
 concurrency = 3
+rights_sync_rate = 40.0
 target_acl = "arn"
 shadow_duration = "10m"
 shadow_sample_rate = 0.25
@@ -179,6 +180,7 @@ format = "text"
 		{"cutover.tag", c.Select.Tag == "t1"},
 		{"cutover.keys", len(c.Select.Keys) == 2 && c.Select.Keys[1] == "k2"},
 		{"cutover.concurrency", c.Concurrency == 3},
+		{"cutover.rights_sync_rate", c.RightsSyncRate == 40},
 		{"cutover.target_acl", c.Target.ACL == cutover.ACLARN},
 		{"cutover.shadow_duration", c.Shadow.Duration == 10*time.Minute},
 		{"cutover.shadow_sample_rate", c.Shadow.SampleRate != nil && *c.Shadow.SampleRate == 0.25},

@@ -344,6 +344,8 @@ secret_access_key = "` + testSecret + `"
 		{"cutover list", minimal(two + "[cutover]\nselect = \"list\"\n"), "x.toml: cutover.keys: "},
 		{"cutover target", minimal("[cutover]\ntarget = \"z\"\n"), "x.toml: cutover.target: "},
 		{"cutover rate", minimal(two + "[cutover]\nshadow_sample_rate = 1.5\n"), "x.toml: cutover.shadow_sample_rate: "},
+		{"rights sync rate 0", minimal(two + "[cutover]\nrights_sync_rate = 0.0\n"), "x.toml: cutover.rights_sync_rate: must be above 0"},
+		{"rights sync rate huge", minimal(two + "[cutover]\nrights_sync_rate = 1e9\n"), "x.toml: cutover.rights_sync_rate: "},
 		{"cutover acl", minimal(two + "[cutover]\ntarget_acl = \"x\"\n"), "x.toml: cutover.target_acl: "},
 		{"log", minimal("[log]\nformat = \"xml\"\n"), "x.toml: log.format: "},
 	}

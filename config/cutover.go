@@ -16,6 +16,7 @@ type Cutover struct {
 	Tag                          string   `toml:"tag"`
 	Keys                         []string `toml:"keys"`
 	Concurrency                  int      `toml:"concurrency"`
+	RightsSyncRate               *float64 `toml:"rights_sync_rate"`
 	TargetACL                    string   `toml:"target_acl"`
 	ShadowDuration               Duration `toml:"shadow_duration"`
 	ShadowSampleRate             *float64 `toml:"shadow_sample_rate"`
@@ -57,6 +58,9 @@ func (c *checker) cutover(f *File, names map[string]int) {
 	}
 	if co.Concurrency != 0 {
 		c.rule("cutover.concurrency", cutover.CheckConcurrency(co.Concurrency))
+	}
+	if co.RightsSyncRate != nil { // a written 0 would stop the sync: refused, not defaulted
+		c.rule("cutover.rights_sync_rate", cutover.CheckRightsSyncRate(*co.RightsSyncRate))
 	}
 	if co.TargetACL != "" {
 		c.rule("cutover.target_acl", cutover.CheckACL(co.TargetACL))

@@ -61,6 +61,11 @@ const (
 	DefaultProbationMaxP99       = 100 * time.Millisecond
 	DefaultProbationMinRequests  = 100
 	DefaultConcurrency           = 8
+	// DefaultRightsSyncRate bounds the rights sync's reads on the serving backend (two calls a
+	// key): low enough to leave that backend to live traffic, high enough that a fleet of a
+	// thousand keys is re-read every 10 s.
+	DefaultRightsSyncRate = 100.0
+	MaxRightsSyncRate     = 100000
 )
 
 // ProbationConfig sets the thresholds that roll a switch back automatically.
@@ -106,6 +111,11 @@ type Config struct {
 	// RightsSyncInterval: while switched, rights changes made on the target are carried to
 	// the source at this interval (plus the time of one pass); default 1s, at most 1m.
 	RightsSyncInterval time.Duration
+	// RightsSyncRate: keys per second a rights-sync pass reads on the target (an attribute read
+	// and an access list each), default DefaultRightsSyncRate. A pass over n keys takes at
+	// least n/RightsSyncRate seconds: that, plus the interval, is how long a change made on the
+	// target takes to reach the source.
+	RightsSyncRate float64
 	// GrantEveryoneForServiceKeys lets a key that a newer source (ACL "service") grants only to
 	// [aws-xks-service] be granted to every user ("*") on a 5.26 target (ACL "arn"): the only
 	// way 5.26 lets AWS's changing principals use it, but also every KMIP user of that server,
@@ -201,6 +211,11 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.RightsSyncInterval < 0 || c.RightsSyncInterval > time.Minute {
 		return errors.New("cutover: RightsSyncInterval must be positive and at most 1m")
+	}
+	if c.RightsSyncRate == 0 {
+		c.RightsSyncRate = DefaultRightsSyncRate
+	} else if err := CheckRightsSyncRate(c.RightsSyncRate); err != nil {
+		return fmt.Errorf("cutover: RightsSyncRate: %w", err)
 	}
 	if c.Now == nil {
 		c.Now = time.Now

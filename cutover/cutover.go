@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/xks"
 )
@@ -187,6 +189,8 @@ type Controller struct {
 	completed map[string]bool
 	// rights: the target's access lists as last carried to the source (rightsync.go).
 	rights *rightsBase
+	// rightsLim paces the rights-sync passes (RightsSyncRate keys a second).
+	rightsLim *rate.Limiter
 }
 
 // New loads (or creates) the journal and returns a controller. It starts no
@@ -205,6 +209,7 @@ func New(cfg Config) (*Controller, error) {
 		pending:   map[string]string{},
 		completed: map[string]bool{},
 		rights:    newRightsBase(),
+		rightsLim: rate.NewLimiter(rate.Limit(cfg.RightsSyncRate), 1),
 		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
 		log:       cfg.Logger.With("component", "cutover"),

@@ -829,3 +829,31 @@ func TestForeignKeyUnderIDNeverPending(t *testing.T) {
 		t.Errorf("another owner's key under the id on A is pending: the proxy would fall back past its refusals")
 	}
 }
+
+// The rights sync reads the serving backend at RightsSyncRate keys a second at most, so a fleet
+// of keys cannot turn it into a load on the side that serves live traffic. A lower bound only:
+// a slow machine makes the pass longer, never shorter.
+func TestRightsSyncPaced(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 20)
+	const perSecond = 10
+	c := e.controller(t, func(cfg *Config) { cfg.RightsSyncRate = perSecond })
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	n := len(c.syncIDs())
+	if n < 10 {
+		t.Fatalf("%d keys to sync", n)
+	}
+	start := time.Now()
+	c.syncRightsPass(ctx, controlAttempts)
+	if took, least := time.Since(start), time.Duration(n-1)*time.Second/perSecond; took < least {
+		t.Errorf("a pass over %d keys took %v: faster than %d keys a second", n, took, perSecond)
+	}
+	// The change it carries is still carried.
+	must(t, e.B.RevokeAccess("admin", "key-004", "arn:aws:iam::123456789012:user/Alice", "decrypt"))
+	c.syncRightsPass(ctx, controlAttempts)
+	if ops := e.A.Access("key-004")["arn:aws:iam::123456789012:user/Alice"]; slices.Contains(ops, "decrypt") {
+		t.Errorf("revocation on B not carried to A by a paced pass: %v", ops)
+	}
+}

@@ -16,6 +16,9 @@ type metrics struct {
 	// rightsCarried counts rights changes made on the target while switched and carried to the
 	// source, by change (grant, revoke_access, revoke_key, destroy).
 	rightsCarried *prometheus.CounterVec
+	// rightsSyncPass: seconds the last rights-sync pass took; with the interval, how long a
+	// rights change on the target takes to reach the source.
+	rightsSyncPass prometheus.Gauge
 	fleetMetrics
 }
 
@@ -35,6 +38,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Calls retried on the fallback backend after the switch."}),
 		rightsCarried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rights_carried_total",
 			Help: "Rights changes made on the target while switched and carried to the source as the same change, by change (grant, revoke_access, revoke_key, destroy)."}, []string{"change"}),
+		rightsSyncPass: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xks_cutover_rights_sync_pass_seconds",
+			Help: "Seconds the last rights-sync pass took while switched (paced at rights_sync_rate keys a second); with the 1 s interval, how long a rights change on the target takes to reach the source."}),
 	}
 	var err error
 	if m.fleetMetrics, err = newFleetMetrics(reg); err != nil {
@@ -62,6 +67,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.rightsCarried, err = register(reg, m.rightsCarried); err != nil {
+		return nil, err
+	}
+	if m.rightsSyncPass, err = register(reg, m.rightsSyncPass); err != nil {
 		return nil, err
 	}
 	return m, nil

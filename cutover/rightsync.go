@@ -120,9 +120,15 @@ func (c *Controller) syncIDs() []string {
 	return slices.Compact(ids)
 }
 
-// syncRightsPass runs syncRights over every key; failures are retried on the next pass.
+// syncRightsPass runs syncRights over every key, RightsSyncRate keys a second at most so the
+// serving backend stays free for live traffic; failures are retried on the next pass.
 func (c *Controller) syncRightsPass(ctx context.Context, attempts int) {
+	start := c.cfg.Now()
+	defer func() { c.m.rightsSyncPass.Set(c.cfg.Now().Sub(start).Seconds()) }()
 	_ = c.forEach(ctx, c.syncIDs(), func(ctx context.Context, id string) error {
+		if err := c.rightsLim.Wait(ctx); err != nil || c.curState() != StateSwitched {
+			return nil // cancelled, or a rollback or finalize (which sync themselves) ended the switch
+		}
 		if err := c.syncRights(ctx, id, attempts, false); err != nil && ctx.Err() == nil {
 			c.log.Warn("cutover: carrying a rights change to the source failed; will retry", "key_id", id, "err", truncate(err.Error()))
 		}

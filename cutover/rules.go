@@ -41,6 +41,15 @@ func CheckConcurrency(n int) error {
 	return nil
 }
 
+// CheckRightsSyncRate: keys per second the rights sync may read on the serving backend,
+// above 0 and at most MaxRightsSyncRate (0 in a Config means the default).
+func CheckRightsSyncRate(r float64) error {
+	if math.IsNaN(r) || r <= 0 || r > MaxRightsSyncRate {
+		return fmt.Errorf("must be above 0 and at most %d keys per second", MaxRightsSyncRate)
+	}
+	return nil
+}
+
 // CheckACL: the XKS access-control generation of a backend.
 func CheckACL(acl string) error {
 	switch acl {
