@@ -40,8 +40,18 @@ var ErrUnknownMember = errors.New("cutover: no such member")
 type WatchEvent struct {
 	Header  *Header     // a new stored header
 	Created *CreatedKey // a new created-key note
+	Key     *KeyEvent   // a key record written or deleted by the driver
 	// Resync: events may have been missed (compaction, long disconnect); load again.
 	Resync bool
+}
+
+// KeyEvent is one key record of the stored journal as the driver wrote it: every member needs
+// it, because whether the target holds a key decides whether a KeyNotFound there may fall back
+// (Controller.MayLack), and a member that did not know the key was copied would let the source
+// answer for a key revoked or destroyed on the target.
+type KeyEvent struct {
+	ID       string
+	Progress *KeyProgress // nil: the record was deleted
 }
 
 // MemberRecord is what one member publishes about itself.

@@ -190,12 +190,33 @@ func (m *member) onEvent(ev WatchEvent) {
 		if err != nil || snap == nil {
 			return
 		}
+		// The header first: a new migration's header clears the previous one's records,
+		// and must not clear the ones just loaded.
+		m.onHeader(&snap.Header)
 		c.mu.Lock()
-		for _, n := range snap.Created {
-			c.addCreatedLocked(n)
+		if snap.Header.StartedAt == c.j.StartedAt {
+			for _, n := range snap.Created {
+				c.addCreatedLocked(n)
+			}
+			if snap.Keys != nil {
+				c.j.Keys = snap.Keys
+			}
 		}
 		c.mu.Unlock()
-		m.onHeader(&snap.Header)
+	case ev.Key != nil:
+		if m.isDriver() || validKeyID(ev.Key.ID) != nil {
+			return // the driver's own records are its journal already
+		}
+		c.mu.Lock()
+		if c.j.Keys == nil {
+			c.j.Keys = map[string]*KeyProgress{}
+		}
+		if ev.Key.Progress == nil {
+			delete(c.j.Keys, ev.Key.ID)
+		} else {
+			c.j.Keys[ev.Key.ID] = ev.Key.Progress
+		}
+		c.mu.Unlock()
 	case ev.Created != nil:
 		if validKeyID(ev.Created.ID) != nil {
 			return

@@ -34,12 +34,18 @@ type xksAs struct {
 
 func newXKSAs(t *testing.T, st *devstack.Stack, principal string) *xksAs {
 	t.Helper()
+	return newXKSAsAt(t, st, st.Endpoint, principal)
+}
+
+// newXKSAsAt is newXKSAs to one replica's endpoint.
+func newXKSAsAt(t *testing.T, st *devstack.Stack, endpoint, principal string) *xksAs {
+	t.Helper()
 	s, err := sigv4.NewSigner(sigv4.SignerConfig{Credential: st.Credential, Region: st.Region})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := xks.NewClient(xks.ClientConfig{
-		BaseURL: st.Endpoint + st.Prefix + xks.APIPathSuffix,
+		BaseURL: endpoint + st.Prefix + xks.APIPathSuffix,
 		HTTP:    &http.Client{Transport: &http.Transport{TLSClientConfig: st.ClientTLS(), ForceAttemptHTTP2: true}},
 		Signer:  s, Timeout: 10 * time.Second,
 	})
@@ -56,6 +62,11 @@ func (x *xksAs) md(op string) xks.RequestMetadata {
 
 func (x *xksAs) createKey(ctx context.Context, id string) error {
 	_, err := x.c.Metadata(ctx, id, x.md("CreateKey"))
+	return err
+}
+
+func (x *xksAs) describe(ctx context.Context, id string) error {
+	_, err := x.c.Metadata(ctx, id, x.md("DescribeKey"))
 	return err
 }
 

@@ -455,11 +455,19 @@ func (e *Etcd) Watch(ctx context.Context, fn func(cutover.WatchEvent)) {
 				break
 			}
 			for _, ev := range resp.Events {
+				key := strings.TrimPrefix(string(ev.Kv.Key), e.pfx)
 				if ev.Type != clientv3.EventTypePut {
+					if id, ok := strings.CutPrefix(key, "keys/"); ok {
+						fn(cutover.WatchEvent{Key: &cutover.KeyEvent{ID: id}})
+					}
 					continue
 				}
-				key := strings.TrimPrefix(string(ev.Kv.Key), e.pfx)
 				switch {
+				case strings.HasPrefix(key, "keys/"):
+					k := new(cutover.KeyProgress)
+					if json.Unmarshal(ev.Kv.Value, k) == nil {
+						fn(cutover.WatchEvent{Key: &cutover.KeyEvent{ID: strings.TrimPrefix(key, "keys/"), Progress: k}})
+					}
 				case key == "header":
 					h := new(cutover.Header)
 					if json.Unmarshal(ev.Kv.Value, h) == nil {

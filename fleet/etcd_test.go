@@ -105,7 +105,7 @@ func TestEtcdStore(t *testing.T) {
 		}
 	})
 
-	t.Run("watch sees headers and notes after the load", func(t *testing.T) {
+	t.Run("watch sees headers, notes and key records after the load", func(t *testing.T) {
 		wctx, wcancel := context.WithCancel(ctx)
 		got := make(chan cutover.WatchEvent, 10)
 		go b.Watch(wctx, func(ev cutover.WatchEvent) { got <- ev })
@@ -116,12 +116,27 @@ func TestEtcdStore(t *testing.T) {
 		if err := a.Save(ctx, cutover.Change{PrevEpoch: 2, Header: hdr(3, cutover.StateVerifying)}); err != nil {
 			t.Fatal(err)
 		}
-		var sawNote, sawHeader bool
-		for !sawNote || !sawHeader {
+		// A key record written and then deleted by the driver reaches every member.
+		kp := &cutover.KeyProgress{Phase: cutover.PhaseCopy, Result: cutover.ResultOK}
+		if err := a.Save(ctx, cutover.Change{PrevEpoch: 3, Keys: map[string]*cutover.KeyProgress{"k-9": kp}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Save(ctx, cutover.Change{PrevEpoch: 3, Keys: map[string]*cutover.KeyProgress{"k-9": nil}}); err != nil {
+			t.Fatal(err)
+		}
+		var sawNote, sawHeader, sawKey, sawKeyDeleted bool
+		for !sawNote || !sawHeader || !sawKeyDeleted {
 			select {
 			case ev := <-got:
 				sawNote = sawNote || (ev.Created != nil && ev.Created.ID == "new-2" && ev.Created.OnTarget)
 				sawHeader = sawHeader || (ev.Header != nil && ev.Header.Epoch == 3)
+				if k := ev.Key; k != nil && k.ID == "k-9" {
+					if k.Progress != nil {
+						sawKey = *k.Progress == *kp
+					} else {
+						sawKeyDeleted = sawKey // in order: the record, then its deletion
+					}
+				}
 			case <-ctx.Done():
 				t.Fatal("watch events not seen")
 			}

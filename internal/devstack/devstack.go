@@ -115,9 +115,11 @@ type Config struct {
 	Shadow             cutover.ShadowConfig
 	// GrantEveryoneForServiceKeys is the operator's consent of cutover.Config's field.
 	GrantEveryoneForServiceKeys bool
-	Logger                      *slog.Logger
-	Progress                    interface{ Write([]byte) (int, error) }
-	Version                     string
+	// RightsSyncInterval is cutover.Config's (0: its default).
+	RightsSyncInterval time.Duration
+	Logger             *slog.Logger
+	Progress           interface{ Write([]byte) (int, error) }
+	Version            string
 	// Fleet, when set, makes every proxy of the stack a member of a fleet coordinated through
 	// that store: the first proxy is member "r1", AddReplica starts more. Member and Logger
 	// are filled per replica.
@@ -394,6 +396,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				Logger:      log,
 
 				GrantEveryoneForServiceKeys: cfg.GrantEveryoneForServiceKeys,
+				RightsSyncInterval:          cfg.RightsSyncInterval,
 				Registry:                    reg,
 				Progress:                    cfg.Progress,
 			},
