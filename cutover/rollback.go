@@ -73,6 +73,7 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		return err
 	}
 	c.m.rollbacks.WithLabelValues(category).Inc()
+	c.rights.reset() // rolled back: no pass or rollback reads them again
 	return nil
 }
 

@@ -64,6 +64,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 			clear(c.completed)
 			clear(c.pending)
 			c.pendingMu.Unlock()
+			c.rights.reset()
 		})
 		if err != nil {
 			return err
