@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xksproxy/xksproxy/cutover"
+	"github.com/xksproxy/xksproxy/cutover/adminapi"
 )
 
 // forwardedHeader marks an admin call forwarded by another member, so that a call never
@@ -83,28 +84,39 @@ func fleetAdmin(ctrl *cutover.Controller, local http.Handler) http.Handler {
 			writeAdminErr(w, http.StatusBadRequest, "request body could not be read")
 			return
 		}
-		rp := &httputil.ReverseProxy{
-			Transport: tr,
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(target)
-				pr.Out.URL.Path = r.URL.Path
-				pr.Out.URL.RawPath = ""
-				pr.Out.Header.Set(forwardedHeader, ctrl.Status().Fleet.Member)
-				pr.Out.Body = io.NopCloser(bytes.NewReader(body))
-				pr.Out.ContentLength = int64(len(body))
-			},
-			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-				if status {
-					local.ServeHTTP(w, r)
-					return
-				}
-				writeAdminErr(w, http.StatusBadGateway, "forwarding to the driver "+name+" failed: "+err.Error())
-			},
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		rp.ServeHTTP(w, r)
+		forwardToDriver(w, r, tr, target, body, ctrl.Status().Fleet.Member, func(w http.ResponseWriter, err error) {
+			if status {
+				local.ServeHTTP(w, r)
+				return
+			}
+			writeAdminErr(w, http.StatusBadGateway, "forwarding to the driver "+name+" failed: "+err.Error())
+		})
 	})
 	return mux
+}
+
+// forwardToDriver relays an admin call to the driver at target. A control call (anything but a
+// GET) may take minutes there (a rollback copies keys back before it answers): this listener's
+// write deadline, set when the request was read, is lifted as the driver's own is, or the
+// operator would see EOF for a call that went on to complete.
+func forwardToDriver(w http.ResponseWriter, r *http.Request, tr http.RoundTripper, target *url.URL, body []byte, member string, failed func(http.ResponseWriter, error)) {
+	if r.Method != http.MethodGet {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(adminapi.ControlTimeout + 30*time.Second))
+	}
+	rp := &httputil.ReverseProxy{
+		Transport: tr,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.URL.Path = r.URL.Path
+			pr.Out.URL.RawPath = ""
+			pr.Out.Header.Set(forwardedHeader, member)
+			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
+			pr.Out.ContentLength = int64(len(body))
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) { failed(w, err) },
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	rp.ServeHTTP(w, r)
 }
 
 func writeAdminErr(w http.ResponseWriter, status int, msg string) {
