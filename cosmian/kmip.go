@@ -209,9 +209,13 @@ func userTags(op string, tags []string) ([]string, error) {
 // ---------------------------------------------------------------------------------------------
 // Attributes decoding
 
+// stateNames maps a State as Cosmian sends it (hex or text) to the package's constant, so a
+// decoded state never holds its own copy (callers keep one per key).
 var stateNames = map[string]string{
 	"0x00000001": StatePreActive, "0x00000002": StateActive, "0x00000003": StateDeactivated,
 	"0x00000004": StateCompromised, "0x00000005": StateDestroyed, "0x00000006": StateDestroyedCompromised,
+	StatePreActive: StatePreActive, StateActive: StateActive, StateDeactivated: StateDeactivated,
+	StateCompromised: StateCompromised, StateDestroyed: StateDestroyed, StateDestroyedCompromised: StateDestroyedCompromised,
 }
 
 // parseAttributes reads an Attributes structure into a. Fields already set in a are kept unless

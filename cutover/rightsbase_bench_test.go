@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/xksproxy/xksproxy/cosmian"
 )
 
 // BenchmarkRightsBaseMemory reports what the rights baselines hold per key while switched (and
@@ -18,8 +20,9 @@ func BenchmarkRightsBaseMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		r := newRightsBase()
 		for i := range keys {
-			// What a snapshot decodes from Cosmian: fresh strings for every key.
-			s := keySnap{acl: map[string][]string{}, state: string([]byte("Active"))}
+			// What a snapshot decodes from Cosmian: fresh strings for every key (the state is the
+			// cosmian constant its decoder returns).
+			s := keySnap{acl: map[string][]string{}, state: cosmian.StateActive}
 			for _, u := range []string{"arn:aws:iam::123456789012:role/app-%05d", "arn:aws:iam::123456789012:user/alice-%05d", "[aws-xks-service]%.0d"} {
 				s.acl[fmt.Sprintf(u, i)] = []string{string([]byte("decrypt")), string([]byte("encrypt")), string([]byte("getattributes"))}
 			}

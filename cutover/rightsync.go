@@ -79,7 +79,7 @@ func (r *rightsBase) reset() {
 }
 
 func (r *rightsBase) set(id string, s keySnap) {
-	p := packedSnap{acl: packACL(s.acl), state: internState(s.state)}
+	p := packedSnap{acl: packACL(s.acl), state: s.state}
 	r.mu.Lock()
 	r.base[id] = p
 	r.mu.Unlock()
@@ -143,17 +143,6 @@ func unpackACL(s string) map[string][]string {
 		acl[u] = ops
 	}
 	return acl
-}
-
-// internState shares the few state names Cosmian answers instead of keeping a copy per key.
-func internState(st string) string {
-	for _, known := range []string{cosmian.StateActive, cosmian.StatePreActive, cosmian.StateDeactivated,
-		cosmian.StateCompromised, cosmian.StateDestroyed, cosmian.StateDestroyedCompromised} {
-		if st == known {
-			return known
-		}
-	}
-	return st
 }
 
 // snapshot reads id's access list and state on b; a missing key is (nil, nil).

@@ -462,12 +462,14 @@ func (e *Etcd) Watch(ctx context.Context, fn func(cutover.WatchEvent)) {
 					}
 					continue
 				}
-				switch {
-				case strings.HasPrefix(key, "keys/"):
+				if id, ok := strings.CutPrefix(key, "keys/"); ok {
 					k := new(cutover.KeyProgress)
 					if json.Unmarshal(ev.Kv.Value, k) == nil {
-						fn(cutover.WatchEvent{Key: &cutover.KeyEvent{ID: strings.TrimPrefix(key, "keys/"), Progress: k}})
+						fn(cutover.WatchEvent{Key: &cutover.KeyEvent{ID: id, Progress: k}})
 					}
+					continue
+				}
+				switch {
 				case key == "header":
 					h := new(cutover.Header)
 					if json.Unmarshal(ev.Kv.Value, h) == nil {
