@@ -134,6 +134,9 @@ func (s *soak) takeSamples(ctx context.Context, now time.Time) {
 	for i, r := range s.replicas {
 		sm, err := r.sample(ctx, hc)
 		if err != nil {
+			if ctx.Err() != nil {
+				return // sampling stopped as the load ended: the last reading follows
+			}
 			s.say("sample %s: %v", r.name, err) // a replica being restarted has none
 			continue
 		}
