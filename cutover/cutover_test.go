@@ -276,6 +276,78 @@ func TestRestartMidCopy(t *testing.T) {
 	e.checkCopies(t, ids)
 }
 
+// The process goes away after importing keys on B but before writing their grants (every grant
+// fails as a lost connection would). The restarted controller finds them on B without any of A's
+// rights: it must take them as identical (not a conflict), write A's grants and verify them, and
+// leave no principal a right on B it lacks on A.
+func TestRestartBetweenImportAndGrants(t *testing.T) {
+	for _, gen := range []kmsemu.Generation{kmsemu.Cosmian526, kmsemu.CosmianXKSService} {
+		t.Run(string(gen), func(t *testing.T) {
+			e := newEnv(t, gen)
+			ids := seedMixed(t, e.A, 20)
+			ctx := ctxT(t)
+			e.failB.set("access/grant")
+			// One copy in flight per key: each gets as far as its grants and retries them.
+			wide := func(cfg *Config) { cfg.Concurrency = len(ids) }
+			c1 := e.controller(t, wide)
+			must(t, c1.Start(ctx, StartOptions{}))
+			imported := func() int {
+				n := 0
+				for _, id := range ids {
+					if _, ok := e.B.Object(id); ok {
+						n++
+					}
+				}
+				return n
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for imported() < len(ids) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := imported(); n < len(ids) {
+				t.Fatalf("setup: %d of %d keys imported on B", n, len(ids))
+			}
+			must(t, c1.Close()) // the process goes away with every key imported, no grant written
+			// Only a key with nothing to grant (none on A, no [aws-xks-service] grant on a 5.26 B)
+			// can have finished its copy.
+			nothingToGrant := 0
+			for _, id := range ids {
+				if len(e.A.Access(id)) == 0 && gen == kmsemu.Cosmian526 {
+					nothingToGrant++
+				}
+			}
+			if st := c1.Status(); st.Keys.Copied > nothingToGrant {
+				t.Fatalf("%d keys counted copied although only %d have all their grants", st.Keys.Copied, nothingToGrant)
+			}
+			for _, id := range ids {
+				if acc := e.B.Access(id); len(acc) != 0 {
+					t.Fatalf("setup: %s has grants on B before the restart: %v", id, acc)
+				}
+			}
+
+			e.failB.set("")
+			c2 := e.controller(t, wide)
+			must(t, c2.Resume(ctx))
+			st := mustWait(t, c2, StateVerified)
+			if st.Keys.Conflicts != 0 || st.Keys.Errors != 0 || st.Keys.Verified != len(ids) {
+				t.Fatalf("after the restart: %+v (failures %v), want all %d verified", st.Keys, st.Failures, len(ids))
+			}
+			e.checkCopies(t, ids)
+			for _, id := range ids {
+				accA := e.A.Access(id)
+				for u, ops := range e.B.Access(id) {
+					for _, op := range ops {
+						if slices.Contains(accA[u], op) || (u == cosmian.XKSServiceUser && gen == kmsemu.CosmianXKSService && slices.Contains(xksServiceOps, op)) {
+							continue
+						}
+						t.Errorf("%s: %s holds %s on B, which A never gave it (A: %v)", id, u, op, accA)
+					}
+				}
+			}
+		})
+	}
+}
+
 func TestLateCreateKey(t *testing.T) {
 	e := newEnv(t, kmsemu.CosmianXKSService)
 	ids := seedMixed(t, e.A, 5)
