@@ -174,7 +174,20 @@ func (s *Server) Start(addr string, tlsSelfSigned bool) (*Running, error) {
 	}
 	run := &Running{}
 	scheme := "http"
+	// Connections that never sent a request (a client's spare dial): Shutdown would wait 5 s
+	// before it counts them idle; Close closes them at once, as a server going away does.
+	var connMu sync.Mutex
+	fresh := map[net.Conn]bool{}
 	srv := &http.Server{
+		ConnState: func(c net.Conn, st http.ConnState) {
+			connMu.Lock()
+			defer connMu.Unlock()
+			if st == http.StateNew {
+				fresh[c] = true
+			} else {
+				delete(fresh, c)
+			}
+		},
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -207,6 +220,11 @@ func (s *Server) Start(addr string, tlsSelfSigned bool) (*Running, error) {
 	run.Close = func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		connMu.Lock()
+		for c := range fresh {
+			_ = c.Close()
+		}
+		connMu.Unlock()
 		err := srv.Shutdown(ctx)
 		<-done
 		return err
