@@ -132,11 +132,12 @@ func New(cfg Config) (*App, error) {
 		cc.Router = lazy
 		cc.Forwarder = lazy
 		// Each backend has its own health-check key with its own material: never migrate it.
-		testKey := pc.Health.TestKeyID
-		if testKey == "" {
-			testKey = proxy.DefaultHealthTestKeyID
+		// Its id is one no caller can name (proxy.HealthKeyID), so nothing a caller made is
+		// left behind by this.
+		cc.Select.Exclude = slices.Clone(cc.Select.Exclude)
+		for _, b := range pc.Backends {
+			cc.Select.Exclude = append(cc.Select.Exclude, proxy.HealthKeyID(pc.Health, b))
 		}
-		cc.Select.Exclude = append(slices.Clone(cc.Select.Exclude), testKey)
 		if cc.Registry == nil && pc.Registry != nil {
 			cc.Registry = pc.Registry
 		}
@@ -197,8 +198,9 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 		OnResult: func(r proxy.Result) {
 			if r.FellBackFrom != "" {
 				// The failed attempt counts against the backend that failed (probation must see
-				// B's errors even when A's fallback answered).
-				ctrl.Observe(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, false)
+				// B's errors even when A's fallback answered), unless the fallback refused the
+				// same way (the caller's mistake).
+				ctrl.ObserveFellBack(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, r.ErrorName)
 			}
 			if r.Backend != "" { // "" when the proxy answered itself ("proxy" is only its metric label)
 				ctrl.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
@@ -213,6 +215,12 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 				mirror(r, req, resp)
 			}
 		},
+		Recheck: func(r proxy.Result, req []byte) {
+			ctrl.Recheck(r.Backend, r.Op, r.KMSOperation == "CreateKey", r.KeyID, r.ErrorName, r.Latency, req)
+			if h.Recheck != nil {
+				h.Recheck(r, req)
+			}
+		},
 		OnCreateKeyRefused: func(keyID, backend, message string) {
 			ctrl.NoteCreateKeyRefused(keyID, backend, message)
 			if h.OnCreateKeyRefused != nil {
@@ -220,7 +228,7 @@ func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
 			}
 		},
 		OnCreateKey: func(ctx context.Context, ev proxy.CreateKeyEvent) {
-			ctrl.NoteCreateKey(ev.KeyID, ev.Principal, ev.Backend, ev.Minted)
+			ctrl.NoteCreateKey(ev.KeyID, ev.Backend)
 			// While a migration runs, copy the new key to the other side before AWS hears
 			// back, so that it is there whichever side serves its first Encrypt; the catch-up
 			// and the backfill retry on failure.

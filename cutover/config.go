@@ -104,9 +104,7 @@ type Config struct {
 	Logger                       *slog.Logger
 	Registry                     prometheus.Registerer
 	Progress                     io.Writer // a terminal gets a one-line progress bar
-	// MarkerID names the object recording the epoch on each backend (default
-	// DefaultMarkerID); MarkerTimeout bounds each read or write of it (default 5s).
-	MarkerID      string
+	// MarkerTimeout bounds each read or write of the backends' cutover markers (default 5s).
 	MarkerTimeout time.Duration
 	// RightsSyncInterval: while switched, rights changes made on the target are carried to
 	// the source at this interval (plus the time of one pass); default 1s, at most 1m.

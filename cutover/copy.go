@@ -131,7 +131,16 @@ func (c *Controller) list(ctx context.Context, b *backend, attempts int) ([]stri
 			return nil, fmt.Errorf("cutover: locating keys tagged %q on %s: %w", sel.Tag, b.name, err)
 		}
 	}
-	ids = slices.DeleteFunc(ids, func(id string) bool { return isCanary(id) || slices.Contains(sel.Exclude, id) })
+	ids = slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(sel.Exclude, id) })
+	if sel.Mode == SelectOwned {
+		// Every owned object is listed, the proxy's own among them (a canary whose removal
+		// failed; a marker): they are told apart by their tags. A tag selection never lists
+		// them (they carry no customer tag).
+		var err error
+		if ids, err = c.dropOwn(ctx, b, ids, attempts); err != nil {
+			return nil, fmt.Errorf("cutover: listing keys owned on %s: %w", b.name, err)
+		}
+	}
 	sort.Strings(ids)
 	return slices.Compact(ids), nil
 }
@@ -306,6 +315,9 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 			return "", err
 		}
 		if !same {
+			if n := c.ownNameNote(uid, true); n != "" && uid == legacyHealthKeyID {
+				return "", conflictKey("a different key with this uid already exists on %s; it is never overwritten (%s)", to.name, n)
+			}
 			return "", conflictKey("a different key with this uid already exists on %s; it is never overwritten", to.name)
 		}
 		result = ResultSkipped
@@ -399,9 +411,15 @@ func wrapKMS(err error, format string, args ...any) error {
 // xksServiceOps are the rights Cosmian's CreateKey gives the reserved XKS identity.
 var xksServiceOps = []string{cosmian.OpEncrypt, cosmian.OpDecrypt, cosmian.OpGetAttributes}
 
-// copyGrants replicates from's access list of uid onto to, and adds the
-// [aws-xks-service] grant where to runs that generation. It only adds: a right
-// present on to is never removed here (rightsync.go carries removals).
+// copyGrants replicates from's access list of uid onto to, and adds the [aws-xks-service] grant
+// where to runs that generation. It only adds: a right present on to is never removed here
+// (rightsync.go carries removals).
+//
+// The rule it keeps: every right written on to is one that from's access list, read as the
+// keys' owner just now, holds for that key (or the [aws-xks-service] grant Cosmian itself gives
+// every XKS key on the generations that have it). Nothing a caller said (a CreateKey's principal)
+// and nothing a store holds (journal, etcd) is a source of rights: who may use a key is the
+// owner's decision, as recorded by the backends.
 func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid string, attempts int) error {
 	list, err := retry(ctx, c, attempts, "list access on "+from.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
 		return from.k.ListAccess(ctx, uid)
@@ -421,21 +439,16 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 	}
 	if from.acl == ACLService && to.acl == ACLARN && (to == c.tgt || c.createdOnTarget(uid)) && len(want[cosmian.XKSServiceUser]) > 0 {
 		// A newer source lets any signed XKS request use a key granted to [aws-xks-service]; a
-		// 5.26 target authorizes the caller's ARN, so only a grant to every user would keep the
-		// key usable by any principal AWS sends — and would give every KMIP user of the target
-		// the key too. Only with the operator's consent; never for a migrated key copied back.
+		// 5.26 backend authorizes the caller's ARN, so only a grant to every user would keep the
+		// key usable by any principal AWS sends — and would give every KMIP user of that server
+		// the key too. Only with the operator's consent; never for a migrated key copied back
+		// (the source still holds the grants it had).
 		switch {
 		case c.cfg.GrantEveryoneForServiceKeys:
 			want["*"] = append(want["*"], want[cosmian.XKSServiceUser]...)
-		case c.creatorOf(uid) == "" && !grantsAnyPrincipal(want):
-			return failKey("granted on %s only to %s, which %s (Cosmian 5.26 access control) cannot express without a grant to every user (*): grant the AWS principals on %s, or set [cutover] grant_everyone_for_service_keys = true to accept that",
+		case !grantsAnyPrincipal(want):
+			return failKey("granted on %s only to %s, which %s (Cosmian 5.26 access control) cannot express without a grant to every user (*): as the keys' owner, grant the AWS principals that use it on %s (encrypt, decrypt, getattributes), or set [cutover] grant_everyone_for_service_keys = true to accept a grant to every user",
 				from.name, cosmian.XKSServiceUser, to.name, from.name)
-		}
-	}
-	if to.acl == ACLARN || to.acl == ACLBoth {
-		// What Cosmian 5.26's XKS CreateKey would have granted had the key been created here.
-		if p := c.creatorOf(uid); p != "" {
-			want[p] = append(want[p], xksServiceOps...)
 		}
 	}
 	users := make([]string, 0, len(want))

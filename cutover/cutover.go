@@ -191,6 +191,10 @@ type Controller struct {
 	rights *rightsBase
 	// rightsLim paces the rights-sync passes (RightsSyncRate keys a second).
 	rightsLim *rate.Limiter
+	// reserved: the proxy's own object ids alive now, refused to XKS callers (reserved.go).
+	reserved reservedIDs
+	// judge: second opinions on the target's refusals during probation (judge.go).
+	judge *judge
 }
 
 // New loads (or creates) the journal and returns a controller. It starts no
@@ -220,11 +224,14 @@ func New(cfg Config) (*Controller, error) {
 		changed:   make(chan struct{}),
 		created:   map[string]bool{},
 		probation: newWindow(4096),
+		judge:     newJudge(),
 		bar:       newProgressBar(cfg.Progress),
 	}
 	c.shadow = newShadower(c)
 	c.store = c.file
 	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
+	c.markers = newMarkerWriter(c)
+	c.markers.run()
 	if cfg.Fleet != nil {
 		c.store = cfg.Storage
 		c.fleet = newMember(c, cfg.Fleet)
@@ -234,10 +241,10 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if err != nil {
 		c.baseCancel()
+		c.markers.close()
 		c.file.close()
 		return nil, err
 	}
-	c.markers = newMarkerWriter(c)
 	c.flushDone = make(chan struct{})
 	go c.flusher()
 	return c, nil
@@ -249,30 +256,68 @@ func (c *Controller) loadJournal() error {
 		return err
 	}
 	var j *journal
-	if snap == nil {
-		j = c.freshJournal()
-		// No journal: the backends' markers say whether a migration happened without it.
-		if err := c.checkMarkers(j, false); err != nil {
-			return err
-		}
-		if err := c.store.Save(c.baseCtx, Change{Header: &j.Header}); err != nil {
-			return err
-		}
-	} else {
+	if snap != nil {
 		j = journalFrom(snap)
-		if err := c.checkMarkers(j, true); err != nil {
-			return err
+	} else if j, err = c.freshJournal(); err != nil {
+		return err
+	}
+	// The journal is served only if the backends' own records agree with it; with no journal,
+	// they say whether a migration happened without it.
+	act, err := c.checkMarkers(c.baseCtx, j, snap != nil, c.store.Where())
+	if err != nil {
+		return err
+	}
+	if err := c.settleMarkers(j, act, func() error {
+		if snap != nil && act != markersRecord && act != markersUpgrade {
+			return nil
 		}
+		return c.store.Save(c.baseCtx, Change{PrevEpoch: j.Epoch, Header: &j.Header})
+	}); err != nil {
+		return err
 	}
 	return c.adopt(j)
 }
 
-// freshJournal is the journal of a key store that never migrated: epoch 1, the source serves.
-func (c *Controller) freshJournal() *journal {
+// settleMarkers writes what checkMarkers asked for around store, which stores j: a record is
+// written on the backends before j is stored (as every transition is), a fresh key store's
+// marker after.
+func (c *Controller) settleMarkers(j *journal, act markerAction, store func() error) error {
+	switch act {
+	case markersRecord:
+		if err := c.markers.record(c.baseCtx, markerOf(j)); err != nil {
+			return fmt.Errorf("%w; refusing to start on a record the backends do not hold: retry once one of them answers", err)
+		}
+	case markersUpgrade:
+		if err := c.markers.record(c.baseCtx, markerOf(j)); err != nil {
+			// The journal keeps no identity the backends do not hold: the next start upgrades.
+			c.log.Warn("cutover: cannot record the key store's identity on the backends yet; the next start retries", "err", truncate(err.Error()))
+			j.KeyStore = ""
+			return nil
+		}
+	}
+	if err := store(); err != nil {
+		return err
+	}
+	switch act {
+	case markersNote:
+		c.markers.note(markerOf(j))
+	case markersUpgrade:
+		c.removeLegacy(c.baseCtx)
+	}
+	return nil
+}
+
+// freshJournal is the journal of a key store that never migrated: epoch 1, the source serves,
+// and a new key store identity.
+func (c *Controller) freshJournal() (*journal, error) {
+	ks, err := newKeyStoreID()
+	if err != nil {
+		return nil, err
+	}
 	now := c.cfg.Now().UTC()
-	return &journal{Header: Header{Version: journalVersion, Epoch: 1, State: StateServing,
+	return &journal{Header: Header{Version: journalVersion, KeyStore: ks, Epoch: 1, State: StateServing,
 		Source: c.src.name, Target: c.tgt.name, StartedAt: now, UpdatedAt: now},
-		Keys: map[string]*KeyProgress{}}
+		Keys: map[string]*KeyProgress{}}, nil
 }
 
 // adopt checks a loaded journal against the configuration and makes it current.
@@ -337,6 +382,7 @@ func (c *Controller) Close() error {
 		<-done
 	}
 	c.shadow.stop()
+	c.waitRechecks()
 	<-c.flushDone
 	c.markers.close()
 	if c.fleet != nil {
@@ -362,14 +408,20 @@ func (c *Controller) unlock() { <-c.ctl }
 // curState is the state without taking mu.
 func (c *Controller) curState() State { return c.state.Load().(State) }
 
-// transition moves to state to (bumping the epoch), journals it, and only
-// then applies the route. The caller holds ctl. mutate edits the journal
-// (under mu) before it is written.
+// transition moves to state to (bumping the epoch): the backends record it first (one is
+// enough; markerWriter), then the journal, and only then is the route applied. So the journal is
+// never ahead of the backends' record, and a route is never served that neither backend
+// recorded. The caller holds ctl. mutate edits the journal (under mu) before it is written.
 func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	c.writeMu.Lock()
 	c.mu.Lock()
-	old := c.j.clone()
 	from := c.j.State
+	if err := checkMove(from, to); err != nil {
+		c.mu.Unlock()
+		c.writeMu.Unlock()
+		return err
+	}
+	old := c.j.clone()
 	c.j.State = to
 	c.j.Epoch++
 	c.j.UpdatedAt = c.cfg.Now().UTC()
@@ -381,16 +433,21 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	hdr := c.j.Header
 	ch.Header = &hdr
 	diffJournal(old, c.j, &ch)
+	mk := markerOf(c.j)
+	mk.Pending = true
 	c.mu.Unlock()
-	// The store is written without mu (it may be a network call): the request-path hooks
-	// only append created-key notes meanwhile, which the revert below keeps.
-	err := c.save(ch)
+	// The backends and the store are written without mu (network calls): the request-path
+	// hooks only append created-key notes meanwhile, which the revert below keeps.
+	err := c.recordMarker(mk)
+	if err == nil {
+		err = c.save(ch)
+	}
 	c.mu.Lock()
 	if err != nil {
 		c.j.Header = old.Header
 		if ch.ResetKeys {
 			c.j.Keys = old.Keys
-			c.j.CreatedDuring, c.j.CreatedOnTarget, c.j.CreatedBy = old.CreatedDuring, old.CreatedOnTarget, old.CreatedBy
+			c.j.CreatedDuring, c.j.CreatedOnTarget = old.CreatedDuring, old.CreatedOnTarget
 		} else {
 			for id := range ch.Keys {
 				if k, ok := old.Keys[id]; ok {
@@ -403,7 +460,7 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 		c.requeueLocked(Change{Created: ch.Created})
 		c.mu.Unlock()
 		c.writeMu.Unlock()
-		c.log.Error("journal write failed; transition not taken", "from", from, "to", to, "err", err)
+		c.log.Error("cutover: recording the transition failed (backends or journal); transition not taken", "from", from, "to", to, "err", err)
 		return err
 	}
 	epoch := c.j.Epoch
@@ -411,7 +468,7 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	c.state.Store(to)
 	c.m.setState(to, epoch)
 	c.m.setKeys(c.j)
-	c.markers.note(c.j)
+	c.markers.note(markerOf(c.j)) // confirmed, in the background
 	c.mu.Unlock()
 	c.writeMu.Unlock()
 	c.log.Info("cutover transition", "from", from, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)
@@ -425,6 +482,14 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 		return fmt.Errorf("cutover: journaled %s (epoch %d) but the route was not applied: %w", to, epoch, err)
 	}
 	return nil
+}
+
+// recordMarker writes a transition's marker on the backends before it is journaled, bounded by
+// the marker timeout.
+func (c *Controller) recordMarker(m *Marker) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.baseCtx), 2*c.cfg.MarkerTimeout)
+	defer cancel()
+	return c.markers.record(ctx, m)
 }
 
 // applyRoute swaps the proxy's route to an epoch's; in fleet mode it also keeps the local copy

@@ -357,7 +357,7 @@ func TestLateCreateKey(t *testing.T) {
 	mustWait(t, c, StateVerified)
 	// AWS CreateKey while verified: the key exists on A only.
 	must(t, e.A.CreateKey("admin", "late-key", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey("late-key", "", "A", true)
+	c.NoteCreateKey("late-key", "A")
 	if _, ok := e.B.Object("late-key"); ok {
 		t.Fatal("copied too early")
 	}
@@ -377,7 +377,7 @@ func TestListSelectionLateKey(t *testing.T) {
 	must(t, c.Start(ctx, StartOptions{}))
 	mustWait(t, c, StateVerified)
 	must(t, e.A.CreateKey("admin", "late", kmsemu.KeyOptions{}))
-	c.NoteCreateKey("late", "", "A", true)
+	c.NoteCreateKey("late", "A")
 	must(t, c.Switch(ctx))
 	e.checkCopies(t, []string{"key-000", "key-001", "late"})
 	if _, ok := e.B.Object("key-002"); ok {
@@ -395,7 +395,8 @@ func TestRollbackCopiesBack(t *testing.T) {
 	// After the switch: a key created on B, a revocation and a new grant on B.
 	must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	const creator = "arn:aws:iam::123456789012:role/creator"
-	c.NoteCreateKey("born-on-b", creator, "B", true)
+	must(t, e.B.GrantAccess("admin", "born-on-b", creator, xksServiceOps...)) // as 5.26's XKS CreateKey does
+	c.NoteCreateKey("born-on-b", "B")
 	must(t, e.B.CreateKey("admin", "unnoticed-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.B.RevokeKey("key-000", "KeyCompromise"))
 	must(t, e.B.GrantAccess("admin", "key-007", "arn:aws:iam::123456789012:user/Carol", "decrypt"))
@@ -418,8 +419,8 @@ func TestRollbackCopiesBack(t *testing.T) {
 	if ops := e.A.Access("key-007")["arn:aws:iam::123456789012:user/Carol"]; len(ops) == 0 {
 		t.Error("grant not carried back")
 	}
-	// A runs per-ARN access control: the key made on B must be usable by its creator on A, as
-	// if Cosmian 5.26's CreateKey had run there.
+	// The key made on B is usable on A by whom B grants it to (its creator, as 5.26's CreateKey
+	// granted), and by no one else.
 	if ops := e.A.Access("born-on-b")[creator]; !slices.Equal(ops, []string{"decrypt", "encrypt", "getattributes"}) {
 		t.Errorf("creator's grant on A after copy-back: %v", ops)
 	}
@@ -435,7 +436,7 @@ func TestRollbackRefused(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	// A key created on B that cannot be exported: copying it back fails.
 	must(t, e.B.CreateKey("admin", "stuck-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}, Sensitive: true}))
-	c.NoteCreateKey("stuck-on-b", "", "B", true)
+	c.NoteCreateKey("stuck-on-b", "B")
 	err := c.Rollback(ctx, "try")
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "stuck-on-b") {
 		t.Fatalf("Rollback: %v", err)
@@ -714,7 +715,7 @@ func TestConfiguredShadowAndRevoke(t *testing.T) {
 	}
 	// After finalize a CreateKey on the target is no longer migration news.
 	n := len(c.Status().CreatedOnTarget)
-	c.NoteCreateKey("late-after-finalize", "arn:aws:iam::111122223333:user/x", "B", true)
+	c.NoteCreateKey("late-after-finalize", "B")
 	if got := len(c.Status().CreatedOnTarget); got != n {
 		t.Errorf("created on the target after the switch grew after finalize: %d → %d", n, got)
 	}
@@ -733,6 +734,8 @@ func TestCutShortCopyGetsItsGrants(t *testing.T) {
 			e, c, ctx := switchedEnv(t)
 			const uid, creator = "half-copied", "arn:aws:iam::123456789012:role/creator"
 			must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+			// What Cosmian 5.26's XKS CreateKey grants the caller that minted the key.
+			must(t, e.B.GrantAccess("admin", uid, creator, xksServiceOps...))
 			// The import half of a copy to A, without the grants that should follow it.
 			exp, err := e.cB.Export(ctx, uid, false)
 			must(t, err)
@@ -745,7 +748,7 @@ func TestCutShortCopyGetsItsGrants(t *testing.T) {
 			if ops := e.A.Access(uid)[creator]; len(ops) != 0 {
 				t.Fatalf("setup: creator already has %v on A", ops)
 			}
-			c.NoteCreateKey(uid, creator, "B", true)
+			c.NoteCreateKey(uid, "B")
 			want := []string{"decrypt", "encrypt", "getattributes"}
 			if tc.backfill {
 				deadline := time.Now().Add(10 * time.Second)
@@ -789,7 +792,8 @@ func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
 			e.B.SetFaults(kmsemu.Faults{})
 			const uid, creator = "made-before-switch", "arn:aws:iam::123456789012:role/creator"
 			must(t, e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-			c.NoteCreateKey(uid, creator, "A", true)
+			must(t, e.A.GrantAccess("admin", uid, creator, xksServiceOps...)) // as 5.26's XKS CreateKey does
+			c.NoteCreateKey(uid, "A")
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			c.CopyCreated(cctx, uid, "A")
 			cancel()
@@ -813,8 +817,10 @@ func TestCutShortCopyStaysPendingUntilGranted(t *testing.T) {
 	e, c, ctx := switchedEnv(t)
 	const uid, creator = "grants-cut-short", "arn:aws:iam::123456789012:role/creator"
 	must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	e.failA.set("access/grant") // the import to A succeeds, its grants do not
-	c.NoteCreateKey(uid, creator, "B", true)
+	must(t, e.B.GrantAccess("admin", uid, creator, xksServiceOps...)) // as 5.26's XKS CreateKey does
+	// The import to A succeeds, its grants do not.
+	e.failA.set("access/grant")
+	c.NoteCreateKey(uid, "B")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	c.CopyCreated(cctx, uid, "B")
 	cancel()
@@ -855,7 +861,7 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 	mustWait(t, c, StateVerified)
 	const uid, creator = "made-while-verified", "arn:aws:iam::123456789012:role/creator"
 	must(t, e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey(uid, creator, "A", true)
+	c.NoteCreateKey(uid, "A")
 	c.CopyCreated(ctx, uid, "A")
 	if _, ok := e.B.Object(uid); !ok {
 		t.Fatalf("setup: the new key was not copied to B")
@@ -876,7 +882,7 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := calls()
-			c.NoteCreateKey(tc.id, "arn:aws:iam::123456789012:role/other", tc.backend, false)
+			c.NoteCreateKey(tc.id, tc.backend)
 			c.CopyCreated(ctx, tc.id, tc.backend)
 			if n := calls() - before; n != 0 {
 				t.Errorf("a repeated CreateKey for %s made %d KMIP calls", tc.id, n)
@@ -893,7 +899,7 @@ func TestForeignKeyUnderIDNeverPending(t *testing.T) {
 	const uid = "taken-on-a"
 	must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.A.CreateKey("someone-else", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey(uid, "arn:aws:iam::123456789012:role/creator", "B", true)
+	c.NoteCreateKey(uid, "B")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	c.CopyCreated(cctx, uid, "B")
 	cancel()

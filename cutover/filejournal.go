@@ -34,7 +34,7 @@ func (j *journal) apply(ch *changeRecord) {
 	}
 	if ch.ResetKeys {
 		j.Keys = map[string]*KeyProgress{}
-		j.CreatedDuring, j.CreatedOnTarget, j.CreatedBy = nil, nil, nil
+		j.CreatedDuring, j.CreatedOnTarget = nil, nil
 	}
 	for id, k := range ch.Keys {
 		if k == nil {
@@ -49,18 +49,12 @@ func (j *journal) apply(ch *changeRecord) {
 	}
 }
 
-// addCreated records a created-key note (the caller dedupes).
+// addCreated records a created-key note (the caller dedupes). A note's legacy By is ignored.
 func (j *journal) addCreated(n CreatedKey) {
 	if n.OnTarget {
 		j.CreatedOnTarget = append(j.CreatedOnTarget, n.ID)
 	} else {
 		j.CreatedDuring = append(j.CreatedDuring, n.ID)
-	}
-	if n.By != "" {
-		if j.CreatedBy == nil {
-			j.CreatedBy = map[string]string{}
-		}
-		j.CreatedBy[n.ID] = n.By
 	}
 }
 
@@ -72,10 +66,10 @@ func (j *journal) snapshot() *Snapshot {
 		s.Keys[id] = &kk
 	}
 	for _, id := range j.CreatedDuring {
-		s.Created = append(s.Created, CreatedKey{ID: id, By: j.CreatedBy[id]})
+		s.Created = append(s.Created, CreatedKey{ID: id})
 	}
 	for _, id := range j.CreatedOnTarget {
-		s.Created = append(s.Created, CreatedKey{ID: id, OnTarget: true, By: j.CreatedBy[id]})
+		s.Created = append(s.Created, CreatedKey{ID: id, OnTarget: true})
 	}
 	return s
 }

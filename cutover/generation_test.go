@@ -34,10 +34,30 @@ func TestMigrationAcrossGenerations(t *testing.T) {
 				t.Fatalf("keys %+v shared %v", st.Keys, st.SharedStorage)
 			}
 			e.checkCopies(t, ids)
-			// AWS creates a key while B serves.
+			// AWS creates a key while B serves: B's own CreateKey grants what its generation
+			// grants (5.26: the calling principal; newer: [aws-xks-service]).
 			const creator = "arn:aws:iam::123456789012:role/creator"
 			must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-			c.NoteCreateKey("born-on-b", creator, "B", true)
+			bGrantee := creator
+			if tc.b != kmsemu.Cosmian526 {
+				bGrantee = cosmian.XKSServiceUser
+			}
+			must(t, e.B.GrantAccess("admin", "born-on-b", bGrantee, xksServiceOps...))
+			c.NoteCreateKey("born-on-b", "B")
+			if tc.a == kmsemu.Cosmian526 && tc.b != kmsemu.Cosmian526 {
+				// Granted on B only to [aws-xks-service]: a 5.26 A could express that only as a
+				// grant to every user, which the operator has not consented to, and the proxy
+				// never invents a principal (it knows who sent the CreateKey, not who may use the
+				// key). The rollback refuses, naming the key, until the owner grants on B.
+				err := c.Rollback(ctx, "operator")
+				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "born-on-b") {
+					t.Fatalf("rollback with a key A cannot express: %v", err)
+				}
+				if ops := e.A.Access("born-on-b")[creator]; len(ops) != 0 {
+					t.Fatalf("the creator was granted on A from nothing B holds: %v", ops)
+				}
+				must(t, e.B.GrantAccess("admin", "born-on-b", creator, xksServiceOps...))
+			}
 			must(t, c.Rollback(ctx, "operator"))
 			if st := c.Status(); st.State != StateRolledBack {
 				t.Fatalf("state %s", st.State)

@@ -10,11 +10,11 @@ import (
 	"github.com/xksproxy/xksproxy/xks"
 )
 
-// NoteCreateKey is the proxy's hook for a CreateKey it forwarded. minted says the proxy saw, as
-// the keys' owner, that no backend held the id before: only then is principalARN recorded as the
-// key's creator (and granted on the other side when the key is copied). A CreateKey for a key
-// that already existed gives its caller nothing.
-func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted bool) {
+// NoteCreateKey is the proxy's hook for a CreateKey it forwarded: backend answered it. The id
+// tells the migration which key to look at (copy it to the other side, copy it back before a
+// rollback), never who may use it: the caller's principal is not recorded, and every right the
+// migration writes is copied from the access list the other backend holds (copyGrants).
+func (c *Controller) NoteCreateKey(keyID, backend string) {
 	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
 		return
 	}
@@ -48,9 +48,6 @@ func (c *Controller) NoteCreateKey(keyID, principalARN, backend string, minted b
 		n.OnTarget = !onSource
 	default:
 		// Created on the source during the migration: catch-up copies it.
-	}
-	if minted && principalARN != "" && validPrincipal(principalARN) {
-		n.By = principalARN
 	}
 	c.addCreatedLocked(n)
 	c.newCreated = append(c.newCreated, n)
@@ -88,11 +85,31 @@ func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time
 		c.fallbacks.Add(1)
 		c.m.fallbacks.Inc()
 	}
-	if backend != c.tgt.name || c.curState() != StateSwitched {
-		return
+	if backend != c.tgt.name || c.curState() != StateSwitched || c.judged(backend, errName, fellBack) {
+		return // not the target on probation, or Recheck records it once the source answered
 	}
 	c.probationSeen.Add(1)
 	c.probation.record(c.cfg.Now(), latency, countsAsFailure(errName))
+}
+
+// ObserveFellBack is the proxy's hook for a request the primary failed and the fallback then
+// answered (with fallbackErr, "" on success): the primary's attempt is recorded like Observe's,
+// except that a definite refusal the fallback answered the same way is the caller's (an id
+// neither side holds), not the primary's. The fallback's own attempt goes to Observe.
+func (c *Controller) ObserveFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
+	if c.fleet != nil {
+		c.fleet.requests.Add(1)
+	}
+	if primary != c.tgt.name || c.curState() != StateSwitched {
+		return
+	}
+	failed := countsAsFailure(primaryErr)
+	if Refusal(primaryErr) && fallbackErr == primaryErr {
+		failed = false
+		c.m.rechecks.WithLabelValues("caller").Inc()
+	}
+	c.probationSeen.Add(1)
+	c.probation.record(c.cfg.Now(), latency, failed)
 }
 
 // countsAsFailure says which target errors speak against the target. Errors
@@ -120,25 +137,4 @@ func Truncate(s string) string {
 		return s[:max] + "…"
 	}
 	return s
-}
-
-// validPrincipal bounds what is recorded from a request: AWS ARNs are at most 2048 characters of
-// printable ASCII.
-func validPrincipal(s string) bool {
-	if len(s) > 2048 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// creatorOf returns the principal recorded for a key created through XKS during the migration.
-func (c *Controller) creatorOf(uid string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.j.CreatedBy[uid]
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,11 +52,10 @@ type journal struct {
 	// CreatedOnTarget are ids seen in CreateKey after the switch: they exist
 	// only on the target and must be copied back before a rollback.
 	CreatedOnTarget []string `json:"created_on_target,omitempty"`
-	// CreatedBy maps those ids to the awsPrincipalArn that created them. Cosmian 5.26
-	// (per-ARN access control) grants the creator on XKS CreateKey; a copy onto such a backend
-	// must do the same, or the key is unusable there (e.g. a key made on a [aws-xks-service]
-	// target and copied back to an ARN-generation source by a rollback).
-	CreatedBy map[string]string `json:"created_by,omitempty"`
+	// LegacyCreatedBy is what earlier releases recorded as each new key's creator (the
+	// CreateKey caller's principal). A caller's word is never a source of rights: it is read so
+	// that those journals still load, then dropped, and never written again.
+	LegacyCreatedBy map[string]string `json:"created_by,omitempty"`
 }
 
 // ErrCorruptJournal is wrapped by New's error when the journal cannot be trusted.
@@ -125,6 +123,7 @@ func parseJournal(data []byte) (*journal, error) {
 	if j.Keys == nil {
 		j.Keys = map[string]*KeyProgress{}
 	}
+	j.LegacyCreatedBy = nil
 	for n := 1; dec.More(); n++ {
 		var rec json.RawMessage
 		err := dec.Decode(&rec)
@@ -156,6 +155,9 @@ func (j *journal) validate() error {
 	}
 	if j.Epoch == 0 {
 		return errors.New("epoch is 0")
+	}
+	if !validKeyStoreID(j.KeyStore) {
+		return fmt.Errorf("key store %.40q is not a key store identity", j.KeyStore)
 	}
 	if j.Source == "" || (j.State != StateServing && j.Target == "") {
 		return errors.New("missing source or target backend name")
@@ -266,6 +268,5 @@ func (j *journal) clone() *journal {
 	}
 	c.CreatedDuring = append([]string(nil), j.CreatedDuring...)
 	c.CreatedOnTarget = append([]string(nil), j.CreatedOnTarget...)
-	c.CreatedBy = maps.Clone(j.CreatedBy)
 	return &c
 }

@@ -3,6 +3,7 @@ package cutover
 import (
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +19,9 @@ func markerOn(t *testing.T, s *kmsemu.Server, name string, epoch uint64) *Marker
 	for {
 		var m *Marker
 		var err error
-		if o, ok := s.Object(DefaultMarkerID); ok {
+		if o, ok := markerObject(s); ok {
 			m, err = parseMarker(name, o.Tags)
+			m.UID = o.UID
 			if err != nil {
 				t.Fatalf("marker on %s: %v", name, err)
 			}
@@ -35,6 +37,16 @@ func markerOn(t *testing.T, s *kmsemu.Server, name string, epoch uint64) *Marker
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// markerObject is the object on s that carries the marker tag (at most one in these tests).
+func markerObject(s *kmsemu.Server) (kmsemu.ObjectInfo, bool) {
+	for _, o := range s.Objects() {
+		if slices.Contains(o.Tags, markerTag) {
+			return o, true
+		}
+	}
+	return kmsemu.ObjectInfo{}, false
 }
 
 // migrateTo runs a migration A → B up to state (switched or finalized) and closes the
@@ -80,7 +92,7 @@ func TestMarkerJournalLost(t *testing.T) {
 			if err == nil || !errors.Is(err, ErrMarkerAhead) {
 				t.Fatalf("New without the journal: %v", err)
 			}
-			for _, w := range append(tc.want, e.journal, "missing", "refusing to start", DefaultMarkerID) {
+			for _, w := range append(tc.want, e.journal, "missing", "refusing to start", markerOn(t, e.A, "A", epoch).UID) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error lacks %q: %v", w, err)
 				}
@@ -97,13 +109,19 @@ func TestMarkerJournalLost(t *testing.T) {
 				t.Fatalf("New with source B: %v", err)
 			}
 			defer c.Close()
-			if ep, p, f := c.InitialRoute(); ep != epoch || p != "B" || f != "" {
-				t.Errorf("route epoch %d %q/%q, want epoch %d B alone", ep, p, f, epoch)
+			// One epoch past the backends', recorded on them first.
+			if ep, p, f := c.InitialRoute(); ep != epoch+1 || p != "B" || f != "" {
+				t.Errorf("route epoch %d %q/%q, want epoch %d B alone", ep, p, f, epoch+1)
+			}
+			if m := markerOn(t, e.B, "B", epoch+1); m.State != StateServing || m.Primary != "B" {
+				t.Errorf("marker after continuing from the backends: %+v", m)
 			}
 		})
 	}
 }
 
+// A fresh install gets a key store identity, and its epoch 1 is recorded on both backends under
+// an id that carries that identity.
 func TestMarkerFreshInstall(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
@@ -111,12 +129,20 @@ func TestMarkerFreshInstall(t *testing.T) {
 	if ep, p, _ := c.InitialRoute(); ep != 1 || p != "A" {
 		t.Errorf("fresh start: epoch %d primary %q", ep, p)
 	}
-	must(t, c.Close())
-	for _, s := range []*kmsemu.Server{e.A, e.B} {
-		if _, ok := s.Object(DefaultMarkerID); ok {
-			t.Error("a start without a transition wrote a marker")
+	ks := c.keyStore()
+	if len(ks) != 32 || !validKeyStoreID(ks) {
+		t.Fatalf("key store identity %q", ks)
+	}
+	for _, b := range []struct {
+		s    *kmsemu.Server
+		name string
+	}{{e.A, "A"}, {e.B, "B"}} {
+		m := markerOn(t, b.s, b.name, 1)
+		if m.KeyStore != ks || m.UID != markerID(ks) || m.State != StateServing || m.Primary != "A" {
+			t.Errorf("marker on %s: %+v", b.name, m)
 		}
 	}
+	must(t, c.Close())
 	// A second start on the same journal still works.
 	c2, err := New(e.config(nil))
 	must(t, err)
@@ -140,7 +166,7 @@ func TestMarkerOlderJournal(t *testing.T) {
 	// An old backup put back: it would route to A with B as fallback.
 	must(t, os.WriteFile(e.journal, old, 0o600))
 	_, err = New(e.config(nil))
-	if err == nil || !errors.Is(err, ErrMarkerAhead) || !strings.Contains(err.Error(), "older than the backends") ||
+	if err == nil || !errors.Is(err, ErrMarkerAhead) || !strings.Contains(err.Error(), "use the newest journal") ||
 		!strings.Contains(err.Error(), "state finalized") {
 		t.Fatalf("New with an old journal: %v", err)
 	}
@@ -150,7 +176,7 @@ func TestMarkerUnreadable(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	e.B.SetFaults(kmsemu.Faults{Down: true})
 	_, err := New(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
-	if err == nil || !errors.Is(err, ErrMarkerUnreadable) || !strings.Contains(err.Error(), "backend B cannot be read") {
+	if err == nil || !errors.Is(err, ErrMarkerUnreadable) || !strings.Contains(err.Error(), "(B: ") {
 		t.Fatalf("New with B down and no journal: %v", err)
 	}
 	e.B.SetFaults(kmsemu.Faults{})
@@ -186,7 +212,7 @@ func TestMarkerNeverMigrates(t *testing.T) {
 	plan, err := c2.Plan(ctx)
 	must(t, err)
 	for _, k := range plan.Keys {
-		if k.KeyID == DefaultMarkerID {
+		if strings.HasPrefix(k.KeyID, markerIDPrefix) {
 			t.Fatalf("the marker is in the plan: %+v", k)
 		}
 	}
@@ -196,7 +222,7 @@ func TestMarkerNeverMigrates(t *testing.T) {
 }
 
 func FuzzParseMarker(f *testing.F) {
-	m := &Marker{Epoch: 7, State: StateSwitched, Primary: "b", Fallback: "a", Source: "a", Target: "b", UpdatedAt: time.Unix(1e9, 0)}
+	m := &Marker{KeyStore: "0123456789abcdef0123456789abcdef", Epoch: 7, State: StateSwitched, Primary: "b", Fallback: "a", Source: "a", Target: "b", UpdatedAt: time.Unix(1e9, 0)}
 	f.Add(strings.Join(m.tags(), "\n"))
 	f.Add("xksproxy-cutover-marker\nxksproxy-epoch:0")
 	f.Add("xksproxy-cutover-marker\nxksproxy-epoch:18446744073709551616\nxksproxy-state:serving")
@@ -209,7 +235,7 @@ func FuzzParseMarker(f *testing.F) {
 			t.Fatalf("accepted %+v", got)
 		}
 		back, err := parseMarker("x", got.tags())
-		if err != nil || back.Epoch != got.Epoch || back.State != got.State || back.Primary != got.Primary {
+		if err != nil || back.Epoch != got.Epoch || back.State != got.State || back.Primary != got.Primary || back.KeyStore != got.KeyStore {
 			t.Fatalf("round trip %+v → %+v, %v", got, back, err)
 		}
 	})

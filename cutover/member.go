@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,7 @@ type member struct {
 	reachable  atomic.Bool
 	waiting    atomic.Pointer[[]string] // members a phase change waits for
 	driverName atomic.Pointer[string]   // the elected driver, as last read
+	held       atomic.Pointer[Header]   // a stored header the markers did not confirm yet
 	requests   atomic.Uint64            // XKS requests observed, for requests/s
 	rps        atomic.Uint64            // float64 bits
 
@@ -59,7 +62,8 @@ func (m *member) isDriver() bool { return m.driver.Load() }
 func (m *member) ready() bool { return m.applied.Load() > 0 }
 
 // loadFleet reads the shared journal at start. With the store unreachable it falls back to
-// the local copy of the last epoch this replica applied; with neither, it is not ready.
+// the local copy of the last epoch this replica applied; with neither, it is not ready. Whatever
+// it serves, the backends' markers must agree with it (checkMarkers), as in a single process.
 func (c *Controller) loadFleet() error {
 	ctx, cancel := context.WithTimeout(c.baseCtx, 15*time.Second)
 	defer cancel()
@@ -73,22 +77,25 @@ func (c *Controller) loadFleet() error {
 			return fmt.Errorf("%s holds no journal but this replica applied epoch %d (state %s, %s serving) according to %s: refusing to start the fleet again at epoch 1; restore the store, or move %s aside if this key store's fleet is to start afresh",
 				c.store.Where(), local.Header.Epoch, local.Header.State, activeOf(journalFrom(local)), c.file.Where(), c.file.Where())
 		}
-		j := c.freshJournal()
-		err = c.store.Save(ctx, Change{Header: &j.Header})
-		switch {
-		case err == nil:
-			snap = j.snapshot()
-		case errors.Is(err, ErrFenced):
-			snap, err = c.store.Load(ctx) // another member created it first
+		if snap, err = c.createFleetJournal(ctx); err != nil {
+			return err
 		}
 	}
 	if err != nil {
 		if local == nil {
 			c.log.Warn("fleet: store unreachable and no local copy of an applied epoch; not ready until the store answers",
 				"store", c.store.Where(), "err", err)
-			return c.adopt(c.freshJournal())
+			j, ferr := c.freshJournal()
+			if ferr != nil {
+				return ferr
+			}
+			j.KeyStore = "" // unknown until the store answers; the markers judge what it says
+			return c.adopt(j)
 		}
 		j := journalFrom(local)
+		if _, err := c.checkMarkers(ctx, j, true, c.file.Where()); err != nil {
+			return err
+		}
 		c.log.Warn("fleet: store unreachable at start; serving the last applied epoch from the local copy",
 			"store", c.store.Where(), "local", c.file.Where(), "epoch", j.Epoch, "state", j.State, "err", err)
 		if err := c.adopt(j); err != nil {
@@ -99,14 +106,27 @@ func (c *Controller) loadFleet() error {
 		c.fleet.route.Store(&[2]string{p, f})
 		return nil
 	}
-	if snap == nil {
-		return fmt.Errorf("%s: no journal after creating one", c.store.Where())
-	}
 	if local != nil && local.Header.Epoch > snap.Header.Epoch {
 		return fmt.Errorf("%s is at epoch %d but this replica applied epoch %d (%s) according to %s: the store went back in time (restored from an old backup?); refusing to serve an older route",
 			c.store.Where(), snap.Header.Epoch, local.Header.Epoch, local.Header.State, c.file.Where())
 	}
+	if local != nil && local.Header.KeyStore != "" && snap.Header.KeyStore != local.Header.KeyStore {
+		return fmt.Errorf("%w: %s holds key store %q but this replica served key store %s according to %s: refusing to serve another key store's state; restore the store, or move %s aside if this replica joins another key store",
+			ErrMarkerContradicts, c.store.Where(), snap.Header.KeyStore, local.Header.KeyStore, c.file.Where(), c.file.Where())
+	}
 	j := journalFrom(snap)
+	// Legacy (no key store yet) is accepted as the markers allow; the driver gives it its
+	// identity (drive).
+	legacy := j.KeyStore == ""
+	act, err := c.checkMarkers(ctx, j, true, c.store.Where())
+	if err != nil {
+		return err
+	}
+	if legacy {
+		j.KeyStore = "" // only the elected driver writes the identity
+	} else if act == markersNote {
+		c.markers.note(markerOf(j))
+	}
 	if err := c.adopt(j); err != nil {
 		return err
 	}
@@ -114,6 +134,102 @@ func (c *Controller) loadFleet() error {
 	c.fleet.applied.Store(j.Epoch)
 	p, f := routeOf(j)
 	c.fleet.route.Store(&[2]string{p, f})
+	return nil
+}
+
+// createFleetJournal writes the store's first journal: a fresh key store's, or one that goes on
+// from what the backends' markers record (checkMarkers). Whichever member gets there first
+// writes it; the others load it.
+func (c *Controller) createFleetJournal(ctx context.Context) (*Snapshot, error) {
+	j, err := c.freshJournal()
+	if err != nil {
+		return nil, err
+	}
+	act, err := c.checkMarkers(ctx, j, false, c.store.Where())
+	if err != nil {
+		return nil, err
+	}
+	if act == markersRecord {
+		if err := c.markers.record(ctx, markerOf(j)); err != nil {
+			return nil, fmt.Errorf("%w; refusing to start on a record the backends do not hold: retry once one of them answers", err)
+		}
+	}
+	err = c.store.Save(ctx, Change{Header: &j.Header})
+	switch {
+	case err == nil:
+		c.markers.note(markerOf(j))
+		return j.snapshot(), nil
+	case errors.Is(err, ErrFenced):
+		return c.store.Load(ctx) // another member created it first
+	}
+	return nil, err
+}
+
+// verifyHeader is what a member checks before it applies an epoch read from the store: the same
+// key store, and a record the backends hold (agreement). Someone who can write the store cannot
+// make a member route where the backends never went. ErrMarkerUnreadable: the markers could not
+// be read now (retried).
+func (c *Controller) verifyHeader(ctx context.Context, h *Header) error {
+	c.mu.Lock()
+	ks := c.j.KeyStore
+	c.mu.Unlock()
+	if ks != "" && h.KeyStore != ks {
+		return fmt.Errorf("%w: the store names key store %q, this member serves key store %s", ErrMarkerContradicts, h.KeyStore, ks)
+	}
+	if h.KeyStore == "" {
+		return c.verifyLegacyHeader(ctx, h)
+	}
+	var newest *Marker
+	var failed []string
+	for _, b := range []*backend{c.src, c.tgt} {
+		m, err := c.readMarker(ctx, b, h.KeyStore)
+		if err != nil {
+			failed = append(failed, b.name+": "+truncate(err.Error()))
+			continue
+		}
+		if m != nil && (newest == nil || m.Epoch > newest.Epoch) {
+			newest = m
+		}
+	}
+	if newest == nil {
+		if len(failed) > 0 {
+			return fmt.Errorf("%w: %s", ErrMarkerUnreadable, strings.Join(failed, "; "))
+		}
+		if h.Epoch == 1 && h.State == StateServing {
+			return nil
+		}
+		return fmt.Errorf("%w: epoch %d (state %s) of key store %s is recorded on neither backend", ErrMarkerContradicts, h.Epoch, h.State, h.KeyStore)
+	}
+	if newest.Epoch > h.Epoch+1 {
+		// Older than the backends' record: a newer header follows; not applied meanwhile.
+		return fmt.Errorf("%w: epoch %d is older than epoch %d the backends record", ErrMarkerAhead, h.Epoch, newest.Epoch)
+	}
+	if err := agreement(h, newest); err != nil {
+		if len(failed) > 0 && newest.Epoch < h.Epoch {
+			// The backend that holds the newer record may be the one that cannot be read.
+			return fmt.Errorf("%w: %s (%v)", ErrMarkerUnreadable, strings.Join(failed, "; "), err)
+		}
+		return err
+	}
+	return nil
+}
+
+// verifyLegacyHeader checks a header with no key store identity (an earlier release's store,
+// before the driver gives it one): valid only while no backend holds a marker with an identity,
+// and not older than the earlier release's markers.
+func (c *Controller) verifyLegacyHeader(ctx context.Context, h *Header) error {
+	f := c.discoverAll(ctx)
+	if len(f.failed) > 0 {
+		return fmt.Errorf("%w: %s", ErrMarkerUnreadable, strings.Join(f.failed, "; "))
+	}
+	for _, m := range f.all {
+		if m.KeyStore != "" {
+			return fmt.Errorf("%w: the store holds no key store identity but backend %s records %s", ErrMarkerContradicts, m.Backend, m.describe())
+		}
+	}
+	if m := f.newest(""); m != nil && m.Epoch > h.Epoch {
+		return fmt.Errorf("%w: epoch %d is older than epoch %d the backends record", ErrMarkerAhead, h.Epoch, m.Epoch)
+	}
 	return nil
 }
 
@@ -231,24 +347,37 @@ func (m *member) onEvent(ev WatchEvent) {
 
 func (m *member) onHeader(h *Header) {
 	c := m.c
-	if !h.State.valid() || h.Epoch == 0 {
+	if !h.State.valid() || h.Epoch == 0 || !validKeyStoreID(h.KeyStore) {
 		return
 	}
+	if m.stale(h) {
+		return
+	}
+	// Verified against the backends' markers before anything of it is taken; a header that
+	// cannot be verified now waits (pending) and the heartbeat tries it again.
+	ctx, cancel := context.WithTimeout(c.baseCtx, 3*c.cfg.MarkerTimeout)
+	err := c.verifyHeader(ctx, h)
+	cancel()
+	if err != nil {
+		m.hold(h, err)
+		return
+	}
+	m.release(h)
 	c.mu.Lock()
 	cur := c.j.Epoch
 	if h.Epoch <= cur && (m.isDriver() || h.Epoch < cur) {
 		c.mu.Unlock()
-		if h.Epoch == cur && m.applied.Load() < cur {
-			p, f := h.Route()
-			_ = m.apply(h.Epoch, p, f, h.State)
-		}
-		return
+		return // taken meanwhile
 	}
 	if h.StartedAt != c.j.StartedAt && h.State == StateCopying {
 		// A new migration: the previous one's notes are gone from the store too.
-		c.j.CreatedDuring, c.j.CreatedOnTarget, c.j.CreatedBy = nil, nil, nil
+		c.j.CreatedDuring, c.j.CreatedOnTarget = nil, nil
 		clear(c.created)
 		c.j.Keys = map[string]*KeyProgress{}
+	}
+	if c.j.KeyStore != "" && h.KeyStore != c.j.KeyStore {
+		c.mu.Unlock()
+		return // verifyHeader refused it; the identity cannot change under a member
 	}
 	c.j.Header = *h
 	c.state.Store(h.State)
@@ -264,6 +393,59 @@ func (m *member) onHeader(h *Header) {
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
+}
+
+// stale handles a header this member need not take: an older epoch, or the driver's own
+// current one (its route re-applied if the swap has not happened yet). A non-driver takes the
+// current epoch's header again: the driver updates it between epochs (last error, options).
+func (m *member) stale(h *Header) bool {
+	c := m.c
+	c.mu.Lock()
+	cur := c.j.Epoch
+	c.mu.Unlock()
+	switch {
+	case h.Epoch > cur:
+		return false
+	case h.Epoch < cur:
+		return true
+	case !m.isDriver():
+		return false
+	}
+	if m.applied.Load() < cur {
+		p, f := h.Route()
+		_ = m.apply(h.Epoch, p, f, h.State)
+	}
+	return true
+}
+
+// hold keeps a header the markers did not confirm, for the heartbeat to try again; it is logged
+// once per epoch.
+func (m *member) hold(h *Header, err error) {
+	for {
+		old := m.held.Load()
+		if old != nil && old.Epoch > h.Epoch {
+			return
+		}
+		if m.held.CompareAndSwap(old, h) {
+			if old == nil || old.Epoch != h.Epoch {
+				lv := slog.LevelError
+				if errors.Is(err, ErrMarkerUnreadable) || errors.Is(err, ErrMarkerAhead) {
+					lv = slog.LevelWarn
+				}
+				m.c.log.Log(context.Background(), lv, "fleet: not applying an epoch the backends' markers do not confirm; serving the last applied one",
+					"epoch", h.Epoch, "state", h.State, "err", truncate(err.Error()))
+				m.c.m.fleetRefused.Inc()
+			}
+			return
+		}
+	}
+}
+
+// release forgets a held header once h (as new or newer) is applied.
+func (m *member) release(h *Header) {
+	if old := m.held.Load(); old != nil && old.Epoch <= h.Epoch {
+		m.held.CompareAndSwap(old, nil)
+	}
 }
 
 func (m *member) heartbeatLoop(ctx context.Context) {
@@ -284,6 +466,9 @@ func (m *member) heartbeatLoop(ctx context.Context) {
 			last, lastN = now, n
 		}
 		m.heartbeat(ctx, now)
+		if h := m.held.Load(); h != nil {
+			m.onHeader(h)
+		}
 	}
 }
 
@@ -330,6 +515,14 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 	// Not ready yet (started without store nor local copy): the store answers now.
 	lctx, lcancel := context.WithTimeout(ctx, 15*time.Second)
 	snap, err := c.store.Load(lctx)
+	if err == nil && snap != nil {
+		err = c.verifyHeader(lctx, &snap.Header)
+		if err != nil {
+			lcancel()
+			m.hold(&snap.Header, err)
+			return
+		}
+	}
 	lcancel()
 	if err == nil && snap != nil {
 		if err := c.adopt(journalFrom(snap)); err != nil {
@@ -379,13 +572,25 @@ func (m *member) drive(lead context.Context) {
 		c.log.Error("fleet: elected but the journal cannot be read; resigning", "err", err)
 		return
 	}
+	vctx, vcancel := context.WithTimeout(lead, 3*c.cfg.MarkerTimeout)
+	err = c.verifyHeader(vctx, &snap.Header)
+	vcancel()
+	if errors.Is(err, ErrMarkerUnreadable) {
+		c.log.Warn("fleet: elected but the backends' markers cannot be read to confirm the journal; resigning, will stand again", "err", err)
+		return
+	}
 	c.writeMu.Lock()
-	err = c.adopt(journalFrom(snap))
+	if err == nil {
+		err = c.adopt(journalFrom(snap))
+	}
 	c.writeMu.Unlock()
 	if err != nil {
-		c.log.Error("fleet: elected but the stored journal does not fit the configuration; not driving", "err", err)
+		c.log.Error("fleet: elected but the stored journal does not fit the configuration or the backends' markers; not driving", "err", err)
 		<-lead.Done()
 		return
+	}
+	if err := c.giveKeyStoreIdentity(lead); err != nil {
+		c.log.Warn("fleet: the store's journal has no key store identity yet (an earlier release's); will retry when next elected", "err", err)
 	}
 	m.leadMu.Lock()
 	m.leadCtx = lead
@@ -414,6 +619,41 @@ func (m *member) drive(lead context.Context) {
 		c.unlock()
 	}
 	c.shadow.stop()
+}
+
+// giveKeyStoreIdentity is the driver's upgrade of an earlier release's store: a key store identity,
+// recorded on the backends first, then in the store's header (same epoch, fenced), then the old
+// markers removed. Members take the header as an update of the current epoch.
+func (c *Controller) giveKeyStoreIdentity(ctx context.Context) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	h := c.j.Header
+	c.mu.Unlock()
+	if h.KeyStore != "" {
+		return nil
+	}
+	ks, err := newKeyStoreID()
+	if err != nil {
+		return err
+	}
+	h.KeyStore = ks
+	j := &journal{Header: h}
+	rctx, cancel := context.WithTimeout(ctx, 2*c.cfg.MarkerTimeout)
+	err = c.markers.record(rctx, markerOf(j))
+	cancel()
+	if err != nil {
+		return err
+	}
+	if err := c.save(Change{PrevEpoch: h.Epoch, Header: &h}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.j.KeyStore = ks
+	c.mu.Unlock()
+	c.log.Info("fleet: the key store has its identity now", "key_store", ks, "epoch", h.Epoch)
+	c.removeLegacy(ctx)
+	return nil
 }
 
 // runContext is the context a runner lives in: the controller's, or the driver's lead.

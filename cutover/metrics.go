@@ -19,6 +19,10 @@ type metrics struct {
 	// rightsSyncPass: seconds the last rights-sync pass took; with the interval, how long a
 	// rights change on the target takes to reach the source.
 	rightsSyncPass prometheus.Gauge
+	// rechecks counts the target's definite refusals sent to the source for a second opinion,
+	// by verdict (caller: the source refused the same; target: it did not; unjudged: too many
+	// at once, counted against the target).
+	rechecks *prometheus.CounterVec
 	fleetMetrics
 }
 
@@ -40,6 +44,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Rights changes made on the target while switched and carried to the source as the same change, by change (grant, revoke_access, revoke_key, destroy)."}, []string{"change"}),
 		rightsSyncPass: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xks_cutover_rights_sync_pass_seconds",
 			Help: "Seconds the last rights-sync pass took while switched (paced at rights_sync_rate keys a second); with the 1 s interval, how long a rights change on the target takes to reach the source."}),
+		rechecks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_probation_rechecks_total",
+			Help: "Definite refusals from the target while switched (KeyNotFound, InvalidCiphertext, InvalidKeyUsage, InvalidState, AccessDenied) sent to the source for a second opinion, by verdict: caller (the source refused the same: not counted against the target), target (counted), unjudged (too many at once: counted)."}, []string{"verdict"}),
 	}
 	var err error
 	if m.fleetMetrics, err = newFleetMetrics(reg); err != nil {
@@ -55,6 +61,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.keys, err = register(reg, m.keys); err != nil {
+		return nil, err
+	}
+	if m.rechecks, err = register(reg, m.rechecks); err != nil {
 		return nil, err
 	}
 	if m.shadow, err = register(reg, m.shadow); err != nil {

@@ -9,6 +9,7 @@ type fleetMetrics struct {
 	fleetStoreUp       prometheus.Gauge
 	fleetDriver        prometheus.Gauge
 	fleetDriverChanges prometheus.Counter
+	fleetRefused       prometheus.Counter
 	fleetMembers       *prometheus.GaugeVec
 	fleetMemberEpoch   *prometheus.GaugeVec
 }
@@ -23,6 +24,8 @@ func newFleetMetrics(reg prometheus.Registerer) (fleetMetrics, error) {
 			Help: "1 while this replica is the elected driver of the migration."}),
 		fleetDriverChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "xks_fleet_driver_elections_total",
 			Help: "Times this replica was elected driver."}),
+		fleetRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "xks_fleet_epochs_refused_total",
+			Help: "Epochs read from the fleet store that this replica did not apply because the backends' cutover markers did not confirm them (yet)."}),
 		fleetMembers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xks_fleet_members",
 			Help: "Registered fleet members by liveness (live: lease alive; expired: registered, lease gone)."}, []string{"state"}),
 		fleetMemberEpoch: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xks_fleet_member_acked_epoch",
@@ -42,6 +45,9 @@ func newFleetMetrics(reg prometheus.Registerer) (fleetMetrics, error) {
 		return m, err
 	}
 	if m.fleetDriverChanges, err = register(reg, m.fleetDriverChanges); err != nil {
+		return m, err
+	}
+	if m.fleetRefused, err = register(reg, m.fleetRefused); err != nil {
 		return m, err
 	}
 	if m.fleetMembers, err = register(reg, m.fleetMembers); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -50,6 +51,9 @@ func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
 		pk := PlanKey{KeyID: id, Action: ActionSkip, Reason: SharedStorageNote}
 		if !shared {
 			pk = c.planKey(ctx, id)
+		}
+		if n := c.ownNameNote(id, pk.Action == ActionConflict); n != "" {
+			pk.Reason = strings.TrimPrefix(pk.Reason+"; "+n, "; ")
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

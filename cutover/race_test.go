@@ -26,6 +26,10 @@ func TestCopyRaceIsASkip(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 1)
 	c := e.controller(t, nil)
+	// The fresh key store's first marker is written in the background: let it land before the
+	// client is swapped under the writer.
+	markerOn(t, e.A, "A", 1)
+	markerOn(t, e.B, "B", 1)
 	c.tgt.k = racingImport{c.tgt.k}
 	res, err := c.copyKey(ctxT(t), c.src, c.tgt, ids[0], controlAttempts)
 	if err != nil || res != ResultSkipped {

@@ -48,6 +48,22 @@ func (c *Controller) GrantsPending(keyID, backend string) bool {
 	return ok && b == backend
 }
 
+// MintOn names the backend where a CreateKey for an id neither side holds must mint the key while
+// a migration can still roll back ("" = the serving side). From a 5.26 source (rights per
+// principal) to a newer target ([aws-xks-service]): a key minted on the target is granted only
+// to [aws-xks-service], which the source can express only as a grant to every user, so a
+// rollback could not carry it back as the owner's policy; minted on the source, Cosmian 5.26
+// grants the principal that minted it there, and the copy gives the target that grant plus its
+// own [aws-xks-service] one. Every right stays one a backend gave. Once finalized the target
+// mints (the source may be retired); a rollback from there needs grant_everyone_for_service_keys
+// for those keys.
+func (c *Controller) MintOn() string {
+	if c.src.acl == ACLARN && c.tgt.acl == ACLService && c.curState() == StateSwitched {
+		return c.src.name
+	}
+	return ""
+}
+
 // MayLack reports whether backend may not hold keyID yet. The target holds every key the copy
 // reported copied and every key created on it; the source holds every key the migration found
 // there and every key the source answered a CreateKey for. Any other id may be missing (created

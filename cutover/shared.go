@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,8 +26,13 @@ import (
 // SharedStorageNote is what plan and status say when source and target share storage.
 const SharedStorageNote = "shared storage: nothing to copy"
 
-// canaryPrefix starts the uid of every canary object; list never selects one.
+// canaryPrefix starts the uid of every canary object, followed by 96 random bits: no caller
+// can name one. A customer key whose name merely starts like it is a key like any other.
 const canaryPrefix = "xksproxy-storage-canary-"
+
+// canaryTag marks a canary object; like the marker tag, only the keys' owner can set it (KMIP),
+// so the selection finds a canary left behind by its tag, never by its name.
+const canaryTag = "xksproxy-storage-canary"
 
 // canaryTimeout bounds each KMIP call of a detection.
 const canaryTimeout = 5 * time.Second
@@ -34,12 +40,12 @@ const canaryTimeout = 5 * time.Second
 // ErrSharedStorage refuses what makes no sense when source and target share storage.
 var ErrSharedStorage = errors.New("cutover: source and target share storage")
 
-func isCanary(id string) bool { return strings.HasPrefix(id, canaryPrefix) }
-
-// IsStorageCanary reports whether id names a shared-storage canary: a short-lived PreActive
-// object the cutover creates and destroys on the source, left behind only when its destruction
-// failed (logged). Inventory comparisons skip it, as the migration does.
-func IsStorageCanary(id string) bool { return isCanary(id) }
+// IsOwnObject reports whether an object with these tags is one of the proxy's own (a cutover
+// marker or a shared-storage canary): tags only the keys' owner can set through KMIP. Inventory
+// comparisons skip them, as the migration does.
+func IsOwnObject(tags []string) bool {
+	return slices.Contains(tags, markerTag) || slices.Contains(tags, canaryTag)
+}
 
 // detectShared imports a canary through the source, looks it up through the target and
 // destroys it. A new object is read from the database on a cache miss, so the look-up does not
@@ -55,9 +61,12 @@ func (c *Controller) detectShared(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	uid := canaryPrefix + hex.EncodeToString(rnd)
+	c.reserve(uid, true)
+	defer c.reserve(uid, false)
 	cctx, cancel := context.WithTimeout(ctx, canaryTimeout)
 	// No activation date: PreActive, unusable for any cryptographic call, destroyable at once.
-	_, err := c.src.k.Import(cctx, cosmian.ImportRequest{UID: uid, Material: material})
+	_, err := c.src.k.Import(cctx, cosmian.ImportRequest{UID: uid, Material: material,
+		Attributes: cosmian.KeyAttributes{Tags: []string{canaryTag}}})
 	cancel()
 	if err != nil {
 		return false, fmt.Errorf("cutover: shared-storage check: creating %s on %s: %w", uid, c.src.name, err)
@@ -117,6 +126,11 @@ func (c *Controller) notes() []string {
 	var n []string
 	if c.shared.Load() {
 		n = append(n, SharedStorageNote+" ("+c.src.name+" and "+c.tgt.name+" are nodes over one database); verification still runs")
+	}
+	if c.src.acl == ACLARN && c.tgt.acl == ACLService {
+		n = append(n, "from a per-principal source ("+c.src.name+", Cosmian 5.26) to an [aws-xks-service] target ("+c.tgt.name+"): while switched, keys AWS creates are minted on "+
+			c.src.name+" (5.26 grants the principal that minted them there; the copy gives "+c.tgt.name+" that grant and [aws-xks-service]), so a rollback carries nothing the source cannot express; once finalized they are minted on "+
+			c.tgt.name+", and a rollback from finalized carries those back only with grant_everyone_for_service_keys = true")
 	}
 	if len(c.cfg.Select.Exclude) > 0 {
 		n = append(n, "never migrated, each backend holds its own: "+strings.Join(c.cfg.Select.Exclude, ", "))

@@ -30,7 +30,10 @@ var ErrFenced = errors.New("cutover: write fenced: not the driver of this epoch"
 // Header is the journal without its per-key records: epoch, state, route names, options, times.
 // It is small (well under a kilobyte) whatever the number of keys.
 type Header struct {
-	Version   int       `json:"version"`
+	Version int `json:"version"`
+	// KeyStore is the key store's identity: random, made with the first journal, recorded in
+	// every marker. A journal or store state of another key store is refused.
+	KeyStore  string    `json:"key_store,omitempty"`
 	Epoch     uint64    `json:"epoch"`
 	State     State     `json:"state"`
 	Source    string    `json:"source"`
@@ -65,7 +68,9 @@ type CreatedKey struct {
 	ID string `json:"id"`
 	// OnTarget: created while the target served (it must reach the source before a rollback).
 	OnTarget bool `json:"on_target,omitempty"`
-	// By is the creating awsPrincipalArn ("" unknown).
+	// By is what earlier releases wrote as the key's creator (the CreateKey caller's principal).
+	// Anyone who can write the store can write it: it is read so that their records still
+	// decode, and ignored. Never written.
 	By string `json:"by,omitempty"`
 }
 

@@ -74,7 +74,9 @@ func TestBDownAtSwitch(t *testing.T) {
 // the switch. With B healthy again, a second migration finishes.
 func TestBFailingDuringProbation(t *testing.T) {
 	p := testProbation(60 * time.Second)
-	st, keys := startStack(t, 30, devstack.Config{Probation: p})
+	// One generation on both sides, so that keys AWS creates while switched are minted on B
+	// (from 5.26 to a newer B they are minted on A: cutover.MintOn).
+	st, keys := startStack(t, 30, devstack.Config{Probation: p, CosmianA: kmsemu.Cosmian526, CosmianB: kmsemu.Cosmian526})
 	ctrl := st.App.Cutover
 	ctx := context.Background()
 	// A tenth of the traffic is CreateKey, so that keys get created on B after the switch.
@@ -387,12 +389,22 @@ func TestCorruptJournal(t *testing.T) {
 		}
 		return []byte(strings.Replace(string(good), old, new, 1))
 	}
+	// The stack below runs new emulators, which hold no marker of this journal's key store: as
+	// is, the journal is another installation's and is refused for that. Without its key store
+	// (as an earlier release wrote it) it is accepted: the control.
+	ks := regexp.MustCompile(`"key_store":"[0-9a-f]{32}",`)
+	if !ks.Match(good) {
+		t.Fatalf("journal has no key store:\n%s", good)
+	}
+	other := good
+	good = ks.ReplaceAll(good, nil)
 	cases := []struct {
 		name string
 		data []byte
 		ok   bool
 	}{
 		{"intact (control)", good, true},
+		{"another installation's", other, false},
 		{"garbage", []byte("\x00\x17not a journal\xff\xfe"), false},
 		{"empty", nil, false},
 		// The snapshot cut short. (A cut inside the appended changes that follow it is what a
@@ -426,6 +438,12 @@ func TestCorruptJournal(t *testing.T) {
 			if err == nil {
 				st.Close()
 				t.Fatalf("started with a corrupt journal")
+			}
+			if tc.name == "another installation's" {
+				if !errors.Is(err, cutover.ErrMarkerContradicts) {
+					t.Errorf("error %v, want ErrMarkerContradicts", err)
+				}
+				return
 			}
 			if !errors.Is(err, cutover.ErrCorruptJournal) {
 				t.Errorf("error %v does not wrap ErrCorruptJournal", err)

@@ -44,7 +44,7 @@ func (f *fleetEnv) watchInvariants(t *testing.T) (stop func()) {
 					both = false
 				}
 			}
-			onA, onB := set(migratable(f.st.A)), set(migratable(f.st.B))
+			onA, onB := set(migratable(f.st, f.st.A)), set(migratable(f.st, f.st.B))
 			now := time.Now()
 			seen := map[string]bool{}
 			for id := range onA {
@@ -97,7 +97,7 @@ func set(ids []string) map[string]bool {
 func checkBothWays(t *testing.T, f *fleetEnv) {
 	t.Helper()
 	checkIdentical(t, f.st)
-	for _, id := range migratable(f.st.B) {
+	for _, id := range migratable(f.st, f.st.B) {
 		if eq, err := f.st.B.KeyMaterialEqual(id, f.st.A); err != nil || !eq {
 			t.Errorf("invariant (c): key %s on B is not on A with the same material (equal=%v, err=%v)", id, eq, err)
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -12,7 +13,6 @@ import (
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/internal/devstack"
-	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/xks"
 )
 
@@ -187,11 +187,13 @@ func redecryptAll(t *testing.T, loads ...*load) {
 	t.Logf("re-decrypted %d ciphertexts", total)
 }
 
-// migratable lists the key ids on srv except each backend's own health-check key and cutover marker.
-func migratable(srv *kmsemu.Server) []string {
+// migratable lists the key ids on srv except the proxy's own objects (each backend's health-check
+// key, the cutover markers, canaries).
+func migratable(st *devstack.Stack, srv *kmsemu.Server) []string {
 	var ids []string
+	health := st.App.Proxy.HealthKeyIDs()
 	for _, o := range srv.Objects() {
-		if o.UID != proxy.DefaultHealthTestKeyID && o.UID != cutover.DefaultMarkerID && !cutover.IsStorageCanary(o.UID) {
+		if !slices.Contains(health, o.UID) && !cutover.IsOwnObject(o.Tags) {
 			ids = append(ids, o.UID)
 		}
 	}
@@ -203,7 +205,7 @@ func migratable(srv *kmsemu.Server) []string {
 // material. (After finalizing, keys created through the proxy live on B alone, by design.)
 func checkIdentical(t *testing.T, st *devstack.Stack) {
 	t.Helper()
-	onA, onB := migratable(st.A), migratable(st.B)
+	onA, onB := migratable(st, st.A), migratable(st, st.B)
 	for _, id := range onA {
 		eq, err := st.A.KeyMaterialEqual(id, st.B)
 		if err != nil || !eq {

@@ -90,7 +90,7 @@ func TestEtcdStore(t *testing.T) {
 			keys[fmt.Sprintf("k%04d", i)] = &cutover.KeyProgress{Phase: cutover.PhaseCopy, Result: cutover.ResultOK}
 		}
 		if err := a.Save(ctx, cutover.Change{PrevEpoch: 1, Header: hdr(2, cutover.StateCopying), ResetKeys: true, Keys: keys,
-			Created: []cutover.CreatedKey{{ID: "new-1", By: "arn:x"}}}); err != nil {
+			Created: []cutover.CreatedKey{{ID: "new-1", OnTarget: true}}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := a.Save(ctx, cutover.Change{PrevEpoch: 1, Keys: keys}); !errors.Is(err, cutover.ErrFenced) {
@@ -100,7 +100,7 @@ func TestEtcdStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if snap.Header.Epoch != 2 || len(snap.Keys) != 300 || len(snap.Created) != 1 || snap.Created[0].By != "arn:x" {
+		if snap.Header.Epoch != 2 || len(snap.Keys) != 300 || len(snap.Created) != 1 || !snap.Created[0].OnTarget {
 			t.Fatalf("loaded epoch %d, %d keys, created %+v", snap.Header.Epoch, len(snap.Keys), snap.Created)
 		}
 	})

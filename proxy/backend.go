@@ -32,6 +32,7 @@ type backend struct {
 	client    *http.Client
 	signer    *sigv4.Signer
 	xks       *xks.Client  // for health probes
+	healthKey string       // the health probe's key id (HealthKeyID)
 	conns     atomic.Int64 // connections open to the backend (gauge; sizes the pre-warm of a switch)
 }
 

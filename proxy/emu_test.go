@@ -202,8 +202,15 @@ func TestEmulatorFallbackAndHealth(t *testing.T) {
 	e.ea.SetFaults(kmsemu.Faults{})
 	check(xks.HealthDegraded)
 	check(xks.HealthActive)
-	if _, ok := e.ea.Object("xksproxy-health-check"); !ok {
-		t.Errorf("health test key was not created on a")
+	hk := e.p.HealthKeyIDs()
+	if _, ok := e.ea.Object(hk[0]); !ok {
+		t.Errorf("health test key %s was not created on a", hk[0])
+	}
+	if hk[0] == hk[1] || !strings.HasPrefix(hk[0], healthKeyPrefix) || len(hk[0]) != len(healthKeyPrefix)+24 {
+		t.Errorf("health key ids %v: want one per backend, derived", hk)
+	}
+	if _, ok := e.ea.Object(LegacyHealthTestKeyID); ok {
+		t.Errorf("the health check created the fixed id %s, which any caller can name", LegacyHealthTestKeyID)
 	}
 }
 
@@ -237,6 +244,8 @@ func (m *emuMigration) Active() bool {
 	defer m.mu.Unlock()
 	return !m.inactive
 }
+func (m *emuMigration) Reserved(id string) bool { return id == "xksproxy-marker-test" }
+func (m *emuMigration) MintOn() string           { return "" }
 func (m *emuMigration) GrantsPending(id, b string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -270,7 +279,7 @@ func TestCreateKeyNeverMintsASecondKey(t *testing.T) {
 		c.Migration = mig
 		c.Hooks.OnCreateKey = func(_ context.Context, ev CreateKeyEvent) {
 			mu.Lock()
-			created = append(created, fmt.Sprintf("%s@%s minted=%v", ev.KeyID, ev.Backend, ev.Minted))
+			created = append(created, ev.KeyID+"@"+ev.Backend)
 			mu.Unlock()
 		}
 	})
@@ -359,7 +368,7 @@ func TestCreateKeyNeverMintsASecondKey(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	if want := []string{"priv-2@a minted=false", "k1@b minted=false", "brand-new@b minted=true"}; !slices.Equal(created, want) {
+	if want := []string{"priv-2@a", "k1@b", "brand-new@b"}; !slices.Equal(created, want) {
 		t.Errorf("OnCreateKey saw %v, want %v", created, want)
 	}
 }

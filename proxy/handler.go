@@ -139,9 +139,12 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res.KMSOperation, res.KMSRequestID = v.Metadata.KMSOperation, v.Metadata.KMSRequestID
-	res.Principal = v.Metadata.AWSPrincipalArn
 	if op == xks.OpHealth {
 		p.serveHealth(w, r, ps, res, start)
+		return
+	}
+	if p.ownObject(keyID) {
+		p.reply(w, r, ps, res, start, errOwnObject)
 		return
 	}
 
@@ -161,7 +164,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		// so that AWS's first Encrypt with it can already fall back. It gets what is left of the
 		// budget (minus a margin for writing the reply); CreateKey is rare.
 		hctx, cancel := context.WithDeadline(r.Context(), start.Add(p.cfg.Limits.Budget-10*time.Millisecond))
-		p.cfg.Hooks.OnCreateKey(hctx, CreateKeyEvent{KeyID: keyID, Principal: res.Principal, Backend: res.Backend, Minted: ex.minted})
+		p.cfg.Hooks.OnCreateKey(hctx, CreateKeyEvent{KeyID: keyID, Backend: res.Backend})
 		cancel()
 	}
 	writeJSON(w, status, out)
@@ -169,6 +172,20 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	if berr == nil && p.cfg.Hooks.Mirror != nil && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
 		p.cfg.Hooks.Mirror(*res, body, out)
 	}
+	if berr != nil && p.cfg.Hooks.Recheck != nil && res.FellBackFrom == "" && res.Backend != "" && definiteRefusal(res.ErrorName) {
+		p.cfg.Hooks.Recheck(*res, body)
+	}
+}
+
+// definiteRefusal: the error names a backend answers a wrong caller with (and a right caller
+// too when the backend is wrong), as opposed to transport failures and malformed requests.
+func definiteRefusal(n xks.ErrorName) bool {
+	switch n {
+	case xks.KeyNotFoundException, xks.InvalidCiphertextException, xks.InvalidKeyUsageException,
+		xks.InvalidStateException, xks.AccessDeniedException:
+		return true
+	}
+	return false
 }
 
 // exchange is one XKS request on its way to the backends: what forward and attempt need, in
@@ -182,9 +199,6 @@ type exchange struct {
 	v              xks.Validated
 	start          time.Time
 	rawBuf, outBuf *[]byte // the backend's raw reply, the normalised reply
-	// minted: a CreateKey sent where the proxy saw, as the keys' owner, that no backend held
-	// the id (only then may the caller be recorded as the key's creator).
-	minted bool
 	// res by value, like bodySum: pointers to the handler's locals stored here would make them
 	// escape to the heap (escape analysis does not tell one field of *ex from another).
 	res Result

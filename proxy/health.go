@@ -153,12 +153,12 @@ func (h *healthChecker) probe(ctx context.Context, b *backend, keyReady bool) er
 	_, _ = rand.Read(rid[:])
 	md := xks.RequestMetadata{
 		AWSPrincipalArn: cfg.PrincipalARN,
-		KMSKeyArn:       "arn:aws:kms:xksproxy:health:key/" + cfg.TestKeyID,
+		KMSKeyArn:       "arn:aws:kms:xksproxy:health:key/" + b.healthKey,
 		KMSOperation:    "CreateKey",
 		KMSRequestID:    "xksproxy-health-" + hex.EncodeToString(rid[:]),
 	}
 	if !keyReady {
-		m, err := b.xks.Metadata(ctx, cfg.TestKeyID, md)
+		m, err := b.xks.Metadata(ctx, b.healthKey, md)
 		if err != nil {
 			return err
 		}
@@ -169,12 +169,12 @@ func (h *healthChecker) probe(ctx context.Context, b *backend, keyReady bool) er
 	var pt [32]byte
 	_, _ = rand.Read(pt[:])
 	md.KMSOperation = "Encrypt"
-	enc, err := b.xks.Encrypt(ctx, cfg.TestKeyID, &xks.EncryptRequest{RequestMetadata: md, Plaintext: pt[:]})
+	enc, err := b.xks.Encrypt(ctx, b.healthKey, &xks.EncryptRequest{RequestMetadata: md, Plaintext: pt[:]})
 	if err != nil {
 		return err
 	}
 	md.KMSOperation = "Decrypt"
-	dec, err := b.xks.Decrypt(ctx, cfg.TestKeyID, &xks.DecryptRequest{
+	dec, err := b.xks.Decrypt(ctx, b.healthKey, &xks.DecryptRequest{
 		RequestMetadata:      md,
 		Ciphertext:           enc.Ciphertext,
 		InitializationVector: enc.InitializationVector,

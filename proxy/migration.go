@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"strings"
 
 	"github.com/xksproxy/xksproxy/xks"
 )
@@ -23,16 +24,36 @@ type Migration interface {
 	// (KMIP with the cutover's credential), never as the caller: a caller without a grant
 	// sees "not found" for a key that exists.
 	Holds(ctx context.Context, keyID, backend string) (bool, error)
+	// MintOn names the backend where a CreateKey for an id no backend holds mints the key
+	// ("" = the primary): the migration keeps every new key's rights ones a backend gave and
+	// the other can express.
+	MintOn() string
+	// Reserved reports whether keyID names one of the migration's own objects on the
+	// backends (its markers, its canaries): the proxy refuses XKS calls for them. Called on the
+	// request path: fast for every id that does not start with "xksproxy-".
+	Reserved(keyID string) bool
 }
 
-// CreateKeyEvent is what Hooks.OnCreateKey learns of a successful CreateKey.
+// errOwnObject answers an XKS call for one of the proxy's own objects, as for a key that does
+// not exist: the proxy answers itself, so no backend is counted for it.
+var errOwnObject = xks.Errorf(xks.KeyNotFoundException, "key not found")
+
+// ownObject reports whether keyID names one of the proxy's own objects: a health-check key or
+// one of the migration's.
+func (p *Proxy) ownObject(keyID string) bool {
+	if p.ownIDs[keyID] {
+		return true
+	}
+	mig := p.cfg.Migration
+	return mig != nil && strings.HasPrefix(keyID, "xksproxy-") && mig.Reserved(keyID)
+}
+
+// CreateKeyEvent is what Hooks.OnCreateKey learns of a successful CreateKey: which key, and
+// which backend answered. Not who asked: a caller's principal is never a source of rights (the
+// backend that minted the key granted what its policy grants, and a copy copies that).
 type CreateKeyEvent struct {
-	KeyID, Principal string
-	Backend          string // the backend that answered
-	// Minted is true only when the proxy saw, as the keys' owner, that no backend held the id
-	// before: then the backend minted the key and granted Principal. For an id that already
-	// existed the caller gained no right, and must not be recorded as the key's creator.
-	Minted bool
+	KeyID   string
+	Backend string // the backend that answered
 }
 
 // fallbackWorthy says whether the primary's error may be retried on the fallback.
@@ -68,18 +89,17 @@ var errCreateUnknown = xks.Errorf(xks.InternalException, "cannot tell whether an
 // the caller, who may have no right on an existing key and would be told "not found":
 //   - only the fallback holds it: the CreateKey goes there (no second key under the id);
 //   - the primary holds it: it goes to the primary, which answers without minting;
-//   - neither: it goes to the primary, which mints it (ex.minted: the caller is its creator);
+//   - neither: it goes to the primary, which mints it (or to the side the migration names,
+//     Migration.MintOn);
 //   - either side cannot be asked: refused with a retryable error, never a guess that could
 //     leave two keys under one id.
 //
 // Whichever side it goes to, a failed CreateKey is never retried on the other (forward).
 //
-// Outside a migration (or without one wired in) CreateKey goes to the primary and the caller is
-// taken as the creator only when no fallback exists.
+// Outside a migration (or without one wired in) CreateKey goes to the primary.
 func (p *Proxy) createKeyTarget(ex *exchange, rt *routeTable) (*backend, *xks.Error) {
 	mig := p.cfg.Migration
 	if mig == nil || !mig.Active() {
-		ex.minted = rt.fallback == nil
 		return rt.primary, nil
 	}
 	// Leave at least half the budget for the CreateKey itself.
@@ -92,7 +112,6 @@ func (p *Proxy) createKeyTarget(ex *exchange, rt *routeTable) (*backend, *xks.Er
 		return nil, errCreateUnknown
 	}
 	if onPrimary || rt.fallback == nil {
-		ex.minted = !onPrimary
 		return rt.primary, nil
 	}
 	onFallback, err := mig.Holds(ctx, ex.keyID, rt.fallback.name)
@@ -104,6 +123,17 @@ func (p *Proxy) createKeyTarget(ex *exchange, rt *routeTable) (*backend, *xks.Er
 	if onFallback {
 		return rt.fallback, nil
 	}
-	ex.minted = true
+	if mig.MintOn() == rt.fallback.name {
+		return rt.fallback, nil // minted where its rights are expressible both ways (cutover.MintOn)
+	}
 	return rt.primary, nil
+}
+
+// HealthKeyIDs lists the health-check keys' ids, one per backend, in configuration order.
+func (p *Proxy) HealthKeyIDs() []string {
+	out := make([]string, len(p.order))
+	for i, b := range p.order {
+		out[i] = b.healthKey
+	}
+	return out
 }

@@ -25,7 +25,10 @@ package proxy
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,9 +77,28 @@ type Config struct {
 	PreferHTTP1 bool
 }
 
-// DefaultHealthTestKeyID is the dedicated key the deep health check creates on every backend
-// (through XKS CreateKey) and round-trips through. It is never a customer key.
-const DefaultHealthTestKeyID = "xksproxy-health-check"
+// LegacyHealthTestKeyID is the fixed id earlier releases gave the deep health check's key on
+// every backend. A fixed id is one any XKS caller can name: create first (squatting it), or use
+// for real data on a backend that lets any signed request use an XKS key. The key is now named
+// by HealthKeyID; an object left under this id is a key like any other.
+const LegacyHealthTestKeyID = "xksproxy-health-check"
+
+// healthKeyPrefix starts every derived health-check key id.
+const healthKeyPrefix = "xksproxy-health-"
+
+// HealthKeyID is the id of the deep health check's key on backend b: the configured TestKeyID,
+// or, by default, one derived from the backend's SigV4 secret, which no XKS caller knows (it
+// changes with that secret; the previous key is then left unused on the backend). The proxy
+// refuses XKS calls for it, and the migration never moves it.
+func HealthKeyID(h HealthConfig, b BackendConfig) string {
+	if h.TestKeyID != "" {
+		return h.TestKeyID
+	}
+	mac := hmac.New(sha256.New, []byte(b.Credential.Secret))
+	mac.Write([]byte("xksproxy health-check key\x00"))
+	mac.Write([]byte(b.Name))
+	return healthKeyPrefix + hex.EncodeToString(mac.Sum(nil)[:12])
+}
 
 // MetricsDisabled as Config.MetricsListen turns the metrics listener off.
 const MetricsDisabled = "off"
@@ -141,7 +163,7 @@ type Limits struct {
 // HealthConfig configures the deep health check.
 type HealthConfig struct {
 	Interval        time.Duration // default 15s; ≤ 55s
-	TestKeyID       string        // default "xksproxy-health-check"
+	TestKeyID       string        // default: per backend, HealthKeyID
 	PrincipalARN    string        // default "xksproxy-health"
 	DegradedLatency time.Duration // default 150ms
 	// ProbeTimeout bounds one backend's whole probe (3 calls); default 2s.
@@ -167,6 +189,12 @@ type Hooks struct {
 	// BEFORE the reply is written. It may block until ctx's deadline (the rest of the
 	// request's budget).
 	OnCreateKey func(ctx context.Context, ev CreateKeyEvent)
+	// Recheck is called, after the reply, for a request the backend that served it refused
+	// definitely (KeyNotFound, InvalidCiphertext, InvalidKeyUsage, InvalidState, AccessDenied)
+	// with no fallback tried: req is the request body, not retained after the call returns.
+	// The migration asks the other backend for a second opinion before it counts the refusal
+	// against the target.
+	Recheck func(r Result, req []byte)
 	// OnCreateKeyRefused is called when a backend refuses CreateKey because a non-XKS key
 	// holds the id (Cosmian after 5.26); such a CreateKey is never retried on the fallback.
 	OnCreateKeyRefused func(keyID, backend, message string)
@@ -185,9 +213,6 @@ type Result struct {
 	// backend's failures stay visible when the fallback answered.
 	PrimaryError   xks.ErrorName
 	PrimaryLatency time.Duration
-	// Principal is the request's awsPrincipalArn: Cosmian 5.26 grants it on XKS CreateKey. It is
-	// passed to hooks only; it is never a metric label.
-	Principal string
 	ErrorName xks.ErrorName // "" on success
 	Status    int
 	Latency   time.Duration
@@ -236,6 +261,8 @@ type Proxy struct {
 	m          *metrics
 	health     *healthChecker
 	keyInfo    *keyInfoCache // nil: no backend has a reader (keyinfo.go)
+	// ownIDs are the health-check keys' ids: the proxy's own objects, refused to XKS callers.
+	ownIDs map[string]bool
 	bufs       sync.Pool     // *[]byte
 	handler    http.Handler
 
@@ -269,6 +296,7 @@ func New(cfg Config) (*Proxy, error) {
 		now:      cfg.Now,
 		prefixes: make(map[string]*prefixState, len(cfg.Prefixes)),
 		backends: make(map[string]*backend, len(cfg.Backends)),
+		ownIDs:   make(map[string]bool, len(cfg.Backends)),
 		ready:    make(chan struct{}),
 		adminMux: http.NewServeMux(),
 	}
@@ -308,6 +336,8 @@ func New(cfg Config) (*Proxy, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: backend[%d] %q: %w", ErrConfig, i, bc.Name, err)
 		}
+		b.healthKey = HealthKeyID(cfg.Health, bc)
+		p.ownIDs[b.healthKey] = true
 		p.backends[bc.Name] = b
 		p.order = append(p.order, b)
 	}
@@ -385,11 +415,10 @@ func (c *Config) checkAndSetDefaults() error {
 	if h.Interval < 0 || h.Interval > 55*time.Second {
 		return configErr("health: Interval must be at most 55s (the cached result must stay under a minute old)")
 	}
-	if h.TestKeyID == "" {
-		h.TestKeyID = DefaultHealthTestKeyID
-	}
-	if err := xks.ValidKeyID(h.TestKeyID); err != nil {
-		return configErr("health: TestKeyID: %v", err)
+	if h.TestKeyID != "" {
+		if err := xks.ValidKeyID(h.TestKeyID); err != nil {
+			return configErr("health: TestKeyID: %v", err)
+		}
 	}
 	if h.PrincipalARN == "" {
 		h.PrincipalARN = "xksproxy-health"

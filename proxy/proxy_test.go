@@ -531,8 +531,8 @@ func TestHooksAndForward(t *testing.T) {
 				}
 			},
 			OnCreateKey: func(_ context.Context, ev CreateKeyEvent) {
-				// No fallback, no migration: the primary alone mints it.
-				if ev.KeyID == "new-key" && ev.Principal != "" && ev.Minted {
+				// No fallback, no migration: the primary alone answers it.
+				if ev.KeyID == "new-key" && ev.Backend == "a" {
 					created.Add(1)
 				}
 			},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/internal/devstack"
-	"github.com/xksproxy/xksproxy/proxy"
 )
 
 // Options tune the run; zero values take the defaults.
@@ -307,8 +307,9 @@ func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.St
 	// Byte-identical material on B for every key A holds (seeded and created during the run),
 	// checked inside the emulators without exposing it.
 	ids := []string{}
+	health := st.App.Proxy.HealthKeyIDs()
 	for _, obj := range st.A.Objects() {
-		if obj.UID != proxy.DefaultHealthTestKeyID && obj.UID != cutover.DefaultMarkerID && !cutover.IsStorageCanary(obj.UID) {
+		if !slices.Contains(health, obj.UID) && !cutover.IsOwnObject(obj.Tags) {
 			ids = append(ids, obj.UID)
 		}
 	}

@@ -117,9 +117,11 @@ type Config struct {
 	GrantEveryoneForServiceKeys bool
 	// RightsSyncInterval is cutover.Config's (0: its default).
 	RightsSyncInterval time.Duration
-	Logger             *slog.Logger
-	Progress           interface{ Write([]byte) (int, error) }
-	Version            string
+	// Select is cutover.Config's key selection (zero: keys tagged aws-xks).
+	Select   cutover.Selection
+	Logger   *slog.Logger
+	Progress interface{ Write([]byte) (int, error) }
+	Version  string
 	// Fleet, when set, makes every proxy of the stack a member of a fleet coordinated through
 	// that store: the first proxy is member "r1", AddReplica starts more. Member and Logger
 	// are filled per replica.
@@ -391,6 +393,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				Source:      cutover.Backend{Name: "a", KMIP: kmipA, ACL: cutoverACL(cfg.CosmianA)},
 				Target:      cutover.Backend{Name: "b", KMIP: kmipB, ACL: cutoverACL(cfg.CosmianB)},
 				JournalPath: journal,
+				Select:      cfg.Select,
 				Probation:   cfg.Probation,
 				Shadow:      cfg.Shadow,
 				Logger:      log,
