@@ -354,6 +354,8 @@ func (s *Server) xksCreateKey(w http.ResponseWriter, m xksMeta, keyID string) {
 		keyFormat: "TransparentSymmetricKey", activation: &act, initialDate: now,
 		tags: []string{"_kk", "aws-xks"}, material: material,
 	}
+	// Created through KMIP Create inside Cosmian: on 5.28 the latch of extractability applies.
+	o.extractable, o.neverExtractable = s.extractability(nil, nil)
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
 	service := s.cfg.CosmianVersion.serviceIdentity()
