@@ -468,6 +468,10 @@ func (s *Server) xksEncrypt(w http.ResponseWriter, body []byte, keyID string) {
 		s.xksFail(w, name, emsg)
 		return
 	}
+	corrupt := s.faults.Load().CorruptEncrypt
+	if corrupt == CorruptCiphertext {
+		ct[0] ^= 1
+	}
 	resp := encryptResponse{
 		Ciphertext:           base64.StdEncoding.EncodeToString(ct),
 		InitializationVector: base64.StdEncoding.EncodeToString(iv),
@@ -486,7 +490,11 @@ func (s *Server) xksEncrypt(w http.ResponseWriter, body []byte, keyID string) {
 		h.Write(iv)
 		h.Write(ct)
 		h.Write(tag)
-		v := base64.StdEncoding.EncodeToString(h.Sum(nil))
+		sum := h.Sum(nil)
+		if corrupt == CorruptCDIV {
+			sum[0] ^= 1
+		}
+		v := base64.StdEncoding.EncodeToString(sum)
 		resp.CiphertextDataIntegrityValue = &v
 	}
 	writeJSON(w, http.StatusOK, resp)
