@@ -663,6 +663,7 @@ func TestErrorClasses(t *testing.T) {
 		{"wrong state", 422, "Wrong_Key_Lifecycle_State: DENIED", ErrWrongState},
 		{"destroyed", 422, "Object_Destroyed: DENIED", ErrWrongState},
 		{"sensitive", 422, "Sensitive: DENIED", ErrSensitive},
+		{"not extractable", 422, "Not_Extractable: DENIED", ErrNotExtractable},
 		{"invalid request", 422, "Invalid Request: bad attribute", ErrInvalidRequest},
 		{"other 422", 422, "Not Supported: thing", ErrInvalidRequest},
 		{"internal", 500, "Internal server error", ErrServer},
@@ -679,7 +680,7 @@ func TestErrorClasses(t *testing.T) {
 			if !errors.As(err, &ke) || ke.HTTPStatus != tc.status || ke.Message != tc.body || ke.Op != "Export" {
 				t.Fatalf("KMSError = %+v", ke)
 			}
-			for _, other := range []error{ErrNotFound, ErrAlreadyExists, ErrAccessDenied, ErrWrongState, ErrSensitive, ErrInvalidRequest, ErrServer} {
+			for _, other := range []error{ErrNotFound, ErrAlreadyExists, ErrAccessDenied, ErrWrongState, ErrSensitive, ErrNotExtractable, ErrInvalidRequest, ErrServer} {
 				if other != tc.want && errors.Is(err, other) {
 					t.Errorf("also %v", other)
 				}

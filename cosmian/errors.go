@@ -11,11 +11,15 @@ import (
 // Kinds of server errors; a *KMSError unwraps to one of them, so errors.Is(err, ErrNotFound)
 // works on anything the client returns.
 var (
-	ErrNotFound       = errors.New("not found")
-	ErrAlreadyExists  = errors.New("already exists")
-	ErrAccessDenied   = errors.New("access denied")
-	ErrWrongState     = errors.New("wrong key lifecycle state")
-	ErrSensitive      = errors.New("key is sensitive")
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	ErrAccessDenied  = errors.New("access denied")
+	ErrWrongState    = errors.New("wrong key lifecycle state")
+	ErrSensitive     = errors.New("key is sensitive")
+	// ErrNotExtractable: the key's Extractable attribute is false or NeverExtractable true, and
+	// the server (Cosmian ≥ 5.28.0, GHSA-8mmx-f92q-2gq8) refuses to Get or Export it at all,
+	// wrapped or not: an export/import migration cannot move it.
+	ErrNotExtractable = errors.New("key is not extractable")
 	ErrInvalidRequest = errors.New("invalid request")
 	ErrServer         = errors.New("server error")
 )
@@ -95,6 +99,9 @@ func classify(status int, msg string) error {
 	switch {
 	case strings.Contains(msg, "already exist"):
 		return ErrAlreadyExists
+	case strings.Contains(msg, "Not_Extractable"):
+		// 5.28.0 refuses with ResultReason Not_Extractable (release notes of 5.28.0, PR #1198).
+		return ErrNotExtractable
 	case strings.HasPrefix(msg, "Sensitive") || strings.Contains(msg, "Sensitive: "):
 		return ErrSensitive
 	case strings.Contains(msg, "Wrong_Key_Lifecycle_State") || strings.Contains(msg, "Object_Destroyed"):

@@ -70,6 +70,18 @@ type KeyAttributes struct {
 	Tags             []string  // all tags, system ones ("_kk") included, sorted
 	Sensitive        bool
 	KeyFormatType    string
+	// Extractable and NeverExtractable are the KMIP attributes, nil when the server did not
+	// send them (Cosmian before 5.28 keeps only what a client set). Cosmian 5.28.0 refuses Get
+	// and Export of a key with Extractable false or NeverExtractable true (ErrNotExtractable);
+	// Exportable tells.
+	Extractable, NeverExtractable *bool
+}
+
+// Exportable reports whether the attributes let a server that enforces Extractable and
+// NeverExtractable (Cosmian ≥ 5.28.0) hand the key out: Extractable absent or true (the KMIP
+// default) and NeverExtractable absent or false.
+func (a KeyAttributes) Exportable() bool {
+	return (a.Extractable == nil || *a.Extractable) && (a.NeverExtractable == nil || !*a.NeverExtractable)
 }
 
 // UserTags returns the tags that do not start with "_" (system tags).
@@ -252,6 +264,15 @@ func (c *Client) parseAttributes(n ttlv.Node, a *KeyAttributes) {
 		case "Sensitive":
 			if ch.Type == ttlv.Boolean {
 				a.Sensitive = ch.Bool
+			}
+		case "Extractable", "NeverExtractable":
+			if ch.Type == ttlv.Boolean {
+				v := ch.Bool
+				if ch.Tag == "Extractable" {
+					a.Extractable = &v
+				} else {
+					a.NeverExtractable = &v
+				}
 			}
 		case "KeyFormatType":
 			a.KeyFormatType = enumText(ch)

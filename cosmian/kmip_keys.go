@@ -177,8 +177,8 @@ func (k *ExportedKey) Wipe() {
 // Export reads a key with KMIP Export, which (unlike Get) also works on revoked keys. With
 // unwrap, it asks for KeyFormatType Raw and KeyWrapType NotWrapped, and a key that still comes
 // back wrapped is an error wrapping ErrWrapped; without, the key comes as registered (Wrapped
-// tells). A Sensitive key is refused by the server (ErrSensitive). The reply body and the
-// decoded tree are wiped.
+// tells). A Sensitive key is refused by the server (ErrSensitive), and on Cosmian ≥ 5.28.0 a key
+// that is not extractable too (ErrNotExtractable). The reply body and the decoded tree are wiped.
 func (c *Client) Export(ctx context.Context, uid string, unwrap bool) (*ExportedKey, error) {
 	const op = "Export"
 	if err := checkUID(op, uid); err != nil {
@@ -293,6 +293,7 @@ func (c *Client) parseKey(op string, n ttlv.Node) (*ExportedKey, error) {
 var getAttributesRefs = []string{
 	"ObjectType", "CryptographicAlgorithm", "CryptographicLength", "CryptographicUsageMask",
 	"KeyFormatType", "State", "ActivationDate", "DeactivationDate", "Sensitive",
+	"Extractable", "NeverExtractable",
 }
 
 // GetAttributes returns the key's standard attributes and tags.

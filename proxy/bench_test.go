@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/sigv4"
+	"github.com/xksproxy/xksproxy/xks"
 )
 
 // processCPU is the user+system CPU time of the whole process.
@@ -121,8 +123,18 @@ func BenchmarkProxyEncrypt(b *testing.B) {
 	}
 }
 
-func benchProxyEncrypt(b *testing.B, clientH2, backendH2 bool) {
+// BenchmarkProxyEncryptCDIV is BenchmarkProxyEncrypt (HTTP/2 both sides) for an Encrypt that
+// asks for a ciphertext data integrity value: the proxy checks it and runs a trial decrypt on
+// the backend (spec Appendix C), one more backend call per request.
+func BenchmarkProxyEncryptCDIV(b *testing.B) {
+	b.Run("client=h2/backend=h2", func(b *testing.B) { benchProxyEncrypt(b, true, true, cdivBody(make([]byte, 32), nil)) })
+}
+
+func benchProxyEncrypt(b *testing.B, clientH2, backendH2 bool, body ...[]byte) {
 	e := newBenchEnv(b, clientH2, backendH2)
+	if len(body) > 0 {
+		e.body = body[0]
+	}
 	s := backendSigner(b)
 	const baseline = 3000
 	for range 200 { // warm both paths
@@ -179,15 +191,36 @@ func (c cannedRT) RoundTrip(r *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-type discardRW struct{ h http.Header }
+type discardRW struct {
+	h    http.Header
+	code int
+}
 
 func (d *discardRW) Header() http.Header         { return d.h }
 func (d *discardRW) Write(b []byte) (int, error) { return len(b), nil }
-func (d *discardRW) WriteHeader(int)             {}
+func (d *discardRW) WriteHeader(code int)        { d.code = code }
 
 // BenchmarkHandlerEncrypt isolates the proxy's own work: the XKS handler in process, with an
 // in-memory backend RoundTripper (no TLS, no sockets, no backend).
-func BenchmarkHandlerEncrypt(b *testing.B) {
+func BenchmarkHandlerEncrypt(b *testing.B) { benchHandlerEncrypt(b, false) }
+
+// BenchmarkHandlerEncryptCDIV is BenchmarkHandlerEncrypt for an Encrypt with a CDIV: the check
+// of the backend's value and the trial decrypt (answered in memory too).
+func BenchmarkHandlerEncryptCDIV(b *testing.B) { benchHandlerEncrypt(b, true) }
+
+// cdivRT answers an Encrypt with Cosmian's reply for 32 zero bytes under a zero IV, CDIV
+// included, and a Decrypt with those 32 zero bytes.
+type cdivRT struct{ enc, dec []byte }
+
+func (c cdivRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	body := c.enc
+	if strings.HasSuffix(r.URL.Path, "/decrypt") {
+		body = c.dec
+	}
+	return cannedRT{body}.RoundTrip(r)
+}
+
+func benchHandlerEncrypt(b *testing.B, withCDIV bool) {
 	tlsCfg, _ := selfSignedTLS(b)
 	p, err := New(Config{
 		TLS:      tlsCfg,
@@ -204,6 +237,13 @@ func BenchmarkHandlerEncrypt(b *testing.B) {
 		`","authenticationTag":"` + b64(make([]byte, 16)) + `","ciphertextDataIntegrityValue":null}`)
 	p.order[0].client.Transport = cannedRT{reply}
 	body := encBody(make([]byte, 32), nil)
+	if withCDIV {
+		z32, z12, z16 := make([]byte, 32), make([]byte, 12), make([]byte, 16)
+		reply = []byte(`{"ciphertext":"` + b64(z32) + `","ciphertextMetadata":null,"initializationVector":"` + b64(z12) +
+			`","authenticationTag":"` + b64(z16) + `","ciphertextDataIntegrityValue":"` + b64(xks.CDIV(nil, nil, z12, z32, z16)) + `"}`)
+		p.order[0].client.Transport = cdivRT{enc: reply, dec: []byte(`{"plaintext":"` + b64(z32) + `"}`)}
+		body = cdivBody(z32, nil)
+	}
 	req, _ := http.NewRequest(http.MethodPost, "https://xks.example.com"+keysPath+"k1/encrypt", nil)
 	if err := mustSigner(b, credOld, time.Now).Sign(context.Background(), req, body); err != nil {
 		b.Fatal(err)
@@ -222,6 +262,9 @@ func BenchmarkHandlerEncrypt(b *testing.B) {
 		h.ServeHTTP(w, req)
 	}
 	b.ReportMetric(float64(processCPU()-c0)/float64(b.N)/1e3, "cpu-µs/op")
+	if w.code != http.StatusOK {
+		b.Fatalf("status %d", w.code)
+	}
 }
 
 // BenchmarkProxyEncryptParallel is BenchmarkProxyEncrypt with 8 concurrent clients per CPU

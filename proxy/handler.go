@@ -157,6 +157,9 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	if berr != nil || op == xks.OpMetadata {
 		status, out, berr = p.keyTruth(&ex, status, out, berr) // off the hot path (keyinfo.go)
 	}
+	if berr == nil && v.WantCDIV {
+		status, out, berr = p.verifyEncrypt(&ex, status, out) // spec Appendix C (cdiv.go)
+	}
 	res.Status = status
 	res.ErrorName = xks.NameOf(berr)
 	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
@@ -386,7 +389,8 @@ func (p *Proxy) putBuf(b *[]byte, zero bool) {
 }
 
 // Forward sends body to one named backend exactly as live traffic would (validation,
-// re-signing, timeout, normalisation), without fallback or hooks. resp is a fresh copy owned by
+// re-signing, timeout, normalisation, the trial decrypt of an Encrypt that asks for a CDIV),
+// without fallback or hooks. resp is a fresh copy owned by
 // the caller (clear it after use: it may hold plaintext). err is the *xks.Error of an error reply.
 func (p *Proxy) Forward(ctx context.Context, backendName string, op xks.Operation, keyID string, body []byte) (status int, resp []byte, err error) {
 	b := p.backends[backendName]
@@ -408,6 +412,10 @@ func (p *Proxy) Forward(ctx context.Context, backendName string, op xks.Operatio
 	defer p.putBuf(outBuf, true)
 	ex := exchange{ctx: ctx, op: op, keyID: keyID, body: body, bodySum: sha256.Sum256(body), v: v, start: time.Now(), rawBuf: rawBuf, outBuf: outBuf}
 	status, out, err := p.attempt(&ex, b, min(b.cfg.Timeout, p.cfg.Limits.Budget))
+	if err == nil && v.WantCDIV {
+		ex.res.Backend = b.name
+		status, out, err = p.verifyEncrypt(&ex, status, out)
+	}
 	return status, append([]byte(nil), out...), err
 }
 

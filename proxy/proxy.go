@@ -19,6 +19,9 @@
 //     garbled reply) is 500 InternalException.
 //   - Over MaxInFlight concurrent authenticated requests is 429 ThrottlingException, after the
 //     body was read and the signature verified (admission.go bounds what comes before).
+//   - An Encrypt with a CDIV whose trial decrypt (Appendix C, cdiv.go) fails: 400
+//     InvalidKeyUsageException for a key without Decrypt usage, 500 InternalException for output
+//     that does not decrypt or a CDIV that does not match, 503 when the budget has no time left.
 //   - Metrics: error="none" for a success; backend="proxy" for requests answered by the proxy
 //     itself (health, errors before forwarding); prefix="unmatched" for 404 InvalidUriPath.
 package proxy

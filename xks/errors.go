@@ -170,6 +170,9 @@ func NameOf(err error) ErrorName {
 	return InternalException
 }
 
+// MessageOf returns the message that may go to AWS with NameOf(err) (see messageOf).
+func MessageOf(err error) string { return messageOf(err, NameOf(err)) }
+
 // messageOf returns the text that may go to AWS for err: an *Error's Message, a fixed text for a
 // timeout, and nothing of a foreign error's text (it may hold internal details).
 func messageOf(err error, name ErrorName) string {

@@ -285,3 +285,34 @@ func FuzzParsePath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendixC: whatever a backend replies to an Encrypt with a CDIV, once NormalizeResponse has
+// accepted it the Appendix C helpers do not panic, and the trial decrypt they build is a valid
+// Decrypt request.
+func FuzzAppendixC(f *testing.F) {
+	req := []byte(`{"requestMetadata":{"awsPrincipalArn":"a","kmsKeyArn":"k","kmsOperation":"Encrypt","kmsRequestId":"1"},"additionalAuthenticatedData":"YWFk","plaintext":"SGVsbG8gV29ybGQh","encryptionAlgorithm":"AES_GCM","ciphertextDataIntegrityValueAlgorithm":"SHA_256"}`)
+	f.Add([]byte(`{"ciphertext":"ghxkK1txeDNn3q8Y","initializationVector":"HMrlRw85cAJUd5Ax","authenticationTag":"vBxN2ncH1oEkR8WVXpmyYQ==","ciphertextMetadata":"a2V5X3ZlcnNpb249MQ==","ciphertextDataIntegrityValue":"qHA/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc="}`), []byte(`{"plaintext":"SGVsbG8gV29ybGQh"}`))
+	f.Add([]byte(`{"ciphertext":"ghxkK1txeDNn3q8Y","ciphertextMetadata":null,"initializationVector":"HMrlRw85cAJUd5Ax","authenticationTag":"vBxN2ncH1oEkR8WVXpmyYQ==","ciphertextDataIntegrityValue":"qHA\/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc="}`), []byte(`{"plaintext":"SGVsbG8gV29ybGQ\/"}`))
+	v, err := Validate(OpEncrypt, req, Limits{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, encReply, decReply []byte) {
+		_, out, err := NormalizeResponse(nil, OpEncrypt, 200, encReply, v)
+		if err != nil {
+			return
+		}
+		_ = CheckCDIV(req, out)
+		body, err := AppendTrialDecrypt(nil, req, out, v.Metadata)
+		if err != nil {
+			t.Fatalf("trial decrypt of an accepted reply: %v", err)
+		}
+		if _, err := Validate(OpDecrypt, body, Limits{}); err != nil {
+			t.Fatalf("trial decrypt %s: %v", body, err)
+		}
+		dv := Validated{Op: OpDecrypt, PayloadLen: v.PayloadLen}
+		if _, dout, err := NormalizeResponse(nil, OpDecrypt, 200, decReply, dv); err == nil {
+			_ = SamePlaintext(req, dout)
+		}
+	})
+}

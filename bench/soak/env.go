@@ -50,7 +50,7 @@ func newCredential(tag string) sigv4.Credential {
 }
 
 // startBackend starts an emulator of Cosmian generation gen: A runs 5.26 (per-ARN grants),
-// B the newer reserved-identity rules, so the migration crosses them as the demo's does.
+// B the newest release (reserved-identity rules), so the migration crosses them as the demo's does.
 func startBackend(name string, gen kmsemu.Generation) (*backend, error) {
 	b := &backend{name: name, cred: newCredential(name), token: randHex(24)}
 	emu, err := kmsemu.New(kmsemu.Config{

@@ -224,7 +224,7 @@ func (s *soak) setUp(ctx context.Context) error {
 			return err
 		}
 	}
-	for name, gen := range map[string]kmsemu.Generation{"a": kmsemu.Cosmian526, "b": kmsemu.CosmianXKSService} {
+	for name, gen := range map[string]kmsemu.Generation{"a": kmsemu.Cosmian526, "b": kmsemu.NewestGeneration} {
 		b, err := startBackend(name, gen)
 		if err != nil {
 			return fmt.Errorf("soak: backend %s: %w", name, err)

@@ -23,7 +23,11 @@ type options struct {
 	listen, region, service, akid, secret, defaultUser, version string
 	tls                                                         bool
 	tokens, keys, nodes                                         listFlag
+	seedKeys                                                    int
 }
+
+// maxSeedKeys bounds --seed-keys: enough for benchmarks, not a way to fill the memory.
+const maxSeedKeys = 1_000_000
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
 	var o options
@@ -36,15 +40,20 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.akid, "xks-access-key-id", getenv("KMS_AWS_XKS_SIGV4_ACCESS_KEY_ID"), "XKS SigV4 access key id (env KMS_AWS_XKS_SIGV4_ACCESS_KEY_ID)")
 	fs.StringVar(&o.secret, "xks-secret-access-key", getenv("KMS_AWS_XKS_SIGV4_SECRET_ACCESS_KEY"), "XKS SigV4 secret (env KMS_AWS_XKS_SIGV4_SECRET_ACCESS_KEY)")
 	fs.StringVar(&o.defaultUser, "default-user", "admin", "identity of unauthenticated callers and owner of seeded keys")
-	fs.StringVar(&o.version, "cosmian-version", string(kmsemu.NewestGeneration), "Cosmian generation to emulate: "+string(kmsemu.Cosmian526)+" (XKS calls run as the caller's ARN) or "+string(kmsemu.CosmianXKSService)+" (after PRs #1107/#1114: as [aws-xks-service])")
+	fs.StringVar(&o.version, "cosmian-version", string(kmsemu.NewestGeneration), "Cosmian release to emulate: "+string(kmsemu.Cosmian526)+" (XKS calls run as the caller's ARN), "+
+		string(kmsemu.Cosmian527)+" (XKS calls run as [aws-xks-service]; alias xks-service) or "+string(kmsemu.Cosmian528)+" (5.27, and keys that are not extractable cannot be exported)")
 	fs.Var(&o.nodes, "node-listen", "ADDR of one more node over the same store, like Cosmian's HA mode on one database (repeatable)")
 	fs.Var(&o.tokens, "token", "USER=TOKEN bearer token for /kmip and /access (repeatable; none → no authentication)")
 	fs.Var(&o.keys, "key", "ID[:USAGE] seed an AES-256 key owned by the default user, tagged aws-xks, granted to * (repeatable; USAGE encrypt-decrypt|encrypt|decrypt|none)")
+	fs.IntVar(&o.seedKeys, "seed-keys", 0, fmt.Sprintf("N seed N encrypt-decrypt keys key-000001 … like N --key flags (0 to %d)", maxSeedKeys))
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if o.seedKeys < 0 || o.seedKeys > maxSeedKeys {
+		return o, fmt.Errorf("--seed-keys wants a number of keys from 0 to %d, got %d", maxSeedKeys, o.seedKeys)
 	}
 	return o, nil
 }
@@ -90,7 +99,12 @@ func buildServer(o options, logger *slog.Logger) (*kmsemu.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range o.keys {
+	keys := make([]string, 0, len(o.keys)+o.seedKeys)
+	keys = append(keys, o.keys...)
+	for i := 1; i <= o.seedKeys; i++ {
+		keys = append(keys, seedKeyID(i))
+	}
+	for _, k := range keys {
 		id, usage, _ := strings.Cut(k, ":")
 		if usage == "" {
 			usage = "encrypt-decrypt"
@@ -111,6 +125,9 @@ func buildServer(o options, logger *slog.Logger) (*kmsemu.Server, error) {
 	}
 	return srv, nil
 }
+
+// seedKeyID names the i-th key of --seed-keys (1-based): key-000001, key-000002, …
+func seedKeyID(i int) string { return fmt.Sprintf("key-%06d", i) }
 
 // run serves until ctx ends, then shuts down gracefully.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -151,7 +168,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		running = append(running, r)
 		logger.Info("kmsemu ready", "url", r.URL, "node", i, "xks", o.region != "", "cosmianVersion", string(srv.Generation()),
-			"keys", len(o.keys), "auth", len(o.tokens) > 0)
+			"keys", len(o.keys)+o.seedKeys, "auth", len(o.tokens) > 0)
 	}
 	<-ctx.Done()
 	logger.Info("kmsemu shutting down")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -17,7 +18,7 @@ import (
 
 // TestServeDevKeyUsage is the check of README's "What AWS sees": with keys of every usage, each
 // Encrypt or Decrypt the usage forbids answers 400 InvalidKeyUsageException and GetKeyMetadata
-// reports the real usage.
+// reports the real usage. An Encrypt with a ciphertext data integrity value needs both.
 func TestServeDevKeyUsage(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -88,6 +89,17 @@ func TestServeDevKeyUsage(t *testing.T) {
 			_, err = c.Decrypt(ctx, tc.key, &xks.DecryptRequest{RequestMetadata: md("Decrypt"), Ciphertext: ct.Ciphertext,
 				InitializationVector: ct.InitializationVector, AuthenticationTag: ct.AuthenticationTag})
 			wantUsage(t, "Decrypt", err, tc.decry)
+
+			// An Encrypt that asks for a ciphertext data integrity value needs both usages: the
+			// proxy decrypts the output before answering (spec Appendix C).
+			for _, aad := range [][]byte{nil, []byte("project=nile,department=marketing")} {
+				r, err := c.Encrypt(ctx, tc.key, &xks.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("hello"),
+					AdditionalAuthenticatedData: aad, CiphertextDataIntegrityValueAlgorithm: xks.CDIVAlgSHA256})
+				wantUsage(t, "Encrypt with CDIV", err, tc.encrypt && tc.decry)
+				if err == nil && !bytes.Equal(r.CiphertextDataIntegrityValue, xks.CDIV(aad, r.CiphertextMetadata, r.InitializationVector, r.Ciphertext, r.AuthenticationTag)) {
+					t.Errorf("CDIV %x is not Appendix C's", r.CiphertextDataIntegrityValue)
+				}
+			}
 		})
 	}
 }

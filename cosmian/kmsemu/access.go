@@ -154,6 +154,12 @@ func (s *Server) attrJSON(o *object, now time.Time) map[string]any {
 	if o.keyFormat != "" {
 		m["KeyFormatType"] = o.keyFormat
 	}
+	if o.extractable != nil {
+		m["Extractable"] = *o.extractable
+	}
+	if o.neverExtractable != nil {
+		m["NeverExtractable"] = *o.neverExtractable
+	}
 	if o.activation != nil {
 		m["ActivationDate"] = o.activation.Format(time.RFC3339)
 	}

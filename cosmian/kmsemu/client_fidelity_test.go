@@ -145,6 +145,31 @@ func TestClientAgainstEmulator(t *testing.T) {
 	if _, err := owner.Export(ctx, "sensitive", true); !errors.Is(err, cosmian.ErrSensitive) {
 		t.Errorf("export of a sensitive key: %v, want ErrSensitive", err)
 	}
+
+	// Cosmian 5.28 (the emulator's default) refuses any export of a key that is not
+	// extractable; the attributes tell before trying, and an extractable key says so too.
+	no := false
+	if err := emu.CreateKey("owner@acme.com", "pinned", kmsemu.KeyOptions{Extractable: &no}); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]func() (*cosmian.ExportedKey, error){
+		"export unwrapped": func() (*cosmian.ExportedKey, error) { return owner.Export(ctx, "pinned", true) },
+		"export as stored": func() (*cosmian.ExportedKey, error) { return owner.Export(ctx, "pinned", false) },
+		"get":              func() (*cosmian.ExportedKey, error) { return owner.Get(ctx, "pinned") },
+	} {
+		if _, err := f(); !errors.Is(err, cosmian.ErrNotExtractable) || errors.Is(err, cosmian.ErrSensitive) {
+			t.Errorf("%s of a non-extractable key: %v, want ErrNotExtractable", name, err)
+		}
+	}
+	for id, want := range map[string]bool{"pinned": false, "c-1": true} {
+		a, err := owner.GetAttributes(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Extractable == nil || a.NeverExtractable == nil || *a.Extractable != want || *a.NeverExtractable == want || a.Exportable() != want {
+			t.Errorf("%s: attributes say extractable %v, never %v, exportable %v; want exportable %v", id, a.Extractable, a.NeverExtractable, a.Exportable(), want)
+		}
+	}
 	if _, err := owner.GetAttributes(ctx, "no-such-key"); !errors.Is(err, cosmian.ErrNotFound) {
 		t.Errorf("attributes of an unknown key: %v, want ErrNotFound", err)
 	}

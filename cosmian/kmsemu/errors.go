@@ -32,6 +32,7 @@ import (
 //
 //	retrieve_object_utils.rs  Object_Not_Found: object not found for identifier <uid>
 //	export_get.rs             Sensitive: DENIED / Wrong_Key_Lifecycle_State: DENIED (Get of Deactivated) / Object_Destroyed: DENIED (Get of destroyed)
+//	export_get.rs (5.28.0)    Not_Extractable: DENIED (assumed text; the reason is from the 5.28.0 release notes)
 //	key_ops/crypto_op.rs      <Op>: user <u> does not have permission to use key: <id>  (then remapped per op)
 //	                          Permission_Denied: <Op>: key <uid> is in state <S> but operation requires one of [..]
 //	                          Invalid Request: <Op>: identifier '<id>' resolves to <n> valid keys [..]; use a unique identifier

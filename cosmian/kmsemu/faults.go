@@ -30,7 +30,23 @@ type Faults struct {
 	Down      bool          // refuse connections and drop existing ones
 	XKSOnly   bool
 	KMIPOnly  bool
+	// CorruptEncrypt makes every successful XKS Encrypt reply wrong in one way, as a failing key
+	// manager would (a test of the proxy's integrity checks, not a Cosmian behaviour).
+	CorruptEncrypt Corruption
 }
+
+// Corruption is a way for CorruptEncrypt to spoil an XKS Encrypt reply.
+type Corruption int
+
+const (
+	// CorruptNothing leaves replies alone.
+	CorruptNothing Corruption = iota
+	// CorruptCiphertext flips a bit of the ciphertext before the ciphertextDataIntegrityValue is
+	// computed: the value matches the reply, and only a decrypt finds the damage.
+	CorruptCiphertext
+	// CorruptCDIV flips a bit of the ciphertextDataIntegrityValue.
+	CorruptCDIV
+)
 
 // SetFaults replaces the injected faults. Switching Down on closes the connections accepted
 // through Listener, so keep-alive clients see the outage at once.

@@ -2,6 +2,8 @@ package kmsemu
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -228,4 +230,52 @@ func TestConcurrency(t *testing.T) {
 	if n := len(e.s.Objects()); n != 4+16*20 {
 		t.Fatalf("objects %d", n)
 	}
+}
+
+// TestCorruptEncrypt: CorruptCiphertext spoils the ciphertext under a CDIV that matches it (only
+// a decrypt finds it); CorruptCDIV spoils the CDIV alone.
+func TestCorruptEncrypt(t *testing.T) {
+	e := authEnv(t, NewestGeneration)
+	if err := e.s.CreateKey("admin", "k", KeyOptions{Tags: []string{"aws-xks"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.s.MigrateXKSAccess()
+	aad := []byte("aad")
+	encrypt := func() (ct, iv, tag, cdiv []byte) {
+		t.Helper()
+		r := e.xks(keysPath+"k/encrypt", map[string]any{"requestMetadata": meta("Encrypt"), "plaintext": base64.StdEncoding.EncodeToString([]byte("hello")),
+			"encryptionAlgorithm": "AES_GCM", "additionalAuthenticatedData": base64.StdEncoding.EncodeToString(aad), "ciphertextDataIntegrityValueAlgorithm": "SHA_256"})
+		var out struct{ Ciphertext, InitializationVector, AuthenticationTag, CiphertextDataIntegrityValue []byte }
+		if r.status != 200 || json.Unmarshal(r.body, &out) != nil {
+			t.Fatalf("encrypt %d %s", r.status, r.body)
+		}
+		return out.Ciphertext, out.InitializationVector, out.AuthenticationTag, out.CiphertextDataIntegrityValue
+	}
+	decrypts := func(ct, iv, tag []byte) bool {
+		t.Helper()
+		r := e.xks(keysPath+"k/decrypt", map[string]any{"requestMetadata": meta("Decrypt"), "ciphertext": ct, "initializationVector": iv,
+			"authenticationTag": tag, "encryptionAlgorithm": "AES_GCM", "additionalAuthenticatedData": aad})
+		return r.status == 200
+	}
+	formula := func(ct, iv, tag []byte) []byte {
+		h := sha256.New()
+		for _, b := range [][]byte{aad, iv, ct, tag} {
+			h.Write(b)
+		}
+		return h.Sum(nil)
+	}
+	for _, tc := range []struct {
+		fault             Corruption
+		decrypts, cdivsOK bool
+	}{{CorruptNothing, true, true}, {CorruptCiphertext, false, true}, {CorruptCDIV, true, false}} {
+		e.s.SetFaults(Faults{CorruptEncrypt: tc.fault})
+		ct, iv, tag, cdiv := encrypt()
+		if got := decrypts(ct, iv, tag); got != tc.decrypts {
+			t.Errorf("fault %d: decrypts %v", tc.fault, got)
+		}
+		if got := bytes.Equal(cdiv, formula(ct, iv, tag)); got != tc.cdivsOK {
+			t.Errorf("fault %d: CDIV matches %v", tc.fault, got)
+		}
+	}
+	e.s.SetFaults(Faults{})
 }

@@ -32,6 +32,9 @@ func (s *Server) attrNodes(o *object, now time.Time, opt attrOpts) []ttlv.Node {
 	if o.deactivate != nil {
 		out = append(out, ttlv.Date("DeactivationDate", *o.deactivate))
 	}
+	if o.extractable != nil {
+		out = append(out, ttlv.Bool("Extractable", *o.extractable))
+	}
 	out = append(out, ttlv.Date("InitialDate", o.initialDate))
 	kf := o.keyFormat
 	if opt.keyFormat != "" {
@@ -39,6 +42,9 @@ func (s *Server) attrNodes(o *object, now time.Time, opt attrOpts) []ttlv.Node {
 	}
 	if kf != "" {
 		out = append(out, ttlv.Enum("KeyFormatType", kf))
+	}
+	if o.neverExtractable != nil {
+		out = append(out, ttlv.Bool("NeverExtractable", *o.neverExtractable))
 	}
 	out = append(out,
 		ttlv.Enum("ObjectType", "SymmetricKey"),

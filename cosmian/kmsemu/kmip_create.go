@@ -78,6 +78,7 @@ func (s *Server) opCreate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	if a.sensitive != nil {
 		o.sensitive = *a.sensitive
 	}
+	o.extractable, o.neverExtractable = s.extractability(a.extractable, a.neverExtractable)
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
 	if s.st.objects[uid] != nil {
@@ -211,6 +212,11 @@ func (s *Server) opImport(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	} else if kb.attrs.sensitive != nil {
 		o.sensitive = *kb.attrs.sensitive
 	}
+	ext, never := a.extractable, a.neverExtractable
+	if ext == nil && never == nil {
+		ext, never = kb.attrs.extractable, kb.attrs.neverExtractable
+	}
+	o.extractable, o.neverExtractable = s.extractability(ext, never)
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
 	if old := s.st.objects[uid]; old != nil {
@@ -303,4 +309,35 @@ func (s *Server) parseKeyBlock(obj ttlv.Node) (keyBlock, *kmsError) {
 		}
 	}
 	return kb, nil
+}
+
+// extractability is what a new or imported object stores as Extractable and NeverExtractable.
+// Up to 5.27 they are kept as the request gave them (absent stays absent: nothing reads them).
+// 5.28.0 "unconditionally latch[es] server-managed NeverExtractable across creation/import"
+// (release notes, PR #1198): Extractable defaults to true (KMIP 2.1 §4.22) and NeverExtractable
+// is derived from it as Attributes::apply_extractable does on a fresh object
+// (crate/kmip/src/kmip_2_1/kmip_attributes.rs), whatever the client sent for it.
+func (s *Server) extractability(ext, never *bool) (*bool, *bool) {
+	if !s.cfg.CosmianVersion.enforcesExtractable() {
+		return cloneBool(ext), cloneBool(never)
+	}
+	e := true
+	if ext != nil {
+		e = *ext
+	}
+	n := !e
+	return &e, &n
+}
+
+func cloneBool(b *bool) *bool {
+	if b == nil {
+		return nil
+	}
+	v := *b
+	return &v
+}
+
+// exportable reports whether 5.28's Get/Export would hand the key out (GHSA-8mmx-f92q-2gq8).
+func (o *object) exportable() bool {
+	return (o.extractable == nil || *o.extractable) && (o.neverExtractable == nil || !*o.neverExtractable)
 }

@@ -46,11 +46,11 @@ func uidOf(n ttlv.Node) (string, *kmsError) {
 
 // reqAttrs holds the request attributes the emulator understands.
 type reqAttrs struct {
-	alg, keyFormat, objectType, state, uid string
-	length, mask                           *int32
-	activation, compromise                 *time.Time
-	sensitive                              *bool
-	tags                                   []string // nil: no tag attribute
+	alg, keyFormat, objectType, state, uid   string
+	length, mask                             *int32
+	activation, compromise                   *time.Time
+	sensitive, extractable, neverExtractable *bool
+	tags                                     []string // nil: no tag attribute
 }
 
 func (s *Server) parseAttrs(n ttlv.Node) (reqAttrs, *kmsError) {
@@ -91,12 +91,19 @@ func (s *Server) parseAttrs(n ttlv.Node) (reqAttrs, *kmsError) {
 			} else {
 				a.compromise = &t
 			}
-		case "Sensitive":
+		case "Sensitive", "Extractable", "NeverExtractable":
 			if c.Type != ttlv.Boolean {
-				return a, codecErr("invalid type for `Sensitive`")
+				return a, codecErr("invalid type for `" + c.Tag + "`")
 			}
 			v := c.Bool
-			a.sensitive = &v
+			switch c.Tag {
+			case "Sensitive":
+				a.sensitive = &v
+			case "Extractable":
+				a.extractable = &v
+			default:
+				a.neverExtractable = &v
+			}
 		case "UniqueIdentifier":
 			if c.Type != ttlv.TextString {
 				return a, codecErr("invalid type for `UniqueIdentifier`")

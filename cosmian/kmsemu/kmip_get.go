@@ -36,6 +36,12 @@ func (s *Server) opExportGet(req ttlv.Node, user string, export bool) (ttlv.Node
 	if kerr != nil {
 		return ttlv.Node{}, kerr
 	}
+	if s.cfg.CosmianVersion.enforcesExtractable() && !o.exportable() {
+		// 5.28.0 (GHSA-8mmx-f92q-2gq8): "deny non-extractable keys with
+		// ResultReason::Not_Extractable", wrapped or not. The message is assumed to be "DENIED",
+		// as for the Sensitive refusal next to it (FIDELITY.md).
+		return ttlv.Node{}, kmipErr("Not_Extractable", "DENIED")
+	}
 	if o.sensitive && !hasKWS {
 		return ttlv.Node{}, kmipErr("Sensitive", "DENIED")
 	}

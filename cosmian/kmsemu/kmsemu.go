@@ -1,4 +1,4 @@
-// Package kmsemu emulates a Cosmian KMS server (5.26, or the newer XKS generation) on the wire: the KMIP 2.1 JSON TTLV endpoint
+// Package kmsemu emulates a Cosmian KMS server (5.26, 5.27 or 5.28) on the wire: the KMIP 2.1 JSON TTLV endpoint
 // (/kmip/2_1), the access-rights API (/access/*), /health, /version, /me and the AWS XKS scope
 // (/aws/kms/xks/v1/*), quirks included (Cosmian's 401/418 XKS status codes, JSON nulls, raw AAD,
 // ciphertextMetadata for tag lookups, owner-only access APIs, both XKS access-control generations).
@@ -9,8 +9,8 @@
 // production Cosmian client) so that a client bug cannot hide behind shared code.
 //
 // Only AES symmetric keys are managed. Every behaviour is taken from Cosmian's public source
-// (github.com/Cosmian/kms, tag 5.26.0 / develop 7d07cae, and for CosmianXKSService the merged
-// PRs #1107 and #1114); comments name the source files. Servers given the same Store share one
+// (github.com/Cosmian/kms, tag 5.26.0 / develop 7d07cae; for 5.27 the merged PRs #1107 and
+// #1114; for 5.28 the release notes of 5.28.0 and PR #1198); comments name the source files. Servers given the same Store share one
 // database, as the nodes of a Cosmian HA cluster do.
 package kmsemu
 
@@ -39,32 +39,58 @@ const (
 	// requestMetadata.awsPrincipalArn, CreateKey grants that ARN, some SigV4 failures are
 	// plain-text 401s.
 	Cosmian526 Generation = "5.26"
-	// CosmianXKSService is Cosmian's develop after PRs #1107 and #1114, merged after 5.26.0 and
-	// not in a numbered release at the time of writing (Cargo.toml still says 5.26.0): XKS calls
-	// run as the reserved "[aws-xks-service]" identity. FIDELITY.md lists the differences.
-	CosmianXKSService Generation = "xks-service"
+	// Cosmian527 is Cosmian KMS 5.27.1, the first release with PRs #1107 and #1114 (its
+	// release notes name #1107): XKS calls run as the reserved "[aws-xks-service]" identity.
+	// FIDELITY.md lists the differences.
+	Cosmian527 Generation = "5.27"
+	// Cosmian528 is Cosmian KMS 5.28.0: 5.27's XKS behaviour, and Get and Export refuse a key
+	// whose Extractable is false or NeverExtractable true (advisory GHSA-8mmx-f92q-2gq8, PR #1198).
+	Cosmian528 Generation = "5.28"
+	// CosmianXKSService is the name this generation had before it was known by release: an
+	// alias of Cosmian527 (`--cosmian-version xks-service` still works).
+	CosmianXKSService = Cosmian527
 	// NewestGeneration is the default.
-	NewestGeneration = CosmianXKSService
+	NewestGeneration = Cosmian528
 )
 
-// Generations lists the accepted generations, oldest first.
-var Generations = []Generation{Cosmian526, CosmianXKSService}
+// xksServiceAlias is the pre-release name ParseGeneration still accepts for Cosmian527.
+const xksServiceAlias = "xks-service"
 
-// ParseGeneration accepts a Generation name; "" is the newest.
+// Generations lists the accepted generations, oldest first.
+var Generations = []Generation{Cosmian526, Cosmian527, Cosmian528}
+
+// ParseGeneration accepts a Generation name or the alias "xks-service" (5.27); "" is the newest.
 func ParseGeneration(s string) (Generation, error) {
-	if s == "" {
+	switch s {
+	case "":
 		return NewestGeneration, nil
+	case xksServiceAlias:
+		return Cosmian527, nil
 	}
 	for _, g := range Generations {
 		if string(g) == s {
 			return g, nil
 		}
 	}
-	return "", fmt.Errorf("%w: unknown Cosmian version %q (known: %s, %s)", ErrConfig, s, Cosmian526, CosmianXKSService)
+	return "", fmt.Errorf("%w: unknown Cosmian version %q (known: %s, %s, %s; %s is an alias of %s)", ErrConfig, s, Cosmian526, Cosmian527, Cosmian528, xksServiceAlias, Cosmian527)
 }
 
-// serviceIdentity reports whether XKS calls run as XKSServiceUser (PR #1107).
-func (g Generation) serviceIdentity() bool { return g == CosmianXKSService }
+// Release is the version the generation's /version and XKS health report, e.g. "5.28.0".
+func (g Generation) Release() string {
+	switch g {
+	case Cosmian526:
+		return "5.26.0"
+	case Cosmian527:
+		return "5.27.1"
+	}
+	return "5.28.0"
+}
+
+// serviceIdentity reports whether XKS calls run as XKSServiceUser (PR #1107, from 5.27.1).
+func (g Generation) serviceIdentity() bool { return g != Cosmian526 }
+
+// enforcesExtractable reports whether Get and Export refuse non-extractable keys (5.28.0).
+func (g Generation) enforcesExtractable() bool { return g == Cosmian528 }
 
 // ErrConfig is wrapped by every New configuration error.
 var ErrConfig = errors.New("kmsemu: invalid configuration")
@@ -79,7 +105,7 @@ type Config struct {
 	DefaultUser    string            // default "admin": the identity without token auth
 	Tokens         map[string]string // bearer token → user; empty → no authentication (everyone is DefaultUser)
 	VendorID       string            // default "cosmian"
-	Version        string            // the /version text; default "5.26.0" (both generations report it)
+	Version        string            // the /version text; default the generation's release ("5.26.0", "5.27.1", "5.28.0")
 	XKS            *XKSConfig        // nil → the /aws scope is not served (404)
 	CosmianVersion Generation        // default NewestGeneration
 	// Store is shared with the servers given the same value: Cosmian's HA mode, several nodes
@@ -151,14 +177,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.VendorID == "" {
 		cfg.VendorID = "cosmian"
 	}
-	if cfg.Version == "" {
-		cfg.Version = "5.26.0"
-	}
 	g, err := ParseGeneration(string(cfg.CosmianVersion))
 	if err != nil {
 		return nil, err
 	}
 	cfg.CosmianVersion = g
+	if cfg.Version == "" {
+		cfg.Version = g.Release()
+	}
 	if g.serviceIdentity() && cfg.DefaultUser == XKSServiceUser {
 		return nil, fmt.Errorf("%w: the default user cannot be the reserved %s identity", ErrConfig, XKSServiceUser)
 	}
@@ -367,7 +393,11 @@ type KeyOptions struct {
 	ActivationDate *time.Time // nil → now − 1 min
 	Material       []byte     // nil → 32 random bytes; else 16, 24 or 32 bytes (copied)
 	Sensitive      bool       // Export/Get without a wrapping specification is refused
-	Wrapped        bool       // stored wrapped by the server KEK: Get/Export return it wrapped unless NotWrapped
+	// Extractable and NeverExtractable are stored as given (nil: absent); on 5.28 they are
+	// filled as its Create does (Extractable defaults to true, NeverExtractable = !Extractable)
+	// and a key that is not extractable cannot be exported at all.
+	Extractable, NeverExtractable *bool
+	Wrapped                       bool // stored wrapped by the server KEK: Get/Export return it wrapped unless NotWrapped
 }
 
 // CreateKey seeds an AES key owned by owner, as if owner had created it.
@@ -411,6 +441,7 @@ func (s *Server) CreateKey(owner, uid string, opts KeyOptions) error {
 	if !act.After(now) {
 		o.state = stateActive
 	}
+	o.extractable, o.neverExtractable = s.extractability(opts.Extractable, opts.NeverExtractable)
 	if opts.Wrapped {
 		w, err := kwpWrap(s.st.kek, material)
 		clear(material)
@@ -481,12 +512,15 @@ type ObjectInfo struct {
 	UsageMask         int32
 	ActivationDate    time.Time
 	Sensitive         bool
+	// Extractable and NeverExtractable are the stored KMIP attributes (nil: absent).
+	Extractable, NeverExtractable *bool
 }
 
 func (s *Server) infoLocked(o *object) ObjectInfo {
 	info := ObjectInfo{
 		UID: o.uid, Owner: o.owner, State: o.effectiveState(s.now()), Tags: append([]string(nil), o.tags...),
 		UsageMask: o.usageMask, Sensitive: o.sensitive,
+		Extractable: cloneBool(o.extractable), NeverExtractable: cloneBool(o.neverExtractable),
 	}
 	if o.activation != nil {
 		info.ActivationDate = *o.activation

@@ -96,8 +96,11 @@ type object struct {
 	initialDate time.Time
 	tags        []string // sorted, includes system tags such as _kk
 	sensitive   bool
-	material    []byte // plaintext key, or the KEK-wrapped key when wrapped
-	wrapped     bool
+	// extractable and neverExtractable are the KMIP attributes as stored (nil: absent). 5.28
+	// fills both at Create and Import and refuses Get/Export when they forbid it.
+	extractable, neverExtractable *bool
+	material                      []byte // plaintext key, or the KEK-wrapped key when wrapped
+	wrapped                       bool
 }
 
 // effectiveState applies the time transitions Cosmian computes on read

@@ -354,6 +354,8 @@ func (s *Server) xksCreateKey(w http.ResponseWriter, m xksMeta, keyID string) {
 		keyFormat: "TransparentSymmetricKey", activation: &act, initialDate: now,
 		tags: []string{"_kk", "aws-xks"}, material: material,
 	}
+	// Created through KMIP Create inside Cosmian: on 5.28 the latch of extractability applies.
+	o.extractable, o.neverExtractable = s.extractability(nil, nil)
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
 	service := s.cfg.CosmianVersion.serviceIdentity()
@@ -466,6 +468,10 @@ func (s *Server) xksEncrypt(w http.ResponseWriter, body []byte, keyID string) {
 		s.xksFail(w, name, emsg)
 		return
 	}
+	corrupt := s.faults.Load().CorruptEncrypt
+	if corrupt == CorruptCiphertext {
+		ct[0] ^= 1
+	}
 	resp := encryptResponse{
 		Ciphertext:           base64.StdEncoding.EncodeToString(ct),
 		InitializationVector: base64.StdEncoding.EncodeToString(iv),
@@ -484,7 +490,11 @@ func (s *Server) xksEncrypt(w http.ResponseWriter, body []byte, keyID string) {
 		h.Write(iv)
 		h.Write(ct)
 		h.Write(tag)
-		v := base64.StdEncoding.EncodeToString(h.Sum(nil))
+		sum := h.Sum(nil)
+		if corrupt == CorruptCDIV {
+			sum[0] ^= 1
+		}
+		v := base64.StdEncoding.EncodeToString(sum)
 		resp.CiphertextDataIntegrityValue = &v
 	}
 	writeJSON(w, http.StatusOK, resp)

@@ -108,7 +108,8 @@ type Config struct {
 	// empty, as the target of a migration (demo).
 	KeysOnB bool
 	// CosmianA and CosmianB are the Cosmian generations the emulators run. Default: A runs
-	// Cosmian 5.26's per-ARN rules, B the later reserved-identity rules.
+	// Cosmian 5.26's per-ARN rules, B the newest release's (reserved identity, keys that are
+	// not extractable cannot be exported).
 	CosmianA, CosmianB kmsemu.Generation
 	JournalPath        string // default: a file in a fresh temporary directory
 	Probation          cutover.ProbationConfig
@@ -291,7 +292,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		cfg.CosmianA = kmsemu.Cosmian526
 	}
 	if cfg.CosmianB == "" {
-		cfg.CosmianB = kmsemu.CosmianXKSService
+		cfg.CosmianB = kmsemu.NewestGeneration
 	}
 	if cfg.Version == "" {
 		cfg.Version = "xksproxy dev"
@@ -378,8 +379,8 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 					Path: cfg.Prefix, Region: cfg.Region, Credentials: []sigv4.Credential{cfg.Credential},
 				}},
 				Backends: []proxy.BackendConfig{
-					{Name: "a", XKSURL: a.run.URL + "/aws", Region: cfg.Region, Credential: a.cred, TLS: backendTLS, Model: "Cosmian KMS 5.26.0 (emulated)", Timeout: cfg.BackendTimeout},
-					{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS 5.26.0 (emulated)", Timeout: cfg.BackendTimeout},
+					{Name: "a", XKSURL: a.run.URL + "/aws", Region: cfg.Region, Credential: a.cred, TLS: backendTLS, Model: "Cosmian KMS " + cfg.CosmianA.Release() + " (emulated)", Timeout: cfg.BackendTimeout},
+					{Name: "b", XKSURL: b.run.URL + "/aws", Region: cfg.Region, Credential: b.cred, TLS: backendTLSB, Model: "Cosmian KMS " + cfg.CosmianB.Release() + " (emulated)", Timeout: cfg.BackendTimeout},
 				},
 				Limits:   proxy.Limits{Budget: cfg.Budget, AllowSlowBudget: cfg.Budget > 250*time.Millisecond},
 				KeyInfo:  proxy.KeyInfoConfig{Readers: map[string]proxy.KeyAttributeReader{"a": kmipA, "b": kmipB}},
@@ -572,8 +573,8 @@ func (s *Stack) Close() error {
 	return errors.Join(errs...)
 }
 
-// cutoverACL is the grants a generation's XKS calls need: 5.26 authorizes the caller's ARN, the
-// newer generation the reserved [aws-xks-service] identity.
+// cutoverACL is the grants a generation's XKS calls need: 5.26 authorizes the caller's ARN, 5.27
+// and 5.28 the reserved [aws-xks-service] identity.
 func cutoverACL(g kmsemu.Generation) string {
 	if g == kmsemu.Cosmian526 {
 		return cutover.ACLARN
