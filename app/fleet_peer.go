@@ -164,3 +164,16 @@ func certNames(tc *tls.Config) []string {
 	}
 	return leaf.DNSNames
 }
+
+// CheckForwardAddress reports whether a member configured with c forwards operator calls to a
+// driver that advertises addr (nil: it does), by the rule of checkDriverAddress with c's admin
+// listener. The deployment tests check the shipped fleet layouts with it.
+func (c Config) CheckForwardAddress(addr string) error {
+	host, _, err := net.SplitHostPort(c.Proxy.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin listener %q: %w", c.Proxy.Admin.Listen, err)
+	}
+	ip := net.ParseIP(host)
+	_, err = checkDriverAddress(addr, c.Proxy.Admin.TLS != nil, host == "localhost" || ip != nil && ip.IsLoopback())
+	return err
+}
