@@ -18,7 +18,7 @@ const PeerPrefix = "/v1/fleet/"
 func (p *Proxy) adminHandler() http.Handler {
 	want := sha256.Sum256([]byte(p.cfg.Admin.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if up := r.URL.Path; strings.HasPrefix(up, PeerPrefix) && path.Clean(up) == up && r.URL.RawPath == "" {
+		if up := r.URL.Path; strings.HasPrefix(up, PeerPrefix) && cleanPath(up) && r.URL.RawPath == "" {
 			if h, pattern := p.peerMux.Handler(r); pattern != "" {
 				h.ServeHTTP(w, r)
 				return
@@ -35,6 +35,12 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		p.adminMux.ServeHTTP(w, r)
 	})
+}
+
+// cleanPath: no empty, "." or ".." segment (a trailing slash is fine).
+func cleanPath(p string) bool {
+	c := path.Clean(p)
+	return c == p || c+"/" == p
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) {

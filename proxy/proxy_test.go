@@ -629,6 +629,8 @@ func TestAdmin(t *testing.T) {
 		// Peer handlers authenticate their callers themselves; nothing else is reachable
 		// through their path space without the token.
 		{"peer without token", "/v1/fleet/peer/x", "", 200, "peer "},
+		{"peer with a trailing slash", "/v1/fleet/peer/", "", 200, "peer "},
+		{"double slash", "/v1/fleet/peer//x", "", 401, ""},
 		{"peer path not served", "/v1/fleet/other", "", 401, ""},
 		{"dot-dot out of the peer space", "/v1/fleet/peer/../../route", "", 401, ""},
 		{"escaped slash", "/v1/fleet/peer/..%2F..%2Froute", "", 401, ""},
