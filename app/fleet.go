@@ -18,6 +18,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/cutover/adminapi"
+	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/fleet/peerauth"
 	"github.com/xksproxy/xksproxy/proxy"
 )
@@ -146,6 +147,16 @@ func (f *forwarder) operator(w http.ResponseWriter, r *http.Request) {
 			msg = "the fleet store is unreachable: " + err.Error()
 		}
 		writeAdminErr(w, http.StatusServiceUnavailable, msg)
+		return
+	}
+	if fleet.ValidMemberName(name) != nil {
+		// Read from etcd: quoted to the operator only once it is a plain member name.
+		f.log.Warn("fleet: the store names a driver that is not a valid member name; not forwarding")
+		if status {
+			f.local.ServeHTTP(w, r)
+			return
+		}
+		writeAdminErr(w, http.StatusServiceUnavailable, "the fleet store names a driver that is not a valid member name: check the election keys in etcd")
 		return
 	}
 	if f.auth == nil {

@@ -608,3 +608,20 @@ func TestVerifyPeerCert(t *testing.T) {
 		})
 	}
 }
+
+// TestForgedDriverName: the driver's name comes from etcd too; one that is not a member name is
+// never quoted to the operator nor forwarded to.
+func TestForgedDriverName(t *testing.T) {
+	for _, secret := range [][]byte{nil, fleetSecret} {
+		att := startAttacker(t, nil)
+		nd := startMember(t, "r2", false, memberOpts{secret: secret})
+		nd.ctrl.setDriver("r1: call "+att.srv.URL+" with your token", att.srv.URL)
+		code, reply := nd.call(t, http.MethodPost, "/v1/cutover/start", `{}`)
+		if code != http.StatusServiceUnavailable || !strings.Contains(reply, "not a valid member name") || strings.Contains(reply, att.srv.URL) {
+			t.Fatalf("secret %v: %d %s", secret != nil, code, reply)
+		}
+		if seen, _ := att.requests(); len(seen) != 0 {
+			t.Fatalf("forwarded to a forged driver name: %d calls", len(seen))
+		}
+	}
+}
