@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync/atomic"
 
@@ -32,8 +33,10 @@ type Config struct {
 	// last applied epoch, served when etcd is unreachable at start), one elected member drives
 	// the migration, every member applies and acknowledges each epoch. nil: one process with
 	// the file journal.
-	Fleet  *fleet.Config
-	Logger *slog.Logger
+	Fleet *fleet.Config
+	// FleetAdmin, with Fleet, lets any member take operator calls for the driver.
+	FleetAdmin FleetAdmin
+	Logger     *slog.Logger
 	// Certs, when set, is the certificate source behind Proxy.TLS: App.Run runs it (file
 	// polling, ACME renewals) and App.ReloadTLS re-reads its files. nil: Proxy.TLS is static.
 	Certs certs.Source
@@ -50,6 +53,8 @@ type App struct {
 	certs   certs.Source
 	certM   *certs.Metrics
 	fleet   fleet.Store // nil without a fleet
+	// adminTLS: the admin listener has TLS; advertised: [fleet] advertise_admin is set.
+	adminTLS, advertised bool
 }
 
 // closeFleet leaves the fleet: the member's lease is revoked (its record goes, its
@@ -121,7 +126,8 @@ func New(cfg Config) (*App, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &App{log: log, certs: cfg.Certs, certM: cfg.CertMetrics}
+	a := &App{log: log, certs: cfg.Certs, certM: cfg.CertMetrics, adminTLS: cfg.Proxy.Admin.TLS != nil,
+		advertised: cfg.Fleet != nil && cfg.Fleet.Address != ""}
 	lazy := &lazyProxy{}
 	pc := cfg.Proxy
 	if cfg.Fleet != nil && cfg.Cutover == nil {
@@ -184,11 +190,39 @@ func New(cfg Config) (*App, error) {
 	if a.Cutover != nil {
 		h := adminapi.Handler(a.Cutover)
 		if cfg.Fleet != nil {
-			h = fleetAdmin(a.Cutover, h)
+			fa := cfg.FleetAdmin
+			if fa.OwnNames == nil {
+				fa.OwnNames = certNames(pc.Admin.TLS)
+			}
+			fw, err := newForwarder(a.Cutover, h, a.fleet.Member(), fa, pc.Admin.TLS != nil, p.AdminAddr, log)
+			if err != nil {
+				_ = a.Cutover.Close()
+				a.closeFleet()
+				return nil, err
+			}
+			h = fw.operatorHandler()
+			if fw.auth != nil {
+				p.HandlePeer(peerCutoverPath, fw.peerHandler())
+			}
 		}
 		p.HandleAdmin("/v1/cutover/", h)
 	}
 	return a, nil
+}
+
+// advertiseAdmin gives the controller this member's admin URL, used in the store when [fleet]
+// advertise_admin is not set: https when the listener has TLS (a member never forwards to http
+// then). A listener on every address has no address the others could use.
+func (a *App) advertiseAdmin(ad net.Addr) {
+	scheme := "http://"
+	if a.adminTLS {
+		scheme = "https://"
+	}
+	a.Cutover.SetAdminAddress(scheme + ad.String())
+	if t, ok := ad.(*net.TCPAddr); ok && t.IP.IsUnspecified() && a.fleet != nil && !a.advertised {
+		a.log.Warn("fleet: the admin listener is on every address and [fleet] advertise_admin is not set: "+
+			"the other replicas cannot forward operator calls to this one", "admin", ad.String())
+	}
 }
 
 // chainHooks keeps any hooks the caller set and adds the controller's.
@@ -262,7 +296,7 @@ func (a *App) Run(ctx context.Context) error {
 		select {
 		case <-a.Proxy.Ready():
 			if ad := a.Proxy.AdminAddr(); ad != nil {
-				a.Cutover.SetAdminAddress("http://" + ad.String())
+				a.advertiseAdmin(ad)
 			}
 			if err := a.Cutover.Resume(ctx); err != nil {
 				a.log.Error("cutover: resuming the journaled migration failed", "err", err)

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,6 +69,10 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		pc.Admin.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	case f.Admin.TLS:
 		pc.Admin.TLS = serverTLS
+	}
+	var ownNames []string // the admin certificate's names, where its source picks it by SNI
+	if f.Admin.TLS && f.Admin.CertFile == "" {
+		ownNames = sourceNames(certSrc, f)
 	}
 	if f.Server.VersionLabel != "" {
 		pc.Version = f.Server.VersionLabel
@@ -151,6 +156,30 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 			Username: fl.Username, Password: fl.Password,
 			Address: fl.Advertise, Version: version, Logger: log,
 		}
+		out.FleetAdmin = FleetAdmin{Secret: fl.Secret, ServerName: fl.AdminServerName, OwnNames: ownNames}
+		if fl.AdminCAFile != "" {
+			if out.FleetAdmin.RootCAs, err = loadRoots(fl.AdminCAFile); err != nil {
+				return Config{}, fmt.Errorf("%s: fleet.admin_ca_file: %w", name, err)
+			}
+		}
 	}
 	return out, nil
+}
+
+// sourceNames are the DNS names the server certificate of [tls] is served for.
+func sourceNames(src certs.Source, f *config.File) []string {
+	switch s := src.(type) {
+	case interface{ Leaf() *x509.Certificate }: // files
+		if l := s.Leaf(); l != nil {
+			return l.DNSNames
+		}
+	case interface{ Certificate() *x509.Certificate }: // self-signed
+		if l := s.Certificate(); l != nil {
+			return l.DNSNames
+		}
+	}
+	if f.TLS.Mode == config.TLSACME {
+		return f.TLS.Domains
+	}
+	return nil
 }

@@ -5,6 +5,8 @@ package config
 // bearer token must never cross a network in clear text. The proxy refuses the same at start-up
 // (proxy.AdminConfig); this check names the file and field.
 func (c *checker) adminTLS(a *Admin) {
+	// Relative to the file's directory, as every other path of the file.
+	a.CertFile, a.KeyFile = c.rel(a.CertFile), c.rel(a.KeyFile)
 	if (a.CertFile == "") != (a.KeyFile == "") {
 		c.fail("admin.cert_file", "cert_file and key_file go together")
 	}

@@ -722,7 +722,9 @@ func TestKubernetesManifests(t *testing.T) {
 			if v := mounts["/var/lib/xksproxy"]; !claims[v] || volumes[v] != nil {
 				t.Errorf("/var/lib/xksproxy is on volume %q, not on a PersistentVolume of volumeClaimTemplates %v", v, claims)
 			}
-			f := loadConfig(t, "xksproxy.toml", str(t, get(t, docs["ConfigMap/xksproxy-config"], "data", "xksproxy.toml")))
+			doc := str(t, get(t, docs["ConfigMap/xksproxy-config"], "data", "xksproxy.toml"))
+			setShippedEnv(t, doc, podEnv(t, sts))
+			f := loadConfig(t, "xksproxy.toml", doc)
 			if f.TLS.Mode != "files" {
 				t.Errorf("tls mode %q: replicas need files (ACME needs shared storage)", f.TLS.Mode)
 			}
@@ -787,8 +789,9 @@ func checkEtcd(t *testing.T, docs map[string]map[string]any, endpoints []string)
 	}
 }
 
-// fileKeyRe finds the files a configuration reads at load time (secrets, the admin token).
-var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file|password_file|ca_file|cert_file|key_file)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
+// fileKeyRe finds the files a configuration reads at load time (secrets, the admin token, the
+// fleet secret).
+var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file|password_file|secret_file|ca_file|cert_file|key_file)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
 
 // loadConfig runs config.Load on doc as if installed: /etc/xksproxy/ becomes a temporary
 // directory holding the secret files it names (mode 0600, valid test secrets).
@@ -800,7 +803,8 @@ func loadConfig(t *testing.T, name, doc string) *config.File {
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		// Valid as a SigV4 secret and as an admin token (≥ 32 characters).
+		// Valid as a SigV4 secret, as an admin token (≥ 32 characters) and as a fleet secret
+		// (base64 of ≥ 32 bytes).
 		if err := os.WriteFile(p, []byte("ZGVwbG95LXRlc3Qtc2VjcmV0LWRlcGxveS10ZXN0LXNlY3JldA==\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -836,6 +840,7 @@ func TestExamples(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			setShippedEnv(t, string(b), dropInEnv(t))
 			f := loadConfig(t, filepath.Base(tc.file), string(b))
 			if len(f.Backend) != tc.backends || f.TLS.Mode != tc.tlsMode || len(f.Prefix) == 0 {
 				t.Errorf("backends %d, tls mode %v, prefixes %d", len(f.Backend), f.TLS.Mode, len(f.Prefix))

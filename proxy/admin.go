@@ -5,14 +5,25 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"path"
 	"strings"
 )
 
+// PeerPrefix is the admin path space HandlePeer serves without the bearer token.
+const PeerPrefix = "/v1/fleet/"
+
 // adminHandler puts the admin mux behind a bearer-token check (constant-time compare of the
-// SHA-256 digests, so the token length does not leak either).
+// SHA-256 digests, so the token length does not leak either). A clean path under PeerPrefix
+// that a peer handler serves goes to it without the token: it authenticates each call itself.
 func (p *Proxy) adminHandler() http.Handler {
 	want := sha256.Sum256([]byte(p.cfg.Admin.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if up := r.URL.Path; strings.HasPrefix(up, PeerPrefix) && cleanPath(up) && r.URL.RawPath == "" {
+			if h, pattern := p.peerMux.Handler(r); pattern != "" {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
 		auth := r.Header.Get("Authorization")
 		tok, ok := strings.CutPrefix(auth, "Bearer ")
 		got := sha256.Sum256([]byte(tok))
@@ -24,6 +35,12 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		p.adminMux.ServeHTTP(w, r)
 	})
+}
+
+// cleanPath: no empty, "." or ".." segment (a trailing slash is fine).
+func cleanPath(p string) bool {
+	c := path.Clean(p)
+	return c == p || c+"/" == p
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) {

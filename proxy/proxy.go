@@ -270,6 +270,7 @@ type Proxy struct {
 	handler    http.Handler
 
 	adminMux  *http.ServeMux
+	peerMux   *http.ServeMux // PeerPrefix: no token; each handler authenticates its caller
 	ready     chan struct{}
 	addr      atomic.Pointer[net.Addr]
 	metAddr   atomic.Pointer[net.Addr]
@@ -302,6 +303,7 @@ func New(cfg Config) (*Proxy, error) {
 		ownIDs:   make(map[string]bool, len(cfg.Backends)),
 		ready:    make(chan struct{}),
 		adminMux: http.NewServeMux(),
+		peerMux:  http.NewServeMux(),
 	}
 	p.handshakes = newHandshakeGate(cfg.Limits.MaxHandshakes, cfg.Limits.ReadHeaderTimeout)
 	p.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
@@ -560,6 +562,20 @@ func (p *Proxy) Handler() http.Handler { return p.handler }
 
 // HandleAdmin registers h on the admin mux, behind the token check.
 func (p *Proxy) HandleAdmin(pattern string, h http.Handler) { p.adminMux.Handle(pattern, h) }
+
+// HandlePeer registers h on the admin listener WITHOUT the token check, for calls from the other
+// members of a fleet, which never carry the operator's token: h must authenticate every call
+// itself (app signs them with the fleet secret). pattern must lie under PeerPrefix.
+func (p *Proxy) HandlePeer(pattern string, h http.Handler) {
+	_, rest, _ := strings.Cut(pattern, " ") // "METHOD /path" or "/path"
+	if rest == "" {
+		rest = pattern
+	}
+	if !strings.HasPrefix(rest, PeerPrefix) {
+		panic("proxy: HandlePeer pattern " + pattern + " outside " + PeerPrefix)
+	}
+	p.peerMux.Handle(pattern, h)
+}
 
 // Ready is closed once Run has bound every listener.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }

@@ -592,6 +592,9 @@ func TestAdmin(t *testing.T) {
 	const token = "0123456789abcdef0123456789abcdef-token"
 	e := newEnv(t, func(c *Config) { c.Admin = AdminConfig{Listen: "127.0.0.1:0", Token: token}; c.Health.Disabled = true })
 	e.p.HandleAdmin("GET /v1/extra", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("extra")) }))
+	e.p.HandlePeer("GET /v1/fleet/peer/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("peer " + r.Header.Get("Authorization")))
+	}))
 	// The serving line names the ports the OS chose, not the configured ":0".
 	serving := regexp.MustCompile(`"msg":"xksproxy serving","listen":"127\.0\.0\.1:[1-9]\d*","metrics":"127\.0\.0\.1:[1-9]\d*","admin":"127\.0\.0\.1:[1-9]\d*"`)
 	if !serving.MatchString(e.logs.String()) {
@@ -623,6 +626,14 @@ func TestAdmin(t *testing.T) {
 		{"health", "/v1/health", "Bearer " + token, 200, `"ekmFleetDetails"`},
 		{"extra", "/v1/extra", "Bearer " + token, 200, "extra"},
 		{"extra without token", "/v1/extra", "", 401, ""},
+		// Peer handlers authenticate their callers themselves; nothing else is reachable
+		// through their path space without the token.
+		{"peer without token", "/v1/fleet/peer/x", "", 200, "peer "},
+		{"peer with a trailing slash", "/v1/fleet/peer/", "", 200, "peer "},
+		{"double slash", "/v1/fleet/peer//x", "", 401, ""},
+		{"peer path not served", "/v1/fleet/other", "", 401, ""},
+		{"dot-dot out of the peer space", "/v1/fleet/peer/../../route", "", 401, ""},
+		{"escaped slash", "/v1/fleet/peer/..%2F..%2Froute", "", 401, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, b := get(tc.path, tc.auth)

@@ -143,7 +143,7 @@ func waitFor(ctx context.Context, limit time.Duration, ok func() bool) error {
 func (s *soak) rotateCredential(ctx context.Context, w *Window) {
 	old, next := s.rotating, newCredential("ROT")
 	for _, r := range s.replicas {
-		if err := writeConfig(&r.files, prefixCreds{s.loadCred, next}, s.backends, s.admTok, &s.o); err != nil {
+		if err := writeConfig(&r.files, prefixCreds{s.loadCred, next}, s.backends, s.admTok, s.fleetSec, &s.o); err != nil {
 			s.problem("credentials for %s: %v", r.name, err)
 			return
 		}

@@ -131,6 +131,7 @@ type soak struct {
 	loadCred  sigv4.Credential // signs the load; stays in every credential rotation
 	rotating  sigv4.Credential // the other credential set; replaced by each rotation
 	admTok    string
+	fleetSec  string // base64 of 32 random bytes: the fleet secret of every replica
 	loads     []*loadgen.Runner
 	start     time.Time
 	loadStart time.Time
@@ -162,7 +163,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	s := &soak{o: o, serving: "a", start: time.Now(), admTok: randHex(24)}
+	s := &soak{o: o, serving: "a", start: time.Now(), admTok: randHex(24), fleetSec: randBase64(32)}
 	s.dir = o.Dir
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "xksproxy-soak-")
@@ -292,7 +293,7 @@ func (s *soak) newReplica(bin string, i int) (*replica, error) {
 	if _, err := s.pki.writeLeaf(f.cert, f.key); err != nil {
 		return nil, err
 	}
-	if err := writeConfig(&f, prefixCreds{s.loadCred, s.rotating}, s.backends, s.admTok, &s.o); err != nil {
+	if err := writeConfig(&f, prefixCreds{s.loadCred, s.rotating}, s.backends, s.admTok, s.fleetSec, &s.o); err != nil {
 		return nil, err
 	}
 	log, err := os.OpenFile(filepath.Join(dir, "xksproxy.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)

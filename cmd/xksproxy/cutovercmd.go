@@ -20,14 +20,16 @@ import (
 // adminFlags are the flags every cutover command has: where the admin API is, its token, and
 // the output form.
 type adminFlags struct {
-	admin, tokenFile, caFile string
-	json                     bool
+	admin, tokenFile, caFile, serverName string
+	json                                 bool
 }
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.admin, "admin", defaultStr(os.Getenv("XKSPROXY_ADMIN"), "http://127.0.0.1:9465"), "admin API base URL (or $XKSPROXY_ADMIN)")
 	fs.StringVar(&a.tokenFile, "token-file", "", "file holding the admin token (or $XKSPROXY_ADMIN_TOKEN)")
 	fs.StringVar(&a.caFile, "admin-ca", "", "PEM file of the CA that signed an https admin API's certificate (default: the system roots)")
+	fs.StringVar(&a.serverName, "admin-server-name", os.Getenv("XKSPROXY_ADMIN_SERVER_NAME"),
+		"`name` the https admin API's certificate must carry when --admin is an address it does not name, e.g. 127.0.0.1 inside a pod whose admin listener has the XKS certificate (or $XKSPROXY_ADMIN_SERVER_NAME)")
 	fs.BoolVar(&a.json, "json", false, "print JSON instead of text")
 }
 
@@ -45,17 +47,21 @@ func (a *adminFlags) client() (*adminapi.Client, error) {
 		return nil, usageErr("cutover: an admin token is required (--token-file or $XKSPROXY_ADMIN_TOKEN)")
 	}
 	c := &adminapi.Client{BaseURL: a.admin, Token: token}
+	if a.caFile == "" && a.serverName == "" {
+		return c, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: a.serverName}
 	if a.caFile != "" {
 		pem, err := os.ReadFile(a.caFile)
 		if err != nil {
 			return nil, fmt.Errorf("--admin-ca: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
 			return nil, usageErr("--admin-ca: no PEM certificate in %s", a.caFile)
 		}
-		c.HTTP = &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	}
+	c.HTTP = &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: tc}}
 	return c, nil
 }
 

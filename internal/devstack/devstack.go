@@ -148,10 +148,12 @@ type Stack struct {
 	JournalPath    string
 	Keys           []Key
 
-	main      *Replica
-	extra     []*Replica
-	tempDir   string
-	newConfig func(listen, member, journal string) app.Config
+	main  *Replica
+	extra []*Replica
+	// fleetSecret signs the calls a replica forwards to the driver (fleet mode): one per stack.
+	fleetSecret []byte
+	tempDir     string
+	newConfig   func(listen, member, journal string) app.Config
 }
 
 // Replica is one proxy process of the stack (in fleet mode, one member of the fleet).
@@ -347,6 +349,12 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	s.AdminToken += s.AdminToken // ≥ 32 characters
+	if cfg.Fleet != nil {
+		s.fleetSecret = make([]byte, 32)
+		if _, err := rand.Read(s.fleetSecret); err != nil {
+			return nil, err
+		}
+	}
 	s.JournalPath = cfg.JournalPath
 	if s.JournalPath == "" {
 		if s.tempDir, err = os.MkdirTemp("", "xksproxy-dev-"); err != nil {
@@ -412,6 +420,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				fc.Version = cfg.Version
 			}
 			out.Fleet = &fc
+			out.FleetAdmin = app.FleetAdmin{Secret: s.fleetSecret}
 			out.Proxy.Logger = fc.Logger
 		}
 		return out
