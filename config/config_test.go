@@ -184,7 +184,7 @@ func TestCreated(t *testing.T) {
 				t.Errorf("created %v, want %v", got, tc.want)
 			}
 			gotWarn := len(warns) == 1 && strings.Contains(warns[0], "prefix[0].credential[0].created: not set") &&
-				strings.Contains(warns[0], "xks_sigv4_credential_age_days")
+				strings.Contains(warns[0], "xks_sigv4_credential_age_seconds")
 			if gotWarn != tc.warn || (!tc.warn && len(warns) != 0) {
 				t.Errorf("warnings %v, want a created warning: %v", warns, tc.warn)
 			}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/xksproxy/xksproxy/app"
 	"github.com/xksproxy/xksproxy/certs"
@@ -150,10 +151,10 @@ func labelValues(t *testing.T) map[string]map[string][]string {
 			"phase":  {string(cutover.PhaseCopy), string(cutover.PhaseVerify)},
 			"result": {cutover.ResultOK, cutover.ResultSkipped, cutover.ResultConflict, cutover.ResultError},
 		},
-		"xks_shadow_results_total":          {"result": {"match", "mismatch", "error", "dropped"}},     // cutover/shadow.go
-		"xks_cutover_rollbacks_total":       {"reason": {"manual", "error_rate", "p99", "resumed"}},    // cutover/run.go
-		"xks_tls_certificate_reloads_total": {"result": {"success", "failure"}, "source": certSources}, // certs/metrics.go
-		"xks_tls_certificate_expiry_days":   {"source": certSources},
+		"xks_shadow_results_total":           {"result": {"match", "mismatch", "error", "dropped"}},     // cutover/shadow.go
+		"xks_cutover_rollbacks_total":        {"reason": {"manual", "error_rate", "p99", "resumed"}},    // cutover/run.go
+		"xks_tls_certificate_reloads_total":  {"result": {"success", "failure"}, "source": certSources}, // certs/metrics.go
+		"xks_tls_certificate_expiry_seconds": {"source": certSources},
 	}
 }
 
@@ -285,8 +286,8 @@ func TestMetricNamesAreExported(t *testing.T) {
 	}
 	// The coverage the deployment promises.
 	for _, n := range []string{"xks_requests_total", "xks_request_duration_seconds", "xks_backend_up",
-		"xks_tls_certificate_expiry_days", "xks_cutover_state", "xks_cutover_rollbacks_total",
-		"xks_sigv4_failures_total", "xks_sigv4_credential_age_days", "xks_shadow_results_total", "xks_fallback_total",
+		"xks_tls_certificate_expiry_seconds", "xks_cutover_state", "xks_cutover_rollbacks_total",
+		"xks_sigv4_failures_total", "xks_sigv4_credential_age_seconds", "xks_shadow_results_total", "xks_fallback_total",
 		"go_goroutines", "go_gc_duration_seconds", "process_resident_memory_bytes", "process_open_fds",
 		"xks_fleet_member_acked_epoch", "xks_fleet_store_up", "xks_fleet_driver_elections_total", "xks_fleet_members"} {
 		if !used[n] {
@@ -857,5 +858,41 @@ func TestExamples(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The certificate and credential gauges pass `promtool check metrics` (Prometheus's naming
+// lint: base units, seconds rather than days), with a series of each.
+func TestPromtoolCheckMetrics(t *testing.T) {
+	promtool := needTool(t, "promtool", "prometheus")
+	reg := prometheus.NewRegistry()
+	m := certs.NewMetrics(reg)
+	src, err := certs.SelfSigned("xks.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.SetMetrics(m)
+	if err := m.SetCredentialAges("/aws", []certs.CredentialAge{{AccessKeyID: "AKIAXKSPROXYDEPLOY01", Created: time.Now().Add(-time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) < 2 {
+		t.Fatalf("gathered %d families, want the expiry and the age gauges", len(mfs))
+	}
+	var text bytes.Buffer
+	enc := expfmt.NewEncoder(&text, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = &text
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }

@@ -81,7 +81,7 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 // reloadOnHUP applies SIGHUP (systemctl reload): it re-reads the configuration file and applies
 // the SigV4 credential sets of every prefix without dropping connections — the spec's rotation
 // procedure (add the new set, update the key store in AWS, wait, remove the old set) is two edits
-// and two SIGHUPs — updates xks_sigv4_credential_age_days, and re-reads the certificate files
+// and two SIGHUPs — updates xks_sigv4_credential_age_seconds, and re-reads the certificate files
 // (tls.mode = "files"; a bad replacement is refused and the current certificate kept). Every
 // other change is compared with the running configuration and logged key by key as needing a
 // restart.
