@@ -789,7 +789,7 @@ func checkEtcd(t *testing.T, docs map[string]map[string]any, endpoints []string)
 }
 
 // fileKeyRe finds the files a configuration reads at load time (secrets, the admin token).
-var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file|password_file|ca_file|cert_file|key_file)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
+var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file|password_file|ca_file|cert_file|key_file|ckms_config)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
 
 // loadConfig runs config.Load on doc as if installed: /etc/xksproxy/ becomes a temporary
 // directory holding the secret files it names (mode 0600, valid test secrets).
