@@ -23,6 +23,10 @@ func serveCommand() command {
 		name:     "serve",
 		synopsis: "--config FILE | --dev [flags]",
 		summary:  "run from a configuration file, or (--dev) in front of two in-process emulated Cosmian servers",
+		flagGroups: []flagGroup{{
+			heading: "Flags with --dev only (two in-process emulated Cosmian servers; a configuration file says all this itself):",
+			names:   devFlagNames,
+		}},
 		setup: func(fs *flag.FlagSet) runFunc {
 			cfgPath := fs.String("config", "", "TOML configuration file")
 			dev := fs.Bool("dev", false, "run in front of two in-process emulated Cosmian KMS servers (no configuration file)")
