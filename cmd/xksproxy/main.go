@@ -3,6 +3,7 @@
 //
 //	xksproxy serve --config FILE     run the proxy from a TOML configuration file
 //	xksproxy serve --dev             run the proxy in front of two in-process emulated Cosmian servers
+//	xksproxy validate --config FILE  check a configuration file as serve would, then exit
 //	xksproxy demo                    the whole migration story, unattended, with a report
 //	xksproxy cutover plan|start|status|switch|rollback|finalize|forget   control a running proxy
 //	xksproxy aws-config              print the AWS "proxy configuration file" JSON for a prefix
@@ -50,6 +51,7 @@ type runFunc func(ctx context.Context, stdout, stderr io.Writer) error
 func commands() []command {
 	return []command{
 		serveCommand(),
+		validateCommand(),
 		demoCommand(),
 		{name: "cutover", synopsis: "COMMAND [flags]", summary: "control a migration on a running proxy", subs: cutoverCommands()},
 		awsConfigCommand(),

@@ -83,7 +83,7 @@ func TestCommandLine(t *testing.T) {
 		{"plan refuses another command's flag", []string{"cutover", "plan", "--reason", "x"}, 2, "", "flag provided but not defined: --reason"},
 		{"cutover help", []string{"cutover", "-h"}, 0, `cutover finalize`, `^$`},
 		{"help", []string{"help"}, 0, `cutover COMMAND`, `^$`},
-		{"--help", []string{"--help"}, 0, `^xksproxy — [\s\S]*COMMAND --help`, `^$`},
+		{"--help", []string{"--help"}, 0, `^xksproxy — [\s\S]*validate --config FILE[\s\S]*COMMAND --help`, `^$`},
 		// serve's own flags, then the --dev ones under their heading, and nothing else between.
 		{"serve help", []string{"serve", "--help"}, 0,
 			`^Usage: xksproxy serve [\s\S]*\nFlags:\n  --config string\n[^\n]*\n  --dev\n[^\n]*\n\nFlags with --dev only[^\n]*\n  --access-key-id string\n[\s\S]*  --dev-key value\n[\s\S]*  --listen string\n[^\n]*\(default "127\.0\.0\.1:8443"\)`, `^$`},

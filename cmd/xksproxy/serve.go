@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"syscall"
@@ -71,11 +72,11 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	ac, err := app.FromFile(ctx, f, "xksproxy "+version, log, nil)
 	if err != nil {
-		return err
+		return f.Locate(err)
 	}
 	a, err := app.New(ac)
 	if err != nil {
-		return err
+		return proxyConfigErr(filepath.Base(path), err)
 	}
 	go reloadOnHUP(ctx, path, f, a, log)
 	log.Info("xksproxy starting", "version", version, "config", path, "listen", ac.Proxy.Listen)
