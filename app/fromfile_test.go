@@ -142,8 +142,8 @@ func TestFromFileFilesReload(t *testing.T) {
 	if a.Proxy.MetricsAddr() != nil {
 		t.Errorf("metrics_listen = \"off\" but a metrics listener runs on %v", a.Proxy.MetricsAddr())
 	}
-	days, ok := metrictest.Value(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"})
-	if !ok || days < 9 || days > 10 {
+	days, ok := metrictest.Value(t, reg, certs.MetricCertificateExpirySeconds, map[string]string{"source": "files", "domain": "xks.test"})
+	if days /= 86400; !ok || days < 9 || days > 10 {
 		t.Errorf("expiry days = %v (present %v), want about 10", days, ok)
 	}
 
@@ -187,8 +187,8 @@ func TestFromFileFilesReload(t *testing.T) {
 			}
 		})
 	}
-	days, _ = metrictest.Value(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"})
-	if days < 29 || days > 30 {
+	days, _ = metrictest.Value(t, reg, certs.MetricCertificateExpirySeconds, map[string]string{"source": "files", "domain": "xks.test"})
+	if days /= 86400; days < 29 || days > 30 {
 		t.Errorf("expiry days after reload = %v, want about 30", days)
 	}
 }
@@ -198,7 +198,8 @@ func TestFromFileCredentialAges(t *testing.T) {
 	a := start(t, writeConfig(t, dir, "mode = \"self-signed\"\nhosts = [\"127.0.0.1\"]"))
 	reg := a.Proxy.Registry()
 	age := func(id string) (float64, bool) {
-		return metrictest.Value(t, reg, certs.MetricCredentialAgeDays, map[string]string{"prefix": "/aws", "access_key_id": id})
+		v, ok := metrictest.Value(t, reg, certs.MetricCredentialAgeSeconds, map[string]string{"prefix": "/aws", "access_key_id": id})
+		return v / 86400, ok
 	}
 	wantOld := time.Since(time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)).Hours() / 24
 	if v, ok := age("AKIAXKSPROXYOLDKEY01"); !ok || v < wantOld-1 || v > wantOld+1 {
@@ -210,7 +211,7 @@ func TestFromFileCredentialAges(t *testing.T) {
 	if _, ok := age("AKIAXKSPROXYNODATE03"); ok {
 		t.Errorf("a set without created and without a secret file has an age series")
 	}
-	if _, ok := metrictest.Value(t, reg, certs.MetricCertificateExpiryDays, map[string]string{"source": "self-signed"}); !ok {
+	if _, ok := metrictest.Value(t, reg, certs.MetricCertificateExpirySeconds, map[string]string{"source": "self-signed"}); !ok {
 		t.Errorf("no expiry series for the self-signed certificate")
 	}
 	if err := a.ReloadTLS(); !errors.Is(err, ErrNothingToReload) {

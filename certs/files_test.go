@@ -131,8 +131,8 @@ func TestFilesReload(t *testing.T) {
 			if tc.explicit && (reloadErr == nil) == !tc.changes {
 				t.Errorf("Reload() = %v", reloadErr)
 			}
-			if d, ok := metrictest.Value(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "files", "domain": "xks.test"}); !ok || d <= 0 {
-				t.Errorf("expiry days = %v (present %v)", d, ok)
+			if d, ok := metrictest.Value(t, reg, MetricCertificateExpirySeconds, map[string]string{"source": "files", "domain": "xks.test"}); !ok || d <= 0 {
+				t.Errorf("expiry seconds = %v (present %v)", d, ok)
 			}
 			ka.get(t) // established connections are never closed by a reload
 		})

@@ -13,9 +13,9 @@ import (
 
 // Metric names exported by this package.
 const (
-	MetricCertificateExpiryDays = "xks_tls_certificate_expiry_days"
-	MetricCertificateReloads    = "xks_tls_certificate_reloads_total"
-	MetricCredentialAgeDays     = "xks_sigv4_credential_age_days"
+	MetricCertificateExpirySeconds = "xks_tls_certificate_expiry_seconds"
+	MetricCertificateReloads       = "xks_tls_certificate_reloads_total"
+	MetricCredentialAgeSeconds     = "xks_sigv4_credential_age_seconds"
 )
 
 // MaxCredentialsPerPrefix bounds the access_key_id label: a prefix normally
@@ -65,11 +65,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: MetricCertificateReloads,
 			Help: "Server certificate loads after start (file change, SIGHUP, ACME renewal) by source and result (success|failure).",
 		}, []string{"source", "result"}),
-		expiryDesc: prometheus.NewDesc(MetricCertificateExpiryDays,
-			"Days until NotAfter of the served server certificate (AWS: XksProxyCertificateDaysToExpire).",
+		expiryDesc: prometheus.NewDesc(MetricCertificateExpirySeconds,
+			"Seconds until NotAfter of the served server certificate (AWS: XksProxyCertificateDaysToExpire).",
 			[]string{"source", "domain"}, nil),
-		credDesc: prometheus.NewDesc(MetricCredentialAgeDays,
-			"Days since each SigV4 credential set was created (AWS: XksProxyCredentialAge). At most 16 per prefix.",
+		credDesc: prometheus.NewDesc(MetricCredentialAgeSeconds,
+			"Seconds since each SigV4 credential set was created (AWS: XksProxyCredentialAge). At most 16 per prefix.",
 			[]string{"prefix", "access_key_id"}, nil),
 		certs: make(map[certKey]func() *x509.Certificate),
 		creds: make(map[string][]CredentialAge),
@@ -107,17 +107,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(m.expiryDesc, prometheus.GaugeValue,
-			days(l.NotAfter.Sub(now)), k.source, k.domain)
+			l.NotAfter.Sub(now).Seconds(), k.source, k.domain)
 	}
 	for prefix, creds := range m.creds {
 		for _, c := range creds {
 			ch <- prometheus.MustNewConstMetric(m.credDesc, prometheus.GaugeValue,
-				days(now.Sub(c.Created)), prefix, c.AccessKeyID)
+				now.Sub(c.Created).Seconds(), prefix, c.AccessKeyID)
 		}
 	}
 }
-
-func days(d time.Duration) float64 { return d.Hours() / 24 }
 
 // ErrTooManyCredentials is returned by SetCredentialAges beyond
 // MaxCredentialsPerPrefix sets.

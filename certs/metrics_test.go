@@ -17,12 +17,12 @@ func TestCredentialAges(t *testing.T) {
 		name    string
 		creds   []CredentialAge
 		wantErr error
-		want    map[string]float64 // access key id -> days
+		want    map[string]float64 // access key id -> seconds
 	}{
 		{name: "two sets", creds: []CredentialAge{
 			{AccessKeyID: "AKIANEW", Created: now.Add(-36 * time.Hour)},
 			{AccessKeyID: "AKIAOLD", Created: now.AddDate(0, 0, -90)},
-		}, want: map[string]float64{"AKIANEW": 1.5, "AKIAOLD": 90}},
+		}, want: map[string]float64{"AKIANEW": 36 * 3600, "AKIAOLD": 90 * 86400}},
 		{name: "too many", creds: func() []CredentialAge {
 			var c []CredentialAge
 			for i := range MaxCredentialsPerPrefix + 1 {
@@ -48,7 +48,7 @@ func TestCredentialAges(t *testing.T) {
 				t.Fatal(err)
 			}
 			for id, want := range tc.want {
-				got, ok := metrictest.Value(t, reg, MetricCredentialAgeDays, map[string]string{"prefix": "/kms/a", "access_key_id": id})
+				got, ok := metrictest.Value(t, reg, MetricCredentialAgeSeconds, map[string]string{"prefix": "/kms/a", "access_key_id": id})
 				if !ok || got != want {
 					t.Errorf("%s age = %v (present %v), want %v", id, got, ok, want)
 				}
@@ -57,13 +57,13 @@ func TestCredentialAges(t *testing.T) {
 			if err := m.SetCredentialAges("/kms/a", tc.creds[:1]); err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := metrictest.Value(t, reg, MetricCredentialAgeDays, map[string]string{"access_key_id": "AKIAOLD"}); ok {
+			if _, ok := metrictest.Value(t, reg, MetricCredentialAgeSeconds, map[string]string{"access_key_id": "AKIAOLD"}); ok {
 				t.Error("removed credential set still reported")
 			}
 			if err := m.SetCredentialAges("/kms/a", nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := metrictest.Value(t, reg, MetricCredentialAgeDays, nil); ok {
+			if _, ok := metrictest.Value(t, reg, MetricCredentialAgeSeconds, nil); ok {
 				t.Error("prefix with no credentials still reported")
 			}
 		})

@@ -49,8 +49,8 @@ func TestSelfSignedRunAndMetrics(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	s.SetMetrics(NewMetrics(reg))
-	if d, ok := metrictest.Value(t, reg, MetricCertificateExpiryDays, map[string]string{"source": "self-signed", "domain": "xks.test"}); !ok || d < 364 || d > 366 {
-		t.Errorf("expiry days = %v (present %v), want ~365", d, ok)
+	if d, ok := metrictest.Value(t, reg, MetricCertificateExpirySeconds, map[string]string{"source": "self-signed", "domain": "xks.test"}); !ok || d < 364*86400 || d > 366*86400 {
+		t.Errorf("expiry seconds = %v (present %v), want ~365 days", d, ok)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()

@@ -55,7 +55,11 @@ func (c *checker) backends(backends []Backend, budget Duration) map[string]int {
 		b.SecretAccessKey = c.secret(fb, "secret_access_key", b.SecretAccessKey, b.SecretAccessKeyFile, b.SecretAccessKeyEnv, true)
 		c.credential(fb, b.AccessKeyID, b.SecretAccessKey)
 		if b.CKMSConfig != "" {
+			// The ckms client file holds the keys' owner credential: a secret file like the others.
 			b.CKMSConfig = c.rel(b.CKMSConfig)
+			if c.resolves(fb) {
+				c.private(fb+".ckms_config", b.CKMSConfig)
+			}
 		}
 		if b.Timeout < 0 || b.Timeout > budget {
 			c.fail(fb+".timeout", "must be positive and at most server.limits.budget (%v)", budget.D())

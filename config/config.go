@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,11 @@ type FieldError struct {
 	Line  int
 	Field string
 	Msg   string
+	Err   error // the error File.Locate placed, else nil
 }
+
+// Unwrap returns the error File.Locate placed (nil for the file's own problems).
+func (e *FieldError) Unwrap() error { return e.Err }
 
 func (e *FieldError) Error() string {
 	s := e.File
@@ -80,17 +85,18 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // File is a parsed, validated configuration with defaults filled.
 type File struct {
-	Path    string    `toml:"-"`
-	Server  Server    `toml:"server"`
-	TLS     TLS       `toml:"tls"`
-	Prefix  []Prefix  `toml:"prefix"`
-	Backend []Backend `toml:"backend"`
-	Route   Route     `toml:"route"`
-	Health  Health    `toml:"health"`
-	Admin   Admin     `toml:"admin"`
-	Cutover Cutover   `toml:"cutover"`
-	Fleet   *Fleet    `toml:"fleet"`
-	Log     Log       `toml:"log"`
+	Path    string     `toml:"-"`
+	pos     *positions // where each key is written (Locate)
+	Server  Server     `toml:"server"`
+	TLS     TLS        `toml:"tls"`
+	Prefix  []Prefix   `toml:"prefix"`
+	Backend []Backend  `toml:"backend"`
+	Route   Route      `toml:"route"`
+	Health  Health     `toml:"health"`
+	Admin   Admin      `toml:"admin"`
+	Cutover Cutover    `toml:"cutover"`
+	Fleet   *Fleet     `toml:"fleet"`
+	Log     Log        `toml:"log"`
 }
 
 // Defaults.
@@ -127,63 +133,127 @@ func readBounded(path string) ([]byte, error) {
 
 // Parse parses data as the file named path (path is used in messages and to resolve relative
 // secret files). Relative file paths in the configuration are relative to the file's directory.
+//
+// The error names every problem found, one per line, each a *FieldError that carries the
+// key's line ("x.toml:12: backend[1].xks_url: must be https:// or http://"); errors.As finds
+// the first. A syntax error or a value of the wrong type stops the parse and comes alone.
 func Parse(path string, data []byte) (*File, []string, error) {
+	return parse(path, data, options{})
+}
+
+// options are the variants of parse.
+type options struct {
+	// prefixSecretsOnly leaves every secret but the prefixes' credentials unresolved.
+	prefixSecretsOnly bool
+}
+
+// LoadPrefixSecrets is Load for a command that needs only the prefixes' credentials (the AWS
+// proxy configuration file): every key is checked as Load checks it, but the secrets of the
+// backends, the admin API and the fleet are not read (they stay empty, and an unset
+// environment variable or a missing file they name is no error).
+func LoadPrefixSecrets(path string) (*File, []string, error) {
+	data, err := readBounded(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return parse(path, data, options{prefixSecretsOnly: true})
+}
+
+func parse(path string, data []byte, o options) (*File, []string, error) {
 	name := filepath.Base(path)
 	if path == "" {
 		name = "config"
 	}
-	f := &File{Path: path}
-	md, err := toml.Decode(string(data), f)
-	if err != nil {
+	// The syntax first, into a generic tree: a syntax error's position is exact, and the tree
+	// tells which entry of an array of tables a decoding error belongs to (decodeError).
+	var tree map[string]any
+	if _, err := toml.Decode(string(data), &tree); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			return nil, nil, &FieldError{File: name, Line: pe.Position.Line, Field: pe.LastKey, Msg: pe.Message}
 		}
-		return nil, nil, decodeError(name, err)
+		return nil, nil, &FieldError{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, 0, len(und))
-		for _, k := range und {
-			keys = append(keys, k.String())
-		}
-		return nil, nil, &FieldError{File: name, Field: keys[0], Msg: "unknown key"}
+	pos := locate(data)
+	f := &File{Path: path, pos: pos}
+	md, err := toml.Decode(string(data), f)
+	if err != nil {
+		return nil, nil, decodeError(name, pos, tree, err)
 	}
-	c := checker{name: name, dir: filepath.Dir(path), cutoverSet: md.IsDefined("cutover")}
+	c := checker{name: name, dir: filepath.Dir(path), cutoverSet: md.IsDefined("cutover"), pos: pos, opts: o}
+	c.unknown(md.Undecoded())
 	c.check(f)
-	if c.err != nil {
-		return nil, c.warnings, c.err
+	if len(c.errs) > 0 {
+		return nil, c.warnings, c.err()
 	}
 	return f, c.warnings, nil
 }
 
-// typeErrRE matches BurntSushi's type-mismatch text: `toml: line 17 (last key "a.b"): msg`.
-var typeErrRE = regexp.MustCompile(`^(?:toml: )?line (\d+) \(last key "([^"]*)"\): (.*)$`)
+// locateRE splits "key: message" where key is a field path ("backend[0].ckms_config").
+var locateRE = regexp.MustCompile(`(?s)^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.*)$`)
 
-// decodeError turns a non-syntax decode error (type mismatch) into a FieldError.
-func decodeError(name string, err error) *FieldError {
-	s := err.Error()
-	if m := typeErrRE.FindStringSubmatch(s); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &FieldError{File: name, Line: line, Field: m[2], Msg: m[3]}
+// Locate gives an error about a key of f, written "FILE: key: message" (as app.FromFile writes
+// the problems it finds in the files a configuration names), the key's line, so that it reads
+// as the file's own problems do: "FILE:LINE: key: message". Any other error is returned as is.
+func (f *File) Locate(err error) error {
+	if err == nil || f == nil {
+		return err
 	}
-	return &FieldError{File: name, Msg: strings.TrimPrefix(s, "toml: ")}
+	name := filepath.Base(f.Path)
+	rest, ok := strings.CutPrefix(err.Error(), name+": ")
+	if !ok {
+		return err
+	}
+	m := locateRE.FindStringSubmatch(rest)
+	if m == nil {
+		return err
+	}
+	line := f.pos.line(m[1])
+	if line == 0 {
+		return err
+	}
+	return &FieldError{File: name, Line: line, Field: m[1], Msg: m[2], Err: err}
 }
 
 type checker struct {
 	name, dir  string
 	cutoverSet bool
+	pos        *positions
+	opts       options
 	warnings   []string
-	err        error
+	errs       []*FieldError
 }
 
+// fail records a problem with field; checking goes on, so that one run names them all.
 func (c *checker) fail(field, format string, args ...any) {
-	if c.err == nil {
-		c.err = &FieldError{File: c.name, Field: field, Msg: fmt.Sprintf(format, args...)}
+	e := &FieldError{File: c.name, Line: c.pos.line(field), Field: field, Msg: fmt.Sprintf(format, args...)}
+	for _, o := range c.errs {
+		if *o == *e {
+			return
+		}
 	}
+	c.errs = append(c.errs, e)
+}
+
+// err joins every recorded problem, in the order of the file (those without a line last).
+func (c *checker) err() error {
+	sort.SliceStable(c.errs, func(i, j int) bool {
+		li, lj := c.errs[i].Line, c.errs[j].Line
+		return li != 0 && (lj == 0 || li < lj)
+	})
+	errs := make([]error, len(c.errs))
+	for i, e := range c.errs {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
 }
 
 func (c *checker) warn(field, format string, args ...any) {
-	c.warnings = append(c.warnings, fmt.Sprintf("%s: %s: %s", c.name, field, fmt.Sprintf(format, args...)))
+	where := c.name
+	if l := c.pos.line(field); l > 0 {
+		where += ":" + strconv.Itoa(l)
+	}
+	c.warnings = append(c.warnings, fmt.Sprintf("%s: %s: %s", where, field, fmt.Sprintf(format, args...)))
 }
 
 func defStr(p *string, v string) {

@@ -21,7 +21,7 @@ const (
 func copyFull(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, n := range []string{"full.toml", "secret-b.txt"} {
+	for _, n := range []string{"full.toml", "secret-b.txt", "ckms-a.toml", "ckms-b.toml"} {
 		b, err := os.ReadFile(filepath.Join("testdata", n))
 		if err != nil {
 			t.Fatal(err)
@@ -184,7 +184,7 @@ func TestCreated(t *testing.T) {
 				t.Errorf("created %v, want %v", got, tc.want)
 			}
 			gotWarn := len(warns) == 1 && strings.Contains(warns[0], "prefix[0].credential[0].created: not set") &&
-				strings.Contains(warns[0], "xks_sigv4_credential_age_days")
+				strings.Contains(warns[0], "xks_sigv4_credential_age_seconds")
 			if gotWarn != tc.warn || (!tc.warn && len(warns) != 0) {
 				t.Errorf("warnings %v, want a created warning: %v", warns, tc.warn)
 			}
@@ -255,7 +255,7 @@ func TestZerosKept(t *testing.T) {
 	}
 	// A sample rate of 0 would mirror nothing: refused, with the way to say "no shadowing".
 	_, _, err = Parse("x.toml", []byte(minimal(two+"[cutover]\nshadow_sample_rate = 0.0\n")))
-	if err == nil || !strings.Contains(err.Error(), "x.toml: cutover.shadow_sample_rate: must be above 0") {
+	if err == nil || !strings.Contains(err.Error(), "x.toml:23: cutover.shadow_sample_rate: must be above 0") {
 		t.Errorf("shadow_sample_rate = 0.0: %v", err)
 	}
 }
@@ -281,73 +281,73 @@ secret_access_key = "` + testSecret + `"
 	}{
 		{"syntax", minimal("[server\nlisten=1"), "x.toml:"},
 		{"syntax line", "\n\nlisten = = 3\n", "x.toml:3:"},
-		{"unknown key", minimal("[server]\nlistne = \"x\"\n"), "x.toml: server.listne: "},
-		{"unknown section", minimal("[bogus]\na = 1\n"), "x.toml: bogus"},
+		{"unknown key", minimal("[server]\nlistne = \"x\"\n"), "x.toml:17: server.listne: "},
+		{"unknown section", minimal("[bogus]\na = 1\n"), "x.toml:16: bogus"},
 		{"wrong type", minimal("[server]\nlisten = 3\n"), "x.toml:17: server.listen: incompatible types"},
 		{"bad duration", minimal("[health]\ninterval = \"soon\"\n"), "x.toml:17: health.interval: not a duration"},
-		{"listen", minimal("[server]\nlisten = \"nope\"\n"), "x.toml: server.listen: "},
-		{"budget", minimal("[server.limits]\nbudget = \"300ms\"\n"), "x.toml: server.limits.budget: "},
-		{"payload", minimal("[server.limits]\nmax_payload_bytes = 100\n"), "x.toml: server.limits.max_payload_bytes: "},
-		{"aad", minimal("[server.limits]\nmax_aad_bytes = 100\n"), "x.toml: server.limits.max_aad_bytes: "},
-		{"body", minimal("[server.limits]\nmax_body_bytes = 100\n"), "x.toml: server.limits.max_body_bytes: "},
+		{"listen", minimal("[server]\nlisten = \"nope\"\n"), "x.toml:17: server.listen: "},
+		{"budget", minimal("[server.limits]\nbudget = \"300ms\"\n"), "x.toml:17: server.limits.budget: "},
+		{"payload", minimal("[server.limits]\nmax_payload_bytes = 100\n"), "x.toml:17: server.limits.max_payload_bytes: "},
+		{"aad", minimal("[server.limits]\nmax_aad_bytes = 100\n"), "x.toml:17: server.limits.max_aad_bytes: "},
+		{"body", minimal("[server.limits]\nmax_body_bytes = 100\n"), "x.toml:17: server.limits.max_body_bytes: "},
 		// The proxy's own bounds (proxy.CheckLimits), named by the file's key.
-		{"header count", minimal("[server.limits]\nmax_header_count = 2000\n"), "x.toml: server.limits.max_header_count: must be between 8 and 1000"},
-		{"idle timeout", minimal("[server.limits]\nidle_timeout = \"2h\"\n"), "x.toml: server.limits.idle_timeout: must be positive and at most 1h0m0s"},
-		{"slow body after", minimal("[server.limits]\nbody_timeout = \"100ms\"\nslow_body_after = \"200ms\"\n"), "x.toml: server.limits.slow_body_after: must be positive and at most BodyTimeout (100ms)"},
-		{"slow per conn", minimal("[server.limits]\nmax_slow_bodies = 4\nmax_slow_bodies_per_conn = 5\n"), "x.toml: server.limits.max_slow_bodies_per_conn: "},
-		{"in flight", minimal("[server.limits]\nmax_in_flight = -1\n"), "x.toml: server.limits.max_in_flight: must be at least 1"},
-		{"handshakes", minimal("[server.limits]\nmax_handshakes = 5000\n"), "x.toml: server.limits.max_handshakes: must be between 1 and 4096"},
-		{"acme domains", strings.Replace(minimal(""), `"self-signed"`, `"acme"`, 1), "x.toml: tls.domains: required"},
-		{"acme ip", acme(`domains = ["192.0.2.1"]`), "x.toml: tls.domains[0]: must be a DNS name"},
-		{"acme wildcard", acme(`domains = ["*.example.com"]`), "x.toml: tls.domains[0]: must be a DNS name"},
-		{"acme port", acme(`domains = ["xks.example.com:443"]`), "x.toml: tls.domains[0]: must be a DNS name"},
-		{"acme single label", acme(`domains = ["localhost"]`), "x.toml: tls.domains[0]: must be a DNS name"},
-		{"acme dup", acme(`domains = ["xks.example.com", "XKS.example.com"]`), "x.toml: tls.domains[1]: same name"},
-		{"acme ca", acme(`domains = ["xks.example.com"]` + "\nca = \"ftp://x/dir\""), "x.toml: tls.ca: "},
-		{"acme ca relative", acme(`domains = ["xks.example.com"]` + "\nca = \"dir\""), "x.toml: tls.ca: "},
-		{"acme email", acme(`domains = ["xks.example.com"]` + "\nemail = \"nobody\""), "x.toml: tls.email: "},
-		{"acme challenge", acme(`domains = ["xks.example.com"]` + "\nchallenge = \"http-01\""), "x.toml: tls.challenge: must be"},
-		{"acme roots missing", acme(`domains = ["xks.example.com"]` + "\ntrusted_roots_file = \"/nonexistent/roots.pem\""), "x.toml: tls.trusted_roots_file: cannot read"},
-		{"acme with cert_file", acme(`domains = ["xks.example.com"]` + "\ncert_file = \"c.pem\""), "x.toml: tls.cert_file: only used with tls.mode = \"files\""},
-		{"files with domains", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"files\"\ncert_file = \"c\"\nkey_file = \"k\"\ndomains = [\"xks.example.com\"]", 1), "x.toml: tls.domains: only used with tls.mode = \"acme\""},
-		{"poll interval", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"files\"\ncert_file = \"c\"\nkey_file = \"k\"\npoll_interval = \"10ms\"", 1), "x.toml: tls.poll_interval: must be between"},
-		{"poll interval self-signed", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"self-signed\"\npoll_interval = \"10s\"", 1), "x.toml: tls.poll_interval: only used with tls.mode = \"files\""},
-		{"created bad", strings.Replace(minimal(""), "[[backend]]", "created = \"yesterday\"\n[[backend]]", 1), "x.toml:10: prefix.credential.created: not an RFC 3339 date"},
-		{"created future", strings.Replace(minimal(""), "[[backend]]", "created = \"2999-01-01\"\n[[backend]]", 1), "x.toml: prefix[0].credential[0].created: is in the future"},
-		{"tls mode", strings.Replace(minimal(""), `"self-signed"`, `"magic"`, 1), "x.toml: tls.mode: "},
-		{"tls files", strings.Replace(minimal(""), `"self-signed"`, `"files"`, 1), "x.toml: tls.cert_file: required"},
-		{"prefix path", strings.Replace(minimal(""), `path = "/aws"`, `path = "aws"`, 1), "x.toml: prefix[0].path: "},
-		{"prefix region", strings.Replace(minimal(""), "region = \"us-east-1\"\n[[prefix.credential]]", "region = \"US EAST\"\n[[prefix.credential]]", 1), "x.toml: prefix[0].region: "},
+		{"header count", minimal("[server.limits]\nmax_header_count = 2000\n"), "x.toml:17: server.limits.max_header_count: must be between 8 and 1000"},
+		{"idle timeout", minimal("[server.limits]\nidle_timeout = \"2h\"\n"), "x.toml:17: server.limits.idle_timeout: must be positive and at most 1h0m0s"},
+		{"slow body after", minimal("[server.limits]\nbody_timeout = \"100ms\"\nslow_body_after = \"200ms\"\n"), "x.toml:18: server.limits.slow_body_after: must be positive and at most BodyTimeout (100ms)"},
+		{"slow per conn", minimal("[server.limits]\nmax_slow_bodies = 4\nmax_slow_bodies_per_conn = 5\n"), "x.toml:18: server.limits.max_slow_bodies_per_conn: "},
+		{"in flight", minimal("[server.limits]\nmax_in_flight = -1\n"), "x.toml:17: server.limits.max_in_flight: must be at least 1"},
+		{"handshakes", minimal("[server.limits]\nmax_handshakes = 5000\n"), "x.toml:17: server.limits.max_handshakes: must be between 1 and 4096"},
+		{"acme domains", strings.Replace(minimal(""), `"self-signed"`, `"acme"`, 1), "x.toml:2: tls.domains: required"},
+		{"acme ip", acme(`domains = ["192.0.2.1"]`), "x.toml:4: tls.domains[0]: must be a DNS name"},
+		{"acme wildcard", acme(`domains = ["*.example.com"]`), "x.toml:4: tls.domains[0]: must be a DNS name"},
+		{"acme port", acme(`domains = ["xks.example.com:443"]`), "x.toml:4: tls.domains[0]: must be a DNS name"},
+		{"acme single label", acme(`domains = ["localhost"]`), "x.toml:4: tls.domains[0]: must be a DNS name"},
+		{"acme dup", acme(`domains = ["xks.example.com", "XKS.example.com"]`), "x.toml:4: tls.domains[1]: same name"},
+		{"acme ca", acme(`domains = ["xks.example.com"]` + "\nca = \"ftp://x/dir\""), "x.toml:5: tls.ca: "},
+		{"acme ca relative", acme(`domains = ["xks.example.com"]` + "\nca = \"dir\""), "x.toml:5: tls.ca: "},
+		{"acme email", acme(`domains = ["xks.example.com"]` + "\nemail = \"nobody\""), "x.toml:5: tls.email: "},
+		{"acme challenge", acme(`domains = ["xks.example.com"]` + "\nchallenge = \"http-01\""), "x.toml:5: tls.challenge: must be"},
+		{"acme roots missing", acme(`domains = ["xks.example.com"]` + "\ntrusted_roots_file = \"/nonexistent/roots.pem\""), "x.toml:5: tls.trusted_roots_file: cannot read"},
+		{"acme with cert_file", acme(`domains = ["xks.example.com"]` + "\ncert_file = \"c.pem\""), "x.toml:5: tls.cert_file: only used with tls.mode = \"files\""},
+		{"files with domains", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"files\"\ncert_file = \"c\"\nkey_file = \"k\"\ndomains = [\"xks.example.com\"]", 1), "x.toml:6: tls.domains: only used with tls.mode = \"acme\""},
+		{"poll interval", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"files\"\ncert_file = \"c\"\nkey_file = \"k\"\npoll_interval = \"10ms\"", 1), "x.toml:6: tls.poll_interval: must be between"},
+		{"poll interval self-signed", strings.Replace(minimal(""), `mode = "self-signed"`, "mode = \"self-signed\"\npoll_interval = \"10s\"", 1), "x.toml:4: tls.poll_interval: only used with tls.mode = \"files\""},
+		{"created bad", strings.Replace(minimal(""), "[[backend]]", "created = \"yesterday\"\n[[backend]]", 1), "x.toml:10: prefix[0].credential[0].created: not an RFC 3339 date"},
+		{"created future", strings.Replace(minimal(""), "[[backend]]", "created = \"2999-01-01\"\n[[backend]]", 1), "x.toml:10: prefix[0].credential[0].created: is in the future"},
+		{"tls mode", strings.Replace(minimal(""), `"self-signed"`, `"magic"`, 1), "x.toml:3: tls.mode: "},
+		{"tls files", strings.Replace(minimal(""), `"self-signed"`, `"files"`, 1), "x.toml:2: tls.cert_file: required"},
+		{"prefix path", strings.Replace(minimal(""), `path = "/aws"`, `path = "aws"`, 1), "x.toml:5: prefix[0].path: "},
+		{"prefix region", strings.Replace(minimal(""), "region = \"us-east-1\"\n[[prefix.credential]]", "region = \"US EAST\"\n[[prefix.credential]]", 1), "x.toml:6: prefix[0].region: "},
 		{"no prefix", "[tls]\nmode=\"self-signed\"\n", "x.toml: prefix: "},
-		{"akid", strings.Replace(minimal(""), "AKIAXKSPROXYOLDKEY01", "short", 1), "x.toml: prefix[0].credential[0].access_key_id: "},
-		{"secret short", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key = "abc"`, 1), "x.toml: prefix[0].credential[0].secret_access_key: "},
-		{"two secrets", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key = "`+testSecret+`"`+"\nsecret_access_key_env = \"X\"", 1), "x.toml: prefix[0].credential[0].secret_access_key: give exactly one"},
-		{"no secret", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, ``, 1), "x.toml: prefix[0].credential[0].secret_access_key: required"},
-		{"env unset", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key_env = "XKSPROXY_SURELY_UNSET_VAR"`, 1), "x.toml: prefix[0].credential[0].secret_access_key_env: "},
-		{"file missing", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key_file = "/nonexistent/s"`, 1), "x.toml: prefix[0].credential[0].secret_access_key_file: "},
+		{"akid", strings.Replace(minimal(""), "AKIAXKSPROXYOLDKEY01", "short", 1), "x.toml:8: prefix[0].credential[0].access_key_id: "},
+		{"secret short", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key = "abc"`, 1), "x.toml:9: prefix[0].credential[0].secret_access_key: "},
+		{"two secrets", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key = "`+testSecret+`"`+"\nsecret_access_key_env = \"X\"", 1), "x.toml:9: prefix[0].credential[0].secret_access_key: give exactly one"},
+		{"no secret", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, ``, 1), "x.toml:7: prefix[0].credential[0].secret_access_key: required"},
+		{"env unset", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key_env = "XKSPROXY_SURELY_UNSET_VAR"`, 1), "x.toml:9: prefix[0].credential[0].secret_access_key_env: "},
+		{"file missing", strings.Replace(minimal(""), `secret_access_key = "`+testSecret+`"`, `secret_access_key_file = "/nonexistent/s"`, 1), "x.toml:9: prefix[0].credential[0].secret_access_key_file: "},
 		{"dup akid", minimal("") + "", ""},
-		{"backend url", strings.Replace(minimal(""), "https://kms-a:9998/aws", "ftp://kms-a/aws", 1), "x.toml: backend[0].xks_url: must be https:// or http://"},
-		{"backend url suffix", strings.Replace(minimal(""), "https://kms-a:9998/aws", "https://kms-a:9998/aws/kms/xks/v1", 1), "x.toml: backend[0].xks_url: "},
-		{"backend name", strings.Replace(minimal(""), `name = "a"`, `name = "A!"`, 1), "x.toml: backend[0].name: "},
-		{"backend dup", minimal(strings.Replace(two, `name = "b"`, `name = "a"`, 1)), "x.toml: backend[1].name: same name"},
+		{"backend url", strings.Replace(minimal(""), "https://kms-a:9998/aws", "ftp://kms-a/aws", 1), "x.toml:12: backend[0].xks_url: must be https:// or http://"},
+		{"backend url suffix", strings.Replace(minimal(""), "https://kms-a:9998/aws", "https://kms-a:9998/aws/kms/xks/v1", 1), "x.toml:12: backend[0].xks_url: "},
+		{"backend name", strings.Replace(minimal(""), `name = "a"`, `name = "A!"`, 1), "x.toml:11: backend[0].name: "},
+		{"backend dup", minimal(strings.Replace(two, `name = "b"`, `name = "a"`, 1)), "x.toml:18: backend[1].name: same name"},
 		{"backend timeout", minimal("") + "", ""},
-		{"route primary", minimal("[route]\nprimary = \"z\"\n"), "x.toml: route.primary: "},
-		{"route fallback same", minimal(two + "[route]\nprimary = \"a\"\nfallback = \"a\"\n"), "x.toml: route.fallback: "},
-		{"health interval", minimal("[health]\ninterval = \"2m\"\n"), "x.toml: health.interval: "},
-		{"health key", minimal("[health]\ntest_key_id = \"bad key\"\n"), "x.toml: health.test_key_id: "},
-		{"admin remote", minimal("[admin]\nlisten = \"0.0.0.0:9465\"\ntoken = \"" + testToken + "\"\n"), "x.toml: admin.listen: must be a loopback"},
-		{"admin remote without TLS", minimal("[admin]\nlisten = \"0.0.0.0:9465\"\nallow_remote = true\ntoken = \"" + testToken + "\"\n"), "x.toml: admin.allow_remote: the admin API beyond loopback needs TLS"},
-		{"admin cert without key", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\ncert_file = \"a.pem\"\ntoken = \"" + testToken + "\"\n"), "x.toml: admin.cert_file: cert_file and key_file go together"},
-		{"admin token missing", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\n"), "x.toml: admin.token: required"},
-		{"admin token short", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\ntoken = \"short\"\n"), "x.toml: admin.token: must be at least 32"},
-		{"cutover select", minimal(two + "[cutover]\nselect = \"all\"\n"), "x.toml: cutover.select: "},
-		{"cutover list", minimal(two + "[cutover]\nselect = \"list\"\n"), "x.toml: cutover.keys: "},
-		{"cutover target", minimal("[cutover]\ntarget = \"z\"\n"), "x.toml: cutover.target: "},
-		{"cutover rate", minimal(two + "[cutover]\nshadow_sample_rate = 1.5\n"), "x.toml: cutover.shadow_sample_rate: "},
-		{"rights sync rate 0", minimal(two + "[cutover]\nrights_sync_rate = 0.0\n"), "x.toml: cutover.rights_sync_rate: must be above 0"},
-		{"rights sync rate huge", minimal(two + "[cutover]\nrights_sync_rate = 1e9\n"), "x.toml: cutover.rights_sync_rate: "},
-		{"cutover acl", minimal(two + "[cutover]\ntarget_acl = \"x\"\n"), "x.toml: cutover.target_acl: "},
-		{"log", minimal("[log]\nformat = \"xml\"\n"), "x.toml: log.format: "},
+		{"route primary", minimal("[route]\nprimary = \"z\"\n"), "x.toml:17: route.primary: "},
+		{"route fallback same", minimal(two + "[route]\nprimary = \"a\"\nfallback = \"a\"\n"), "x.toml:25: route.fallback: "},
+		{"health interval", minimal("[health]\ninterval = \"2m\"\n"), "x.toml:17: health.interval: "},
+		{"health key", minimal("[health]\ntest_key_id = \"bad key\"\n"), "x.toml:17: health.test_key_id: "},
+		{"admin remote", minimal("[admin]\nlisten = \"0.0.0.0:9465\"\ntoken = \"" + testToken + "\"\n"), "x.toml:17: admin.listen: must be a loopback"},
+		{"admin remote without TLS", minimal("[admin]\nlisten = \"0.0.0.0:9465\"\nallow_remote = true\ntoken = \"" + testToken + "\"\n"), "x.toml:18: admin.allow_remote: the admin API beyond loopback needs TLS"},
+		{"admin cert without key", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\ncert_file = \"a.pem\"\ntoken = \"" + testToken + "\"\n"), "x.toml:18: admin.cert_file: cert_file and key_file go together"},
+		{"admin token missing", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\n"), "x.toml:16: admin.token: required"},
+		{"admin token short", minimal("[admin]\nlisten = \"127.0.0.1:9465\"\ntoken = \"short\"\n"), "x.toml:18: admin.token: must be at least 32"},
+		{"cutover select", minimal(two + "[cutover]\nselect = \"all\"\n"), "x.toml:24: cutover.select: "},
+		{"cutover list", minimal(two + "[cutover]\nselect = \"list\"\n"), "x.toml:23: cutover.keys: "},
+		{"cutover target", minimal("[cutover]\ntarget = \"z\"\n"), "x.toml:17: cutover.target: "},
+		{"cutover rate", minimal(two + "[cutover]\nshadow_sample_rate = 1.5\n"), "x.toml:24: cutover.shadow_sample_rate: "},
+		{"rights sync rate 0", minimal(two + "[cutover]\nrights_sync_rate = 0.0\n"), "x.toml:24: cutover.rights_sync_rate: must be above 0"},
+		{"rights sync rate huge", minimal(two + "[cutover]\nrights_sync_rate = 1e9\n"), "x.toml:24: cutover.rights_sync_rate: "},
+		{"cutover acl", minimal(two + "[cutover]\ntarget_acl = \"x\"\n"), "x.toml:24: cutover.target_acl: "},
+		{"log", minimal("[log]\nformat = \"xml\"\n"), "x.toml:17: log.format: "},
 	}
 	for _, tc := range cases {
 		if tc.want == "" {
@@ -372,14 +372,14 @@ secret_access_key = "` + testSecret + `"
 	t.Run("dup akid", func(t *testing.T) {
 		doc := strings.Replace(minimal(""), "[[backend]]", "[[prefix.credential]]\naccess_key_id = \"AKIAXKSPROXYOLDKEY01\"\nsecret_access_key_file = \""+secretFile+"\"\n[[backend]]", 1)
 		_, _, err := Parse("x.toml", []byte(doc))
-		if err == nil || !strings.HasPrefix(err.Error(), "x.toml: prefix[0].credential[1].access_key_id: same access key id") {
+		if err == nil || !strings.HasPrefix(err.Error(), "x.toml:11: prefix[0].credential[1].access_key_id: same access key id") {
 			t.Errorf("got %v", err)
 		}
 	})
 	t.Run("backend timeout", func(t *testing.T) {
 		doc := strings.Replace(minimal(""), "[[backend]]\n", "[[backend]]\ntimeout = \"1s\"\n", 1)
 		_, _, err := Parse("x.toml", []byte(doc))
-		if err == nil || !strings.HasPrefix(err.Error(), "x.toml: backend[0].timeout: ") {
+		if err == nil || !strings.HasPrefix(err.Error(), "x.toml:11: backend[0].timeout: ") {
 			t.Errorf("got %v", err)
 		}
 	})

@@ -55,17 +55,17 @@ advertise_admin = "https://10.0.0.5:9443"
 		}
 	})
 	for _, tc := range []struct{ name, doc, want string }{
-		{"no endpoints", "[fleet]\nmember = \"m\"\n", "x.toml: fleet.etcd_endpoints: required"},
-		{"bad endpoint", "[fleet]\netcd_endpoints = [\"etcd-0\"]\n", "x.toml: fleet.etcd_endpoints[0]: must be"},
-		{"bad member", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nmember = \"a b\"\n", "x.toml: fleet.member: "},
-		{"bad prefix", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nkey_prefix = \"x\"\n", "x.toml: fleet.key_prefix: "},
-		{"short lease", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nlease_ttl = \"1s\"\n", "x.toml: fleet.lease_ttl: "},
-		{"missing ca", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nca_file = \"/nonexistent/ca.pem\"\n", "x.toml: fleet.ca_file: "},
-		{"half pair", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\ncert_file = \"" + pw + "\"\n", "x.toml: fleet.key_file: "},
-		{"two passwords", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nusername = \"u\"\npassword = \"p\"\npassword_env = \"X\"\n", "x.toml: fleet.password: give exactly one"},
-		{"user without password", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nusername = \"u\"\n", "x.toml: fleet.password: required"},
-		{"password without user", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\npassword = \"p\"\n", "x.toml: fleet.username: "},
-		{"unknown key", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nendpoints = []\n", "x.toml: fleet.endpoints"},
+		{"no endpoints", "[fleet]\nmember = \"m\"\n", "x.toml:16: fleet.etcd_endpoints: required"},
+		{"bad endpoint", "[fleet]\netcd_endpoints = [\"etcd-0\"]\n", "x.toml:17: fleet.etcd_endpoints[0]: must be"},
+		{"bad member", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nmember = \"a b\"\n", "x.toml:18: fleet.member: "},
+		{"bad prefix", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nkey_prefix = \"x\"\n", "x.toml:18: fleet.key_prefix: "},
+		{"short lease", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nlease_ttl = \"1s\"\n", "x.toml:18: fleet.lease_ttl: "},
+		{"missing ca", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nca_file = \"/nonexistent/ca.pem\"\n", "x.toml:18: fleet.ca_file: "},
+		{"half pair", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\ncert_file = \"" + pw + "\"\n", "x.toml:16: fleet.key_file: "},
+		{"two passwords", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nusername = \"u\"\npassword = \"p\"\npassword_env = \"X\"\n", "x.toml:19: fleet.password: give exactly one"},
+		{"user without password", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nusername = \"u\"\n", "x.toml:16: fleet.password: required"},
+		{"password without user", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\npassword = \"p\"\n", "x.toml:16: fleet.username: "},
+		{"unknown key", "[fleet]\netcd_endpoints = [\"https://e:2379\"]\nendpoints = []\n", "x.toml:18: fleet.endpoints"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := Parse("x.toml", []byte(minimal(tc.doc)))

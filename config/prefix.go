@@ -109,7 +109,7 @@ func (c *checker) created(field string, cr *Credential) {
 		}
 		return // the read error is reported by secret()
 	}
-	c.warn(field+".created", "not set and the secret is not from a file: xks_sigv4_credential_age_days has no series for %s", cr.AccessKeyID)
+	c.warn(field+".created", "not set and the secret is not from a file: xks_sigv4_credential_age_seconds has no series for %s", cr.AccessKeyID)
 }
 
 // scopePart checks a SigV4 region or service with sigv4's rule.

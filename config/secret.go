@@ -18,18 +18,19 @@ func (c *checker) secret(field, base, inline, file, env string, required bool) s
 		c.fail(field+"."+base, "give exactly one of %s, %s_file, %s_env", base, base, base)
 		return ""
 	}
+	if !c.resolves(field) {
+		if n == 0 && required {
+			c.fail(field+"."+base, "required (or %s_file / %s_env)", base, base)
+		}
+		return ""
+	}
 	switch {
 	case inline != "":
 		return inline
 	case file != "":
 		p := c.rel(file)
-		st, err := os.Stat(p)
-		if err != nil {
-			c.fail(field+"."+base+"_file", "cannot read: %v", errors.Unwrap(err))
+		if !c.private(field+"."+base+"_file", p) {
 			return ""
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			c.warn(field+"."+base+"_file", "%s is readable by group or others (mode %v); chmod 600 it", p, st.Mode().Perm())
 		}
 		b, err := readBounded(p)
 		if err != nil {
@@ -54,4 +55,24 @@ func (c *checker) secret(field, base, inline, file, env string, required bool) s
 		c.fail(field+"."+base, "required (or %s_file / %s_env)", base, base)
 	}
 	return ""
+}
+
+// resolves reports whether the secrets under field are read (LoadPrefixSecrets reads only the
+// prefixes' credentials).
+func (c *checker) resolves(field string) bool {
+	return !c.opts.prefixSecretsOnly || strings.HasPrefix(field, "prefix[")
+}
+
+// private checks that the file at p, which holds a secret, exists, and warns when group or
+// others may read it. It reports false when the file cannot be read.
+func (c *checker) private(field, p string) bool {
+	st, err := os.Stat(p)
+	if err != nil {
+		c.fail(field, "cannot read: %v", errors.Unwrap(err))
+		return false
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		c.warn(field, "%s is readable by group or others (mode %v); chmod 600 it", p, st.Mode().Perm())
+	}
+	return true
 }

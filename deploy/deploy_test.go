@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/xksproxy/xksproxy/app"
 	"github.com/xksproxy/xksproxy/certs"
@@ -150,10 +151,10 @@ func labelValues(t *testing.T) map[string]map[string][]string {
 			"phase":  {string(cutover.PhaseCopy), string(cutover.PhaseVerify)},
 			"result": {cutover.ResultOK, cutover.ResultSkipped, cutover.ResultConflict, cutover.ResultError},
 		},
-		"xks_shadow_results_total":          {"result": {"match", "mismatch", "error", "dropped"}},     // cutover/shadow.go
-		"xks_cutover_rollbacks_total":       {"reason": {"manual", "error_rate", "p99", "resumed"}},    // cutover/run.go
-		"xks_tls_certificate_reloads_total": {"result": {"success", "failure"}, "source": certSources}, // certs/metrics.go
-		"xks_tls_certificate_expiry_days":   {"source": certSources},
+		"xks_shadow_results_total":           {"result": {"match", "mismatch", "error", "dropped"}},     // cutover/shadow.go
+		"xks_cutover_rollbacks_total":        {"reason": {"manual", "error_rate", "p99", "resumed"}},    // cutover/run.go
+		"xks_tls_certificate_reloads_total":  {"result": {"success", "failure"}, "source": certSources}, // certs/metrics.go
+		"xks_tls_certificate_expiry_seconds": {"source": certSources},
 	}
 }
 
@@ -285,8 +286,8 @@ func TestMetricNamesAreExported(t *testing.T) {
 	}
 	// The coverage the deployment promises.
 	for _, n := range []string{"xks_requests_total", "xks_request_duration_seconds", "xks_backend_up",
-		"xks_tls_certificate_expiry_days", "xks_cutover_state", "xks_cutover_rollbacks_total",
-		"xks_sigv4_failures_total", "xks_sigv4_credential_age_days", "xks_shadow_results_total", "xks_fallback_total",
+		"xks_tls_certificate_expiry_seconds", "xks_cutover_state", "xks_cutover_rollbacks_total",
+		"xks_sigv4_failures_total", "xks_sigv4_credential_age_seconds", "xks_shadow_results_total", "xks_fallback_total",
 		"go_goroutines", "go_gc_duration_seconds", "process_resident_memory_bytes", "process_open_fds",
 		"xks_fleet_member_acked_epoch", "xks_fleet_store_up", "xks_fleet_driver_elections_total", "xks_fleet_members"} {
 		if !used[n] {
@@ -790,8 +791,8 @@ func checkEtcd(t *testing.T, docs map[string]map[string]any, endpoints []string)
 }
 
 // fileKeyRe finds the files a configuration reads at load time (secrets, the admin token, the
-// fleet secret).
-var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file|password_file|secret_file|ca_file|cert_file|key_file)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
+// fleet secret, the ckms client files).
+var fileKeyRe = regexp.MustCompile(`(?m)^\s*(secret_access_key_file|token_file|password_file|secret_file|ca_file|cert_file|key_file|ckms_config)\s*=\s*"(/etc/xksproxy/[^"]+)"`)
 
 // loadConfig runs config.Load on doc as if installed: /etc/xksproxy/ becomes a temporary
 // directory holding the secret files it names (mode 0600, valid test secrets).
@@ -862,5 +863,41 @@ func TestExamples(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The certificate and credential gauges pass `promtool check metrics` (Prometheus's naming
+// lint: base units, seconds rather than days), with a series of each.
+func TestPromtoolCheckMetrics(t *testing.T) {
+	promtool := needTool(t, "promtool", "prometheus")
+	reg := prometheus.NewRegistry()
+	m := certs.NewMetrics(reg)
+	src, err := certs.SelfSigned("xks.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.SetMetrics(m)
+	if err := m.SetCredentialAges("/aws", []certs.CredentialAge{{AccessKeyID: "AKIAXKSPROXYDEPLOY01", Created: time.Now().Add(-time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) < 2 {
+		t.Fatalf("gathered %d families, want the expiry and the age gauges", len(mfs))
+	}
+	var text bytes.Buffer
+	enc := expfmt.NewEncoder(&text, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = &text
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }

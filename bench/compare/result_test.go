@@ -2,13 +2,16 @@ package compare
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/xksproxy/xksproxy/app"
 	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/proxy"
 )
 
 func sample() []Result {
@@ -123,17 +126,21 @@ func TestAssess(t *testing.T) {
 	}
 }
 
-// The generated xksproxy configuration passes the real configuration loader.
+// The generated xksproxy configuration and the credentials a run generates pass every check
+// `xksproxy serve` makes before it listens: the file's (config), the mapping onto the
+// components (app.FromFile) and the proxy's own (proxy.New, which wants a 43-64 character
+// prefix secret).
 func TestXKSProxyConfLoads(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("BENCH_PROXY_SECRET", "cHJveHktc2VjcmV0LXByb3h5LXNlY3JldA")
-	t.Setenv("BENCH_BACKEND_SECRET", "YmFja2VuZC1zZWNyZXQtYmFja2VuZA")
+	prx, emu := newCred("AKIABENCHPRX"), newCred("AKIABENCHEMU")
+	t.Setenv("BENCH_PROXY_SECRET", prx.secret)
+	t.Setenv("BENCH_BACKEND_SECRET", emu.secret)
 	ckms := "[http_config]\nserver_url = \"https://127.0.0.1:9998\"\naccept_invalid_certs = true\n"
 	if err := os.WriteFile(filepath.Join(dir, "ckms.toml"), []byte(ckms), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "xksproxy.toml")
-	conf := XKSProxyConf(dir, "127.0.0.1:8443", "127.0.0.1:9998", "us-east-1", "AKIABENCHPRX0123456", "AKIABENCHEMU0123456")
+	conf := XKSProxyConf(dir, "127.0.0.1:8443", "127.0.0.1:9998", "us-east-1", prx.id, emu.id)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +150,13 @@ func TestXKSProxyConfLoads(t *testing.T) {
 	}
 	if f.Log.Level != "warn" || f.Server.Listen != "127.0.0.1:8443" || len(f.Backend) != 2 || f.Backend[0].XKSURL != "https://127.0.0.1:9998/aws" {
 		t.Fatalf("loaded %+v", f)
+	}
+	ac, err := app.FromFile(context.Background(), f, "test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proxy.New(ac.Proxy); err != nil {
+		t.Fatalf("the proxy refuses the generated configuration: %v", err)
 	}
 }
 

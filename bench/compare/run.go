@@ -45,8 +45,11 @@ type run struct {
 
 type cred struct{ id, secret string }
 
+// newCred makes a credential the XKS specification accepts: 32 random bytes make a 43-character
+// secret (the specification wants 43 to 64 characters, and xksproxy refuses a prefix credential
+// outside that range).
 func newCred(prefix string) cred {
-	b := make([]byte, 24)
+	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	id := prefix + strings.ToUpper(hex.EncodeToString(b[:6]))
 	return cred{id: id, secret: base64.RawURLEncoding.EncodeToString(b)}

@@ -19,9 +19,17 @@ import (
 // maxReply bounds a reply body; XKS replies are a few KB.
 const maxReply = 64 << 10
 
-// endpoint sends signed XKS requests over one tuned http.Client.
+// endpoint sends signed XKS requests over Config.Conns connections, round-robin.
+//
+// One http.Transport with MaxConnsPerHost = Conns does not spread the load: it opens a new
+// connection only when every open one is busy and reuses the most recently idle one, so at a
+// rate where each reply comes back before the next request leaves (100 req/s) every request
+// rides one HTTP/1.1 connection — and HTTP/2 multiplexes everything onto one anyway. Behind a
+// load balancer that balances connections, one connection is one replica. So each connection
+// is its own transport (MaxConnsPerHost 1) and requests take them in turn.
 type endpoint struct {
-	client  *http.Client
+	conns   []*http.Client // one connection each (per host with Config.Endpoints)
+	next    atomic.Uint64  // round-robin position over conns
 	signer  *sigv4.Signer
 	base    string // Endpoint + Prefix + /kms/xks/v1
 	timeout time.Duration
@@ -45,36 +53,45 @@ func newEndpoint(cfg *Config) (*endpoint, error) {
 		tc.MinVersion = tls.VersionTLS12
 	}
 	if tc.ClientSessionCache == nil {
-		// Resumption keeps reconnects cheap if the server drops idle connections.
+		// Resumption keeps reconnects cheap if the server drops idle connections; the
+		// connections share one cache.
 		tc.ClientSessionCache = tls.NewLRUClientSessionCache(2 * cfg.Conns)
-	}
-	tr := &http.Transport{
-		Proxy:               nil, // talk to the endpoint directly, never through $HTTPS_PROXY
-		DialContext:         (&net.Dialer{Timeout: cfg.Timeout + time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     tc,
-		TLSHandshakeTimeout: cfg.Timeout + time.Second,
-		MaxIdleConns:        cfg.Conns,
-		MaxIdleConnsPerHost: cfg.Conns,
-		MaxConnsPerHost:     cfg.Conns,
-		IdleConnTimeout:     10 * time.Minute,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   cfg.HTTP2,
 	}
 	if !cfg.HTTP2 {
 		tc.NextProtos = []string{"http/1.1"}
-		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
-	return &endpoint{
-		client:  &http.Client{Transport: tr},
+	e := &endpoint{
 		signer:  signer,
 		base:    cfg.Endpoint + cfg.Prefix + xks.APIPathSuffix,
 		timeout: cfg.Timeout,
 		bal:     newBalance(cfg),
-	}, nil
+	}
+	dialer := &net.Dialer{Timeout: cfg.Timeout + time.Second, KeepAlive: 30 * time.Second}
+	for range cfg.Conns {
+		tr := &http.Transport{
+			Proxy:               nil, // talk to the endpoint directly, never through $HTTPS_PROXY
+			DialContext:         dialer.DialContext,
+			TLSClientConfig:     tc.Clone(),
+			TLSHandshakeTimeout: cfg.Timeout + time.Second,
+			MaxIdleConns:        len(e.bal.hosts),
+			MaxIdleConnsPerHost: 1,
+			MaxConnsPerHost:     1,
+			IdleConnTimeout:     10 * time.Minute,
+			DisableCompression:  true,
+			ForceAttemptHTTP2:   cfg.HTTP2,
+		}
+		if !cfg.HTTP2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		e.conns = append(e.conns, &http.Client{Transport: tr})
+	}
+	return e, nil
 }
 
 func (e *endpoint) close() {
-	e.client.CloseIdleConnections()
+	for _, c := range e.conns {
+		c.CloseIdleConnections()
+	}
 }
 
 // roundTripOnce signs and sends body to url and reads the reply into resp (reused). class is
@@ -92,7 +109,7 @@ func (e *endpoint) roundTripOnce(ctx context.Context, url string, body, resp []b
 		return 0, resp, ErrNetwork, err
 	}
 	req.Header["Content-Type"] = []string{"application/json"}
-	res, err := e.client.Do(req)
+	res, err := e.conns[e.next.Add(1)%uint64(len(e.conns))].Do(req)
 	if err != nil {
 		return 0, resp, classify(ctx, rctx, err), err
 	}

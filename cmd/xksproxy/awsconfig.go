@@ -45,7 +45,8 @@ func awsConfig(cfgPath, prefix, akid string, stdout io.Writer) error {
 	if cfgPath == "" {
 		return usageErr("aws-config: --config FILE is required")
 	}
-	f, _, err := config.Load(cfgPath)
+	// Only the prefix's credential is printed: the backends' secrets need not be set here.
+	f, _, err := config.LoadPrefixSecrets(cfgPath)
 	if err != nil {
 		return err
 	}

@@ -17,14 +17,14 @@ type devFlags struct {
 }
 
 func (d *devFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.listen, "listen", "127.0.0.1:8443", "--dev: proxy listen address")
-	fs.StringVar(&d.prefix, "dev-prefix", "/aws", "--dev: URI path prefix before /kms/xks/v1")
-	fs.StringVar(&d.region, "region", "us-east-1", "--dev: SigV4 region")
-	fs.StringVar(&d.akid, "access-key-id", "", "--dev: SigV4 access key id (default: random per run)")
-	fs.StringVar(&d.secret, "secret-access-key", "", "--dev: SigV4 secret (default: random per run)")
-	fs.StringVar(&d.proxyConfigOut, "proxy-config-out", "", "--dev: write the AWS proxy configuration file JSON here")
-	fs.StringVar(&d.logLevel, "log-level", "info", "--dev: log level")
-	fs.Var(&d.keys, "dev-key", "--dev: key ID[:USAGE] on both backends, USAGE encrypt-decrypt|encrypt|decrypt|none (repeatable)")
+	fs.StringVar(&d.listen, "listen", "127.0.0.1:8443", "proxy listen address")
+	fs.StringVar(&d.prefix, "dev-prefix", "/aws", "URI path prefix before /kms/xks/v1")
+	fs.StringVar(&d.region, "region", "us-east-1", "SigV4 region")
+	fs.StringVar(&d.akid, "access-key-id", "", "SigV4 access key id (default: random per run)")
+	fs.StringVar(&d.secret, "secret-access-key", "", "SigV4 secret (default: random per run)")
+	fs.StringVar(&d.proxyConfigOut, "proxy-config-out", "", "write the AWS proxy configuration file JSON here")
+	fs.StringVar(&d.logLevel, "log-level", "info", "log level")
+	fs.Var(&d.keys, "dev-key", "key ID[:USAGE] on both backends, USAGE encrypt-decrypt|encrypt|decrypt|none (repeatable)")
 }
 
 // devFlagNames are the flags register adds: they only mean something with --dev.

@@ -3,14 +3,16 @@
 //
 //	xksproxy serve --config FILE     run the proxy from a TOML configuration file
 //	xksproxy serve --dev             run the proxy in front of two in-process emulated Cosmian servers
+//	xksproxy validate --config FILE  check a configuration file as serve would, then exit
 //	xksproxy demo                    the whole migration story, unattended, with a report
 //	xksproxy cutover plan|start|status|switch|rollback|finalize|forget   control a running proxy
 //	xksproxy aws-config              print the AWS "proxy configuration file" JSON for a prefix
 //	xksproxy version
 //
 // This package only parses flags and wires packages together. Every command is a row of a
-// table (commands, cutoverCommands): its own flag set and its run function, so `-h` lists only
-// the flags that command reads.
+// table (commands, cutoverCommands): its own flag set and its run function, so `--help` lists
+// only the flags that command reads. Asked-for help goes to stdout and exits 0; flags are
+// written --name in help and messages.
 package main
 
 import (
@@ -38,6 +40,8 @@ type command struct {
 	summary  string
 	setup    func(fs *flag.FlagSet) runFunc
 	subs     []command
+	// flagGroups are listed after the other flags, each under its heading.
+	flagGroups []flagGroup
 }
 
 // runFunc runs a command after its flags are parsed.
@@ -47,6 +51,7 @@ type runFunc func(ctx context.Context, stdout, stderr io.Writer) error
 func commands() []command {
 	return []command{
 		serveCommand(),
+		validateCommand(),
 		demoCommand(),
 		{name: "cutover", synopsis: "COMMAND [flags]", summary: "control a migration on a running proxy", subs: cutoverCommands()},
 		awsConfigCommand(),
@@ -85,11 +90,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, "xksproxy:", err)
+		printErr(stderr, err)
 		return 2
 	default:
-		fmt.Fprintln(stderr, "xksproxy:", err)
+		printErr(stderr, err)
 		return 1
+	}
+}
+
+// printErr writes err to stderr, each line of it (a configuration's problems are one a line)
+// after "xksproxy: ".
+func printErr(stderr io.Writer, err error) {
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		fmt.Fprintln(stderr, "xksproxy:", line)
 	}
 }
 
@@ -108,7 +121,7 @@ func dispatch(ctx context.Context, path string, cmds []command, args []string, s
 		}
 	}
 	if name == "-h" || name == "--help" || name == "help" {
-		fmt.Fprint(stderr, usageText(path, "", cmds))
+		fmt.Fprint(stdout, usageText(path, "", cmds)) // asked for: stdout, so that | less shows it
 		return flag.ErrHelp
 	}
 	if cmd == nil {
@@ -120,23 +133,20 @@ func dispatch(ctx context.Context, path string, cmds []command, args []string, s
 		return dispatch(ctx, full, cmd.subs, args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet(full, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package would print its own usage (flags spelled -name) and errors to this
+	// writer: they are written here instead.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	runCmd := cmd.setup(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s %s\n\n%s\n", full, cmd.synopsis, cmd.summary)
-		if hasFlags(fs) {
-			fmt.Fprintln(stderr, "\nFlags:")
-			fs.PrintDefaults()
-		}
-	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			commandUsage(stdout, full, cmd, fs)
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usageErr("%s%s (see %s --help)", who(full), dashes(err.Error()), full)
 	}
 	if fs.NArg() > 0 {
-		return usageErr("%sunexpected argument %q (flags go before it; see -h)", who(full), fs.Arg(0))
+		return usageErr("%sunexpected argument %q (flags go before it; see %s --help)", who(full), fs.Arg(0), full)
 	}
 	return runCmd(ctx, stdout, stderr)
 }
@@ -148,12 +158,6 @@ func who(path string) string {
 		return strings.TrimSpace(p) + ": "
 	}
 	return ""
-}
-
-func hasFlags(fs *flag.FlagSet) bool {
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	return n > 0
 }
 
 // usageText lists a command table.
@@ -174,7 +178,7 @@ func usageText(path, title string, cmds []command) string {
 			fmt.Fprintf(&b, "%s\n%-40s%s\n", line, "", c.summary)
 		}
 	}
-	fmt.Fprintf(&b, "\nRun \"%s COMMAND -h\" for a command's flags.\n", path)
+	fmt.Fprintf(&b, "\nRun \"%s COMMAND --help\" for a command's flags.\n", path)
 	return b.String()
 }
 

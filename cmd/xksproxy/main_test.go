@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,7 @@ func TestCommandLine(t *testing.T) {
 		{"version", []string{"version"}, 0, `^xksproxy \S+\n$`, ""},
 		{"serve needs a config", []string{"serve"}, 2, "", `--config FILE is required`},
 		{"serve --dev and --config", []string{"serve", "--dev", "--config", cfg}, 2, "", "exclusive"},
-		{"serve names file and field", []string{"serve", "--config", bad}, 1, "", `bad\.toml: backend\[0\]\.xks_url`},
+		{"serve names file, line and field", []string{"serve", "--config", bad}, 1, "", `bad\.toml:21: backend\[0\]\.xks_url: must be https:// or http://`},
 		{"serve missing file", []string{"serve", "--config", "/nonexistent/x.toml"}, 1, "", `/nonexistent/x\.toml`},
 		{"bad dev key usage", []string{"serve", "--dev", "--dev-key", "k1:sign"}, 2, "", `--dev-key "k1:sign"`},
 		{"aws-config newest credential", []string{"aws-config", "--config", cfg}, 0,
@@ -74,14 +75,18 @@ func TestCommandLine(t *testing.T) {
 		{"demo bad flag", []string{"demo", "--keys"}, 2, "", "flag needs an argument"},
 		{"stray argument", []string{"cutover", "status", "extra"}, 2, "", `cutover status: unexpected argument "extra"`},
 		{"stray serve argument", []string{"serve", "--config", cfg, "now"}, 2, "", `serve: unexpected argument "now"`},
-		{"negative watch", []string{"cutover", "status", "--watch", "-5s"}, 2, "", `invalid value "-5s" for flag -watch: must not be negative`},
+		{"negative watch", []string{"cutover", "status", "--watch", "-5s"}, 2, "", `invalid value "-5s" for flag --watch: must not be negative \(see xksproxy cutover status --help\)`},
 		{"negative shadow", []string{"cutover", "start", "--shadow", "-1m"}, 2, "", `must not be negative`},
 		{"negative demo probation", []string{"demo", "--probation", "-1s"}, 2, "", `must not be negative`},
 		{"dev flag with a config", []string{"serve", "--config", cfg, "--dev-key", "k1"}, 2, "", `--dev-key is only used with --dev`},
-		{"plan has only its flags", []string{"cutover", "plan", "-h"}, 0, "", `^Usage: xksproxy cutover plan[\s\S]*-admin[\s\S]*-token-file`},
-		{"plan refuses another command's flag", []string{"cutover", "plan", "--reason", "x"}, 2, "", "flag provided but not defined: -reason"},
-		{"cutover help", []string{"cutover", "-h"}, 0, "", `cutover finalize`},
-		{"help", []string{"help"}, 0, `cutover COMMAND`, ""},
+		{"plan has only its flags", []string{"cutover", "plan", "-h"}, 0, `^Usage: xksproxy cutover plan[\s\S]*\n  --admin string\n[\s\S]*\n  --token-file string\n`, `^$`},
+		{"plan refuses another command's flag", []string{"cutover", "plan", "--reason", "x"}, 2, "", "flag provided but not defined: --reason"},
+		{"cutover help", []string{"cutover", "-h"}, 0, `cutover finalize`, `^$`},
+		{"help", []string{"help"}, 0, `cutover COMMAND`, `^$`},
+		{"--help", []string{"--help"}, 0, `^xksproxy — [\s\S]*validate --config FILE[\s\S]*COMMAND --help`, `^$`},
+		// serve's own flags, then the --dev ones under their heading, and nothing else between.
+		{"serve help", []string{"serve", "--help"}, 0,
+			`^Usage: xksproxy serve [\s\S]*\nFlags:\n  --config string\n[^\n]*\n  --dev\n[^\n]*\n\nFlags with --dev only[^\n]*\n  --access-key-id string\n[\s\S]*  --dev-key value\n[\s\S]*  --listen string\n[^\n]*\(default "127\.0\.0\.1:8443"\)`, `^$`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,6 +103,51 @@ func TestCommandLine(t *testing.T) {
 				t.Errorf("stderr %q does not match %q", errb.String(), tc.err)
 			}
 		})
+	}
+}
+
+// Every command's asked-for help goes to stdout (so that `xksproxy serve -h | less` shows it),
+// exits 0, and spells every flag --name.
+func TestHelpOfEveryCommand(t *testing.T) {
+	var paths [][]string
+	for _, c := range commands() {
+		if c.subs == nil {
+			paths = append(paths, []string{c.name})
+		}
+		for _, sub := range c.subs {
+			paths = append(paths, []string{c.name, sub.name})
+		}
+	}
+	singleDash := regexp.MustCompile(`(?m)^\s+-[a-z]`)
+	for _, p := range paths {
+		for _, h := range []string{"-h", "--help"} {
+			args := append(slices.Clone(p), h)
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				var out, errb bytes.Buffer
+				code := run(context.Background(), args, &out, &errb)
+				if code != 0 || errb.Len() != 0 || !strings.HasPrefix(out.String(), "Usage: xksproxy "+strings.Join(p, " ")) {
+					t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
+				}
+				if m := singleDash.FindString(out.String()); m != "" {
+					t.Errorf("a flag spelled with one dash (%q):\n%s", m, out.String())
+				}
+			})
+		}
+	}
+}
+
+// aws-config prints a prefix's credential without needing the backends' secrets.
+func TestAWSConfigWithoutBackendSecrets(t *testing.T) {
+	t.Setenv("XKSPROXY_TEST_BACKEND_SECRET", "")
+	doc := strings.Replace(cliTestConfig, `secret_access_key = "YmFja2VuZC1hLXNlY3JldC1iYWNrZW5kLWEtc2VjcmV0LWE="`, `secret_access_key_env = "XKSPROXY_TEST_BACKEND_SECRET"`, 1)
+	if doc == cliTestConfig {
+		t.Fatal("the backend's secret is not in cliTestConfig")
+	}
+	path := writeTemp(t, "x.toml", doc)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"aws-config", "--config", path}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), `"AccessKeyId": "AKIANEWNEWNEWNEWNEW2"`) {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
 	}
 }
 

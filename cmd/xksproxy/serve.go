@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"syscall"
@@ -23,6 +24,10 @@ func serveCommand() command {
 		name:     "serve",
 		synopsis: "--config FILE | --dev [flags]",
 		summary:  "run from a configuration file, or (--dev) in front of two in-process emulated Cosmian servers",
+		flagGroups: []flagGroup{{
+			heading: "Flags with --dev only (two in-process emulated Cosmian servers; a configuration file says all this itself):",
+			names:   devFlagNames,
+		}},
 		setup: func(fs *flag.FlagSet) runFunc {
 			cfgPath := fs.String("config", "", "TOML configuration file")
 			dev := fs.Bool("dev", false, "run in front of two in-process emulated Cosmian KMS servers (no configuration file)")
@@ -67,11 +72,11 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	ac, err := app.FromFile(ctx, f, "xksproxy "+version, log, nil)
 	if err != nil {
-		return err
+		return f.Locate(err)
 	}
 	a, err := app.New(ac)
 	if err != nil {
-		return err
+		return proxyConfigErr(filepath.Base(path), err)
 	}
 	go reloadOnHUP(ctx, path, f, a, log)
 	log.Info("xksproxy starting", "version", version, "config", path, "listen", ac.Proxy.Listen)
@@ -81,7 +86,7 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 // reloadOnHUP applies SIGHUP (systemctl reload): it re-reads the configuration file and applies
 // the SigV4 credential sets of every prefix without dropping connections — the spec's rotation
 // procedure (add the new set, update the key store in AWS, wait, remove the old set) is two edits
-// and two SIGHUPs — updates xks_sigv4_credential_age_days, and re-reads the certificate files
+// and two SIGHUPs — updates xks_sigv4_credential_age_seconds, and re-reads the certificate files
 // (tls.mode = "files"; a bad replacement is refused and the current certificate kept). Every
 // other change is compared with the running configuration and logged key by key as needing a
 // restart.

@@ -55,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&secretFile, "secret-file", "", "file holding the SigV4 secret")
 	fs.BoolVar(&insecure, "insecure", false, "skip TLS certificate verification")
 	fs.StringVar(&caFile, "ca-file", "", "PEM file of CA certificates to trust")
-	fs.IntVar(&cfg.Conns, "conns", loadgen.DefaultConns, "keep-alive connections")
+	fs.IntVar(&cfg.Conns, "conns", loadgen.DefaultConns, "keep-alive connections, all opened and used in turn (behind a load balancer, each may reach another replica)")
 	fs.BoolVar(&cfg.HTTP2, "http2", false, "use HTTP/2")
 	fs.StringVar(&keys, "keys", "", "comma-separated external key ids")
 	fs.StringVar(&mix, "mix", "", "operation weights, e.g. encrypt=0.45,decrypt=0.45,metadata=0.09,createkey=0.01")
