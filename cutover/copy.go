@@ -434,10 +434,11 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 	for _, ua := range list {
 		want[ua.UserID] = append(want[ua.UserID], ua.Operations...)
 	}
-	if to.acl == ACLService || to.acl == ACLBoth {
+	if mayServe(to.acl, ACLService) {
 		want[cosmian.XKSServiceUser] = append(want[cosmian.XKSServiceUser], xksServiceOps...)
 	}
-	if from.acl == ACLService && to.acl == ACLARN && (to == c.tgt || c.createdOnTarget(uid)) && len(want[cosmian.XKSServiceUser]) > 0 {
+	if mayServe(from.acl, ACLService) && mayServe(to.acl, ACLARN) && (to == c.tgt || c.createdOnTarget(uid)) && len(want[cosmian.XKSServiceUser]) > 0 &&
+		(from.acl == ACLService && to.acl == ACLARN || !grantsAnyPrincipal(want)) {
 		// A newer source lets any signed XKS request use a key granted to [aws-xks-service]; a
 		// 5.26 backend authorizes the caller's ARN, so only a grant to every user would keep the
 		// key usable by any principal AWS sends — and would give every KMIP user of that server

@@ -230,6 +230,7 @@ func New(cfg Config) (*Controller, error) {
 	c.shadow = newShadower(c)
 	c.store = c.file
 	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
+	c.detectGenerations(c.baseCtx)
 	c.markers = newMarkerWriter(c)
 	c.markers.run()
 	if cfg.Fleet != nil {

@@ -201,3 +201,38 @@ func TestNewerToOlderGrantsEveryone(t *testing.T) {
 		})
 	}
 }
+
+func TestGenerationOf(t *testing.T) {
+	for _, tc := range []struct {
+		v   string
+		gen string
+		ok  bool
+	}{
+		{"5.26.0 (OpenSSL 3.6.0 1 Oct 2025-non-FIPS)", ACLARN, true},
+		{`"5.17.3"`, ACLARN, true},
+		{"5.27.0", ACLARN, true},
+		{"5.27.1 (OpenSSL 3.6.0)", ACLService, true},
+		{"5.28.0", ACLService, true},
+		{"6.0.0-rc1", ACLService, true},
+		{"", "", false},
+		{"unknown", "", false},
+		{"5", "", false},
+	} {
+		gen, ok := generationOf(tc.v)
+		if gen != tc.gen || ok != tc.ok {
+			t.Errorf("generationOf(%q) = %q %v, want %q %v", tc.v, gen, ok, tc.gen, tc.ok)
+		}
+	}
+}
+
+// A backend whose generation the configuration leaves open is read from its release.
+func TestGenerationsDetected(t *testing.T) {
+	e := newEnvGen(t, kmsemu.Cosmian526, kmsemu.Cosmian528, false)
+	c := e.controller(t, func(cfg *Config) { cfg.Source.ACL, cfg.Target.ACL = ACLBoth, ACLBoth })
+	if c.src.acl != ACLARN || c.tgt.acl != ACLService {
+		t.Errorf("detected %s → %s, want %s → %s", c.src.acl, c.tgt.acl, ACLARN, ACLService)
+	}
+	if !c.mintOnSource() {
+		t.Error("from 5.26 to 5.28 new keys are not minted on the source while switched")
+	}
+}

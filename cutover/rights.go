@@ -58,11 +58,20 @@ func (c *Controller) GrantsPending(keyID, backend string) bool {
 // mints (the source may be retired); a rollback from there needs grant_everyone_for_service_keys
 // for those keys.
 func (c *Controller) MintOn() string {
-	if c.src.acl == ACLARN && c.tgt.acl == ACLService && c.curState() == StateSwitched {
+	if c.mintOnSource() && c.curState() == StateSwitched {
 		return c.src.name
 	}
 	return ""
 }
+
+// mintOnSource: the source may authorize per principal and the target may be of the
+// [aws-xks-service] generation (either known, or not known: "both").
+func (c *Controller) mintOnSource() bool {
+	return mayServe(c.src.acl, ACLARN) && mayServe(c.tgt.acl, ACLService)
+}
+
+// mayServe reports whether a backend of generation acl (ACLBoth: not known) may be of gen.
+func mayServe(acl, gen string) bool { return acl == gen || acl == ACLBoth }
 
 // MayLack reports whether backend may not hold keyID yet. The target holds every key the copy
 // reported copied and every key created on it; the source holds every key the migration found

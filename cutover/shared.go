@@ -127,7 +127,7 @@ func (c *Controller) notes() []string {
 	if c.shared.Load() {
 		n = append(n, SharedStorageNote+" ("+c.src.name+" and "+c.tgt.name+" are nodes over one database); verification still runs")
 	}
-	if c.src.acl == ACLARN && c.tgt.acl == ACLService {
+	if c.mintOnSource() {
 		n = append(n, "from a per-principal source ("+c.src.name+", Cosmian 5.26) to an [aws-xks-service] target ("+c.tgt.name+"): while switched, keys AWS creates are minted on "+
 			c.src.name+" (5.26 grants the principal that minted them there; the copy gives "+c.tgt.name+" that grant and [aws-xks-service]), so a rollback carries nothing the source cannot express; once finalized they are minted on "+
 			c.tgt.name+", and a rollback from finalized carries those back only with grant_everyone_for_service_keys = true")
