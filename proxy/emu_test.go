@@ -245,7 +245,7 @@ func (m *emuMigration) Active() bool {
 	return !m.inactive
 }
 func (m *emuMigration) Reserved(id string) bool { return id == "xksproxy-marker-test" }
-func (m *emuMigration) MintOn() string           { return "" }
+func (m *emuMigration) MintOn() string          { return "" }
 func (m *emuMigration) GrantsPending(id, b string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -216,9 +216,9 @@ type Result struct {
 	// backend's failures stay visible when the fallback answered.
 	PrimaryError   xks.ErrorName
 	PrimaryLatency time.Duration
-	ErrorName xks.ErrorName // "" on success
-	Status    int
-	Latency   time.Duration
+	ErrorName      xks.ErrorName // "" on success
+	Status         int
+	Latency        time.Duration
 }
 
 // Defaults of Config that another layer needs to reason about (the configuration file checks a
@@ -265,9 +265,9 @@ type Proxy struct {
 	health     *healthChecker
 	keyInfo    *keyInfoCache // nil: no backend has a reader (keyinfo.go)
 	// ownIDs are the health-check keys' ids: the proxy's own objects, refused to XKS callers.
-	ownIDs map[string]bool
-	bufs       sync.Pool     // *[]byte
-	handler    http.Handler
+	ownIDs  map[string]bool
+	bufs    sync.Pool // *[]byte
+	handler http.Handler
 
 	adminMux  *http.ServeMux
 	peerMux   *http.ServeMux // PeerPrefix: no token; each handler authenticates its caller
