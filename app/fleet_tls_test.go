@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/cutover/adminapi"
 	"github.com/xksproxy/xksproxy/internal/etcdtest"
@@ -36,7 +37,7 @@ type replica struct {
 // fleetFile is one replica's configuration: admin listener over TLS with its own certificate
 // on loopback, the fleet secret from a file, the admin CA, no advertise_admin (the replica
 // advertises its bound https:// address).
-func fleetFile(t *testing.T, dir, member, etcd, etcdCA, secretB64 string, ca *testpki.CA) string {
+func fleetFile(t *testing.T, dir, member, etcd, etcdCA, secretB64 string, ca *testpki.CA, kmip [2]string) string {
 	t.Helper()
 	ca.WriteLeaf(t, filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key"), 0, time.Now().Add(time.Hour), "localhost", "127.0.0.1")
 	if err := os.WriteFile(filepath.Join(dir, "admin-ca.crt"), pemCert(ca.Cert), 0o600); err != nil {
@@ -45,8 +46,8 @@ func fleetFile(t *testing.T, dir, member, etcd, etcdCA, secretB64 string, ca *te
 	if err := os.WriteFile(filepath.Join(dir, "fleet-secret"), []byte(secretB64+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ckms := "[http_config]\nserver_url = \"http://127.0.0.1:1\"\n"
-	for _, n := range []string{"ckms-a.toml", "ckms-b.toml"} {
+	for i, n := range []string{"ckms-a.toml", "ckms-b.toml"} {
+		ckms := "[http_config]\nserver_url = \"" + kmip[i] + "\"\n"
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(ckms), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -160,10 +161,12 @@ func TestForwardOverTLSBetweenReplicas(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	ca := testpki.NewCA(t, "admin CA", time.Now().Add(time.Hour))
 	secret := base64.StdEncoding.EncodeToString([]byte("a fleet secret of more than 32 bytes, for this test"))
+	// The keys' owner's view of both backends: a replica reads their markers before it starts.
+	kmip := kmipBackends(t)
 	reps := map[string]*replica{}
 	for _, name := range []string{"r1", "r2"} {
 		dir := t.TempDir()
-		reps[name] = startReplica(t, fleetFile(t, dir, name, etcd.Endpoint, etcd.CAFile, secret, ca), name)
+		reps[name] = startReplica(t, fleetFile(t, dir, name, etcd.Endpoint, etcd.CAFile, secret, ca, kmip), name)
 	}
 	var driver, other *replica
 	var driverAddr string
@@ -258,7 +261,7 @@ func TestFleetKeysReachTheApp(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "admin CA", time.Now().Add(time.Hour))
 	secret := base64.StdEncoding.EncodeToString([]byte("a fleet secret of more than 32 bytes, for this test"))
-	path := fleetFile(t, dir, "r7", "https://127.0.0.1:1", filepath.Join(dir, "admin-ca.crt"), secret, ca)
+	path := fleetFile(t, dir, "r7", "https://127.0.0.1:1", filepath.Join(dir, "admin-ca.crt"), secret, ca, [2]string{"http://127.0.0.1:1", "http://127.0.0.1:1"})
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -295,4 +298,24 @@ func TestFleetKeysReachTheApp(t *testing.T) {
 			t.Errorf("%s: not what the app receives (%+v)", ck.key, fa)
 		}
 	}
+}
+
+// kmipBackends starts two emulated Cosmian servers (plain HTTP on loopback, no authentication:
+// every caller is the keys' owner) and returns their URLs.
+func kmipBackends(t *testing.T) [2]string {
+	t.Helper()
+	var out [2]string
+	for i := range out {
+		s, err := kmsemu.New(kmsemu.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run, err := s.Start("127.0.0.1:0", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = run.Close() })
+		out[i] = run.URL
+	}
+	return out
 }
