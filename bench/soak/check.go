@@ -84,6 +84,9 @@ func (s *soak) finalChecks(ctx context.Context, rep *Report) {
 		}
 	}
 	s.say("%d keys compared: %d lost, %d split (%d on both backends)", rep.KeysCompared, rep.KeysLost, rep.KeysSplit, rep.KeysOnBoth)
+	if s.adv != nil {
+		s.adv.checkRights(rep)
+	}
 }
 
 func appendCapped(list []string, id string) []string {

@@ -194,6 +194,15 @@ func writeConfig(f *replicaFiles, creds prefixCreds, backends []*backend, adminT
 		}
 		fmt.Fprintf(&b, "\n[[prefix.credential]]\naccess_key_id = %q\nsecret_access_key_file = %q\ncreated = %q\n", c.AccessKeyID, sf, time.Now().UTC().Format(time.RFC3339))
 	}
+	// A second key store path over the same keys, with the load's credential (never rotated):
+	// the adversary sends through both.
+	if len(creds) > 0 {
+		sf := filepath.Join(f.dir, "prefix-other-secret")
+		if err := writeAtomic(sf, []byte(creds[0].Secret), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "\n[[prefix]]\npath = %q\nregion = %q\n\n[[prefix.credential]]\naccess_key_id = %q\nsecret_access_key_file = %q\n", otherPrefix, region, creds[0].AccessKeyID, sf)
+	}
 	for _, be := range backends {
 		sf := filepath.Join(f.dir, "backend-secret-"+be.name)
 		cf := filepath.Join(f.dir, "ckms-"+be.name+".toml")

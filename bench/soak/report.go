@@ -88,6 +88,8 @@ type Report struct {
 	Growth              map[string]Growth   `json:"growth"`
 	Restarts            map[string]int      `json:"restarts"`
 	Samples             map[string][]Sample `json:"samples"`
+	// Adversary is what the adversarial callers did and whether anyone gained a right.
+	Adversary *AdversaryReport `json:"adversary,omitempty"`
 }
 
 func (s *soak) report(loads []*loadgen.Report) *Report {
@@ -208,6 +210,9 @@ func (r *Report) judge() {
 	if r.RedecryptFailed > 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d re-decryptions failed", r.RedecryptFailed))
 	}
+	if a := r.Adversary; a != nil && (a.RightsWidened > 0 || len(a.HealthKeyNotRefused) > 0) {
+		r.Problems = append(r.Problems, fmt.Sprintf("adversary: %d rights widened %v; health-check key calls not refused: %v", a.RightsWidened, a.WidenedIDs, a.HealthKeyNotRefused))
+	}
 	if r.Unexplained > 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d failures outside any fault that explains them", r.Unexplained))
 	}
@@ -251,6 +256,9 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  re-decryption   %d ciphertexts × %d replica(s): %d ok, %d failed\n", r.Recorded, r.Replicas, r.Redecrypted, r.RedecryptFailed)
 	fmt.Fprintf(w, "  keys            %d compared, %d on both backends: %d lost, %d split; %s serves (%s)\n", r.KeysCompared, r.KeysOnBoth, r.KeysLost, r.KeysSplit, r.ServingBackend, r.FinalState)
+	if a := r.Adversary; a != nil {
+		fmt.Fprintf(w, "  adversary       %v; rights of %d keys checked on both backends: %d widened\n", a.Requests, a.KeysChecked, a.RightsWidened)
+	}
 	for _, name := range slices.Sorted(maps.Keys(r.RSSMB)) {
 		m, g, f, gr := r.RSSMB[name], r.Goroutines[name], r.FDs[name], r.Growth[name]
 		fmt.Fprintf(w, "  %-15s RSS %.1f → %.1f MB (max %.1f), goroutines %.0f → %.0f (max %.0f), fds %.0f → %.0f; %d restart(s)\n",

@@ -96,12 +96,26 @@ func (s *soak) run(ctx context.Context) (*Report, error) {
 		}
 		close(stopped)
 	}()
+	advDone := make(chan struct{})
+	loadsDone := make(chan struct{})
+	if s.o.AdversaryRate > 0 {
+		adv, err := s.newAdversary()
+		if err != nil {
+			return nil, err
+		}
+		s.adv = adv
+		go func() { defer close(advDone); adv.run(ctx, s.o.AdversaryRate, loadsDone) }()
+	} else {
+		close(advDone)
+	}
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
 	go func() { s.sampleLoop(sampleCtx, loadStart); close(sampled) }()
 
 	s.runFaults(ctx, loadStart, stopped)
 	wg.Wait()
+	close(loadsDone)
+	<-advDone
 	stopSampling()
 	<-sampled
 	s.takeSamples(ctx, time.Now()) // the last reading, after the load

@@ -47,10 +47,13 @@ type Options struct {
 	// HTTP2 makes the load offer h2 and http/1.1, as curl does in AWS's example (the proxy
 	// picks h2 by default). Default: HTTP/1.1 only, the harder case for the proxy: a request
 	// that times out closes its connection, and the next one needs a new TLS handshake.
-	HTTP2       bool
-	MaxRecorded int    // ciphertexts kept for re-decryption; default 50 000
-	Bin         string // xksproxy binary; default: built from the module into Dir
-	Dir         string // work directory (configs, logs); default a fresh temporary one, removed
+	HTTP2 bool
+	// AdversaryRate is the adversarial callers' requests a second beside the load (adversary.go);
+	// default 2; negative: none.
+	AdversaryRate float64
+	MaxRecorded   int    // ciphertexts kept for re-decryption; default 50 000
+	Bin           string // xksproxy binary; default: built from the module into Dir
+	Dir           string // work directory (configs, logs); default a fresh temporary one, removed
 	// Interrupt, when closed, ends the load early: no further fault is injected, the final
 	// checks run and the report says when the load stopped. Cancelling Run's context instead
 	// abandons the run without a report.
@@ -97,6 +100,9 @@ func (o *Options) setDefaults() error {
 	if o.ClientTimeout == 0 {
 		o.ClientTimeout = time.Second
 	}
+	if o.AdversaryRate == 0 {
+		o.AdversaryRate = 2
+	}
 	if o.MaxRecorded == 0 {
 		o.MaxRecorded = 50_000
 	}
@@ -133,6 +139,7 @@ type soak struct {
 	admTok    string
 	fleetSec  string // base64 of 32 random bytes: the fleet secret of every replica
 	loads     []*loadgen.Runner
+	adv       *adversary // nil: AdversaryRate < 0
 	start     time.Time
 	loadStart time.Time
 

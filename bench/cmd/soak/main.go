@@ -54,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.Probation, "probation", 0, "migration probation before finalize (default 30s, compressed for short runs)")
 	fs.DurationVar(&o.Grace, "grace", 0, "recovery allowed after a fault ends before failures are unexplained (default 3s)")
 	fs.BoolVar(&o.HTTP2, "http2", false, "the load offers h2 and http/1.1 (default: HTTP/1.1 only)")
+	fs.Float64Var(&o.AdversaryRate, "adversary-rate", 2, "adversarial callers' requests a second beside the load (CreateKeys for existing and raced ids, names like the proxy's own objects, its health-check keys); every key's access lists are checked at the end; negative: none")
 	fs.StringVar(&o.Bin, "xksproxy", "", "xksproxy binary (default: built from this module)")
 	fs.StringVar(&o.Dir, "dir", "", "keep configurations and proxy logs here (default: a temporary directory, removed)")
 	if err := fs.Parse(args); err != nil {
