@@ -7,6 +7,7 @@
 //	xksproxy demo                    the whole migration story, unattended, with a report
 //	xksproxy cutover plan|start|status|switch|rollback|finalize|forget   control a running proxy
 //	xksproxy aws-config              print the AWS "proxy configuration file" JSON for a prefix
+//	xksproxy handoff check           check that a Cosmian server answers AWS directly before a handoff
 //	xksproxy version
 //
 // This package only parses flags and wires packages together. Every command is a row of a
@@ -55,6 +56,7 @@ func commands() []command {
 		demoCommand(),
 		{name: "cutover", synopsis: "COMMAND [flags]", summary: "control a migration on a running proxy", subs: cutoverCommands()},
 		awsConfigCommand(),
+		{name: "handoff", synopsis: "check [flags]", summary: "prepare handing the endpoint to a Cosmian server itself", subs: handoffCommands()},
 		{name: "version", summary: "print the version", setup: func(fs *flag.FlagSet) runFunc {
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				fmt.Fprintln(stdout, "xksproxy", version)
