@@ -15,7 +15,7 @@ import (
 
 // pages are the documents checked, relative to the repository root.
 var pages = []string{
-	"README.md", "docs/*.md", "deploy/README.md", "bench/README.md",
+	"README.md", "CHANGELOG.md", "docs/*.md", "deploy/README.md", "bench/README.md",
 }
 
 var (
