@@ -210,3 +210,27 @@ func TestPathCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeForNewcomers keeps README.md what a newcomer reads in ten minutes: at most 250 lines,
+// none over 120 characters, and no build hashes (history is CHANGELOG.md's).
+func TestReadmeForNewcomers(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) > 250 {
+		t.Errorf("README.md has %d lines; at most 250: move detail to docs/ (operators: docs/operating.md)", len(lines))
+	}
+	hashRe := regexp.MustCompile(`\b[0-9a-f]{7,40}\b`)
+	for i, l := range lines {
+		if n := len([]rune(l)); n > 120 {
+			t.Errorf("README.md:%d: %d characters; at most 120", i+1, n)
+		}
+		for _, h := range hashRe.FindAllString(l, -1) {
+			if strings.ContainsAny(h, "0123456789") && strings.ContainsAny(h, "abcdef") {
+				t.Errorf("README.md:%d: %q looks like a build hash: history goes to CHANGELOG.md", i+1, h)
+			}
+		}
+	}
+}
