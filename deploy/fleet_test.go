@@ -65,10 +65,17 @@ func dropInEnv(t *testing.T) map[string]string {
 var envRefRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // setShippedEnv sets each ${NAME} doc uses from env, the environment its deployment gives it:
-// a variable the deployment does not set would stop the replica at start.
+// a variable the deployment does not set would stop the replica at start. A ${NAME} in a comment
+// is not used.
 func setShippedEnv(t *testing.T, doc string, env map[string]string) {
 	t.Helper()
-	for _, m := range envRefRe.FindAllStringSubmatch(doc, -1) {
+	var used []string
+	for _, l := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			used = append(used, l)
+		}
+	}
+	for _, m := range envRefRe.FindAllStringSubmatch(strings.Join(used, "\n"), -1) {
 		v, ok := env[m[1]]
 		if !ok {
 			t.Fatalf("the configuration uses ${%s}, which its deployment does not set (it sets %v)", m[1], env)
