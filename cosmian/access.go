@@ -3,6 +3,7 @@ package cosmian
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -173,6 +174,45 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return v, nil
+}
+
+// Me returns the identity the server sees this client as (GET /me): with a ckms file, who its
+// token or certificate authenticates.
+func (c *Client) Me(ctx context.Context) (string, error) {
+	var me struct {
+		User string `json:"user"`
+	}
+	if err := c.getJSON(ctx, "me", "/me", &me); err != nil {
+		return "", err
+	}
+	return me.User, nil
+}
+
+// Identity is what Check found: the server's release and who the client is to it.
+type Identity struct {
+	Version string
+	User    string
+}
+
+// Check proves the client reaches its server and authenticates: the release (/version, no
+// authentication needed) and the identity (/me). The error says which of the two failed and
+// what to look at in the file that configured the client.
+func (c *Client) Check(ctx context.Context) (Identity, error) {
+	var id Identity
+	v, err := c.Version(ctx)
+	if err != nil {
+		return id, fmt.Errorf("%s does not answer (check server_url and the network; a TLS error: check verified_cert or accept_invalid_certs): %w", c.where(), err)
+	}
+	id.Version = v
+	u, err := c.Me(ctx)
+	if err != nil {
+		if errors.Is(err, ErrAccessDenied) {
+			return id, fmt.Errorf("%s answers (Cosmian %s) but does not accept this client's credential (check access_token, or the client certificate, and that it is this server's and not another's): %w", c.where(), v, err)
+		}
+		return id, fmt.Errorf("%s answers (Cosmian %s) but /me failed: %w", c.where(), v, err)
+	}
+	id.User = u
+	return id, nil
 }
 
 // Health calls GET /health; nil means the server reports status "UP".

@@ -250,6 +250,7 @@ func (c *CKMSConfig) ClientConfig() (ClientConfig, error) {
 		},
 		Header:   hdr,
 		VendorID: c.VendorID,
+		Source:   "ckms_config " + c.Path,
 	}, nil
 }
 

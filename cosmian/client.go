@@ -42,6 +42,9 @@ type ClientConfig struct {
 	// VendorID is the vendor identification of the tag attribute; default "cosmian". It must
 	// match the server's vendor_identification.
 	VendorID string
+	// Source names where these settings come from (the ckms client file), so that every error
+	// of the client says which file to fix ("" for a client built by hand).
+	Source string
 }
 
 // CheckAndSetDefaults validates the configuration and fills in defaults.
@@ -182,21 +185,37 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, c
 
 	resp, err := c.cfg.HTTP.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cosmian: %s %s: %w", op, c.cfg.BaseURL, err)
+		return nil, fmt.Errorf("cosmian: %s %s%s: %w", op, c.cfg.BaseURL, c.from(), err)
 	}
 	defer resp.Body.Close()
 	data, err := readBounded(resp.Body, c.cfg.MaxResponseBytes, resp.ContentLength)
 	if err != nil {
 		clear(data)
-		return nil, fmt.Errorf("cosmian: %s %s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, resp.StatusCode, err)
+		return nil, fmt.Errorf("cosmian: %s %s%s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, c.from(), resp.StatusCode, err)
 	}
 	r := &response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		e := newKMSError(op, resp.StatusCode, data)
+		e.Where = c.where()
 		clear(data)
 		return nil, e
 	}
 	return r, nil
+}
+
+// where names the server and, when known, the file that configured this client.
+func (c *Client) where() string {
+	if c.cfg.Source == "" {
+		return c.cfg.BaseURL
+	}
+	return c.cfg.Source + ", server_url " + c.cfg.BaseURL
+}
+
+func (c *Client) from() string {
+	if c.cfg.Source == "" {
+		return ""
+	}
+	return " (" + c.cfg.Source + ")"
 }
 
 // readBounded reads at most max bytes; more is ErrResponseTooLarge. It grows its buffer by hand

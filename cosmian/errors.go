@@ -46,9 +46,14 @@ type KMSError struct {
 	HTTPStatus int
 	Message    string // server text, bounded and sanitised; never request data or key material
 	Kind       error  // one of ErrNotFound … ErrServer
+	// Where names the server and the file that configured the client ("" unknown).
+	Where string
 }
 
 func (e *KMSError) Error() string {
+	if e.Where != "" {
+		return fmt.Sprintf("cosmian: %s: %v (HTTP %d): %s [%s]", e.Op, e.Kind, e.HTTPStatus, e.Message, e.Where)
+	}
 	return fmt.Sprintf("cosmian: %s: %v (HTTP %d): %s", e.Op, e.Kind, e.HTTPStatus, e.Message)
 }
 

@@ -32,7 +32,6 @@ func handoffCommands() []command {
 	}}
 }
 
-
 func handoffCheck(ctx context.Context, path, name, prefix, principal string, asJSON bool, stdout io.Writer) error {
 	switch {
 	case path == "":

@@ -12,11 +12,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/xksproxy/xksproxy/app"
 	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/cosmian"
 )
 
 func serveCommand() command {
@@ -74,6 +77,7 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	if err != nil {
 		return f.Locate(err)
 	}
+	checkKMIP(ctx, ac, log)
 	a, err := app.New(ac)
 	if err != nil {
 		return proxyConfigErr(filepath.Base(path), err)
@@ -167,4 +171,31 @@ func reload(path string, running *config.File, a *app.App, log *slog.Logger) {
 	default:
 		log.Info("reload: certificate files checked (reloaded if changed)")
 	}
+}
+
+// checkKMIP says at start-up, for every backend with a ckms_config, whether its KMIP side works:
+// the server answers, the file's credential authenticates, and as whom. A broken one is logged as
+// an error naming the file and its server_url: serving XKS does not need it, migrating does.
+func checkKMIP(ctx context.Context, ac app.Config, log *slog.Logger) {
+	type checker interface {
+		Check(ctx context.Context) (cosmian.Identity, error)
+	}
+	var wg sync.WaitGroup
+	for name, r := range ac.Proxy.KeyInfo.Readers {
+		c, ok := r.(checker)
+		if !ok {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			id, err := c.Check(cctx)
+			if err != nil {
+				log.Error("backend KMIP access (ckms_config) does not work: migrations cannot run until it does", "backend", name, "err", err)
+				return
+			}
+			log.Info("backend KMIP access", "backend", name, "as", id.User, "cosmian", id.Version)
+		})
+	}
+	wg.Wait()
 }
