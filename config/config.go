@@ -14,9 +14,8 @@
 // The keys and their defaults are listed once, in deploy/examples/xksproxy.toml (a test holds
 // it to these structures; testdata/full.toml is a complete example). The defaults themselves are
 // the components': a key left out stays zero (nil for the keys where a written zero means
-// something) and the
-// component's Config fills it; the rules a component owns are the component's validators,
-// called here so that the message still names the file and the field.
+// something) and the component's Config fills it; the rules a component owns are the
+// component's validators, called here so that the message still names the file and the field.
 package config
 
 import (
