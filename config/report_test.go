@@ -143,6 +143,13 @@ func TestCKMSConfigFile(t *testing.T) {
 	if err := os.WriteFile(ckms, []byte("[http_config]\nserver_url = \"https://kms-a:9998\"\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
+	// Group-readable by the process's own group only (the shipped root:xksproxy 0640): no warning.
+	if _, warns, err := Parse(path, []byte(doc)); err != nil || len(ckmsWarnings(warns)) != 0 {
+		t.Fatalf("a file readable by the proxy's own group only: %v %q", err, warns)
+	}
+	if err := os.Chmod(ckms, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	f, warns, err := Parse(path, []byte(doc))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // secret resolves exactly one of inline / file / env for the key named base under field.
@@ -63,16 +64,25 @@ func (c *checker) resolves(field string) bool {
 	return !c.opts.prefixSecretsOnly || strings.HasPrefix(field, "prefix[")
 }
 
-// private checks that the file at p, which holds a secret, exists, and warns when group or
-// others may read it. It reports false when the file cannot be read.
+// private checks that the file at p, which holds a secret, exists, and warns when someone other
+// than the proxy may read it: others, or a group that is not the process's own (or any group
+// that may write it). The shipped layout (root:xksproxy 0640, the service running with group
+// xksproxy) draws no warning. It reports false when the file cannot be read.
 func (c *checker) private(field, p string) bool {
 	st, err := os.Stat(p)
 	if err != nil {
 		c.fail(field, "cannot read: %v", errors.Unwrap(err))
 		return false
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		c.warn(field, "%s is readable by group or others (mode %v); chmod 600 it", p, st.Mode().Perm())
+	perm := st.Mode().Perm()
+	if perm&0o007 != 0 || perm&0o020 != 0 || perm&0o040 != 0 && !ownGroup(st) {
+		c.warn(field, "%s is readable by group or others (mode %v); chmod 600 it", p, perm)
 	}
 	return true
+}
+
+// ownGroup reports whether the file's group is the process's own (effective) group.
+func ownGroup(st os.FileInfo) bool {
+	s, ok := st.Sys().(*syscall.Stat_t)
+	return ok && int(s.Gid) == os.Getegid()
 }
