@@ -89,18 +89,6 @@ func (s State) inMigration() bool {
 	return true
 }
 
-// Errors returned by control operations.
-var (
-	// ErrWrongState: the operation is not allowed in the current state (HTTP 409).
-	ErrWrongState = errors.New("cutover: wrong state")
-	// ErrRunning: a migration run is already in progress (HTTP 409).
-	ErrRunning = errors.New("cutover: a migration is already running")
-	// ErrRefused: a rollback or finalize was refused to avoid stranding keys (HTTP 409).
-	ErrRefused = errors.New("cutover: refused")
-	// ErrUnreachable: the target did not answer the pre-switch check.
-	ErrUnreachable = errors.New("cutover: target unreachable")
-)
-
 // StartOptions configure one migration run.
 type StartOptions struct {
 	// Shadow mirrors live Decrypts to the target for this long before switching; 0 takes
@@ -409,15 +397,17 @@ func (c *Controller) unlock() { <-c.ctl }
 // curState is the state without taking mu.
 func (c *Controller) curState() State { return c.state.Load().(State) }
 
-// transition moves to state to (bumping the epoch): the backends record it first (one is
-// enough; markerWriter), then the journal, and only then is the route applied. So the journal is
-// never ahead of the backends' record, and a route is never served that neither backend
-// recorded. The caller holds ctl. mutate edits the journal (under mu) before it is written.
-func (c *Controller) transition(to State, mutate func(j *journal)) error {
+// transition takes the move ev names in the state table (bumping the epoch): the backends record
+// it first (one is enough; markerWriter), then the journal, and only then is the route applied.
+// So the journal is never ahead of the backends' record, and a route is never served that
+// neither backend recorded. The caller holds ctl. mutate edits the header (under mu) before it
+// is written; the table's key effect is applied to the records.
+func (c *Controller) transition(ev event, mutate func(h *Header)) error {
 	c.writeMu.Lock()
 	c.mu.Lock()
 	from := c.j.State
-	if err := checkMove(from, to); err != nil {
+	to, keys, err := next(from, ev)
+	if err != nil {
 		c.mu.Unlock()
 		c.writeMu.Unlock()
 		return err
@@ -426,8 +416,26 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	c.j.State = to
 	c.j.Epoch++
 	c.j.UpdatedAt = c.cfg.Now().UTC()
+	switch keys {
+	case keysReset:
+		// What the last migration completed or left half-copied says nothing of this one's keys
+		// (the same id may be a new key now, the sides may be swapped).
+		c.j.Keys = map[string]*KeyProgress{}
+		c.j.CreatedDuring, c.j.CreatedOnTarget = nil, nil
+		clear(c.created)
+		c.pendingMu.Lock()
+		clear(c.completed)
+		clear(c.pending)
+		c.pendingMu.Unlock()
+	case keysFailed:
+		for id, k := range c.j.Keys {
+			if k.Result == ResultError || k.Result == ResultConflict {
+				delete(c.j.Keys, id)
+			}
+		}
+	}
 	if mutate != nil {
-		mutate(c.j)
+		mutate(&c.j.Header)
 	}
 	ch := c.pendingLocked()
 	ch.PrevEpoch = old.Epoch
@@ -439,7 +447,7 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	c.mu.Unlock()
 	// The backends and the store are written without mu (network calls): the request-path
 	// hooks only append created-key notes meanwhile, which the revert below keeps.
-	err := c.recordMarker(mk)
+	err = c.recordMarker(mk)
 	if err == nil {
 		err = c.save(ch)
 	}
@@ -461,7 +469,7 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 		c.requeueLocked(Change{Created: ch.Created})
 		c.mu.Unlock()
 		c.writeMu.Unlock()
-		c.log.Error("cutover: recording the transition failed (backends or journal); transition not taken", "from", from, "to", to, "err", err)
+		c.log.Error("cutover: recording the transition failed (backends or journal); transition not taken", "from", from, "event", ev, "to", to, "err", err)
 		return err
 	}
 	epoch := c.j.Epoch
@@ -472,7 +480,7 @@ func (c *Controller) transition(to State, mutate func(j *journal)) error {
 	c.markers.note(markerOf(c.j)) // confirmed, in the background
 	c.mu.Unlock()
 	c.writeMu.Unlock()
-	c.log.Info("cutover transition", "from", from, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)
+	c.log.Info("cutover transition", "from", from, "event", ev, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)
 	err = c.applyRoute(epoch, primary, fallback, to)
 	// Waiters wake once the route is applied (or refused).
 	c.mu.Lock()

@@ -89,7 +89,7 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 	if err := c.barrier(ctx, c.curEpoch()); err != nil {
 		return err
 	}
-	if err := c.transition(StateFinalized, func(j *journal) { j.LastError = "" }); err != nil {
+	if err := c.transition(evFinalize, func(h *Header) { h.LastError = "" }); err != nil {
 		return err
 	}
 	if opts.RevokeSourceGrants {

@@ -2,7 +2,6 @@ package cutover
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -29,12 +28,6 @@ type Fleet interface {
 	// Driver names the elected driver and the admin address it advertises ("" when none).
 	Driver(ctx context.Context) (name, address string, err error)
 }
-
-// ErrMemberAlive: Forget was asked for a member whose lease still lives.
-var ErrMemberAlive = errors.New("cutover: member is alive")
-
-// ErrUnknownMember: Forget was asked for a member the fleet never registered.
-var ErrUnknownMember = errors.New("cutover: no such member")
 
 // WatchEvent is one change seen by Fleet.Watch.
 type WatchEvent struct {

@@ -813,10 +813,6 @@ func (s ShadowStats) add(o ShadowStats) ShadowStats {
 	return ShadowStats{Match: s.Match + o.Match, Mismatch: s.Mismatch + o.Mismatch, Errors: s.Errors + o.Errors, Dropped: s.Dropped + o.Dropped}
 }
 
-// ErrNotDriver: an operator action reached a fleet member that does not drive the migration
-// (the admin API forwards it to the driver).
-var ErrNotDriver = errors.New("cutover: this replica does not drive the migration")
-
 // mustDrive refuses control operations on a member that is not the driver.
 func (c *Controller) mustDrive() error {
 	if c.fleet != nil && !c.fleet.isDriver() {

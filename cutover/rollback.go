@@ -46,9 +46,9 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		if err := c.barrier(ctx, c.curEpoch()); err != nil {
 			return err
 		}
-		if err := c.transition(StateRollingBack, func(j *journal) {
-			j.Reason = reason
-			j.LastError = ""
+		if err := c.transition(evRollback, func(h *Header) {
+			h.Reason = reason
+			h.LastError = ""
 		}); err != nil {
 			return err
 		}
@@ -66,9 +66,13 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 	if err := c.barrier(ctx, c.curEpoch()); err != nil {
 		return err
 	}
-	if err := c.transition(StateRolledBack, func(j *journal) {
-		j.Reason = reason
-		j.LastError = ""
+	ev := evRollback
+	if st == StateRollingBack {
+		ev = evRolledBack
+	}
+	if err := c.transition(ev, func(h *Header) {
+		h.Reason = reason
+		h.LastError = ""
 	}); err != nil {
 		return err
 	}

@@ -49,35 +49,21 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 			return fmt.Errorf("%w: backend %q serves (state %s); configure it as the migration source", ErrWrongState, active, st)
 		}
 		now := c.cfg.Now().UTC()
-		err := c.transition(StateCopying, func(j *journal) {
-			j.Source, j.Target = c.src.name, c.tgt.name
-			j.StartedAt, j.SwitchedAt = now, time.Time{}
-			j.Options = opts
-			j.Reason, j.LastError = "", ""
-			j.ProbationPassed = false
-			j.Keys = map[string]*KeyProgress{}
-			j.CreatedDuring, j.CreatedOnTarget = nil, nil
-			clear(c.created)
-			// What the last migration completed or left half-copied says nothing of this one's
-			// keys (the same id may be a new key now, the sides may be swapped).
-			c.pendingMu.Lock()
-			clear(c.completed)
-			clear(c.pending)
-			c.pendingMu.Unlock()
-			c.rights.reset()
+		err := c.transition(evStart, func(h *Header) {
+			h.Source, h.Target = c.src.name, c.tgt.name
+			h.StartedAt, h.SwitchedAt = now, time.Time{}
+			h.Options = opts
+			h.Reason, h.LastError = "", ""
+			h.ProbationPassed = false
 		})
 		if err != nil {
 			return err
 		}
+		c.rights.reset()
 	case StateCopyFailed, StateVerifyFailed:
-		err := c.transition(StateCopying, func(j *journal) {
-			j.Options = opts
-			j.LastError = ""
-			for id, k := range j.Keys {
-				if k.Result == ResultError || k.Result == ResultConflict {
-					delete(j.Keys, id)
-				}
-			}
+		err := c.transition(evRetry, func(h *Header) {
+			h.Options = opts
+			h.LastError = ""
 		})
 		if err != nil {
 			return err
@@ -334,7 +320,7 @@ func summarize(what string, f []KeyFailure) string {
 
 // advance takes a runner transition under the control lock, if the state is
 // still from (an operator may have acted meanwhile).
-func (c *Controller) advance(ctx context.Context, from, to State, mutate func(*journal)) error {
+func (c *Controller) advance(ctx context.Context, from State, ev event, mutate func(*Header)) error {
 	if err := c.lock(ctx); err != nil {
 		return err
 	}
@@ -342,7 +328,7 @@ func (c *Controller) advance(ctx context.Context, from, to State, mutate func(*j
 	if c.curState() != from {
 		return fmt.Errorf("%w: state changed to %s", ErrWrongState, c.curState())
 	}
-	return c.transition(to, mutate)
+	return c.transition(ev, mutate)
 }
 
 func (c *Controller) phaseCopy(ctx context.Context) error {
@@ -365,11 +351,11 @@ func (c *Controller) phaseCopy(ctx context.Context) error {
 		return err
 	}
 	if f := c.failures(); len(f) > 0 {
-		return c.advance(ctx, StateCopying, StateCopyFailed, func(j *journal) {
-			j.LastError = summarize("could not be copied; the switch is blocked", f)
+		return c.advance(ctx, StateCopying, evCopyFailed, func(h *Header) {
+			h.LastError = summarize("could not be copied; the switch is blocked", f)
 		})
 	}
-	return c.advance(ctx, StateCopying, StateVerifying, func(j *journal) { j.LastError = "" })
+	return c.advance(ctx, StateCopying, evCopied, func(h *Header) { h.LastError = "" })
 }
 
 func (c *Controller) phaseVerify(ctx context.Context) error {
@@ -397,21 +383,21 @@ func (c *Controller) phaseVerify(ctx context.Context) error {
 		return err
 	}
 	if f := c.failures(); len(f) > 0 {
-		return c.advance(ctx, StateVerifying, StateVerifyFailed, func(j *journal) {
-			j.LastError = summarize("failed verification; the switch is blocked", f)
+		return c.advance(ctx, StateVerifying, evVerifyFailed, func(h *Header) {
+			h.LastError = summarize("failed verification; the switch is blocked", f)
 		})
 	}
 	c.mu.Lock()
 	shadow := c.j.Options.Shadow
 	c.mu.Unlock()
-	next := StateVerified
+	ev := evVerified
 	if shadow > 0 && c.cfg.Forwarder != nil {
-		next = StateShadowing
+		ev = evShadow
 		// Mirror is open as soon as the state says shadowing.
 		c.shadow.start()
 	}
-	err := c.advance(ctx, StateVerifying, next, func(j *journal) { j.LastError = "" })
-	if err != nil && next == StateShadowing {
+	err := c.advance(ctx, StateVerifying, ev, func(h *Header) { h.LastError = "" })
+	if err != nil && ev == evShadow {
 		c.shadow.stop()
 	}
 	return err
@@ -439,8 +425,8 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 		}
 		after := c.shadowStats()
 		if n := after.Mismatch - before.Mismatch; n > 0 {
-			return c.advance(ctx, StateShadowing, StateVerifyFailed, func(j *journal) {
-				j.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.tgt.name)
+			return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
+				h.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.tgt.name)
 			})
 		}
 	}
@@ -449,9 +435,9 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 		return err
 	}
 	if f := c.failures(); len(f) > 0 {
-		return c.advance(ctx, StateShadowing, StateVerifyFailed, func(j *journal) {
-			j.LastError = summarize("failed copy or verification; the switch is blocked", f)
+		return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
+			h.LastError = summarize("failed copy or verification; the switch is blocked", f)
 		})
 	}
-	return c.advance(ctx, StateShadowing, StateVerified, nil)
+	return c.advance(ctx, StateShadowing, evVerified, nil)
 }

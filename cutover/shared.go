@@ -37,9 +37,6 @@ const canaryTag = "xksproxy-storage-canary"
 // canaryTimeout bounds each KMIP call of a detection.
 const canaryTimeout = 5 * time.Second
 
-// ErrSharedStorage refuses what makes no sense when source and target share storage.
-var ErrSharedStorage = errors.New("cutover: source and target share storage")
-
 // IsOwnObject reports whether an object with these tags is one of the proxy's own (a cutover
 // marker or a shared-storage canary): tags only the keys' owner can set through KMIP. Inventory
 // comparisons skip them, as the migration does.

@@ -37,7 +37,7 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	}
 	if f := c.failures(); len(f) > 0 {
 		msg := summarize("failed copy or verification; the switch is blocked", f)
-		if err := c.transition(StateVerifyFailed, func(j *journal) { j.LastError = msg }); err != nil {
+		if err := c.transition(evVerifyFailed, func(h *Header) { h.LastError = msg }); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: %s", ErrRefused, msg)
@@ -55,15 +55,15 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	c.probation.reset()
 	c.probationSeen.Store(0)
 	now := c.cfg.Now().UTC()
-	err := c.transition(StateSwitched, func(j *journal) {
-		j.SwitchedAt = now
-		j.ProbationPassed = false
-		j.LastError = ""
+	err := c.transition(evSwitch, func(h *Header) {
+		h.SwitchedAt = now
+		h.ProbationPassed = false
+		h.LastError = ""
 	})
 	if err != nil && c.curState() == StateSwitched {
 		// Journaled but the router refused: go back to the source.
 		msg := truncate(err.Error())
-		if err2 := c.transition(StateVerified, func(j *journal) { j.LastError = msg }); err2 != nil {
+		if err2 := c.transition(evRouteRefused, func(h *Header) { h.LastError = msg }); err2 != nil {
 			return errors.Join(err, err2)
 		}
 	}
