@@ -518,6 +518,7 @@ type markerWriter struct {
 
 	stopOnce sync.Once
 	started  atomic.Bool
+	inflight sync.WaitGroup // record's writes
 	mu       sync.Mutex
 	want     *Marker
 	written  map[string]uint64 // backend → order() of the marker it holds
@@ -556,22 +557,31 @@ func (w *markerWriter) note(m *Marker) {
 }
 
 // record writes m to both backends at once and returns when one holds it, or with an error
-// naming both failures when neither does (the transition is then not taken). The other
-// backend's write goes on in the background.
+// naming both failures when neither does (the transition is then not taken), or when ctx ends
+// first. The writes outlive ctx: the one that loses the race goes on in the background (bounded
+// by the marker timeout, as every write is), and close waits for it. (Cancelling it with ctx
+// made it count as a failing backend, which the last write at shutdown skips: a transition made
+// just before a shutdown left the slower backend without its record.)
 func (w *markerWriter) record(ctx context.Context, m *Marker) error {
 	w.note(m)
 	bs := []*backend{w.c.src, w.c.tgt}
 	res := make(chan error, len(bs))
+	wctx := context.WithoutCancel(ctx)
 	for _, b := range bs {
-		go func() { res <- w.writeOne(ctx, b, m) }()
+		w.inflight.Go(func() { res <- w.writeOne(wctx, b, m) })
 	}
 	var errs []error
 	for range bs {
-		err := <-res
-		if err == nil {
-			return nil
+		select {
+		case err := <-res:
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, err)
+		case <-ctx.Done():
+			errs = append(errs, ctx.Err())
+			return fmt.Errorf("cutover: recording epoch %d on the backends failed: %w", m.Epoch, errors.Join(errs...))
 		}
-		errs = append(errs, err)
 	}
 	return fmt.Errorf("cutover: recording epoch %d on the backends failed: %w", m.Epoch, errors.Join(errs...))
 }
@@ -660,8 +670,10 @@ func (w *markerWriter) loop() {
 	}
 }
 
-// close writes what is pending once more and stops; safe to call twice (Close may be).
+// close waits for record's writes, writes what is pending once more and stops; safe to call
+// twice (Close may be).
 func (w *markerWriter) close() {
+	w.inflight.Wait()
 	w.stopOnce.Do(func() { close(w.stop) })
 	if w.started.Load() {
 		<-w.done
