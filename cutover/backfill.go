@@ -15,7 +15,7 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.backfill:
+		case <-c.book.createdSignal():
 		case <-t.C:
 		}
 		if c.curState() != StateSwitched {
@@ -25,21 +25,20 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 			id       string
 			from, to *backend
 		}
-		c.mu.Lock()
+		during, onTarget := c.book.createdKeys()
 		var jobs []job
-		for _, id := range c.j.CreatedOnTarget {
-			if !c.isCompleted(id) {
+		for _, id := range onTarget {
+			if !c.book.marks.isCompleted(id) {
 				jobs = append(jobs, job{id, c.tgt, c.src})
 			}
 		}
 		// Keys the source answered a CreateKey for after the switch (see the proxy's guard):
 		// the target, which serves, must hold them too.
-		for _, id := range c.j.CreatedDuring {
-			if !c.isCompleted(id) {
+		for _, id := range during {
+			if !c.book.marks.isCompleted(id) {
 				jobs = append(jobs, job{id, c.src, c.tgt})
 			}
 		}
-		c.mu.Unlock()
 		for _, jb := range jobs {
 			if ctx.Err() != nil {
 				return
@@ -56,7 +55,7 @@ func (c *Controller) backfillLoop(ctx context.Context) {
 			if res == ResultOK {
 				c.log.Info("cutover: key created during the switch copied", "key_id", jb.id, "from", jb.from.name, "to", jb.to.name)
 			}
-			c.markCompleted(jb.id)
+			c.book.marks.markCompleted(jb.id)
 		}
 	}
 }
@@ -77,10 +76,10 @@ func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 	// AWS repeats CreateKey (GetKeyMetadata with kmsOperation CreateKey) for keys that exist: a
 	// key this process copied to completion, or one the migration copied, is on both sides, and
 	// copying it again on every repeat would only load both backends while the migration runs.
-	if c.isCompleted(keyID) {
+	if c.book.marks.isCompleted(keyID) {
 		return
 	}
-	if k, ok := c.keyProgress(keyID); copied(k, ok) {
+	if k, ok := c.book.key(keyID); copied(k, ok) {
 		return
 	}
 	from, to := c.tgt, c.src
@@ -94,6 +93,6 @@ func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 			"key_id", keyID, "from", from.name, "to", to.name, "err", err)
 		return
 	}
-	c.markCompleted(keyID)
+	c.book.marks.markCompleted(keyID)
 	c.log.Info("cutover: new key copied at CreateKey time", "key_id", keyID, "from", from.name, "to", to.name)
 }

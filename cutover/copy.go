@@ -76,7 +76,7 @@ func retry[T any](ctx context.Context, c *Controller, attempts int, what string,
 		}
 		if n == 3 || n%20 == 0 {
 			c.log.Warn("cutover: backend call failing, retrying", "call", what, "attempt", n, "err", truncate(err.Error()))
-			c.setError(truncate(fmt.Sprintf("%s: %v (retrying)", what, err)))
+			c.book.setError(truncate(fmt.Sprintf("%s: %v (retrying)", what, err)))
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -157,19 +157,13 @@ func (c *Controller) ownedTagged(ctx context.Context, b *backend, tag string, at
 	// its tags now (workList adds the journal's keys), so only the others are read: each later
 	// listing (every catch-up round, finalize) costs one GetAttributes per new key, not one per
 	// key — 10 000 keys were read ten times over.
-	c.mu.Lock()
-	var cand, ids []string
+	live := make([]string, 0, len(objs))
 	for _, o := range objs {
-		if destroyed(o.State) || validKeyID(o.ObjectID) != nil {
-			continue
-		}
-		if _, known := c.j.Keys[o.ObjectID]; known {
-			ids = append(ids, o.ObjectID)
-		} else {
-			cand = append(cand, o.ObjectID)
+		if !destroyed(o.State) && validKeyID(o.ObjectID) == nil {
+			live = append(live, o.ObjectID)
 		}
 	}
-	c.mu.Unlock()
+	ids, cand := c.book.split(live)
 	var mu sync.Mutex
 	err = c.forEach(ctx, cand, func(ctx context.Context, id string) error {
 		a, err := c.attrs(ctx, b, id, attempts)
@@ -350,7 +344,7 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 		// proxy may fall back for this key (GrantsPending). A copy cut short after the import
 		// leaves it pending: the key is on to without its grants until a later copyKey (the
 		// backfill, the catch-up, a rollback) completes them and clears it.
-		c.markPending(uid, to.name)
+		c.book.marks.markPending(uid, to.name)
 		_, err := retry(ctx, c, attempts, "import on "+to.name, func(ctx context.Context) (string, error) {
 			return to.k.Import(ctx, req)
 		})
@@ -361,14 +355,14 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 			// a normal race. Otherwise it is not visible to us (another owner): never overwrite.
 			if !c.importedMeanwhile(ctx, to, uid, exp.Material, attempts) {
 				// Not ours: its refusals there are its owner's policy, never pending.
-				c.clearPending(uid, to.name)
+				c.book.marks.clearPending(uid, to.name)
 				return "", conflictKey("uid already exists on %s under another owner (or destroyed); it is never overwritten", to.name)
 			}
 			result = ResultSkipped
 		case err != nil:
 			var ke *cosmian.KMSError
 			if errors.As(err, &ke) {
-				c.clearPending(uid, to.name) // refused: nothing was imported
+				c.book.marks.clearPending(uid, to.name) // refused: nothing was imported
 				return "", failKey("import on %s: %v", to.name, err)
 			}
 			// No answer: the import may have landed, so the key stays pending.
@@ -396,7 +390,7 @@ func (c *Controller) copyKey(ctx context.Context, from, to *backend, uid string,
 		// carried as changes (rightsync.go).
 		c.noteTargetBaseline(ctx, uid, attempts)
 	}
-	c.clearPending(uid, to.name)
+	c.book.marks.clearPending(uid, to.name)
 	return result, nil
 }
 
@@ -437,7 +431,7 @@ func (c *Controller) copyGrants(ctx context.Context, from, to *backend, uid stri
 	if mayServe(to.acl, ACLService) {
 		want[cosmian.XKSServiceUser] = append(want[cosmian.XKSServiceUser], xksServiceOps...)
 	}
-	if mayServe(from.acl, ACLService) && mayServe(to.acl, ACLARN) && (to == c.tgt || c.createdOnTarget(uid)) && len(want[cosmian.XKSServiceUser]) > 0 &&
+	if mayServe(from.acl, ACLService) && mayServe(to.acl, ACLARN) && (to == c.tgt || c.book.createdOnTarget(uid)) && len(want[cosmian.XKSServiceUser]) > 0 &&
 		(from.acl == ACLService && to.acl == ACLARN || !grantsAnyPrincipal(want)) {
 		// A newer source lets any signed XKS request use a key granted to [aws-xks-service]; a
 		// 5.26 backend authorizes the caller's ARN, so only a grant to every user would keep the
@@ -511,16 +505,16 @@ func (c *Controller) copyOne(ctx context.Context, id string) error {
 	var ke *keyError
 	switch {
 	case err == nil:
-		c.setKey(id, KeyProgress{Phase: PhaseCopy, Result: res, Existing: res == ResultSkipped})
+		c.book.setKey(id, KeyProgress{Phase: PhaseCopy, Result: res, Existing: res == ResultSkipped})
 	case errors.As(err, &ke):
-		c.setKey(id, KeyProgress{Phase: PhaseCopy, Result: ke.result, Error: ke.reason})
+		c.book.setKey(id, KeyProgress{Phase: PhaseCopy, Result: ke.result, Error: ke.reason})
 		c.log.Warn("cutover: key not copied", "key_id", id, "result", ke.result, "reason", ke.reason)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	default:
 		// Transient retries are unbounded, so this is an unexpected error
 		// with no KMS classification: record it against the key.
-		c.setKey(id, KeyProgress{Phase: PhaseCopy, Result: ResultError, Error: truncate(err.Error())})
+		c.book.setKey(id, KeyProgress{Phase: PhaseCopy, Result: ResultError, Error: truncate(err.Error())})
 	}
 	return nil
 }
@@ -536,6 +530,9 @@ func copied(k KeyProgress, ok bool) bool {
 	return k.Result == ResultOK || k.Result == ResultSkipped
 }
 
+// isCopied is copied for a journaled key.
+func isCopied(k KeyProgress) bool { return copied(k, true) }
+
 func verified(k KeyProgress, ok bool) bool {
 	return ok && k.Phase == PhaseVerify && k.Result == ResultOK
 }
@@ -549,13 +546,6 @@ func (c *Controller) importedMeanwhile(ctx context.Context, to *backend, uid str
 	}
 	same, err := c.sameMaterial(ctx, to, uid, material, attempts)
 	return err == nil && same
-}
-
-// createdOnTarget reports whether uid was created on the target while it served.
-func (c *Controller) createdOnTarget(uid string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Contains(c.j.CreatedOnTarget, uid)
 }
 
 // grantsAnyPrincipal reports whether want grants an AWS principal (or everyone) a right that

@@ -13,6 +13,6 @@ func (c *Controller) NoteCreateKeyRefused(keyID, backend, reason string) {
 	case StateServing, StateRolledBack, StateFinalized:
 		return // no migration to block; the log line and AWS's error say it
 	}
-	c.setKey(keyID, KeyProgress{Phase: PhaseCopy, Result: ResultConflict,
+	c.book.setKey(keyID, KeyProgress{Phase: PhaseCopy, Result: ResultConflict,
 		Error: truncate("CreateKey refused on " + backend + ": " + reason)})
 }

@@ -8,10 +8,8 @@ package cutover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,6 +124,7 @@ type Controller struct {
 	m        *metrics
 	store    Storage      // the journal: file (one process) or fleet store
 	file     *fileStorage // the file journal; in fleet mode the local copy of the applied epoch
+	book     *ledger      // the journal in memory: every read and write of it
 	fleet    *member      // nil: one process
 	bar      *progressBar
 	markers  *markerWriter
@@ -135,21 +134,10 @@ type Controller struct {
 	// cancelled runner never deadlocks an operator's rollback.
 	ctl chan struct{}
 
-	writeMu sync.Mutex // orders journal writes; taken before mu
-	mu      sync.Mutex
-	j       *journal
-	// What changed since the last save: the header, key records, created-key notes.
-	dirty      bool
-	dirtyKeys  map[string]bool
-	newCreated []CreatedKey
-	changed    chan struct{}
-	created    map[string]bool // CreatedDuring ∪ CreatedOnTarget, for dedupe
-	listed     int             // size of the current work list (progress)
-	running    bool
-	runStop    context.CancelFunc
-	runDone    chan struct{}
-
-	state atomic.Value // State, for the hot-path hooks
+	runMu   sync.Mutex
+	running bool
+	runStop context.CancelFunc
+	runDone chan struct{}
 
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
@@ -165,16 +153,6 @@ type Controller struct {
 	grantsCopied atomic.Int64
 	// shared: source and target are nodes over one database (shared.go).
 	shared, sharedKnown atomic.Bool
-	// backfill wakes the loop that copies keys created on the target back to the source.
-	backfill chan struct{}
-	// pending: keys imported on a backend whose access rights are still being written (see
-	// GrantsPending), id → backend name.
-	pendingMu sync.Mutex
-	pending   map[string]string
-	// completed: new keys (created during the migration) whose copy to the other side this
-	// process finished, grants included, so a rollback need not check them again. In memory:
-	// after a restart the rollback checks every one.
-	completed map[string]bool
 	// rights: the target's access lists as last carried to the source (rightsync.go).
 	rights *rightsBase
 	// rightsLim paces the rights-sync passes (RightsSyncRate keys a second).
@@ -197,9 +175,6 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c := &Controller{
 		cfg:       cfg,
-		backfill:  make(chan struct{}, 1),
-		pending:   map[string]string{},
-		completed: map[string]bool{},
 		rights:    newRightsBase(),
 		rightsLim: rate.NewLimiter(rate.Limit(cfg.RightsSyncRate), 1),
 		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
@@ -207,22 +182,22 @@ func New(cfg Config) (*Controller, error) {
 		log:       cfg.Logger.With("component", "cutover"),
 		m:         m,
 		file:      newFileStorage(cfg.JournalPath),
-		dirtyKeys: map[string]bool{},
 		ctl:       make(chan struct{}, 1),
-		changed:   make(chan struct{}),
-		created:   map[string]bool{},
 		probation: newWindow(4096),
 		judge:     newJudge(),
 		bar:       newProgressBar(cfg.Progress),
 	}
 	c.shadow = newShadower(c)
 	c.store = c.file
+	if cfg.Fleet != nil {
+		c.store = cfg.Storage
+	}
 	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
 	c.detectGenerations(c.baseCtx)
 	c.markers = newMarkerWriter(c)
 	c.markers.run()
+	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
 	if cfg.Fleet != nil {
-		c.store = cfg.Storage
 		c.fleet = newMember(c, cfg.Fleet)
 		err = c.loadFleet()
 	} else {
@@ -320,53 +295,30 @@ func (c *Controller) adopt(j *journal) error {
 			return fmt.Errorf("journal %s: a migration %s → %s is in state %s but the configuration names %s → %s; restore that configuration, then finish or roll back the migration",
 				where, j.Source, j.Target, j.State, c.src.name, c.tgt.name)
 		}
-	} else if a := activeOf(j); a != c.src.name && a != c.tgt.name {
+	} else if a, _ := j.Route(); a != c.src.name && a != c.tgt.name {
 		return fmt.Errorf("journal %s: backend %q is serving (state %s, epoch %d) but the configuration has no backend of that name; refusing to route elsewhere",
 			where, a, j.State, j.Epoch)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	clear(c.created)
-	for _, id := range j.CreatedDuring {
-		c.created[id] = true
-	}
-	for _, id := range j.CreatedOnTarget {
-		c.created[id] = true
-	}
-	c.j = j
-	c.dirty, c.newCreated = false, nil
-	clear(c.dirtyKeys)
-	c.state.Store(j.State)
-	c.m.setState(j.State, j.Epoch)
-	c.m.setKeys(j)
+	c.book.adopt(j)
 	return nil
 }
-
-// activeOf names the backend that serves as primary in j's state.
-func activeOf(j *journal) string {
-	p, _ := routeOf(j)
-	return p
-}
-
-func routeOf(j *journal) (primary, fallback string) { return j.Header.Route() }
 
 // InitialRoute is what the proxy must serve at start-up according to the journal.
 func (c *Controller) InitialRoute() (epoch uint64, primary, fallback string) {
 	if !c.Ready() {
 		return 0, "", "" // fleet member with no epoch yet: not ready (see Ready)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, f := routeOf(c.j)
-	return c.j.Epoch, p, f
+	h := c.book.header()
+	p, f := h.Route()
+	return h.Epoch, p, f
 }
 
 // Close stops background work (the journal is already durable).
 func (c *Controller) Close() error {
 	c.baseCancel()
-	c.mu.Lock()
+	c.runMu.Lock()
 	done := c.runDone
-	c.mu.Unlock()
+	c.runMu.Unlock()
 	if done != nil {
 		<-done
 	}
@@ -377,7 +329,7 @@ func (c *Controller) Close() error {
 	if c.fleet != nil {
 		c.fleet.wait()
 	}
-	err := c.flush()
+	err := c.book.flush(c.writesJournal())
 	c.file.close()
 	return err
 }
@@ -394,101 +346,21 @@ func (c *Controller) lock(ctx context.Context) error {
 
 func (c *Controller) unlock() { <-c.ctl }
 
-// curState is the state without taking mu.
-func (c *Controller) curState() State { return c.state.Load().(State) }
+// curState is the state, without a lock.
+func (c *Controller) curState() State { return c.book.state() }
 
-// transition takes the move ev names in the state table (bumping the epoch): the backends record
-// it first (one is enough; markerWriter), then the journal, and only then is the route applied.
-// So the journal is never ahead of the backends' record, and a route is never served that
-// neither backend recorded. The caller holds ctl. mutate edits the header (under mu) before it
-// is written; the table's key effect is applied to the records.
+// transition takes the move ev names in the state table (ledger.move: the backends record it,
+// then the journal), and only then applies its route; waiters wake once it is applied (or
+// refused). The caller holds ctl.
 func (c *Controller) transition(ev event, mutate func(h *Header)) error {
-	c.writeMu.Lock()
-	c.mu.Lock()
-	from := c.j.State
-	to, keys, err := next(from, ev)
+	mv, err := c.book.move(ev, mutate)
 	if err != nil {
-		c.mu.Unlock()
-		c.writeMu.Unlock()
 		return err
 	}
-	old := c.j.clone()
-	c.j.State = to
-	c.j.Epoch++
-	c.j.UpdatedAt = c.cfg.Now().UTC()
-	switch keys {
-	case keysReset:
-		// What the last migration completed or left half-copied says nothing of this one's keys
-		// (the same id may be a new key now, the sides may be swapped).
-		c.j.Keys = map[string]*KeyProgress{}
-		c.j.CreatedDuring, c.j.CreatedOnTarget = nil, nil
-		clear(c.created)
-		c.pendingMu.Lock()
-		clear(c.completed)
-		clear(c.pending)
-		c.pendingMu.Unlock()
-	case keysFailed:
-		for id, k := range c.j.Keys {
-			if k.Result == ResultError || k.Result == ResultConflict {
-				delete(c.j.Keys, id)
-			}
-		}
-	}
-	if mutate != nil {
-		mutate(&c.j.Header)
-	}
-	ch := c.pendingLocked()
-	ch.PrevEpoch = old.Epoch
-	hdr := c.j.Header
-	ch.Header = &hdr
-	diffJournal(old, c.j, &ch)
-	mk := markerOf(c.j)
-	mk.Pending = true
-	c.mu.Unlock()
-	// The backends and the store are written without mu (network calls): the request-path
-	// hooks only append created-key notes meanwhile, which the revert below keeps.
-	err = c.recordMarker(mk)
-	if err == nil {
-		err = c.save(ch)
-	}
-	c.mu.Lock()
+	err = c.applyRoute(mv.epoch, mv.primary, mv.fallback, mv.to)
+	c.book.announce()
 	if err != nil {
-		c.j.Header = old.Header
-		if ch.ResetKeys {
-			c.j.Keys = old.Keys
-			c.j.CreatedDuring, c.j.CreatedOnTarget = old.CreatedDuring, old.CreatedOnTarget
-		} else {
-			for id := range ch.Keys {
-				if k, ok := old.Keys[id]; ok {
-					c.j.Keys[id] = k
-				} else {
-					delete(c.j.Keys, id)
-				}
-			}
-		}
-		c.requeueLocked(Change{Created: ch.Created})
-		c.mu.Unlock()
-		c.writeMu.Unlock()
-		c.log.Error("cutover: recording the transition failed (backends or journal); transition not taken", "from", from, "event", ev, "to", to, "err", err)
-		return err
-	}
-	epoch := c.j.Epoch
-	primary, fallback := routeOf(c.j)
-	c.state.Store(to)
-	c.m.setState(to, epoch)
-	c.m.setKeys(c.j)
-	c.markers.note(markerOf(c.j)) // confirmed, in the background
-	c.mu.Unlock()
-	c.writeMu.Unlock()
-	c.log.Info("cutover transition", "from", from, "event", ev, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)
-	err = c.applyRoute(epoch, primary, fallback, to)
-	// Waiters wake once the route is applied (or refused).
-	c.mu.Lock()
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("cutover: journaled %s (epoch %d) but the route was not applied: %w", to, epoch, err)
+		return fmt.Errorf("cutover: journaled %s (epoch %d) but the route was not applied: %w", mv.to, mv.epoch, err)
 	}
 	return nil
 }
@@ -510,89 +382,9 @@ func (c *Controller) applyRoute(epoch uint64, primary, fallback string, st State
 	return c.cfg.Router.SetRoute(epoch, primary, fallback)
 }
 
-// save writes ch to the store with a bounded wait.
-func (c *Controller) save(ch Change) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.baseCtx), 30*time.Second)
-	defer cancel()
-	return c.store.Save(ctx, ch)
-}
-
-// pendingLocked takes what changed since the last save. The caller holds mu.
-func (c *Controller) pendingLocked() Change {
-	ch := Change{PrevEpoch: c.j.Epoch, Created: c.newCreated}
-	if c.dirty {
-		h := c.j.Header
-		ch.Header = &h
-	}
-	if len(c.dirtyKeys) > 0 {
-		ch.Keys = make(map[string]*KeyProgress, len(c.dirtyKeys))
-		for id := range c.dirtyKeys {
-			if k, ok := c.j.Keys[id]; ok {
-				kk := *k
-				ch.Keys[id] = &kk
-			} else {
-				ch.Keys[id] = nil
-			}
-		}
-		clear(c.dirtyKeys)
-	}
-	c.dirty, c.newCreated = false, nil
-	return ch
-}
-
-// requeueLocked marks a change that could not be saved as pending again.
-func (c *Controller) requeueLocked(ch Change) {
-	if ch.Header != nil {
-		c.dirty = true
-	}
-	for id := range ch.Keys {
-		c.dirtyKeys[id] = true
-	}
-	c.newCreated = append(ch.Created, c.newCreated...)
-}
-
-// diffJournal adds to ch what a transition's mutate changed between old and cur: a reset
-// (a new migration), or the key records it touched. Transitions are few, so this O(keys)
-// walk is paid a handful of times per migration, never per flush.
-func diffJournal(old, cur *journal, ch *Change) {
-	reset := (len(cur.Keys) == 0 && len(old.Keys) > 0) ||
-		len(cur.CreatedDuring) < len(old.CreatedDuring) || len(cur.CreatedOnTarget) < len(old.CreatedOnTarget)
-	if reset {
-		ch.ResetKeys = true
-		ch.Keys = make(map[string]*KeyProgress, len(cur.Keys))
-		for id, k := range cur.Keys {
-			kk := *k
-			ch.Keys[id] = &kk
-		}
-		ch.Created = cur.snapshot().Created
-		return
-	}
-	for id, k := range cur.Keys {
-		if o, ok := old.Keys[id]; !ok || *o != *k {
-			if ch.Keys == nil {
-				ch.Keys = map[string]*KeyProgress{}
-			}
-			kk := *k
-			ch.Keys[id] = &kk
-		}
-	}
-	for id := range old.Keys {
-		if _, ok := cur.Keys[id]; !ok {
-			if ch.Keys == nil {
-				ch.Keys = map[string]*KeyProgress{}
-			}
-			ch.Keys[id] = nil
-		}
-	}
-}
-
-// setError records why the machine is stuck without changing state.
-func (c *Controller) setError(msg string) {
-	c.mu.Lock()
-	c.j.LastError = msg
-	c.dirty = true
-	c.mu.Unlock()
-}
+// writesJournal reports whether this process writes the journal's header and key records (a
+// fleet member that does not drive writes only its created-key notes).
+func (c *Controller) writesJournal() bool { return c.fleet == nil || c.fleet.isDriver() }
 
 // flusher writes per-key progress at most every 200ms: a restart loses at
 // most that much progress, and re-copying a key is idempotent (it is found
@@ -609,7 +401,7 @@ func (c *Controller) flusher() {
 			return
 		case <-t.C:
 		}
-		if err := c.flush(); err != nil {
+		if err := c.book.flush(c.writesJournal()); err != nil {
 			c.log.Error("journal flush failed", "err", err)
 		}
 		st := c.Status()
@@ -623,68 +415,11 @@ func (c *Controller) flusher() {
 	}
 }
 
-func (c *Controller) flush() error {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	c.mu.Lock()
-	ch := c.pendingLocked()
-	if c.fleet != nil && !c.fleet.isDriver() {
-		// A member that does not drive writes only its created-key notes.
-		ch.Header, ch.Keys = nil, nil
-	}
-	if ch.Header == nil && len(ch.Keys) == 0 && len(ch.Created) == 0 {
-		c.mu.Unlock()
-		return nil
-	}
-	c.m.setKeys(c.j)
-	c.mu.Unlock()
-	if err := c.save(ch); err != nil {
-		c.mu.Lock()
-		if !errors.Is(err, ErrFenced) {
-			c.requeueLocked(ch)
-		} else {
-			c.requeueLocked(Change{Created: ch.Created})
-		}
-		c.mu.Unlock()
-		return err
-	}
-	return nil
-}
-
-func (c *Controller) setKey(id string, kp KeyProgress) {
-	c.mu.Lock()
-	if old, ok := c.j.Keys[id]; ok && old.Existing {
-		kp.Existing = true
-	}
-	c.j.Keys[id] = &kp
-	c.dirtyKeys[id] = true
-	c.mu.Unlock()
-}
-
-func (c *Controller) keyProgress(id string) (KeyProgress, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k, ok := c.j.Keys[id]
-	if !ok {
-		return KeyProgress{}, false
-	}
-	return *k, true
-}
-
 // Wait blocks until the state is one of states, or ctx ends.
 func (c *Controller) Wait(ctx context.Context, states ...State) (Status, error) {
-	for {
-		c.mu.Lock()
-		s := c.j.State
-		ch := c.changed
-		c.mu.Unlock()
-		if slices.Contains(states, s) {
-			return c.Status(), nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return c.Status(), fmt.Errorf("cutover: waiting for %v (state is %s): %w", states, s, ctx.Err())
-		}
+	s, err := c.book.wait(ctx, states)
+	if err != nil {
+		return c.Status(), fmt.Errorf("cutover: waiting for %v (state is %s): %w", states, s, err)
 	}
+	return c.Status(), nil
 }

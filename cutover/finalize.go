@@ -24,9 +24,7 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 	if st := c.curState(); st != StateSwitched {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
 	}
-	c.mu.Lock()
-	passed := c.j.ProbationPassed
-	c.mu.Unlock()
+	passed := c.book.header().ProbationPassed
 	if !passed {
 		reason := strings.TrimSpace(opts.Reason)
 		if !opts.Force || reason == "" {
@@ -42,7 +40,7 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) error {
 	if opts.RevokeSourceGrants {
 		if err := c.refuseRevokeShared(ctx); err != nil {
-			c.setError(truncate(err.Error()))
+			c.book.setError(truncate(err.Error()))
 			return err
 		}
 	}
@@ -50,13 +48,12 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 	if err != nil {
 		return fmt.Errorf("%w: finalize: cannot list keys on %s to make sure none would be stranded: %v", ErrRefused, c.src.name, err)
 	}
-	c.mu.Lock()
-	ids = append(ids, c.j.CreatedDuring...)
-	c.mu.Unlock()
+	during, _ := c.book.createdKeys()
+	ids = append(ids, during...)
 	var mu sync.Mutex
 	var failed []KeyFailure
 	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
-		if k, ok := c.keyProgress(id); verified(k, ok) {
+		if k, ok := c.book.key(id); verified(k, ok) {
 			return nil
 		}
 		_, err := c.copyKey(ctx, c.src, c.tgt, id, controlAttempts)
@@ -72,7 +69,7 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 			mu.Unlock()
 			return nil
 		}
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
 		return nil
 	})
 	if err != nil {
@@ -81,7 +78,7 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 	if len(failed) > 0 {
 		sort.Slice(failed, func(i, j int) bool { return failed[i].KeyID < failed[j].KeyID })
 		msg := summarize("exist on "+c.src.name+" but could not be copied to "+c.tgt.name, failed)
-		c.setError(msg)
+		c.book.setError(msg)
 		return fmt.Errorf("%w: finalize: %s", ErrRefused, msg)
 	}
 	// Fleet: nobody may still serve an epoch older than the switched one, which created keys
@@ -96,7 +93,7 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 		// Only once every member serves the finalized route: a member still falling back to the
 		// source would fail there.
 		if err := c.barrier(ctx, c.curEpoch()); err != nil {
-			c.setError(truncate("finalized; source grants not revoked: " + err.Error()))
+			c.book.setError(truncate("finalized; source grants not revoked: " + err.Error()))
 			return err
 		}
 		c.revokeSourceGrants(ctx)
@@ -108,13 +105,7 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 // migrated keys. Failures are reported, not fatal: the route no longer
 // reaches the source.
 func (c *Controller) revokeSourceGrants(ctx context.Context) {
-	c.mu.Lock()
-	ids := make([]string, 0, len(c.j.Keys))
-	for id := range c.j.Keys {
-		ids = append(ids, id)
-	}
-	c.mu.Unlock()
-	sort.Strings(ids)
+	ids := c.book.keyIDs(nil)
 	var mu sync.Mutex
 	var failed []string
 	_ = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
@@ -142,6 +133,6 @@ func (c *Controller) revokeSourceGrants(ctx context.Context) {
 		sort.Strings(failed)
 		msg := fmt.Sprintf("finalized, but revoking access rights on %s failed for %d key(s), e.g. %s", c.src.name, len(failed), failed[0])
 		c.log.Warn("cutover: " + msg)
-		c.setError(msg)
+		c.book.setError(msg)
 	}
 }

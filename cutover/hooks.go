@@ -18,60 +18,43 @@ func (c *Controller) NoteCreateKey(keyID, backend string) {
 	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.created[keyID] {
+	onSource := backend == c.src.name
+	st, noted := c.book.noteCreated(keyID, func(st State) (CreatedKey, bool) {
+		n := CreatedKey{ID: keyID}
+		switch st {
+		case StateServing, StateRolledBack:
+			return n, false // nothing to migrate: the source serves and keeps it
+		case StateRollingBack:
+			if onSource {
+				return n, false // the source serves again and holds it
+			}
+			n.OnTarget = true // the second pass copies it back
+		case StateFinalized:
+			// The target serves alone and the migration is over: a rollback from here lists the
+			// target's keys by the selection, so only an explicit list needs to remember the new
+			// key; nothing is copied now and the operator is not told about every CreateKey.
+			if c.cfg.Select.Mode != SelectList {
+				return n, false
+			}
+			n.OnTarget = true
+		case StateSwitched:
+			// Created on the target: copied back to the source in the background while switched,
+			// and a rollback makes sure of it first. The source answered (the proxy found the key
+			// there): copy it to the target.
+			n.OnTarget = !onSource
+		default:
+			// Created on the source during the migration: catch-up copies it.
+		}
+		return n, true
+	})
+	if !noted {
 		return
 	}
-	onSource := backend == c.src.name
-	n := CreatedKey{ID: keyID}
-	switch c.j.State {
-	case StateServing, StateRolledBack:
-		return // nothing to migrate: the source serves and keeps it
-	case StateRollingBack:
-		if onSource {
-			return // the source serves again and holds it
-		}
-		n.OnTarget = true // the second pass copies it back
-	case StateFinalized:
-		// The target serves alone and the migration is over: a rollback from here lists the
-		// target's keys by the selection, so only an explicit list needs to remember the new
-		// key; nothing is copied now and the operator is not told about every CreateKey.
-		if c.cfg.Select.Mode != SelectList {
-			return
-		}
-		n.OnTarget = true
-	case StateSwitched:
-		// Created on the target: copied back to the source in the background while switched,
-		// and a rollback makes sure of it first. The source answered (the proxy found the key
-		// there): copy it to the target.
-		n.OnTarget = !onSource
-	default:
-		// Created on the source during the migration: catch-up copies it.
-	}
-	c.addCreatedLocked(n)
-	c.newCreated = append(c.newCreated, n)
 	lv := slog.LevelInfo
-	if c.j.State == StateFinalized {
+	if st == StateFinalized {
 		lv = slog.LevelDebug
 	}
-	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", c.j.State)
-}
-
-// addCreatedLocked records a created-key note (noticed here or, in fleet mode, by another
-// member) once. The caller holds mu.
-func (c *Controller) addCreatedLocked(n CreatedKey) {
-	if c.created[n.ID] {
-		return
-	}
-	c.created[n.ID] = true
-	c.j.addCreated(n)
-	if st := c.j.State; st == StateSwitched || st == StateFinalized {
-		select {
-		case c.backfill <- struct{}{}:
-		default:
-		}
-	}
+	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", st)
 }
 
 // Observe is the proxy's hook, called once per backend attempt: errName is

@@ -125,7 +125,7 @@ func (m *Marker) order() uint64 {
 
 // markerOf is the marker that records j.
 func markerOf(j *journal) *Marker {
-	p, f := routeOf(j)
+	p, f := j.Route()
 	return &Marker{KeyStore: j.KeyStore, Epoch: j.Epoch, State: j.State, Primary: p, Fallback: f,
 		Source: j.Source, Target: j.Target, UpdatedAt: j.UpdatedAt}
 }

@@ -75,7 +75,7 @@ func (c *Controller) loadFleet() error {
 	if err == nil && snap == nil {
 		if local != nil && local.Header.Epoch > 1 {
 			return fmt.Errorf("%s holds no journal but this replica applied epoch %d (state %s, %s serving) according to %s: refusing to start the fleet again at epoch 1; restore the store, or move %s aside if this key store's fleet is to start afresh",
-				c.store.Where(), local.Header.Epoch, local.Header.State, activeOf(journalFrom(local)), c.file.Where(), c.file.Where())
+				c.store.Where(), local.Header.Epoch, local.Header.State, local.Header.Primary(), c.file.Where(), c.file.Where())
 		}
 		if snap, err = c.createFleetJournal(ctx); err != nil {
 			return err
@@ -102,7 +102,7 @@ func (c *Controller) loadFleet() error {
 			return err
 		}
 		c.fleet.applied.Store(j.Epoch)
-		p, f := routeOf(j)
+		p, f := j.Route()
 		c.fleet.route.Store(&[2]string{p, f})
 		return nil
 	}
@@ -132,7 +132,7 @@ func (c *Controller) loadFleet() error {
 	}
 	// The proxy is built on this epoch's route (InitialRoute): that is its first application.
 	c.fleet.applied.Store(j.Epoch)
-	p, f := routeOf(j)
+	p, f := j.Route()
 	c.fleet.route.Store(&[2]string{p, f})
 	return nil
 }
@@ -170,9 +170,7 @@ func (c *Controller) createFleetJournal(ctx context.Context) (*Snapshot, error) 
 // make a member route where the backends never went. ErrMarkerUnreadable: the markers could not
 // be read now (retried).
 func (c *Controller) verifyHeader(ctx context.Context, h *Header) error {
-	c.mu.Lock()
-	ks := c.j.KeyStore
-	c.mu.Unlock()
+	ks := c.book.header().KeyStore
 	if ks != "" && h.KeyStore != ks {
 		return fmt.Errorf("%w: the store names key store %q, this member serves key store %s", ErrMarkerContradicts, h.KeyStore, ks)
 	}
@@ -267,9 +265,7 @@ func (m *member) apply(epoch uint64, primary, fallback string, st State) error {
 	if err := m.c.cfg.Router.SetRoute(epoch, primary, fallback); err != nil {
 		return err
 	}
-	m.c.mu.Lock()
-	h := m.c.j.Header
-	m.c.mu.Unlock()
+	h := m.c.book.header()
 	if h.Epoch == epoch {
 		// The local copy is written before the acknowledgement: a restart without the store
 		// serves this epoch, never an older one.
@@ -309,37 +305,17 @@ func (m *member) onEvent(ev WatchEvent) {
 		// The header first: a new migration's header clears the previous one's records,
 		// and must not clear the ones just loaded.
 		m.onHeader(&snap.Header)
-		c.mu.Lock()
-		if snap.Header.StartedAt == c.j.StartedAt {
-			for _, n := range snap.Created {
-				c.addCreatedLocked(n)
-			}
-			if snap.Keys != nil {
-				c.j.Keys = snap.Keys
-			}
-		}
-		c.mu.Unlock()
+		c.book.resync(snap)
 	case ev.Key != nil:
 		if m.isDriver() || validKeyID(ev.Key.ID) != nil {
 			return // the driver's own records are its journal already
 		}
-		c.mu.Lock()
-		if c.j.Keys == nil {
-			c.j.Keys = map[string]*KeyProgress{}
-		}
-		if ev.Key.Progress == nil {
-			delete(c.j.Keys, ev.Key.ID)
-		} else {
-			c.j.Keys[ev.Key.ID] = ev.Key.Progress
-		}
-		c.mu.Unlock()
+		c.book.takeKey(*ev.Key)
 	case ev.Created != nil:
 		if validKeyID(ev.Created.ID) != nil {
 			return
 		}
-		c.mu.Lock()
-		c.addCreatedLocked(*ev.Created)
-		c.mu.Unlock()
+		c.book.takeCreated(*ev.Created)
 	case ev.Header != nil:
 		m.onHeader(ev.Header)
 	}
@@ -363,36 +339,16 @@ func (m *member) onHeader(h *Header) {
 		return
 	}
 	m.release(h)
-	c.mu.Lock()
-	cur := c.j.Epoch
-	if h.Epoch <= cur && (m.isDriver() || h.Epoch < cur) {
-		c.mu.Unlock()
-		return // taken meanwhile
+	if !c.book.take(h, m.isDriver()) {
+		return
 	}
-	if h.StartedAt != c.j.StartedAt && h.State == StateCopying {
-		// A new migration: the previous one's notes are gone from the store too.
-		c.j.CreatedDuring, c.j.CreatedOnTarget = nil, nil
-		clear(c.created)
-		c.j.Keys = map[string]*KeyProgress{}
-	}
-	if c.j.KeyStore != "" && h.KeyStore != c.j.KeyStore {
-		c.mu.Unlock()
-		return // verifyHeader refused it; the identity cannot change under a member
-	}
-	c.j.Header = *h
-	c.state.Store(h.State)
-	c.m.setState(h.State, h.Epoch)
-	c.mu.Unlock()
 	p, f := h.Route()
 	if err := m.apply(h.Epoch, p, f, h.State); err != nil {
 		c.log.Error("fleet: applying the stored epoch failed", "epoch", h.Epoch, "err", err)
 	} else {
 		c.log.Info("fleet: epoch applied", "epoch", h.Epoch, "state", h.State, "primary", p, "fallback", f)
 	}
-	c.mu.Lock()
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
+	c.book.announce()
 }
 
 // stale handles a header this member need not take: an older epoch, or the driver's own
@@ -400,9 +356,7 @@ func (m *member) onHeader(h *Header) {
 // current epoch's header again: the driver updates it between epochs (last error, options).
 func (m *member) stale(h *Header) bool {
 	c := m.c
-	c.mu.Lock()
-	cur := c.j.Epoch
-	c.mu.Unlock()
+	cur := c.book.header().Epoch
 	switch {
 	case h.Epoch > cur:
 		return false
@@ -579,11 +533,9 @@ func (m *member) drive(lead context.Context) {
 		c.log.Warn("fleet: elected but the backends' markers cannot be read to confirm the journal; resigning, will stand again", "err", err)
 		return
 	}
-	c.writeMu.Lock()
 	if err == nil {
 		err = c.adopt(journalFrom(snap))
 	}
-	c.writeMu.Unlock()
 	if err != nil {
 		c.log.Error("fleet: elected but the stored journal does not fit the configuration or the backends' markers; not driving", "err", err)
 		<-lead.Done()
@@ -625,11 +577,7 @@ func (m *member) drive(lead context.Context) {
 // recorded on the backends first, then in the store's header (same epoch, fenced), then the old
 // markers removed. Members take the header as an update of the current epoch.
 func (c *Controller) giveKeyStoreIdentity(ctx context.Context) error {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	c.mu.Lock()
-	h := c.j.Header
-	c.mu.Unlock()
+	h := c.book.header()
 	if h.KeyStore != "" {
 		return nil
 	}
@@ -637,20 +585,9 @@ func (c *Controller) giveKeyStoreIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.KeyStore = ks
-	j := &journal{Header: h}
-	rctx, cancel := context.WithTimeout(ctx, 2*c.cfg.MarkerTimeout)
-	err = c.markers.record(rctx, markerOf(j))
-	cancel()
-	if err != nil {
+	if err := c.book.identify(ctx, ks); err != nil {
 		return err
 	}
-	if err := c.save(Change{PrevEpoch: h.Epoch, Header: &h}); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.j.KeyStore = ks
-	c.mu.Unlock()
 	c.log.Info("fleet: the key store has its identity now", "key_store", ks, "epoch", h.Epoch)
 	c.removeLegacy(ctx)
 	return nil
@@ -823,9 +760,7 @@ func (c *Controller) mustDrive() error {
 
 // curEpoch is the journal's epoch.
 func (c *Controller) curEpoch() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.j.Epoch
+	return c.book.header().Epoch
 }
 
 // FleetStatus is the fleet part of Status.

@@ -75,11 +75,7 @@ func (c *Controller) Reserved(keyID string) bool {
 }
 
 // keyStore is the key store identity ("" before an earlier release's journal is upgraded).
-func (c *Controller) keyStore() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.j.KeyStore
-}
+func (c *Controller) keyStore() string { return c.book.header().KeyStore }
 
 // dropOwn removes, from ids listed on b, the proxy's own objects: only ids with the proxy's
 // prefix are read (their tags say), so a customer key named like one stays.

@@ -3,7 +3,6 @@ package cutover
 import (
 	"context"
 	"fmt"
-	"slices"
 )
 
 // What the proxy asks the controller on the request path (proxy.Migration; the app wires it).
@@ -11,41 +10,10 @@ import (
 // Active reports whether a migration is in progress.
 func (c *Controller) Active() bool { return c.curState().inMigration() }
 
-func (c *Controller) markPending(id, backend string) {
-	c.pendingMu.Lock()
-	c.pending[id] = backend
-	c.pendingMu.Unlock()
-}
-
-// clearPending ends id's pending state on backend (and only there: a pending copy to the other
-// side is not finished by this one).
-func (c *Controller) clearPending(id, backend string) {
-	c.pendingMu.Lock()
-	if c.pending[id] == backend {
-		delete(c.pending, id)
-	}
-	c.pendingMu.Unlock()
-}
-
-func (c *Controller) markCompleted(id string) {
-	c.pendingMu.Lock()
-	c.completed[id] = true
-	c.pendingMu.Unlock()
-}
-
-func (c *Controller) isCompleted(id string) bool {
-	c.pendingMu.Lock()
-	defer c.pendingMu.Unlock()
-	return c.completed[id]
-}
-
 // GrantsPending reports whether backend holds keyID as a copy this controller imported and whose
 // access rights (and revocation state) it has not finished writing.
 func (c *Controller) GrantsPending(keyID, backend string) bool {
-	c.pendingMu.Lock()
-	defer c.pendingMu.Unlock()
-	b, ok := c.pending[keyID]
-	return ok && b == backend
+	return c.book.marks.grantsPending(keyID, backend)
 }
 
 // MintOn names the backend where a CreateKey for an id neither side holds must mint the key while
@@ -80,28 +48,13 @@ func mayServe(acl, gen string) bool { return acl == gen || acl == ACLBoth }
 // KeyNotFound for a key the backend is known to hold means it was destroyed (or its grant
 // revoked, which Cosmian reports the same way) on that side, and is final.
 func (c *Controller) MayLack(keyID, backend string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	switch backend {
 	case c.tgt.name:
-		if k, ok := c.j.Keys[keyID]; copied(derefKP(k), ok) {
-			return false
-		}
-		return !slices.Contains(c.j.CreatedOnTarget, keyID)
+		return c.book.mayLack(keyID, sideTarget)
 	case c.src.name:
-		if _, ok := c.j.Keys[keyID]; ok {
-			return false
-		}
-		return !slices.Contains(c.j.CreatedDuring, keyID)
+		return c.book.mayLack(keyID, sideSource)
 	}
 	return true
-}
-
-func derefKP(k *KeyProgress) KeyProgress {
-	if k == nil {
-		return KeyProgress{}
-	}
-	return *k
 }
 
 // Holds reports whether backend holds keyID in any state, read as the keys' owner (KMIP).

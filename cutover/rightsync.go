@@ -196,16 +196,9 @@ func (c *Controller) rightsLoop(ctx context.Context) {
 
 // syncIDs lists the keys present on both sides as far as the journal knows.
 func (c *Controller) syncIDs() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ids := make([]string, 0, len(c.j.Keys)+len(c.j.CreatedDuring)+len(c.j.CreatedOnTarget))
-	for id, k := range c.j.Keys {
-		if copied(*k, true) {
-			ids = append(ids, id)
-		}
-	}
-	ids = append(ids, c.j.CreatedDuring...)
-	ids = append(ids, c.j.CreatedOnTarget...)
+	ids := c.book.keyIDs(isCopied)
+	during, onTarget := c.book.createdKeys()
+	ids = append(append(ids, during...), onTarget...)
 	sort.Strings(ids)
 	return slices.Compact(ids)
 }

@@ -40,7 +40,7 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 	if st == StateSwitched || st == StateFinalized {
 		// First pass while the target still serves: everything it gained so far.
 		if err := c.copyBack(ctx); err != nil {
-			c.setError(truncate("rollback refused: " + err.Error()))
+			c.book.setError(truncate("rollback refused: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
 		if err := c.barrier(ctx, c.curEpoch()); err != nil {
@@ -59,7 +59,7 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		// target while the first pass ran. Until it succeeds they stay reachable through the
 		// fallback, and Rollback can be called again.
 		if err := c.copyBack(ctx); err != nil {
-			c.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
+			c.book.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
 	}
@@ -93,18 +93,12 @@ func (c *Controller) copyBack(ctx context.Context) error {
 		inSrc[id] = true
 	}
 	tgtIDs, terr := c.list(ctx, c.tgt, controlAttempts)
-	c.mu.Lock()
 	cand := map[string]bool{}
-	for _, id := range c.j.CreatedOnTarget {
+	_, onTarget := c.book.createdKeys()
+	for _, id := range onTarget {
 		cand[id] = true
 	}
-	migrated := make([]string, 0, len(c.j.Keys))
-	for id, k := range c.j.Keys {
-		if copied(*k, true) {
-			migrated = append(migrated, id)
-		}
-	}
-	c.mu.Unlock()
+	migrated := c.book.keyIDs(isCopied)
 	if terr == nil && c.cfg.Select.Mode != SelectList {
 		for _, id := range tgtIDs {
 			if !inSrc[id] {
@@ -139,7 +133,7 @@ func (c *Controller) copyBack(ctx context.Context) error {
 			fail(id, err)
 			return nil
 		}
-		if sa != nil && (terr != nil || c.isCompleted(id)) {
+		if sa != nil && (terr != nil || c.book.marks.isCompleted(id)) {
 			return nil // there, and complete, or the target cannot be read to complete it (warned below)
 		}
 		if terr != nil {

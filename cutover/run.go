@@ -36,10 +36,10 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	running, st, active := c.running, c.j.State, activeOf(c.j)
-	c.mu.Unlock()
-	if running {
+	h := c.book.header()
+	st := h.State
+	active, _ := h.Route()
+	if c.isRunning() {
 		return ErrRunning
 	}
 	c.ensureShared(ctx)
@@ -69,10 +69,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 			return err
 		}
 	case StateCopying, StateVerifying, StateShadowing, StateVerified:
-		c.mu.Lock()
-		c.j.Options = opts
-		c.dirty = true
-		c.mu.Unlock()
+		c.book.edit(func(h *Header) { h.Options = opts })
 	default:
 		return fmt.Errorf("%w: cannot start in state %s", ErrWrongState, st)
 	}
@@ -97,16 +94,13 @@ func (c *Controller) resumeLocal(ctx context.Context) error {
 		return err
 	}
 	defer c.unlock()
-	c.mu.Lock()
-	running, st, opts, passed := c.running, c.j.State, c.j.Options, c.j.ProbationPassed
-	c.mu.Unlock()
-	if running {
+	h := c.book.header()
+	st, opts, passed := h.State, h.Options, h.ProbationPassed
+	if c.isRunning() {
 		return nil
 	}
 	if st == StateRollingBack {
-		c.mu.Lock()
-		reason := c.j.Reason
-		c.mu.Unlock()
+		reason := h.Reason
 		c.log.Info("cutover: resuming an interrupted rollback")
 		return c.rollbackLocked(ctx, reason, "resumed")
 	}
@@ -125,18 +119,18 @@ func (c *Controller) resumeLocal(ctx context.Context) error {
 func (c *Controller) launch() {
 	ctx, cancel := context.WithCancel(c.runContext())
 	done := make(chan struct{})
-	c.mu.Lock()
+	c.runMu.Lock()
 	c.running, c.runStop, c.runDone = true, cancel, done
-	c.mu.Unlock()
+	c.runMu.Unlock()
 	go func() {
 		defer close(done)
 		defer cancel()
 		c.run(ctx)
-		c.mu.Lock()
+		c.runMu.Lock()
 		if c.runDone == done {
 			c.running, c.runStop, c.runDone = false, nil, nil
 		}
-		c.mu.Unlock()
+		c.runMu.Unlock()
 	}()
 }
 
@@ -154,10 +148,17 @@ func (c *Controller) withRunnerStopped(op func() error) error {
 	return err
 }
 
+// isRunning reports whether the runner is running.
+func (c *Controller) isRunning() bool {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	return c.running
+}
+
 func (c *Controller) stopRunner() {
-	c.mu.Lock()
+	c.runMu.Lock()
 	cancel, done := c.runStop, c.runDone
-	c.mu.Unlock()
+	c.runMu.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
@@ -177,10 +178,7 @@ func (c *Controller) run(ctx context.Context) {
 		case StateShadowing:
 			err = c.phaseShadow(ctx)
 		case StateVerified:
-			c.mu.Lock()
-			auto := c.j.Options.AutoSwitch
-			c.mu.Unlock()
-			if !auto {
+			if !c.book.header().Options.AutoSwitch {
 				return
 			}
 			if err = c.lock(ctx); err != nil {
@@ -214,7 +212,7 @@ func (c *Controller) run(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Error("cutover: run stopped", "err", err)
-				c.setError(truncate(err.Error()))
+				c.book.setError(truncate(err.Error()))
 			}
 			return
 		}
@@ -232,22 +230,19 @@ func (c *Controller) workList(ctx context.Context) ([]string, error) {
 	for _, id := range ids {
 		set[id] = true
 	}
-	c.mu.Lock()
-	for _, id := range c.j.CreatedDuring {
+	during, _ := c.book.createdKeys()
+	for _, id := range during {
 		set[id] = true
 	}
-	for id := range c.j.Keys {
+	for _, id := range c.book.keyIDs(nil) {
 		set[id] = true
 	}
-	c.mu.Unlock()
 	out := make([]string, 0, len(set))
 	for id := range set {
 		out = append(out, id)
 	}
 	sort.Strings(out)
-	c.mu.Lock()
-	c.listed = len(out)
-	c.mu.Unlock()
+	c.book.setListed(len(out))
 	return out, nil
 }
 
@@ -262,7 +257,7 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 		}
 		var todo []string
 		for _, id := range ids {
-			k, ok := c.keyProgress(id)
+			k, ok := c.book.key(id)
 			if ok && (k.Result == ResultError || k.Result == ResultConflict) {
 				continue
 			}
@@ -274,12 +269,12 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 			return nil
 		}
 		err = c.forEach(ctx, todo, func(ctx context.Context, id string) error {
-			if k, ok := c.keyProgress(id); !copied(k, ok) {
+			if k, ok := c.book.key(id); !copied(k, ok) {
 				if err := c.copyOne(ctx, id); err != nil {
 					return err
 				}
 			}
-			if k, ok := c.keyProgress(id); verify && copied(k, ok) && !verified(k, ok) {
+			if k, ok := c.book.key(id); verify && copied(k, ok) && !verified(k, ok) {
 				return c.verifyOne(ctx, id)
 			}
 			return nil
@@ -289,20 +284,6 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 		}
 	}
 	return nil
-}
-
-// failures lists the keys whose copy or verification failed, sorted.
-func (c *Controller) failures() []KeyFailure {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []KeyFailure
-	for id, k := range c.j.Keys {
-		if k.Result == ResultError || k.Result == ResultConflict {
-			out = append(out, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })
-	return out
 }
 
 func summarize(what string, f []KeyFailure) string {
@@ -339,7 +320,7 @@ func (c *Controller) phaseCopy(ctx context.Context) error {
 	}
 	var todo []string
 	for _, id := range ids {
-		if k, ok := c.keyProgress(id); !ok || !copied(k, ok) {
+		if k, ok := c.book.key(id); !ok || !copied(k, ok) {
 			todo = append(todo, id)
 		}
 	}
@@ -350,7 +331,7 @@ func (c *Controller) phaseCopy(ctx context.Context) error {
 	if err := c.catchUp(ctx, false); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
+	if f := c.book.failures(); len(f) > 0 {
 		return c.advance(ctx, StateCopying, evCopyFailed, func(h *Header) {
 			h.LastError = summarize("could not be copied; the switch is blocked", f)
 		})
@@ -359,15 +340,9 @@ func (c *Controller) phaseCopy(ctx context.Context) error {
 }
 
 func (c *Controller) phaseVerify(ctx context.Context) error {
-	c.mu.Lock()
-	var todo []string
-	for id, k := range c.j.Keys {
-		if copied(*k, true) && !verified(*k, true) && k.Result != ResultError && k.Result != ResultConflict {
-			todo = append(todo, id)
-		}
-	}
-	c.mu.Unlock()
-	sort.Strings(todo)
+	todo := c.book.keyIDs(func(k KeyProgress) bool {
+		return copied(k, true) && !verified(k, true) && k.Result != ResultError && k.Result != ResultConflict
+	})
 	c.log.Info("cutover: verifying", "keys", len(todo))
 	if err := c.forEach(ctx, todo, c.verifyOne); err != nil {
 		return err
@@ -376,20 +351,18 @@ func (c *Controller) phaseVerify(ctx context.Context) error {
 	// target down it would hold the control lock until ctx ends instead of refusing.
 	if err := c.checkTarget(ctx); err != nil {
 		msg := fmt.Sprintf("not switching: %v", err)
-		c.setError(truncate(msg))
+		c.book.setError(truncate(msg))
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	if err := c.catchUp(ctx, true); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
+	if f := c.book.failures(); len(f) > 0 {
 		return c.advance(ctx, StateVerifying, evVerifyFailed, func(h *Header) {
 			h.LastError = summarize("failed verification; the switch is blocked", f)
 		})
 	}
-	c.mu.Lock()
-	shadow := c.j.Options.Shadow
-	c.mu.Unlock()
+	shadow := c.book.header().Options.Shadow
 	ev := evVerified
 	if shadow > 0 && c.cfg.Forwarder != nil {
 		ev = evShadow
@@ -404,9 +377,7 @@ func (c *Controller) phaseVerify(ctx context.Context) error {
 }
 
 func (c *Controller) phaseShadow(ctx context.Context) error {
-	c.mu.Lock()
-	d := c.j.Options.Shadow
-	c.mu.Unlock()
+	d := c.book.header().Options.Shadow
 	if c.cfg.Forwarder == nil {
 		c.log.Warn("cutover: shadowing asked for but no Forwarder is configured; skipping it")
 	} else {
@@ -434,7 +405,7 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 	if err := c.catchUp(ctx, true); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
+	if f := c.book.failures(); len(f) > 0 {
 		return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
 			h.LastError = summarize("failed copy or verification; the switch is blocked", f)
 		})

@@ -51,6 +51,12 @@ func (h *Header) Route() (primary, fallback string) {
 	return h.name(p), h.name(f)
 }
 
+// Primary names the backend that serves in this header's state.
+func (h *Header) Primary() string {
+	p, _ := h.Route()
+	return p
+}
+
 func (h *Header) name(s side) string {
 	switch s {
 	case sideSource:

@@ -35,7 +35,7 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	if err := c.catchUp(ctx, true); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
+	if f := c.book.failures(); len(f) > 0 {
 		msg := summarize("failed copy or verification; the switch is blocked", f)
 		if err := c.transition(evVerifyFailed, func(h *Header) { h.LastError = msg }); err != nil {
 			return err
@@ -44,12 +44,12 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	}
 	if err := c.checkTarget(ctx); err != nil {
 		msg := fmt.Sprintf("not switching: %v", err)
-		c.setError(truncate(msg))
+		c.book.setError(truncate(msg))
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	// Fleet: every member serves the verified epoch before anyone routes to the target.
 	if err := c.barrier(ctx, c.curEpoch()); err != nil {
-		c.setError(truncate("not switching yet: " + err.Error()))
+		c.book.setError(truncate("not switching yet: " + err.Error()))
 		return err
 	}
 	c.probation.reset()
@@ -79,17 +79,11 @@ func (c *Controller) checkTarget(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("target %s does not answer: %v", c.tgt.name, err)
 	}
-	c.mu.Lock()
-	var probe string
-	for id := range c.j.Keys {
-		if probe == "" || id < probe {
-			probe = id
-		}
-	}
-	c.mu.Unlock()
-	if probe == "" {
+	ids := c.book.keyIDs(nil)
+	if len(ids) == 0 {
 		return nil
 	}
+	probe := ids[0]
 	a, err := c.attrs(ctx, c.tgt, probe, controlAttempts)
 	if err != nil {
 		return fmt.Errorf("target %s: reading key %s: %v", c.tgt.name, probe, err)
@@ -104,9 +98,8 @@ func (c *Controller) checkTarget(ctx context.Context) error {
 // rolls back automatically on a breach.
 func (c *Controller) probationLoop(ctx context.Context) {
 	p := c.cfg.Probation
-	c.mu.Lock()
-	passed, autoFinal := c.j.ProbationPassed, c.j.Options.AutoFinalize
-	c.mu.Unlock()
+	h := c.book.header()
+	passed, autoFinal := h.ProbationPassed, h.Options.AutoFinalize
 	end := c.cfg.Now().Add(p.Duration)
 	tick := min(max(p.Duration/50, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(tick)
@@ -155,10 +148,7 @@ func (c *Controller) probationLoop(ctx context.Context) {
 				continue
 			}
 			passed = true
-			c.mu.Lock()
-			c.j.ProbationPassed = true
-			c.dirty = true
-			c.mu.Unlock()
+			c.book.edit(func(h *Header) { h.ProbationPassed = true })
 			c.log.Info("cutover: probation passed", "target", c.tgt.name)
 		}
 	}
@@ -170,7 +160,7 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		if c.curState() == StateSwitched {
 			if err := c.finalizeLocked(ctx, FinalizeOptions{RevokeSourceGrants: c.cfg.RevokeSourceGrantsOnFinalize}); err != nil {
 				c.log.Error("cutover: automatic finalize failed", "err", err)
-				c.setError(truncate(err.Error()))
+				c.book.setError(truncate(err.Error()))
 			}
 		}
 	}

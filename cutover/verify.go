@@ -146,14 +146,14 @@ func (c *Controller) verifyOne(ctx context.Context, id string) error {
 	var ke *keyError
 	switch {
 	case err == nil:
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
 	case errors.As(err, &ke):
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: ke.reason})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: ke.reason})
 		c.log.Warn("cutover: key failed verification", "key_id", id, "reason", ke.reason)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	default:
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: truncate(err.Error())})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: truncate(err.Error())})
 	}
 	return nil
 }
