@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/xksproxy/xksproxy/cosmian"
 	"github.com/xksproxy/xksproxy/xks"
 )
 
@@ -29,23 +28,6 @@ type Router interface {
 // live traffic; resp is the spec-normalised reply body.
 type Forwarder interface {
 	Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (status int, resp []byte, err error)
-}
-
-// kmipAPI is the part of *cosmian.Client the controller uses.
-type kmipAPI interface {
-	Import(ctx context.Context, r cosmian.ImportRequest) (string, error)
-	Export(ctx context.Context, uid string, unwrap bool) (*cosmian.ExportedKey, error)
-	GetAttributes(ctx context.Context, uid string) (*cosmian.KeyAttributes, error)
-	Locate(ctx context.Context, r cosmian.LocateRequest) ([]string, error)
-	Encrypt(ctx context.Context, uid string, plaintext, aad []byte) (*cosmian.EncryptResult, error)
-	Decrypt(ctx context.Context, uid string, ciphertext, iv, tag, aad []byte) ([]byte, error)
-	Revoke(ctx context.Context, uid, reasonCode, message string) error
-	Grant(ctx context.Context, a cosmian.Access) error
-	RevokeAccess(ctx context.Context, a cosmian.Access) error
-	ListAccess(ctx context.Context, uid string) ([]cosmian.UserAccess, error)
-	Owned(ctx context.Context) ([]cosmian.OwnedObject, error)
-	Version(ctx context.Context) (string, error)
-	Destroy(ctx context.Context, uid string, remove bool) error
 }
 
 // State is a state of the migration state machine.
@@ -110,16 +92,9 @@ type FinalizeOptions struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-type backend struct {
-	name string
-	k    kmipAPI
-	acl  string
-}
-
 // Controller runs migrations. All methods are safe for concurrent use.
 type Controller struct {
 	cfg      Config
-	src, tgt *backend
 	log      *slog.Logger
 	m        *metrics
 	store    Storage      // the journal: file (one process) or fleet store
@@ -128,6 +103,11 @@ type Controller struct {
 	fleet    *member      // nil: one process
 	bar      *progressBar
 	markers  *markerWriter
+	sides    *sides
+	copier   *copier
+	verifier *verifier
+	probe    *storageProbe
+	rights   *rightsSync
 
 	// ctl serialises control operations (start, switch, rollback, finalize
 	// and the runner's own transitions); acquired with a context so a
@@ -149,16 +129,6 @@ type Controller struct {
 	// before it reaches MinRequests, however long it lasts.
 	probationSeen atomic.Int64
 	fallbacks     atomic.Uint64
-	// grantsCopied counts (key, user) grants applied on the target by this process.
-	grantsCopied atomic.Int64
-	// shared: source and target are nodes over one database (shared.go).
-	shared, sharedKnown atomic.Bool
-	// rights: the target's access lists as last carried to the source (rightsync.go).
-	rights *rightsBase
-	// rightsLim paces the rights-sync passes (RightsSyncRate keys a second).
-	rightsLim *rate.Limiter
-	// reserved: the proxy's own object ids alive now, refused to XKS callers (reserved.go).
-	reserved reservedIDs
 	// judge: second opinions on the target's refusals during probation (judge.go).
 	judge *judge
 }
@@ -175,10 +145,6 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c := &Controller{
 		cfg:       cfg,
-		rights:    newRightsBase(),
-		rightsLim: rate.NewLimiter(rate.Limit(cfg.RightsSyncRate), 1),
-		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
-		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
 		log:       cfg.Logger.With("component", "cutover"),
 		m:         m,
 		file:      newFileStorage(cfg.JournalPath),
@@ -187,6 +153,16 @@ func New(cfg Config) (*Controller, error) {
 		judge:     newJudge(),
 		bar:       newProgressBar(cfg.Progress),
 	}
+	c.sides = &sides{
+		src: &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
+		tgt: &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
+		sel: cfg.Select, workers: cfg.Concurrency, log: c.log,
+	}
+	c.probe = &storageProbe{sides: c.sides}
+	c.rights = &rightsSync{sides: c.sides, base: newRightsBase(), lim: rate.NewLimiter(rate.Limit(cfg.RightsSyncRate), 1),
+		interval: cfg.RightsSyncInterval, m: m, now: cfg.Now}
+	c.copier = &copier{sides: c.sides, rights: c.rights, probe: c.probe, grantEveryone: cfg.GrantEveryoneForServiceKeys}
+	c.verifier = &verifier{sides: c.sides, probe: c.probe}
 	c.shadow = newShadower(c)
 	c.store = c.file
 	if cfg.Fleet != nil {
@@ -197,6 +173,7 @@ func New(cfg Config) (*Controller, error) {
 	c.markers = newMarkerWriter(c)
 	c.markers.run()
 	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
+	c.sides.book = c.book
 	if cfg.Fleet != nil {
 		c.fleet = newMember(c, cfg.Fleet)
 		err = c.loadFleet()
@@ -280,7 +257,7 @@ func (c *Controller) freshJournal() (*journal, error) {
 	}
 	now := c.cfg.Now().UTC()
 	return &journal{Header: Header{Version: journalVersion, KeyStore: ks, Epoch: 1, State: StateServing,
-		Source: c.src.name, Target: c.tgt.name, StartedAt: now, UpdatedAt: now},
+		Source: c.sides.src.name, Target: c.sides.tgt.name, StartedAt: now, UpdatedAt: now},
 		Keys: map[string]*KeyProgress{}}, nil
 }
 
@@ -291,11 +268,11 @@ func (c *Controller) adopt(j *journal) error {
 	}
 	where := c.store.Where()
 	if j.State.inMigration() {
-		if j.Source != c.src.name || j.Target != c.tgt.name {
+		if j.Source != c.sides.src.name || j.Target != c.sides.tgt.name {
 			return fmt.Errorf("journal %s: a migration %s → %s is in state %s but the configuration names %s → %s; restore that configuration, then finish or roll back the migration",
-				where, j.Source, j.Target, j.State, c.src.name, c.tgt.name)
+				where, j.Source, j.Target, j.State, c.sides.src.name, c.sides.tgt.name)
 		}
-	} else if a, _ := j.Route(); a != c.src.name && a != c.tgt.name {
+	} else if a, _ := j.Route(); a != c.sides.src.name && a != c.sides.tgt.name {
 		return fmt.Errorf("journal %s: backend %q is serving (state %s, epoch %d) but the configuration has no backend of that name; refusing to route elsewhere",
 			where, a, j.State, j.Epoch)
 	}

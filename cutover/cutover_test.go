@@ -919,18 +919,18 @@ func TestRightsSyncPaced(t *testing.T) {
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)
-	n := len(c.syncIDs())
+	n := len(c.rights.syncIDs())
 	if n < 10 {
 		t.Fatalf("%d keys to sync", n)
 	}
 	start := time.Now()
-	c.syncRightsPass(ctx, controlAttempts)
+	c.rights.pass(ctx, controlAttempts)
 	if took, least := time.Since(start), time.Duration(n-1)*time.Second/perSecond; took < least {
 		t.Errorf("a pass over %d keys took %v: faster than %d keys a second", n, took, perSecond)
 	}
 	// The change it carries is still carried.
 	must(t, e.B.RevokeAccess("admin", "key-004", "arn:aws:iam::123456789012:user/Alice", "decrypt"))
-	c.syncRightsPass(ctx, controlAttempts)
+	c.rights.pass(ctx, controlAttempts)
 	if ops := e.A.Access("key-004")["arn:aws:iam::123456789012:user/Alice"]; slices.Contains(ops, "decrypt") {
 		t.Errorf("revocation on B not carried to A by a paced pass: %v", ops)
 	}

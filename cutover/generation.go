@@ -49,7 +49,7 @@ func generationOf(version string) (gen string, ok bool) {
 // New, before anything reads the generations.
 func (c *Controller) detectGenerations(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, b := range []*backend{c.src, c.tgt} {
+	for _, b := range []*backend{c.sides.src, c.sides.tgt} {
 		if b.acl != ACLBoth {
 			continue
 		}

@@ -229,8 +229,8 @@ func TestGenerationOf(t *testing.T) {
 func TestGenerationsDetected(t *testing.T) {
 	e := newEnvGen(t, kmsemu.Cosmian526, kmsemu.Cosmian528, false)
 	c := e.controller(t, func(cfg *Config) { cfg.Source.ACL, cfg.Target.ACL = ACLBoth, ACLBoth })
-	if c.src.acl != ACLARN || c.tgt.acl != ACLService {
-		t.Errorf("detected %s → %s, want %s → %s", c.src.acl, c.tgt.acl, ACLARN, ACLService)
+	if c.sides.src.acl != ACLARN || c.sides.tgt.acl != ACLService {
+		t.Errorf("detected %s → %s, want %s → %s", c.sides.src.acl, c.sides.tgt.acl, ACLARN, ACLService)
 	}
 	if !c.mintOnSource() {
 		t.Error("from 5.26 to 5.28 new keys are not minted on the source while switched")

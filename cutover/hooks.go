@@ -18,7 +18,7 @@ func (c *Controller) NoteCreateKey(keyID, backend string) {
 	if validKeyID(keyID) != nil || slices.Contains(c.cfg.Select.Exclude, keyID) {
 		return
 	}
-	onSource := backend == c.src.name
+	onSource := backend == c.sides.src.name
 	st, noted := c.book.noteCreated(keyID, func(st State) (CreatedKey, bool) {
 		n := CreatedKey{ID: keyID}
 		switch st {
@@ -68,7 +68,7 @@ func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time
 		c.fallbacks.Add(1)
 		c.m.fallbacks.Inc()
 	}
-	if backend != c.tgt.name || c.curState() != StateSwitched || c.judged(backend, errName, fellBack) {
+	if backend != c.sides.tgt.name || c.curState() != StateSwitched || c.judged(backend, errName, fellBack) {
 		return // not the target on probation, or Recheck records it once the source answered
 	}
 	c.probationSeen.Add(1)
@@ -83,7 +83,7 @@ func (c *Controller) ObserveFellBack(primary string, primaryErr xks.ErrorName, l
 	if c.fleet != nil {
 		c.fleet.requests.Add(1)
 	}
-	if primary != c.tgt.name || c.curState() != StateSwitched {
+	if primary != c.sides.tgt.name || c.curState() != StateSwitched {
 		return
 	}
 	failed := countsAsFailure(primaryErr)
@@ -120,4 +120,12 @@ func Truncate(s string) string {
 		return s[:max] + "…"
 	}
 	return s
+}
+
+// CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side
+// while a migration runs, within ctx. The proxy calls it before replying to AWS, so that the key
+// is on both sides before it is first used. Failures are left to the catch-up before the switch
+// and to the backfill loop after it.
+func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
+	c.copier.copyCreated(ctx, keyID, backend)
 }

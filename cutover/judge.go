@@ -40,7 +40,7 @@ func Refusal(n xks.ErrorName) bool {
 
 // judged reports whether Recheck, not Observe, records this attempt.
 func (c *Controller) judged(backend string, errName xks.ErrorName, fellBack bool) bool {
-	return !fellBack && Refusal(errName) && backend == c.tgt.name && c.cfg.Forwarder != nil && c.curState() == StateSwitched
+	return !fellBack && Refusal(errName) && backend == c.sides.tgt.name && c.cfg.Forwarder != nil && c.curState() == StateSwitched
 }
 
 // Recheck is the proxy's hook for a request the backend that served it refused definitely (no
@@ -74,7 +74,7 @@ func (c *Controller) Recheck(backend string, op xks.Operation, createKey bool, k
 		defer func() { <-c.judge.sem }()
 		defer clear(req)
 		ctx, cancel := context.WithTimeout(c.baseCtx, c.cfg.Shadow.Timeout)
-		status, resp, err := c.cfg.Forwarder.Forward(ctx, c.src.name, op, keyID, req)
+		status, resp, err := c.cfg.Forwarder.Forward(ctx, c.sides.src.name, op, keyID, req)
 		cancel()
 		clear(resp) // a Decrypt's plaintext
 		same := err != nil && status != http.StatusOK && xks.NameOf(err) == errName

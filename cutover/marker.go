@@ -352,7 +352,7 @@ func (c *Controller) discoverAll(ctx context.Context) found {
 	var f found
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, b := range []*backend{c.src, c.tgt} {
+	for _, b := range []*backend{c.sides.src, c.sides.tgt} {
 		wg.Go(func() {
 			ms, err := c.discoverMarkers(ctx, b)
 			mu.Lock()
@@ -426,7 +426,7 @@ func (c *Controller) checkMarkers(ctx context.Context, j *journal, present bool,
 	}
 	newest := f.newest(ks)
 	terminal := !newest.State.inMigration() && newest.Fallback == ""
-	if terminal && newest.Primary == c.src.name {
+	if terminal && newest.Primary == c.sides.src.name {
 		// The backends say the configured source serves alone: a journal one epoch past theirs,
 		// recorded on them first, is what the lost one would have said, minus finished history.
 		c.log.Warn("cutover: journal missing; continuing from the epoch the backends record",
@@ -438,7 +438,7 @@ func (c *Controller) checkMarkers(ctx context.Context, j *journal, present bool,
 		return markersRecord, nil
 	}
 	fresh := fmt.Sprintf("cutover: journal %s is missing but backend %s records %s; starting afresh would serve %s at epoch 1",
-		where, newest.Backend, newest.describe(), c.src.name)
+		where, newest.Backend, newest.describe(), c.sides.src.name)
 	var how string
 	switch {
 	case terminal:
@@ -449,7 +449,7 @@ func (c *Controller) checkMarkers(ctx context.Context, j *journal, present bool,
 			newest.Primary)
 	}
 	return markersAgree, fmt.Errorf("%s; refusing to start: %s (a marker left by a test environment is removed by destroying object %s on %s and %s as the keys' owner): %w",
-		fresh, how, newest.UID, c.src.name, c.tgt.name, ErrMarkerAhead)
+		fresh, how, newest.UID, c.sides.src.name, c.sides.tgt.name, ErrMarkerAhead)
 }
 
 // checkPresent is checkMarkers for a journal that was read.
@@ -484,11 +484,11 @@ func (c *Controller) checkPresent(j *journal, f found, where string) (markerActi
 	if newest == nil {
 		if others := f.keyStores(); len(others) > 0 && f.readable == 2 {
 			return markersAgree, fmt.Errorf("cutover: journal %s belongs to key store %s but backends %s and %s record only other key stores (%s): this journal is not these backends' (copied from another installation?); refusing to serve it: %w",
-				where, j.KeyStore, c.src.name, c.tgt.name, strings.Join(others, ", "), ErrMarkerContradicts)
+				where, j.KeyStore, c.sides.src.name, c.sides.tgt.name, strings.Join(others, ", "), ErrMarkerContradicts)
 		}
 		if j.Epoch > 1 && f.readable == 2 {
 			return markersAgree, fmt.Errorf("cutover: journal %s records epoch %d (state %s) of key store %s but neither %s nor %s holds a marker of it: the backends never recorded this journal's migration (their markers were removed, or the journal is not theirs); refusing to serve it: restore the markers' backends, or move the journal aside to start from what the backends record: %w",
-				where, j.Epoch, j.State, j.KeyStore, c.src.name, c.tgt.name, ErrMarkerContradicts)
+				where, j.Epoch, j.State, j.KeyStore, c.sides.src.name, c.sides.tgt.name, ErrMarkerContradicts)
 		}
 		return markersNote, nil // a fresh key store's first marker may not have been written yet
 	}
@@ -529,7 +529,7 @@ type markerWriter struct {
 func newMarkerWriter(c *Controller) *markerWriter {
 	w := &markerWriter{c: c, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		written: map[string]uint64{}, failing: map[string]bool{}, locks: map[string]*sync.Mutex{}}
-	for _, b := range []*backend{c.src, c.tgt} {
+	for _, b := range []*backend{c.sides.src, c.sides.tgt} {
 		w.locks[b.name] = &sync.Mutex{}
 	}
 	return w
@@ -564,7 +564,7 @@ func (w *markerWriter) note(m *Marker) {
 // just before a shutdown left the slower backend without its record.)
 func (w *markerWriter) record(ctx context.Context, m *Marker) error {
 	w.note(m)
-	bs := []*backend{w.c.src, w.c.tgt}
+	bs := []*backend{w.c.sides.src, w.c.sides.tgt}
 	res := make(chan error, len(bs))
 	wctx := context.WithoutCancel(ctx)
 	for _, b := range bs {
@@ -616,7 +616,7 @@ func (w *markerWriter) pending(skipFailing bool) (*Marker, []*backend) {
 		return nil, nil
 	}
 	var bs []*backend
-	for _, b := range []*backend{w.c.src, w.c.tgt} {
+	for _, b := range []*backend{w.c.sides.src, w.c.sides.tgt} {
 		if w.written[b.name] < w.want.order() && !(skipFailing && w.failing[b.name]) {
 			bs = append(bs, b)
 		}
@@ -684,7 +684,7 @@ func (w *markerWriter) close() {
 // key store's own are written, so that the id they held is free for a customer key. Only an
 // object that carries the marker tag and no key store is removed: what the tag marks is ours.
 func (c *Controller) removeLegacy(ctx context.Context) {
-	for _, b := range []*backend{c.src, c.tgt} {
+	for _, b := range []*backend{c.sides.src, c.sides.tgt} {
 		ms, err := c.discoverMarkers(ctx, b)
 		if err != nil {
 			continue

@@ -179,7 +179,7 @@ func (c *Controller) verifyHeader(ctx context.Context, h *Header) error {
 	}
 	var newest *Marker
 	var failed []string
-	for _, b := range []*backend{c.src, c.tgt} {
+	for _, b := range []*backend{c.sides.src, c.sides.tgt} {
 		m, err := c.readMarker(ctx, b, h.KeyStore)
 		if err != nil {
 			failed = append(failed, b.name+": "+truncate(err.Error()))

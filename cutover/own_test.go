@@ -84,13 +84,13 @@ func TestReservedIDs(t *testing.T) {
 			t.Errorf("%s is reserved", id)
 		}
 	}
-	shared, err := c.detectShared(ctxT(t))
+	shared, err := c.probe.detectShared(ctxT(t))
 	must(t, err)
 	if shared {
 		t.Fatal("two separate servers detected as shared")
 	}
-	if len(c.reserved.ids) != 0 {
-		t.Errorf("canaries still reserved after the detection: %v", c.reserved.ids)
+	if len(c.probe.canaries) != 0 {
+		t.Errorf("canaries still reserved after the detection: %v", c.probe.canaries)
 	}
 	for _, o := range e.A.Objects() {
 		if strings.HasPrefix(o.UID, canaryPrefix) {

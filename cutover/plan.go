@@ -36,23 +36,23 @@ type Plan struct {
 
 // Plan lists the selected keys on the source and compares each with the target.
 func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
-	shared, err := c.checkShared(ctx)
+	shared, err := c.probe.checkShared(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := c.list(ctx, c.src, controlAttempts)
+	ids, err := c.sides.list(ctx, c.sides.src, controlAttempts)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Source: c.src.name, Target: c.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{},
+	p := &Plan{Source: c.sides.src.name, Target: c.sides.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{},
 		SharedStorage: shared, Notes: c.notes()}
 	var mu sync.Mutex
-	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
+	err = c.sides.forEach(ctx, ids, func(ctx context.Context, id string) error {
 		pk := PlanKey{KeyID: id, Action: ActionSkip, Reason: SharedStorageNote}
 		if !shared {
 			pk = c.planKey(ctx, id)
 		}
-		if n := c.ownNameNote(id, pk.Action == ActionConflict); n != "" {
+		if n := ownNameNote(id, c.sides.tgt.name, pk.Action == ActionConflict); n != "" {
 			pk.Reason = strings.TrimPrefix(pk.Reason+"; "+n, "; ")
 		}
 		if ctx.Err() != nil {
@@ -82,12 +82,12 @@ func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
 		pk.Reason = truncate(err.Error())
 		return pk
 	}
-	sa, err := c.attrs(ctx, c.src, id, controlAttempts)
+	sa, err := c.sides.attrs(ctx, c.sides.src, id, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
 	if sa == nil {
-		return fail(failKey("not found on %s, or the configured identity has no right on it", c.src.name))
+		return fail(failKey("not found on %s, or the configured identity has no right on it", c.sides.src.name))
 	}
 	if sa.Sensitive {
 		return fail(failKey("sensitive key: cannot be exported"))
@@ -95,12 +95,12 @@ func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
 	if sa.ObjectType != "" && sa.ObjectType != "SymmetricKey" {
 		return fail(failKey("unsupported object type %s (only symmetric keys migrate)", sa.ObjectType))
 	}
-	exp, err := c.export(ctx, c.src, id, controlAttempts)
+	exp, err := c.sides.export(ctx, c.sides.src, id, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
 	defer exp.Wipe()
-	ta, err := c.attrs(ctx, c.tgt, id, controlAttempts)
+	ta, err := c.sides.attrs(ctx, c.sides.tgt, id, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
@@ -109,16 +109,16 @@ func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
 		return pk
 	}
 	if destroyed(ta.State) {
-		return fail(conflictKey("uid is taken on %s by a destroyed object", c.tgt.name))
+		return fail(conflictKey("uid is taken on %s by a destroyed object", c.sides.tgt.name))
 	}
-	same, err := c.sameMaterial(ctx, c.tgt, id, exp.Material, controlAttempts)
+	same, err := c.sides.sameMaterial(ctx, c.sides.tgt, id, exp.Material, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
 	if !same {
-		return fail(conflictKey("a different key with this uid already exists on %s", c.tgt.name))
+		return fail(conflictKey("a different key with this uid already exists on %s", c.sides.tgt.name))
 	}
 	pk.Action = ActionSkip
-	pk.Reason = "identical key already on " + c.tgt.name
+	pk.Reason = "identical key already on " + c.sides.tgt.name
 	return pk
 }

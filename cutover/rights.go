@@ -27,7 +27,7 @@ func (c *Controller) GrantsPending(keyID, backend string) bool {
 // for those keys.
 func (c *Controller) MintOn() string {
 	if c.mintOnSource() && c.curState() == StateSwitched {
-		return c.src.name
+		return c.sides.src.name
 	}
 	return ""
 }
@@ -35,7 +35,7 @@ func (c *Controller) MintOn() string {
 // mintOnSource: the source may authorize per principal and the target may be of the
 // [aws-xks-service] generation (either known, or not known: "both").
 func (c *Controller) mintOnSource() bool {
-	return mayServe(c.src.acl, ACLARN) && mayServe(c.tgt.acl, ACLService)
+	return mayServe(c.sides.src.acl, ACLARN) && mayServe(c.sides.tgt.acl, ACLService)
 }
 
 // mayServe reports whether a backend of generation acl (ACLBoth: not known) may be of gen.
@@ -49,9 +49,9 @@ func mayServe(acl, gen string) bool { return acl == gen || acl == ACLBoth }
 // revoked, which Cosmian reports the same way) on that side, and is final.
 func (c *Controller) MayLack(keyID, backend string) bool {
 	switch backend {
-	case c.tgt.name:
+	case c.sides.tgt.name:
 		return c.book.mayLack(keyID, sideTarget)
-	case c.src.name:
+	case c.sides.src.name:
 		return c.book.mayLack(keyID, sideSource)
 	}
 	return true
@@ -61,17 +61,17 @@ func (c *Controller) MayLack(keyID, backend string) bool {
 func (c *Controller) Holds(ctx context.Context, keyID, name string) (bool, error) {
 	var b *backend
 	switch name {
-	case c.src.name:
-		b = c.src
-	case c.tgt.name:
-		b = c.tgt
+	case c.sides.src.name:
+		b = c.sides.src
+	case c.sides.tgt.name:
+		b = c.sides.tgt
 	default:
 		return false, fmt.Errorf("cutover: backend %q is neither source nor target", name)
 	}
 	if validKeyID(keyID) != nil {
 		return false, fmt.Errorf("cutover: invalid key id")
 	}
-	a, err := c.attrs(ctx, b, keyID, 1)
+	a, err := c.sides.attrs(ctx, b, keyID, 1)
 	if err != nil {
 		return false, err
 	}

@@ -35,11 +35,11 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 func (c *Controller) rollbackLocked(ctx context.Context, reason, category string) error {
 	st := c.curState()
 	if st == StateServing || st == StateRolledBack {
-		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.src.name)
+		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.sides.src.name)
 	}
 	if st == StateSwitched || st == StateFinalized {
 		// First pass while the target still serves: everything it gained so far.
-		if err := c.copyBack(ctx); err != nil {
+		if err := (restorer{c.copier}).copyBack(ctx); err != nil {
 			c.book.setError(truncate("rollback refused: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
@@ -58,7 +58,7 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		// Second pass with the source serving and the target as fallback: keys created on the
 		// target while the first pass ran. Until it succeeds they stay reachable through the
 		// fallback, and Rollback can be called again.
-		if err := c.copyBack(ctx); err != nil {
+		if err := (restorer{c.copier}).copyBack(ctx); err != nil {
 			c.book.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
@@ -81,9 +81,13 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 	return nil
 }
 
+// restorer is rollback's copy back: what the target gained while it served goes to the source
+// (keys, revocations, rights changes), so that a rollback never strands a key.
+type restorer struct{ *copier }
+
 // copyBack makes the source hold everything the target gained since the
 // switch: keys created there, revocations and access-right changes.
-func (c *Controller) copyBack(ctx context.Context) error {
+func (c restorer) copyBack(ctx context.Context) error {
 	srcIDs, err := c.list(ctx, c.src, controlAttempts)
 	if err != nil {
 		return fmt.Errorf("source %s unreachable: %v", c.src.name, err)
@@ -99,7 +103,7 @@ func (c *Controller) copyBack(ctx context.Context) error {
 		cand[id] = true
 	}
 	migrated := c.book.keyIDs(isCopied)
-	if terr == nil && c.cfg.Select.Mode != SelectList {
+	if terr == nil && c.sel.Mode != SelectList {
 		for _, id := range tgtIDs {
 			if !inSrc[id] {
 				cand[id] = true
@@ -205,8 +209,8 @@ func (e *splitKeyError) Error() string { return "different key material under id
 // on the target since they were last carried (rightsync.go): the same changes, never a
 // replacement of the source's list, so a right is removed on the source only where it was
 // removed on the target.
-func (c *Controller) syncBack(ctx context.Context, id string) error {
-	if c.shared.Load() {
+func (c restorer) syncBack(ctx context.Context, id string) error {
+	if c.probe.isShared() {
 		return nil // one database: the source already holds every change (shared.go)
 	}
 	ta, err := c.attrs(ctx, c.tgt, id, controlAttempts)
@@ -234,5 +238,5 @@ func (c *Controller) syncBack(ctx context.Context, id string) error {
 			return &splitKeyError{id: id}
 		}
 	}
-	return c.syncRights(ctx, id, controlAttempts, true)
+	return c.rights.syncRights(ctx, id, controlAttempts, true)
 }

@@ -42,15 +42,15 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if c.isRunning() {
 		return ErrRunning
 	}
-	c.ensureShared(ctx)
+	c.probe.ensureShared(ctx)
 	switch st {
 	case StateServing, StateRolledBack, StateFinalized:
-		if active != c.src.name {
+		if active != c.sides.src.name {
 			return fmt.Errorf("%w: backend %q serves (state %s); configure it as the migration source", ErrWrongState, active, st)
 		}
 		now := c.cfg.Now().UTC()
 		err := c.transition(evStart, func(h *Header) {
-			h.Source, h.Target = c.src.name, c.tgt.name
+			h.Source, h.Target = c.sides.src.name, c.sides.tgt.name
 			h.StartedAt, h.SwitchedAt = now, time.Time{}
 			h.Options = opts
 			h.Reason, h.LastError = "", ""
@@ -109,7 +109,7 @@ func (c *Controller) resumeLocal(ctx context.Context) error {
 		st == StateVerified && opts.AutoSwitch,
 		st == StateSwitched && (!passed || opts.AutoFinalize):
 		c.log.Info("cutover: resuming", "state", st)
-		c.ensureShared(ctx)
+		c.probe.ensureShared(ctx)
 		c.launch()
 	}
 	return nil
@@ -193,9 +193,9 @@ func (c *Controller) run(ctx context.Context) {
 		case StateSwitched:
 			bctx, stop := context.WithCancel(ctx)
 			done := make(chan struct{})
-			go func() { defer close(done); c.backfillLoop(bctx) }()
+			go func() { defer close(done); backfill{c.copier}.loop(bctx) }()
 			rdone := make(chan struct{})
-			go func() { defer close(rdone); c.rightsLoop(bctx) }()
+			go func() { defer close(rdone); c.rights.loop(bctx) }()
 			c.probationLoop(ctx)
 			if c.curState() == StateSwitched {
 				// Probation passed without auto-finalize: keep the fallback complete until
@@ -222,7 +222,7 @@ func (c *Controller) run(ctx context.Context) {
 // workList is the selection on the source plus keys created during the
 // migration and keys already journaled, sorted.
 func (c *Controller) workList(ctx context.Context) ([]string, error) {
-	ids, err := c.list(ctx, c.src, forever)
+	ids, err := c.sides.list(ctx, c.sides.src, forever)
 	if err != nil {
 		return nil, err
 	}
@@ -268,14 +268,14 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 		if len(todo) == 0 {
 			return nil
 		}
-		err = c.forEach(ctx, todo, func(ctx context.Context, id string) error {
+		err = c.sides.forEach(ctx, todo, func(ctx context.Context, id string) error {
 			if k, ok := c.book.key(id); !copied(k, ok) {
-				if err := c.copyOne(ctx, id); err != nil {
+				if err := c.copier.copyOne(ctx, id); err != nil {
 					return err
 				}
 			}
 			if k, ok := c.book.key(id); verify && copied(k, ok) && !verified(k, ok) {
-				return c.verifyOne(ctx, id)
+				return c.verifier.verifyOne(ctx, id)
 			}
 			return nil
 		})
@@ -313,7 +313,7 @@ func (c *Controller) advance(ctx context.Context, from State, ev event, mutate f
 }
 
 func (c *Controller) phaseCopy(ctx context.Context) error {
-	c.ensureShared(ctx)
+	c.probe.ensureShared(ctx)
 	ids, err := c.workList(ctx)
 	if err != nil {
 		return err
@@ -324,8 +324,8 @@ func (c *Controller) phaseCopy(ctx context.Context) error {
 			todo = append(todo, id)
 		}
 	}
-	c.log.Info("cutover: copying", "keys", len(ids), "to_copy", len(todo), "source", c.src.name, "target", c.tgt.name)
-	if err := c.forEach(ctx, todo, c.copyOne); err != nil {
+	c.log.Info("cutover: copying", "keys", len(ids), "to_copy", len(todo), "source", c.sides.src.name, "target", c.sides.tgt.name)
+	if err := c.sides.forEach(ctx, todo, c.copier.copyOne); err != nil {
 		return err
 	}
 	if err := c.catchUp(ctx, false); err != nil {
@@ -344,12 +344,12 @@ func (c *Controller) phaseVerify(ctx context.Context) error {
 		return copied(k, true) && !verified(k, true) && k.Result != ResultError && k.Result != ResultConflict
 	})
 	c.log.Info("cutover: verifying", "keys", len(todo))
-	if err := c.forEach(ctx, todo, c.verifyOne); err != nil {
+	if err := c.sides.forEach(ctx, todo, c.verifier.verifyOne); err != nil {
 		return err
 	}
 	// Reachability first: the catch-up retries transient errors without limit, so with the
 	// target down it would hold the control lock until ctx ends instead of refusing.
-	if err := c.checkTarget(ctx); err != nil {
+	if err := c.verifier.checkTarget(ctx); err != nil {
 		msg := fmt.Sprintf("not switching: %v", err)
 		c.book.setError(truncate(msg))
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
@@ -397,7 +397,7 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 		after := c.shadowStats()
 		if n := after.Mismatch - before.Mismatch; n > 0 {
 			return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
-				h.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.tgt.name)
+				h.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.sides.tgt.name)
 			})
 		}
 	}

@@ -112,7 +112,7 @@ func (s *shadower) compare(ctx context.Context, it shadowItem) {
 	defer clear(it.body)
 	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.Shadow.Timeout)
 	defer cancel()
-	status, resp, err := s.c.cfg.Forwarder.Forward(ctx, s.c.tgt.name, xks.OpDecrypt, it.keyID, it.body)
+	status, resp, err := s.c.cfg.Forwarder.Forward(ctx, s.c.sides.tgt.name, xks.OpDecrypt, it.keyID, it.body)
 	if err != nil || status != http.StatusOK {
 		s.count("error", &s.errs)
 		return
@@ -123,7 +123,7 @@ func (s *shadower) compare(ctx context.Context, it shadowItem) {
 		s.count("match", &s.match)
 	} else {
 		s.count("mismatch", &s.mismatch)
-		s.c.log.Error("cutover: shadow mismatch: the target decrypted a live ciphertext to different plaintext", "key_id", it.keyID, "target", s.c.tgt.name)
+		s.c.log.Error("cutover: shadow mismatch: the target decrypted a live ciphertext to different plaintext", "key_id", it.keyID, "target", s.c.sides.tgt.name)
 	}
 }
 

@@ -84,12 +84,12 @@ type Status struct {
 
 // Status returns a snapshot of the controller.
 func (c *Controller) Status() Status {
-	s := Status{SharedStorage: c.shared.Load(), Notes: c.notes()}
+	s := Status{SharedStorage: c.probe.shared.Load(), Notes: c.notes()}
 	passed := c.book.fill(&s)
 	c.runMu.Lock()
 	s.Running = c.running
 	c.runMu.Unlock()
-	s.Keys.GrantsCopied = int(c.grantsCopied.Load())
+	s.Keys.GrantsCopied = int(c.copier.grantsCopied.Load())
 	slices.SortFunc(s.Failures, func(a, b KeyFailure) int { return strings.Compare(a.KeyID, b.KeyID) })
 	if len(s.Failures) > maxStatusFailures {
 		s.Failures = s.Failures[:maxStatusFailures]
@@ -106,7 +106,7 @@ func (c *Controller) Status() Status {
 			SinceSwitch: c.evidence(c.cfg.Now()),
 		}
 		if pr := s.Probation; !pr.Passed && !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests) {
-			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.tgt.name, pr.SinceSwitch)
+			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.sides.tgt.name, pr.SinceSwitch)
 		}
 	}
 	return s

@@ -42,7 +42,7 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: %s", ErrRefused, msg)
 	}
-	if err := c.checkTarget(ctx); err != nil {
+	if err := c.verifier.checkTarget(ctx); err != nil {
 		msg := fmt.Sprintf("not switching: %v", err)
 		c.book.setError(truncate(msg))
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
@@ -70,30 +70,6 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	return err
 }
 
-// checkTarget proves the target answers KMIP right now and still holds a
-// migrated key.
-func (c *Controller) checkTarget(ctx context.Context) error {
-	_, err := retry(ctx, c, controlAttempts, "version of "+c.tgt.name, func(ctx context.Context) (string, error) {
-		return c.tgt.k.Version(ctx)
-	})
-	if err != nil {
-		return fmt.Errorf("target %s does not answer: %v", c.tgt.name, err)
-	}
-	ids := c.book.keyIDs(nil)
-	if len(ids) == 0 {
-		return nil
-	}
-	probe := ids[0]
-	a, err := c.attrs(ctx, c.tgt, probe, controlAttempts)
-	if err != nil {
-		return fmt.Errorf("target %s: reading key %s: %v", c.tgt.name, probe, err)
-	}
-	if a == nil {
-		return fmt.Errorf("target %s no longer has key %s", c.tgt.name, probe)
-	}
-	return nil
-}
-
 // probationLoop watches the target's error rate and p99 while switched and
 // rolls back automatically on a breach.
 func (c *Controller) probationLoop(ctx context.Context) {
@@ -118,11 +94,11 @@ func (c *Controller) probationLoop(ctx context.Context) {
 			case st.ErrorRate > *p.MaxErrorRate:
 				category = "error_rate"
 				reason = fmt.Sprintf("probation: error rate %.2f%% (%d of %d requests) on %s exceeds %.2f%%",
-					100*st.ErrorRate, st.Errors, st.Requests, c.tgt.name, 100**p.MaxErrorRate)
+					100*st.ErrorRate, st.Errors, st.Requests, c.sides.tgt.name, 100**p.MaxErrorRate)
 			case st.P99 > p.MaxP99:
 				category = "p99"
 				reason = fmt.Sprintf("probation: p99 latency %s on %s exceeds %s (%d requests)",
-					st.P99.Round(time.Microsecond), c.tgt.name, p.MaxP99, st.Requests)
+					st.P99.Round(time.Microsecond), c.sides.tgt.name, p.MaxP99, st.Requests)
 			}
 		}
 		if reason != "" {
@@ -149,7 +125,7 @@ func (c *Controller) probationLoop(ctx context.Context) {
 			}
 			passed = true
 			c.book.edit(func(h *Header) { h.ProbationPassed = true })
-			c.log.Info("cutover: probation passed", "target", c.tgt.name)
+			c.log.Info("cutover: probation passed", "target", c.sides.tgt.name)
 		}
 	}
 	if autoFinal {
