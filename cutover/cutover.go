@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -124,13 +123,7 @@ type Controller struct {
 	flushDone  chan struct{}
 
 	shadow    *shadower
-	probation *window
-	// probationSeen counts the target's requests since the switch: probation does not pass
-	// before it reaches MinRequests, however long it lasts.
-	probationSeen atomic.Int64
-	fallbacks     atomic.Uint64
-	// judge: second opinions on the target's refusals during probation (judge.go).
-	judge *judge
+	probation *probation
 }
 
 // New loads (or creates) the journal and returns a controller. It starts no
@@ -144,14 +137,12 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c := &Controller{
-		cfg:       cfg,
-		log:       cfg.Logger.With("component", "cutover"),
-		m:         m,
-		file:      newFileStorage(cfg.JournalPath),
-		ctl:       make(chan struct{}, 1),
-		probation: newWindow(4096),
-		judge:     newJudge(),
-		bar:       newProgressBar(cfg.Progress),
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", "cutover"),
+		m:    m,
+		file: newFileStorage(cfg.JournalPath),
+		ctl:  make(chan struct{}, 1),
+		bar:  newProgressBar(cfg.Progress),
 	}
 	c.sides = &sides{
 		src: &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
@@ -163,7 +154,7 @@ func New(cfg Config) (*Controller, error) {
 		interval: cfg.RightsSyncInterval, m: m, now: cfg.Now}
 	c.copier = &copier{sides: c.sides, rights: c.rights, probe: c.probe, grantEveryone: cfg.GrantEveryoneForServiceKeys}
 	c.verifier = &verifier{sides: c.sides, probe: c.probe}
-	c.shadow = newShadower(c)
+	c.shadow = newShadower(cfg, m, c.log)
 	c.store = c.file
 	if cfg.Fleet != nil {
 		c.store = cfg.Storage
@@ -174,8 +165,11 @@ func New(cfg Config) (*Controller, error) {
 	c.markers.run()
 	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
 	c.sides.book = c.book
+	c.probation = newProbation(cfg, c.book, m)
 	if cfg.Fleet != nil {
 		c.fleet = newMember(c, cfg.Fleet)
+		c.probation.peers = c.fleet.peerProbation
+		c.shadow.peers = c.fleet.peerShadow
 		err = c.loadFleet()
 	} else {
 		err = c.loadJournal()
@@ -300,7 +294,7 @@ func (c *Controller) Close() error {
 		<-done
 	}
 	c.shadow.stop()
-	c.waitRechecks()
+	c.probation.waitRechecks()
 	<-c.flushDone
 	c.markers.close()
 	if c.fleet != nil {

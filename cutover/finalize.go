@@ -27,9 +27,9 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 		reason := strings.TrimSpace(opts.Reason)
 		if !opts.Force || reason == "" {
 			return fmt.Errorf("%w: probation has not passed (%d of %d requests reached %s so far); finalizing now needs force and a reason",
-				ErrRefused, c.evidence(c.cfg.Now()), *c.cfg.Probation.MinRequests, c.sides.tgt.name)
+				ErrRefused, c.probation.evidence(c.cfg.Now()), *c.cfg.Probation.MinRequests, c.sides.tgt.name)
 		}
-		c.log.Warn("cutover: finalizing before probation passed", "reason", truncate(reason), "requests", c.probationSeen.Load())
+		c.log.Warn("cutover: finalizing before probation passed", "reason", truncate(reason), "requests", c.probation.seen.Load())
 	}
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
 	return c.withRunnerStopped(func() error { return c.finalizeLocked(ctx, opts) })

@@ -57,57 +57,6 @@ func (c *Controller) NoteCreateKey(keyID, backend string) {
 	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", st)
 }
 
-// Observe is the proxy's hook, called once per backend attempt: errName is
-// that attempt's XKS error ("" on success) and fellBack is true for the
-// retry sent to the fallback backend.
-func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time.Duration, fellBack bool) {
-	if c.fleet != nil && !fellBack {
-		c.fleet.requests.Add(1)
-	}
-	if fellBack {
-		c.fallbacks.Add(1)
-		c.m.fallbacks.Inc()
-	}
-	if backend != c.sides.tgt.name || c.curState() != StateSwitched || c.judged(backend, errName, fellBack) {
-		return // not the target on probation, or Recheck records it once the source answered
-	}
-	c.probationSeen.Add(1)
-	c.probation.record(c.cfg.Now(), latency, countsAsFailure(errName))
-}
-
-// ObserveFellBack is the proxy's hook for a request the primary failed and the fallback then
-// answered (with fallbackErr, "" on success): the primary's attempt is recorded like Observe's,
-// except that a definite refusal the fallback answered the same way is the caller's (an id
-// neither side holds), not the primary's. The fallback's own attempt goes to Observe.
-func (c *Controller) ObserveFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
-	if c.fleet != nil {
-		c.fleet.requests.Add(1)
-	}
-	if primary != c.sides.tgt.name || c.curState() != StateSwitched {
-		return
-	}
-	failed := countsAsFailure(primaryErr)
-	if Refusal(primaryErr) && fallbackErr == primaryErr {
-		failed = false
-		c.m.rechecks.WithLabelValues("caller").Inc()
-	}
-	c.probationSeen.Add(1)
-	c.probation.record(c.cfg.Now(), latency, failed)
-}
-
-// countsAsFailure says which target errors speak against the target. Errors
-// the source would return too (a malformed request, a bad signature) do not.
-// InvalidCiphertextException does: after a switch it is what a key split
-// between the sides (the same id, different material) looks like.
-func countsAsFailure(n xks.ErrorName) bool {
-	switch n {
-	case "", xks.ValidationException, xks.AuthenticationFailedException,
-		xks.InvalidUriPathException, xks.UnsupportedOperationException:
-		return false
-	}
-	return true
-}
-
 // truncate shortens an error text for the journal and status.
 func truncate(s string) string { return Truncate(s) }
 
@@ -128,4 +77,37 @@ func Truncate(s string) string {
 // and to the backfill loop after it.
 func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 	c.copier.copyCreated(ctx, keyID, backend)
+}
+
+// Observe is the proxy's hook, called once per backend attempt: errName is that attempt's XKS
+// error ("" on success) and fellBack is true for the retry sent to the fallback backend.
+func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time.Duration, fellBack bool) {
+	if c.fleet != nil && !fellBack {
+		c.fleet.requests.Add(1)
+	}
+	c.probation.observe(backend, errName, latency, fellBack)
+}
+
+// ObserveFellBack is the proxy's hook for a request the primary failed and the fallback then
+// answered (with fallbackErr, "" on success): the primary's attempt is recorded like Observe's,
+// except that a definite refusal the fallback answered the same way is the caller's (an id
+// neither side holds), not the primary's. The fallback's own attempt goes to Observe.
+func (c *Controller) ObserveFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
+	if c.fleet != nil {
+		c.fleet.requests.Add(1)
+	}
+	c.probation.observeFellBack(primary, primaryErr, latency, fallbackErr)
+}
+
+// Recheck is the proxy's hook for a request the backend that served it refused definitely (no
+// fallback tried): body is the request, not retained after the call returns. While switched, a
+// refusal from the target is recorded in the probation window once the source has given its
+// answer to the same request.
+func (c *Controller) Recheck(backend string, op xks.Operation, createKey bool, keyID string, errName xks.ErrorName, latency time.Duration, body []byte) {
+	c.probation.recheck(c.sides.src.name, backend, op, createKey, keyID, errName, latency, body)
+}
+
+// Mirror is the proxy's hook after a successful Decrypt on the source (shadowing).
+func (c *Controller) Mirror(keyID string, reqBody, respBody []byte) {
+	c.shadow.mirror(keyID, reqBody, respBody)
 }

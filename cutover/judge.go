@@ -3,7 +3,6 @@ package cutover
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/xksproxy/xksproxy/xks"
@@ -20,14 +19,6 @@ import (
 // maxRechecks bounds the second opinions in flight; beyond it a refusal counts unjudged.
 const maxRechecks = 4
 
-// judge runs second opinions.
-type judge struct {
-	sem chan struct{}
-	wg  sync.WaitGroup
-}
-
-func newJudge() *judge { return &judge{sem: make(chan struct{}, maxRechecks)} }
-
 // Refusal reports whether n is a definite refusal a wrong caller gets from any backend.
 func Refusal(n xks.ErrorName) bool {
 	switch n {
@@ -38,43 +29,40 @@ func Refusal(n xks.ErrorName) bool {
 	return false
 }
 
-// judged reports whether Recheck, not Observe, records this attempt.
-func (c *Controller) judged(backend string, errName xks.ErrorName, fellBack bool) bool {
-	return !fellBack && Refusal(errName) && backend == c.sides.tgt.name && c.cfg.Forwarder != nil && c.curState() == StateSwitched
+// judged reports whether recheck, not observe, records this attempt.
+func (c *probation) judged(backend string, errName xks.ErrorName, fellBack bool) bool {
+	return !fellBack && Refusal(errName) && backend == c.target && c.fwd != nil && c.book.state() == StateSwitched
 }
 
-// Recheck is the proxy's hook for a request the backend that served it refused definitely (no
+// recheck is the proxy's hook for a request the backend that served it refused definitely (no
 // fallback tried): body is the request, not retained after the call returns. While switched, a
 // refusal from the target is recorded in the probation window once the source has given its
 // answer to the same request.
-func (c *Controller) Recheck(backend string, op xks.Operation, createKey bool, keyID string, errName xks.ErrorName, latency time.Duration, body []byte) {
+func (c *probation) recheck(source string, backend string, op xks.Operation, createKey bool, keyID string, errName xks.ErrorName, latency time.Duration, body []byte) {
 	if !c.judged(backend, errName, false) {
 		return
 	}
-	at := c.cfg.Now()
-	count := func(failed bool) {
-		c.probationSeen.Add(1)
-		c.probation.record(at, latency, failed)
-	}
+	at := c.now()
+	count := func(failed bool) { c.record(at, latency, failed) }
 	if createKey || op == xks.OpHealth || len(body) > maxMirrorBody || validKeyID(keyID) != nil {
 		count(true)
 		return
 	}
 	select {
-	case c.judge.sem <- struct{}{}:
+	case c.sem <- struct{}{}:
 	default:
 		count(true)
 		c.m.rechecks.WithLabelValues("unjudged").Inc()
 		return
 	}
 	req := append([]byte(nil), body...)
-	c.judge.wg.Add(1)
+	c.wg.Add(1)
 	go func() {
-		defer c.judge.wg.Done()
-		defer func() { <-c.judge.sem }()
+		defer c.wg.Done()
+		defer func() { <-c.sem }()
 		defer clear(req)
-		ctx, cancel := context.WithTimeout(c.baseCtx, c.cfg.Shadow.Timeout)
-		status, resp, err := c.cfg.Forwarder.Forward(ctx, c.sides.src.name, op, keyID, req)
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		status, resp, err := c.fwd.Forward(ctx, source, op, keyID, req)
 		cancel()
 		clear(resp) // a Decrypt's plaintext
 		same := err != nil && status != http.StatusOK && xks.NameOf(err) == errName
@@ -87,5 +75,5 @@ func (c *Controller) Recheck(backend string, op xks.Operation, createKey bool, k
 	}()
 }
 
-// waitRechecks waits for the second opinions in flight (Close).
-func (c *Controller) waitRechecks() { c.judge.wg.Wait() }
+// waitRechecks waits for the second opinions in flight.
+func (c *probation) waitRechecks() { c.wg.Wait() }

@@ -436,7 +436,7 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 		Address:      derefOr(m.address.Load()),
 		AppliedEpoch: m.applied.Load(), Primary: r[0], Fallback: r[1], Heartbeat: now.UTC(),
 		RequestsPerSec: bitsFloat(m.rps.Load()),
-		Probation:      c.probation.stats(now, c.cfg.Probation.Window),
+		Probation:      c.probation.local(now),
 		Shadow:         c.shadow.snapshot(),
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -673,32 +673,24 @@ func (m *member) peers() []MemberInfo {
 	return out
 }
 
-// probationStats aggregates the probation window over the fleet: requests and errors add up,
-// and the p99 is that of every request the fleet sent to the target (mergeProbation).
-func (c *Controller) probationStats(now time.Time) ProbationStats {
-	st := c.probation.stats(now, c.cfg.Probation.Window)
-	if c.fleet == nil {
-		st.Buckets = nil
-		return st
-	}
-	peers := c.fleet.peers()
-	qs := make([]ProbationStats, 0, len(peers))
+// peerProbation are the other live members' probation windows.
+func (m *member) peerProbation() []ProbationStats {
+	peers := m.peers()
+	out := make([]ProbationStats, 0, len(peers))
 	for _, p := range peers {
-		qs = append(qs, p.Probation)
+		out = append(out, p.Probation)
 	}
-	return mergeProbation(st, qs)
+	return out
 }
 
-// shadowStats sums the shadow counters over the fleet.
-func (c *Controller) shadowStats() ShadowStats {
-	s := c.shadow.snapshot()
-	if c.fleet == nil {
-		return s
+// peerShadow are the other live members' shadow counters.
+func (m *member) peerShadow() []ShadowStats {
+	peers := m.peers()
+	out := make([]ShadowStats, 0, len(peers))
+	for _, p := range peers {
+		out = append(out, p.Shadow)
 	}
-	for _, p := range c.fleet.peers() {
-		s = s.add(p.Shadow)
-	}
-	return s
+	return out
 }
 
 // FleetSize is the number of live members (1 without a fleet): health's xksProxyFleetSize.

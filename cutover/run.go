@@ -382,7 +382,7 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 		c.log.Warn("cutover: shadowing asked for but no Forwarder is configured; skipping it")
 	} else {
 		c.log.Info("cutover: shadowing live Decrypts to the target", "duration", d)
-		before := c.shadowStats()
+		before := c.shadow.stats()
 		c.shadow.start()
 		t := time.NewTimer(d)
 		select {
@@ -394,7 +394,7 @@ func (c *Controller) phaseShadow(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		after := c.shadowStats()
+		after := c.shadow.stats()
 		if n := after.Mismatch - before.Mismatch; n > 0 {
 			return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
 				h.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.sides.tgt.name)

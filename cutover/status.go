@@ -94,16 +94,16 @@ func (c *Controller) Status() Status {
 	if len(s.Failures) > maxStatusFailures {
 		s.Failures = s.Failures[:maxStatusFailures]
 	}
-	s.Shadow = c.shadowStats()
+	s.Shadow = c.shadow.stats()
 	s.Fleet = c.fleetStatus(c.cfg.Now())
-	s.Fallbacks = c.fallbacks.Load()
+	s.Fallbacks = c.probation.fallbacks.Load()
 	if s.State == StateSwitched {
 		p := c.cfg.Probation
 		s.Probation = &ProbationStatus{
-			ProbationStats: c.probationStats(c.cfg.Now()),
+			ProbationStats: c.probation.stats(c.cfg.Now()),
 			Duration:       p.Duration, Passed: passed,
 			MaxErrorRate: *p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: *p.MinRequests,
-			SinceSwitch: c.evidence(c.cfg.Now()),
+			SinceSwitch: c.probation.evidence(c.cfg.Now()),
 		}
 		if pr := s.Probation; !pr.Passed && !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests) {
 			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.sides.tgt.name, pr.SinceSwitch)

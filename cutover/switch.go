@@ -53,7 +53,6 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 		return err
 	}
 	c.probation.reset()
-	c.probationSeen.Store(0)
 	now := c.cfg.Now().UTC()
 	err := c.transition(evSwitch, func(h *Header) {
 		h.SwitchedAt = now
@@ -87,7 +86,7 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := c.cfg.Now()
-		st := c.probationStats(now)
+		st := c.probation.stats(now)
 		var reason, category string
 		if st.Requests >= *p.MinRequests {
 			switch {
@@ -118,7 +117,7 @@ func (c *Controller) probationLoop(ctx context.Context) {
 			return
 		}
 		if !now.Before(end) {
-			if seen := c.evidence(now); seen < int64(*p.MinRequests) {
+			if seen := c.probation.evidence(now); seen < int64(*p.MinRequests) {
 				// No evidence yet: probation goes on past its duration until the target
 				// has served MinRequests (status says so).
 				continue
@@ -140,14 +139,4 @@ func (c *Controller) probationLoop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// evidence is how many requests reached the target since the switch: this process's count or,
-// in fleet mode, the fleet's over the probation window when that is larger.
-func (c *Controller) evidence(now time.Time) int64 {
-	n := c.probationSeen.Load()
-	if c.fleet != nil {
-		n = max(n, int64(c.probationStats(now).Requests))
-	}
-	return n
 }
