@@ -160,19 +160,27 @@ func New(cfg Config) (*Controller, error) {
 		c.store = cfg.Storage
 	}
 	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
-	c.detectGenerations(c.baseCtx)
-	c.markers = newMarkerWriter(c)
+	c.sides.detectGenerations(c.baseCtx)
+	c.markers = newMarkerWriter(&markerBook{src: c.sides.src, tgt: c.sides.tgt, timeout: cfg.MarkerTimeout, log: c.log})
 	c.markers.run()
 	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
 	c.sides.book = c.book
 	c.probation = newProbation(cfg, c.book, m)
+	ld := &loader{src: cfg.Source.Name, tgt: cfg.Target.Name, store: c.store, file: c.file, markers: c.markers,
+		book: c.book, log: c.log, now: cfg.Now}
 	if cfg.Fleet != nil {
 		c.fleet = newMember(c, cfg.Fleet)
 		c.probation.peers = c.fleet.peerProbation
 		c.shadow.peers = c.fleet.peerShadow
-		err = c.loadFleet()
+		var applied bool
+		if applied, err = ld.loadFleet(c.baseCtx); err == nil && applied {
+			h := c.book.header()
+			p, f := h.Route()
+			c.fleet.applied.Store(h.Epoch)
+			c.fleet.route.Store(&[2]string{p, f})
+		}
 	} else {
-		err = c.loadJournal()
+		err = ld.loadJournal(c.baseCtx)
 	}
 	if err != nil {
 		c.baseCancel()
@@ -183,95 +191,6 @@ func New(cfg Config) (*Controller, error) {
 	c.flushDone = make(chan struct{})
 	go c.flusher()
 	return c, nil
-}
-
-func (c *Controller) loadJournal() error {
-	snap, err := c.store.Load(c.baseCtx)
-	if err != nil {
-		return err
-	}
-	var j *journal
-	if snap != nil {
-		j = journalFrom(snap)
-	} else if j, err = c.freshJournal(); err != nil {
-		return err
-	}
-	// The journal is served only if the backends' own records agree with it; with no journal,
-	// they say whether a migration happened without it.
-	act, err := c.checkMarkers(c.baseCtx, j, snap != nil, c.store.Where())
-	if err != nil {
-		return err
-	}
-	if err := c.settleMarkers(j, act, func() error {
-		if snap != nil && act != markersRecord && act != markersUpgrade {
-			return nil
-		}
-		return c.store.Save(c.baseCtx, Change{PrevEpoch: j.Epoch, Header: &j.Header})
-	}); err != nil {
-		return err
-	}
-	return c.adopt(j)
-}
-
-// settleMarkers writes what checkMarkers asked for around store, which stores j: a record is
-// written on the backends before j is stored (as every transition is), a fresh key store's
-// marker after.
-func (c *Controller) settleMarkers(j *journal, act markerAction, store func() error) error {
-	switch act {
-	case markersRecord:
-		if err := c.markers.record(c.baseCtx, markerOf(j)); err != nil {
-			return fmt.Errorf("%w; refusing to start on a record the backends do not hold: retry once one of them answers", err)
-		}
-	case markersUpgrade:
-		if err := c.markers.record(c.baseCtx, markerOf(j)); err != nil {
-			// The journal keeps no identity the backends do not hold: the next start upgrades.
-			c.log.Warn("cutover: cannot record the key store's identity on the backends yet; the next start retries", "err", truncate(err.Error()))
-			j.KeyStore = ""
-			return nil
-		}
-	}
-	if err := store(); err != nil {
-		return err
-	}
-	switch act {
-	case markersNote:
-		c.markers.note(markerOf(j))
-	case markersUpgrade:
-		c.removeLegacy(c.baseCtx)
-	}
-	return nil
-}
-
-// freshJournal is the journal of a key store that never migrated: epoch 1, the source serves,
-// and a new key store identity.
-func (c *Controller) freshJournal() (*journal, error) {
-	ks, err := newKeyStoreID()
-	if err != nil {
-		return nil, err
-	}
-	now := c.cfg.Now().UTC()
-	return &journal{Header: Header{Version: journalVersion, KeyStore: ks, Epoch: 1, State: StateServing,
-		Source: c.sides.src.name, Target: c.sides.tgt.name, StartedAt: now, UpdatedAt: now},
-		Keys: map[string]*KeyProgress{}}, nil
-}
-
-// adopt checks a loaded journal against the configuration and makes it current.
-func (c *Controller) adopt(j *journal) error {
-	if err := j.validate(); err != nil {
-		return corrupt(c.store.Where(), "%v", err)
-	}
-	where := c.store.Where()
-	if j.State.inMigration() {
-		if j.Source != c.sides.src.name || j.Target != c.sides.tgt.name {
-			return fmt.Errorf("journal %s: a migration %s → %s is in state %s but the configuration names %s → %s; restore that configuration, then finish or roll back the migration",
-				where, j.Source, j.Target, j.State, c.sides.src.name, c.sides.tgt.name)
-		}
-	} else if a, _ := j.Route(); a != c.sides.src.name && a != c.sides.tgt.name {
-		return fmt.Errorf("journal %s: backend %q is serving (state %s, epoch %d) but the configuration has no backend of that name; refusing to route elsewhere",
-			where, a, j.State, j.Epoch)
-	}
-	c.book.adopt(j)
-	return nil
 }
 
 // InitialRoute is what the proxy must serve at start-up according to the journal.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,176 +59,6 @@ func (m *member) isDriver() bool { return m.driver.Load() }
 
 // ready: this member applied an epoch (from the store or its local copy).
 func (m *member) ready() bool { return m.applied.Load() > 0 }
-
-// loadFleet reads the shared journal at start. With the store unreachable it falls back to
-// the local copy of the last epoch this replica applied; with neither, it is not ready. Whatever
-// it serves, the backends' markers must agree with it (checkMarkers), as in a single process.
-func (c *Controller) loadFleet() error {
-	ctx, cancel := context.WithTimeout(c.baseCtx, 15*time.Second)
-	defer cancel()
-	local, err := c.file.Load(ctx)
-	if err != nil {
-		return err
-	}
-	snap, err := c.store.Load(ctx)
-	if err == nil && snap == nil {
-		if local != nil && local.Header.Epoch > 1 {
-			return fmt.Errorf("%s holds no journal but this replica applied epoch %d (state %s, %s serving) according to %s: refusing to start the fleet again at epoch 1; restore the store, or move %s aside if this key store's fleet is to start afresh",
-				c.store.Where(), local.Header.Epoch, local.Header.State, local.Header.Primary(), c.file.Where(), c.file.Where())
-		}
-		if snap, err = c.createFleetJournal(ctx); err != nil {
-			return err
-		}
-	}
-	if err != nil {
-		if local == nil {
-			c.log.Warn("fleet: store unreachable and no local copy of an applied epoch; not ready until the store answers",
-				"store", c.store.Where(), "err", err)
-			j, ferr := c.freshJournal()
-			if ferr != nil {
-				return ferr
-			}
-			j.KeyStore = "" // unknown until the store answers; the markers judge what it says
-			return c.adopt(j)
-		}
-		j := journalFrom(local)
-		if _, err := c.checkMarkers(ctx, j, true, c.file.Where()); err != nil {
-			return err
-		}
-		c.log.Warn("fleet: store unreachable at start; serving the last applied epoch from the local copy",
-			"store", c.store.Where(), "local", c.file.Where(), "epoch", j.Epoch, "state", j.State, "err", err)
-		if err := c.adopt(j); err != nil {
-			return err
-		}
-		c.fleet.applied.Store(j.Epoch)
-		p, f := j.Route()
-		c.fleet.route.Store(&[2]string{p, f})
-		return nil
-	}
-	if local != nil && local.Header.Epoch > snap.Header.Epoch {
-		return fmt.Errorf("%s is at epoch %d but this replica applied epoch %d (%s) according to %s: the store went back in time (restored from an old backup?); refusing to serve an older route",
-			c.store.Where(), snap.Header.Epoch, local.Header.Epoch, local.Header.State, c.file.Where())
-	}
-	if local != nil && local.Header.KeyStore != "" && snap.Header.KeyStore != local.Header.KeyStore {
-		return fmt.Errorf("%w: %s holds key store %q but this replica served key store %s according to %s: refusing to serve another key store's state; restore the store, or move %s aside if this replica joins another key store",
-			ErrMarkerContradicts, c.store.Where(), snap.Header.KeyStore, local.Header.KeyStore, c.file.Where(), c.file.Where())
-	}
-	j := journalFrom(snap)
-	// Legacy (no key store yet) is accepted as the markers allow; the driver gives it its
-	// identity (drive).
-	legacy := j.KeyStore == ""
-	act, err := c.checkMarkers(ctx, j, true, c.store.Where())
-	if err != nil {
-		return err
-	}
-	if legacy {
-		j.KeyStore = "" // only the elected driver writes the identity
-	} else if act == markersNote {
-		c.markers.note(markerOf(j))
-	}
-	if err := c.adopt(j); err != nil {
-		return err
-	}
-	// The proxy is built on this epoch's route (InitialRoute): that is its first application.
-	c.fleet.applied.Store(j.Epoch)
-	p, f := j.Route()
-	c.fleet.route.Store(&[2]string{p, f})
-	return nil
-}
-
-// createFleetJournal writes the store's first journal: a fresh key store's, or one that goes on
-// from what the backends' markers record (checkMarkers). Whichever member gets there first
-// writes it; the others load it.
-func (c *Controller) createFleetJournal(ctx context.Context) (*Snapshot, error) {
-	j, err := c.freshJournal()
-	if err != nil {
-		return nil, err
-	}
-	act, err := c.checkMarkers(ctx, j, false, c.store.Where())
-	if err != nil {
-		return nil, err
-	}
-	if act == markersRecord {
-		if err := c.markers.record(ctx, markerOf(j)); err != nil {
-			return nil, fmt.Errorf("%w; refusing to start on a record the backends do not hold: retry once one of them answers", err)
-		}
-	}
-	err = c.store.Save(ctx, Change{Header: &j.Header})
-	switch {
-	case err == nil:
-		c.markers.note(markerOf(j))
-		return j.snapshot(), nil
-	case errors.Is(err, ErrFenced):
-		return c.store.Load(ctx) // another member created it first
-	}
-	return nil, err
-}
-
-// verifyHeader is what a member checks before it applies an epoch read from the store: the same
-// key store, and a record the backends hold (agreement). Someone who can write the store cannot
-// make a member route where the backends never went. ErrMarkerUnreadable: the markers could not
-// be read now (retried).
-func (c *Controller) verifyHeader(ctx context.Context, h *Header) error {
-	ks := c.book.header().KeyStore
-	if ks != "" && h.KeyStore != ks {
-		return fmt.Errorf("%w: the store names key store %q, this member serves key store %s", ErrMarkerContradicts, h.KeyStore, ks)
-	}
-	if h.KeyStore == "" {
-		return c.verifyLegacyHeader(ctx, h)
-	}
-	var newest *Marker
-	var failed []string
-	for _, b := range []*backend{c.sides.src, c.sides.tgt} {
-		m, err := c.readMarker(ctx, b, h.KeyStore)
-		if err != nil {
-			failed = append(failed, b.name+": "+truncate(err.Error()))
-			continue
-		}
-		if m != nil && (newest == nil || m.Epoch > newest.Epoch) {
-			newest = m
-		}
-	}
-	if newest == nil {
-		if len(failed) > 0 {
-			return fmt.Errorf("%w: %s", ErrMarkerUnreadable, strings.Join(failed, "; "))
-		}
-		if h.Epoch == 1 && h.State == StateServing {
-			return nil
-		}
-		return fmt.Errorf("%w: epoch %d (state %s) of key store %s is recorded on neither backend", ErrMarkerContradicts, h.Epoch, h.State, h.KeyStore)
-	}
-	if newest.Epoch > h.Epoch+1 {
-		// Older than the backends' record: a newer header follows; not applied meanwhile.
-		return fmt.Errorf("%w: epoch %d is older than epoch %d the backends record", ErrMarkerAhead, h.Epoch, newest.Epoch)
-	}
-	if err := agreement(h, newest); err != nil {
-		if len(failed) > 0 && newest.Epoch < h.Epoch {
-			// The backend that holds the newer record may be the one that cannot be read.
-			return fmt.Errorf("%w: %s (%v)", ErrMarkerUnreadable, strings.Join(failed, "; "), err)
-		}
-		return err
-	}
-	return nil
-}
-
-// verifyLegacyHeader checks a header with no key store identity (an earlier release's store,
-// before the driver gives it one): valid only while no backend holds a marker with an identity,
-// and not older than the earlier release's markers.
-func (c *Controller) verifyLegacyHeader(ctx context.Context, h *Header) error {
-	f := c.discoverAll(ctx)
-	if len(f.failed) > 0 {
-		return fmt.Errorf("%w: %s", ErrMarkerUnreadable, strings.Join(f.failed, "; "))
-	}
-	for _, m := range f.all {
-		if m.KeyStore != "" {
-			return fmt.Errorf("%w: the store holds no key store identity but backend %s records %s", ErrMarkerContradicts, m.Backend, m.describe())
-		}
-	}
-	if m := f.newest(""); m != nil && m.Epoch > h.Epoch {
-		return fmt.Errorf("%w: epoch %d is older than epoch %d the backends record", ErrMarkerAhead, h.Epoch, m.Epoch)
-	}
-	return nil
-}
 
 // start launches the member loops (once); called by Resume when the proxy serves.
 func (m *member) start() {
@@ -332,7 +161,7 @@ func (m *member) onHeader(h *Header) {
 	// Verified against the backends' markers before anything of it is taken; a header that
 	// cannot be verified now waits (pending) and the heartbeat tries it again.
 	ctx, cancel := context.WithTimeout(c.baseCtx, 3*c.cfg.MarkerTimeout)
-	err := c.verifyHeader(ctx, h)
+	err := c.markers.verifyHeader(ctx, h, c.book.header().KeyStore)
 	cancel()
 	if err != nil {
 		m.hold(h, err)
@@ -470,7 +299,7 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 	lctx, lcancel := context.WithTimeout(ctx, 15*time.Second)
 	snap, err := c.store.Load(lctx)
 	if err == nil && snap != nil {
-		err = c.verifyHeader(lctx, &snap.Header)
+		err = c.markers.verifyHeader(lctx, &snap.Header, c.book.header().KeyStore)
 		if err != nil {
 			lcancel()
 			m.hold(&snap.Header, err)
@@ -527,7 +356,7 @@ func (m *member) drive(lead context.Context) {
 		return
 	}
 	vctx, vcancel := context.WithTimeout(lead, 3*c.cfg.MarkerTimeout)
-	err = c.verifyHeader(vctx, &snap.Header)
+	err = c.markers.verifyHeader(vctx, &snap.Header, c.book.header().KeyStore)
 	vcancel()
 	if errors.Is(err, ErrMarkerUnreadable) {
 		c.log.Warn("fleet: elected but the backends' markers cannot be read to confirm the journal; resigning, will stand again", "err", err)
@@ -589,7 +418,16 @@ func (c *Controller) giveKeyStoreIdentity(ctx context.Context) error {
 		return err
 	}
 	c.log.Info("fleet: the key store has its identity now", "key_store", ks, "epoch", h.Epoch)
-	c.removeLegacy(ctx)
+	c.markers.removeLegacy(ctx)
+	return nil
+}
+
+// adopt makes a journal read from the store current, once it fits the configuration.
+func (c *Controller) adopt(j *journal) error {
+	if err := fits(j, c.sides.src.name, c.sides.tgt.name, c.store.Where()); err != nil {
+		return err
+	}
+	c.book.adopt(j)
 	return nil
 }
 

@@ -201,7 +201,7 @@ func TestPendingMarkerAhead(t *testing.T) {
 	must(t, err)
 	next := markerOf(journalFrom(snap))
 	next.Epoch, next.State, next.Fallback, next.Pending = epoch+1, StateFinalized, "", true
-	c0 := &Controller{cfg: Config{MarkerTimeout: time.Second}}
+	c0 := &markerBook{timeout: time.Second}
 	must(t, c0.writeMarker(ctxT(t), &backend{name: "B", k: e.cB}, next))
 
 	c := e.controller(t, nil)
