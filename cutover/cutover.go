@@ -8,26 +8,13 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
-
-	"github.com/xksproxy/xksproxy/xks"
 )
-
-// Router is the proxy's atomically swapped route table.
-type Router interface {
-	SetRoute(epoch uint64, primary, fallback string) error
-}
-
-// Forwarder sends one XKS call to one named backend through the same path as
-// live traffic; resp is the spec-normalised reply body.
-type Forwarder interface {
-	Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (status int, resp []byte, err error)
-}
 
 // State is a state of the migration state machine.
 type State string
@@ -92,42 +79,34 @@ type FinalizeOptions struct {
 }
 
 // Controller runs migrations. All methods are safe for concurrent use.
+//
+// Its life has three steps: New validates the configuration and builds the parts (no I/O, no
+// goroutine); Load reads the journal and judges it against the backends' markers (network calls)
+// and returns the route the proxy is to be built on; Run(ctx, proxy) owns every goroutine of the
+// migration (the runner, the flusher, the marker writer, the fleet member's loops, the shadow's
+// workers, probation's second opinions) until ctx ends, and returns once they all have. Control
+// operations wait for Run to start and are refused once it returned.
 type Controller struct {
-	cfg      Config
-	log      *slog.Logger
-	m        *metrics
-	store    Storage      // the journal: file (one process) or fleet store
-	file     *fileStorage // the file journal; in fleet mode the local copy of the applied epoch
-	book     *ledger      // the journal in memory: every read and write of it
-	fleet    *member      // nil: one process
-	bar      *progressBar
-	markers  *markerWriter
-	sides    *sides
-	copier   *copier
-	verifier *verifier
-	probe    *storageProbe
-	rights   *rightsSync
-
-	// ctl serialises control operations (start, switch, rollback, finalize
-	// and the runner's own transitions); acquired with a context so a
-	// cancelled runner never deadlocks an operator's rollback.
-	ctl chan struct{}
-
-	runMu   sync.Mutex
-	running bool
-	runStop context.CancelFunc
-	runDone chan struct{}
-
-	baseCtx    context.Context
-	baseCancel context.CancelFunc
-	flushDone  chan struct{}
-
+	cfg       Config
+	log       *slog.Logger
+	m         *metrics
+	store     Storage      // the journal: file (one process) or fleet store
+	file      *fileStorage // the file journal; in fleet mode the local copy of the applied epoch
+	book      *ledger      // the journal in memory: every read and write of it
+	markers   *markerWriter
+	control   *control // Run's context, goroutines, proxy; the control lock; the runner
+	fleet     *member  // nil: one process
+	sides     *sides
+	copier    *copier
+	verifier  *verifier
+	probe     *storageProbe
+	rights    *rightsSync
 	shadow    *shadower
 	probation *probation
 }
 
-// New loads (or creates) the journal and returns a controller. It starts no
-// migration work; call Resume to continue an interrupted run.
+// New validates cfg and builds a controller. It reads nothing and starts nothing: Load reads the
+// journal, Run runs the migration.
 func New(cfg Config) (*Controller, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
@@ -136,113 +115,130 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{
-		cfg:  cfg,
-		log:  cfg.Logger.With("component", "cutover"),
-		m:    m,
-		file: newFileStorage(cfg.JournalPath),
-		ctl:  make(chan struct{}, 1),
-		bar:  newProgressBar(cfg.Progress),
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "cutover"), m: m,
+		file: newFileStorage(cfg.JournalPath), control: newControl()}
+	c.store = c.file
+	if cfg.Fleet != nil {
+		c.store = cfg.Fleet
 	}
 	c.sides = &sides{
 		src: &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt: &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
 		sel: cfg.Select, workers: cfg.Concurrency, log: c.log,
 	}
-	c.probe = &storageProbe{sides: c.sides}
-	c.rights = &rightsSync{sides: c.sides, base: newRightsBase(), lim: rate.NewLimiter(rate.Limit(cfg.RightsSyncRate), 1),
-		interval: cfg.RightsSyncInterval, m: m, now: cfg.Now}
-	c.copier = &copier{sides: c.sides, rights: c.rights, probe: c.probe, grantEveryone: cfg.GrantEveryoneForServiceKeys}
-	c.verifier = &verifier{sides: c.sides, probe: c.probe}
-	c.shadow = newShadower(cfg, m, c.log)
-	c.store = c.file
-	if cfg.Fleet != nil {
-		c.store = cfg.Storage
-	}
-	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
-	c.sides.detectGenerations(c.baseCtx)
 	c.markers = newMarkerWriter(&markerBook{src: c.sides.src, tgt: c.sides.tgt, timeout: cfg.MarkerTimeout, log: c.log})
-	c.markers.run()
 	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
 	c.sides.book = c.book
-	c.probation = newProbation(cfg, c.book, m)
-	ld := &loader{src: cfg.Source.Name, tgt: cfg.Target.Name, store: c.store, file: c.file, markers: c.markers,
-		book: c.book, log: c.log, now: cfg.Now}
+	c.probe = &storageProbe{sides: c.sides}
+	c.rights = &rightsSync{sides: c.sides, base: newRightsBase(), lim: rate.NewLimiter(rate.Limit(cfg.RightsSync.Rate), 1),
+		interval: cfg.RightsSync.Interval, m: m, now: cfg.Now}
+	c.copier = &copier{sides: c.sides, rights: c.rights, probe: c.probe, grantEveryone: cfg.GrantEveryoneForServiceKeys}
+	c.verifier = &verifier{sides: c.sides, probe: c.probe}
+	c.shadow = newShadower(cfg, c.control, m, c.log)
+	c.probation = newProbation(cfg, c.book, c.control, m)
 	if cfg.Fleet != nil {
 		c.fleet = newMember(c, cfg.Fleet)
 		c.probation.peers = c.fleet.peerProbation
 		c.shadow.peers = c.fleet.peerShadow
-		var applied bool
-		if applied, err = ld.loadFleet(c.baseCtx); err == nil && applied {
-			h := c.book.header()
-			p, f := h.Route()
-			c.fleet.applied.Store(h.Epoch)
-			c.fleet.route.Store(&[2]string{p, f})
-		}
-	} else {
-		err = ld.loadJournal(c.baseCtx)
 	}
-	if err != nil {
-		c.baseCancel()
-		c.markers.close()
-		c.file.close()
-		return nil, err
-	}
-	c.flushDone = make(chan struct{})
-	go c.flusher()
 	return c, nil
 }
 
-// InitialRoute is what the proxy must serve at start-up according to the journal.
-func (c *Controller) InitialRoute() (epoch uint64, primary, fallback string) {
-	if !c.Ready() {
-		return 0, "", "" // fleet member with no epoch yet: not ready (see Ready)
+// Route is what the proxy serves: the epoch, the primary backend and the fallback ("" for none).
+type Route struct {
+	Epoch             uint64
+	Primary, Fallback string
+}
+
+// errLoaded: Load was called again.
+var errLoaded = errors.New("cutover: Load called twice")
+
+// Load reads the journal (the file, or the fleet store with the local copy as a fallback) and
+// serves it only if the backends' markers agree with it; it resolves the backends' access-control
+// generations first. It returns the route the proxy is to be built on (the journal decides it,
+// not the configuration), zero for a fleet member that has no epoch yet (not ready). It leaves no
+// goroutine running; on error nothing stays open.
+func (c *Controller) Load(ctx context.Context) (Route, error) {
+	if c.book.loaded() {
+		return Route{}, errLoaded
+	}
+	c.sides.detectGenerations(ctx)
+	ld := &loader{src: c.cfg.Source.Name, tgt: c.cfg.Target.Name, store: c.store, file: c.file, markers: c.markers,
+		book: c.book, log: c.log, now: c.cfg.Now}
+	var err error
+	applied := true
+	if c.fleet != nil {
+		if applied, err = ld.loadFleet(ctx); err == nil && applied {
+			h := c.book.header()
+			p, f := h.Route()
+			c.fleet.loaded(h.Epoch, p, f)
+		}
+	} else {
+		err = ld.loadJournal(ctx)
+	}
+	c.markers.settle() // the writes Load recorded: none outlives it
+	if err != nil {
+		c.file.close()
+		return Route{}, err
+	}
+	if !applied {
+		return Route{}, nil
 	}
 	h := c.book.header()
 	p, f := h.Route()
-	return h.Epoch, p, f
+	return Route{Epoch: h.Epoch, Primary: p, Fallback: f}, nil
 }
 
-// Close stops background work (the journal is already durable).
-func (c *Controller) Close() error {
-	c.baseCancel()
-	c.runMu.Lock()
-	done := c.runDone
-	c.runMu.Unlock()
-	if done != nil {
-		<-done
+// Run runs the migration until ctx ends, driving p (the proxy built on Load's route): it resumes
+// a journaled run (in fleet mode: the member's loops start, and the elected driver resumes),
+// writes the journal's progress, records the epochs on the backends, and returns once every
+// goroutine it started has ended, the last progress written and the journal closed.
+func (c *Controller) Run(ctx context.Context, p Proxy) error {
+	if !c.book.loaded() {
+		return errors.New("cutover: Run before Load")
 	}
-	c.shadow.stop()
-	c.probation.waitRechecks()
-	<-c.flushDone
-	c.markers.close()
+	if p == nil {
+		return errors.New("cutover: Run needs the proxy")
+	}
+	if err := c.control.begin(ctx, p); err != nil {
+		return err
+	}
+	markersDone := make(chan struct{})
+	go func() { defer close(markersDone); c.markers.loop() }()
+	c.control.spawn(c.flushLoop)
 	if c.fleet != nil {
-		c.fleet.wait()
+		c.fleet.run(c.control)
+	} else if err := c.resume(ctx); err != nil {
+		c.log.Error("cutover: resuming the journaled migration failed", "err", err)
 	}
+	<-ctx.Done()
+	c.control.end()
+	c.shadow.stop()
 	err := c.book.flush(c.writesJournal())
+	c.markers.close()
+	<-markersDone
 	c.file.close()
 	return err
 }
 
-// lock acquires the control lock or gives up when ctx ends.
-func (c *Controller) lock(ctx context.Context) error {
-	select {
-	case c.ctl <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// Close releases what Load opened, for a controller that will not Run (Run releases it itself
+// when it returns). It must not be called while Run runs.
+func (c *Controller) Close() error {
+	c.markers.settle()
+	c.file.close()
+	return nil
 }
 
-func (c *Controller) unlock() { <-c.ctl }
+// lock acquires the control lock (once Run has started) or gives up when ctx ends.
+func (c *Controller) lock(ctx context.Context) (ctlHeld, error) { return c.control.lock(ctx) }
 
 // curState is the state, without a lock.
 func (c *Controller) curState() State { return c.book.state() }
 
 // transition takes the move ev names in the state table (ledger.move: the backends record it,
 // then the journal), and only then applies its route; waiters wake once it is applied (or
-// refused). The caller holds ctl.
-func (c *Controller) transition(ev event, mutate func(h *Header)) error {
+// refused).
+func (c *Controller) transition(_ ctlHeld, ev event, mutate func(h *Header)) error {
 	mv, err := c.book.move(ev, mutate)
 	if err != nil {
 		return err
@@ -255,39 +251,31 @@ func (c *Controller) transition(ev event, mutate func(h *Header)) error {
 	return nil
 }
 
-// recordMarker writes a transition's marker on the backends before it is journaled, bounded by
-// the marker timeout.
-func (c *Controller) recordMarker(m *Marker) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.baseCtx), 2*c.cfg.MarkerTimeout)
-	defer cancel()
-	return c.markers.record(ctx, m)
-}
-
-// applyRoute swaps the proxy's route to an epoch's; in fleet mode it also keeps the local copy
-// of that epoch and acknowledges it.
+// applyRoute swaps the proxy's route to an epoch's; in fleet mode the member also keeps the local
+// copy of that epoch and acknowledges it.
 func (c *Controller) applyRoute(epoch uint64, primary, fallback string, st State) error {
 	if c.fleet != nil {
 		return c.fleet.apply(epoch, primary, fallback, st)
 	}
-	return c.cfg.Router.SetRoute(epoch, primary, fallback)
+	return c.control.link.setRoute(epoch, primary, fallback)
 }
 
 // writesJournal reports whether this process writes the journal's header and key records (a
 // fleet member that does not drive writes only its created-key notes).
 func (c *Controller) writesJournal() bool { return c.fleet == nil || c.fleet.isDriver() }
 
-// flusher writes per-key progress at most every 200ms: a restart loses at
-// most that much progress, and re-copying a key is idempotent (it is found
-// identical on the target and skipped).
-func (c *Controller) flusher() {
-	defer close(c.flushDone)
+// flushLoop writes per-key progress at most every 200ms: a restart loses at most that much
+// progress, and re-copying a key is idempotent (it is found identical on the target and
+// skipped). It draws the progress bar and logs the progress every 2 s while copying or verifying.
+func (c *Controller) flushLoop(ctx context.Context) {
+	bar := newProgressBar(c.cfg.Progress)
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	lastLog := time.Now()
 	for {
 		select {
-		case <-c.baseCtx.Done():
-			c.bar.finish()
+		case <-ctx.Done():
+			bar.finish()
 			return
 		case <-t.C:
 		}
@@ -295,7 +283,7 @@ func (c *Controller) flusher() {
 			c.log.Error("journal flush failed", "err", err)
 		}
 		st := c.Status()
-		c.bar.draw(&st)
+		bar.draw(&st)
 		if (st.State == StateCopying || st.State == StateVerifying) && time.Since(lastLog) >= 2*time.Second {
 			lastLog = time.Now()
 			c.log.Info("cutover progress", "state", st.State, "epoch", st.Epoch, "total", st.Keys.Total,

@@ -87,9 +87,9 @@ func TestHappyPath(t *testing.T) {
 				k.Wipe()
 			}
 			// A restarted controller serves what the journal says.
-			c.Close()
+			e.stop(c)
 			c2 := e.controller(t, nil)
-			if ep, p, f := c2.InitialRoute(); p != "B" || f != "" || ep != st.Epoch {
+			if ep, p, f := c2.journalRoute(); p != "B" || f != "" || ep != st.Epoch {
 				t.Errorf("InitialRoute after restart: %d %s %s", ep, p, f)
 			}
 		})
@@ -256,17 +256,17 @@ func TestRestartMidCopy(t *testing.T) {
 	for c1.Status().Keys.Copied < 10 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	must(t, c1.Close()) // the process goes away mid-copy
+	must(t, e.stop(c1)) // the process goes away mid-copy
 	done := c1.Status().Keys.Copied
 	if done >= 40 {
 		t.Skip("copy finished before the restart")
 	}
 	e.A.SetFaults(kmsemu.Faults{})
-	c2 := e.controller(t, slow)
+	c2 := e.loaded(t, slow)
 	if st := c2.Status(); st.State != StateCopying || st.Keys.Copied < done {
 		t.Fatalf("after restart: %s, %d copied (had %d)", st.State, st.Keys.Copied, done)
 	}
-	must(t, c2.Resume(ctx))
+	e.run(t, c2) // resumes
 	st := mustWait(t, c2, StateVerified)
 	// Keys done before the restart were not copied again; at most the one
 	// in flight is found already on B.
@@ -307,7 +307,7 @@ func TestRestartBetweenImportAndGrants(t *testing.T) {
 			if n := imported(); n < len(ids) {
 				t.Fatalf("setup: %d of %d keys imported on B", n, len(ids))
 			}
-			must(t, c1.Close()) // the process goes away with every key imported, no grant written
+			must(t, e.stop(c1)) // the process goes away with every key imported, no grant written
 			// Only a key with nothing to grant (none on A, no [aws-xks-service] grant on a 5.26 B)
 			// can have finished its copy.
 			nothingToGrant := 0
@@ -326,8 +326,7 @@ func TestRestartBetweenImportAndGrants(t *testing.T) {
 			}
 
 			e.failB.set("")
-			c2 := e.controller(t, wide)
-			must(t, c2.Resume(ctx))
+			c2 := e.controller(t, wide) // resumes
 			st := mustWait(t, c2, StateVerified)
 			if st.Keys.Conflicts != 0 || st.Keys.Errors != 0 || st.Keys.Verified != len(ids) {
 				t.Fatalf("after the restart: %+v (failures %v), want all %d verified", st.Keys, st.Failures, len(ids))
@@ -460,7 +459,7 @@ func TestCorruptJournal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			must(t, os.WriteFile(e.journal, []byte(tc.data), 0o600))
-			_, err := New(e.config(nil))
+			_, _, err := open(e.config(nil))
 			if err == nil || !errors.Is(err, ErrCorruptJournal) || !strings.Contains(err.Error(), tc.want) ||
 				!strings.Contains(err.Error(), e.journal) || !strings.Contains(err.Error(), "refusing to start") {
 				t.Fatalf("New: %v", err)
@@ -469,7 +468,7 @@ func TestCorruptJournal(t *testing.T) {
 	}
 	// A journal naming another migration refuses too.
 	must(t, os.WriteFile(e.journal, []byte(`{"version":1,"epoch":3,"state":"switched","source":"X","target":"Y","keys":{}}`), 0o600))
-	if _, err := New(e.config(nil)); err == nil || !strings.Contains(err.Error(), "X → Y") {
+	if _, _, err := open(e.config(nil)); err == nil || !strings.Contains(err.Error(), "X → Y") {
 		t.Fatalf("New: %v", err)
 	}
 }
@@ -525,8 +524,8 @@ func TestShadow(t *testing.T) {
 		}
 		return 200, append([]byte(nil), body...), nil
 	}}
+	e.router.setForward(fwd)
 	c := e.controller(t, func(cfg *Config) {
-		cfg.Forwarder = fwd
 		cfg.Shadow = ShadowConfig{QueueSize: 4, Workers: 2}
 	})
 	// Outside shadowing, Mirror does nothing.
@@ -587,7 +586,8 @@ func TestShadowMismatchBlocksSwitch(t *testing.T) {
 	fwd := &fakeForwarder{fn: func(ctx context.Context, backend string, op xks.Operation, keyID string, b []byte) (int, []byte, error) {
 		return 200, []byte(`{"plaintext":"b3RoZXI="}`), nil
 	}}
-	c := e.controller(t, func(cfg *Config) { cfg.Forwarder = fwd })
+	e.router.setForward(fwd)
+	c := e.controller(t, nil)
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{Shadow: 300 * time.Millisecond, AutoSwitch: true}))
 	mustWait(t, c, StateShadowing)
@@ -645,11 +645,9 @@ func TestNextMigrationAfterFinalize(t *testing.T) {
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)
 	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
-	c.Close()
+	must(t, e.stop(c))
 	// Back from B to A with the roles exchanged.
-	c2, err := New(e.config(func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
-	must(t, err)
-	defer c2.Close()
+	c2 := e.controller(t, func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source })
 	must(t, c2.Start(ctx, StartOptions{AutoSwitch: true}))
 	st := mustWait(t, c2, StateSwitched)
 	if st.Keys.Skipped != 4 {
@@ -915,7 +913,7 @@ func TestRightsSyncPaced(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 20)
 	const perSecond = 10
-	c := e.controller(t, func(cfg *Config) { cfg.RightsSyncRate = perSecond })
+	c := e.controller(t, func(cfg *Config) { cfg.RightsSync.Rate = perSecond })
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)

@@ -12,10 +12,11 @@ import (
 // any selected key that exists only on the source (created just before the
 // switch); it refuses, naming them, if that fails.
 func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
-	if err := c.lock(ctx); err != nil {
+	held, err := c.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
@@ -32,10 +33,10 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 		c.log.Warn("cutover: finalizing before probation passed", "reason", truncate(reason), "requests", c.probation.seen.Load())
 	}
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
-	return c.withRunnerStopped(func() error { return c.finalizeLocked(ctx, opts) })
+	return c.withRunnerStopped(held, func() error { return c.finalize(ctx, held, opts) })
 }
 
-func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) error {
+func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOptions) error {
 	if opts.RevokeSourceGrants {
 		if err := c.probe.refuseRevokeShared(ctx); err != nil {
 			c.book.setError(truncate(err.Error()))
@@ -84,7 +85,7 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 	if err := c.barrier(ctx, c.curEpoch()); err != nil {
 		return err
 	}
-	if err := c.transition(evFinalize, func(h *Header) { h.LastError = "" }); err != nil {
+	if err := c.transition(held, evFinalize, func(h *Header) { h.LastError = "" }); err != nil {
 		return err
 	}
 	if opts.RevokeSourceGrants {

@@ -10,6 +10,8 @@ import (
 // epoch with the same atomic route swap and acknowledges it in its member record. Package fleet
 // implements it on etcd. A nil Fleet is the single-process controller.
 type Fleet interface {
+	// Storage: the fleet's shared journal, which only the elected driver writes (fenced).
+	Storage
 	// Member is this replica's name (unique in the fleet).
 	Member() string
 	// Campaign blocks until this member is elected driver or ctx ends. The returned context

@@ -14,7 +14,7 @@ import (
 // principal without a grant): before it counts against the target, the same request is sent to
 // the source off the request path (a second opinion), and it counts only if the source answers
 // otherwise. A CreateKey is never sent again (it would mint a key). With no second opinion to be
-// had (too many at once, no forwarder) the refusal counts, as it always did.
+// had (too many at once, before Run gave the proxy or once it is ending) the refusal counts.
 
 // maxRechecks bounds the second opinions in flight; beyond it a refusal counts unjudged.
 const maxRechecks = 4
@@ -31,7 +31,7 @@ func Refusal(n xks.ErrorName) bool {
 
 // judged reports whether recheck, not observe, records this attempt.
 func (c *probation) judged(backend string, errName xks.ErrorName, fellBack bool) bool {
-	return !fellBack && Refusal(errName) && backend == c.target && c.fwd != nil && c.book.state() == StateSwitched
+	return !fellBack && Refusal(errName) && backend == c.target && c.ctl.link.attached() && c.book.state() == StateSwitched
 }
 
 // recheck is the proxy's hook for a request the backend that served it refused definitely (no
@@ -56,13 +56,11 @@ func (c *probation) recheck(source string, backend string, op xks.Operation, cre
 		return
 	}
 	req := append([]byte(nil), body...)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
+	ok := c.ctl.spawn(func(run context.Context) {
 		defer func() { <-c.sem }()
 		defer clear(req)
-		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		status, resp, err := c.fwd.Forward(ctx, source, op, keyID, req)
+		ctx, cancel := context.WithTimeout(run, c.timeout)
+		status, resp, err := c.ctl.link.forward(ctx, source, op, keyID, req)
 		cancel()
 		clear(resp) // a Decrypt's plaintext
 		same := err != nil && status != http.StatusOK && xks.NameOf(err) == errName
@@ -72,8 +70,11 @@ func (c *probation) recheck(source string, backend string, op xks.Operation, cre
 			c.m.rechecks.WithLabelValues("target").Inc()
 		}
 		count(!same)
-	}()
+	})
+	if !ok { // Run is ending: no second opinion to be had
+		<-c.sem
+		clear(req)
+		count(true)
+		c.m.rechecks.WithLabelValues("unjudged").Inc()
+	}
 }
-
-// waitRechecks waits for the second opinions in flight.
-func (c *probation) waitRechecks() { c.wg.Wait() }

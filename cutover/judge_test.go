@@ -28,7 +28,8 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 		return http.StatusOK, []byte(`{"plaintext":"AAAA"}`), nil
 	}}
 	e, _, _ := switchedEnv(t)
-	c := e.controller(t, func(cfg *Config) { cfg.Forwarder = fwd })
+	e.router.setForward(fwd)
+	c := e.controller(t, nil)
 	if c.curState() != StateSwitched {
 		t.Fatalf("state %s", c.curState())
 	}

@@ -18,10 +18,7 @@ type markerWriter struct {
 	*markerBook
 	wake chan struct{}
 	stop chan struct{}
-	done chan struct{}
 
-	stopOnce sync.Once
-	started  atomic.Bool
 	inflight sync.WaitGroup // record's writes
 	mu       sync.Mutex
 	want     *Marker
@@ -31,20 +28,12 @@ type markerWriter struct {
 }
 
 func newMarkerWriter(b *markerBook) *markerWriter {
-	w := &markerWriter{markerBook: b, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	w := &markerWriter{markerBook: b, wake: make(chan struct{}, 1), stop: make(chan struct{}),
 		written: map[string]uint64{}, failing: map[string]bool{}, locks: map[string]*sync.Mutex{}}
 	for _, b := range []*backend{b.src, b.tgt} {
 		w.locks[b.name] = &sync.Mutex{}
 	}
 	return w
-}
-
-// run writes in the background until close; Controller.Run starts it.
-func (w *markerWriter) run() {
-	if !w.started.CompareAndSwap(false, true) {
-		return
-	}
-	go w.loop()
 }
 
 // note asks for m to be written to the backends that lack it.
@@ -144,8 +133,8 @@ func (w *markerWriter) writeAll(m *Marker, bs []*backend) bool {
 	return !failed.Load()
 }
 
+// loop writes in the background until close; Run runs it.
 func (w *markerWriter) loop() {
-	defer close(w.done)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	backoff := time.Second
@@ -174,12 +163,12 @@ func (w *markerWriter) loop() {
 	}
 }
 
-// close waits for record's writes, writes what is pending once more and stops; safe to call
-// twice (Close may be).
+// settle waits for record's writes (Load leaves none running).
+func (w *markerWriter) settle() { w.inflight.Wait() }
+
+// close waits for record's writes and stops the loop, which writes what is pending once more;
+// Run calls it once, then waits for the loop.
 func (w *markerWriter) close() {
-	w.inflight.Wait()
-	w.stopOnce.Do(func() { close(w.stop) })
-	if w.started.Load() {
-		<-w.done
-	}
+	w.settle()
+	close(w.stop)
 }

@@ -43,9 +43,7 @@ type member struct {
 	requests   atomic.Uint64            // XKS requests observed, for requests/s
 	rps        atomic.Uint64            // float64 bits
 
-	started atomic.Bool
 	address atomic.Pointer[string] // admin URL to advertise, when known only at run time
-	wg      sync.WaitGroup
 	// leadCtx is the driver's leadership context (nil when not driving); the runner lives in it.
 	leadMu  sync.Mutex
 	leadCtx context.Context
@@ -60,21 +58,26 @@ func (m *member) isDriver() bool { return m.driver.Load() }
 // ready: this member applied an epoch (from the store or its local copy).
 func (m *member) ready() bool { return m.applied.Load() > 0 }
 
-// start launches the member loops (once); called by Resume when the proxy serves.
-func (m *member) start() {
-	if !m.started.CompareAndSwap(false, true) {
-		return
-	}
-	ctx := m.c.baseCtx
-	m.wg.Add(3)
-	go func() { defer m.wg.Done(); m.f.Watch(ctx, m.onEvent) }()
-	go func() { defer m.wg.Done(); m.heartbeatLoop(ctx) }()
-	go func() { defer m.wg.Done(); m.campaignLoop(ctx) }()
+// run starts the member loops in goroutines Run owns.
+func (m *member) run(ctl *control) {
+	ctl.spawn(func(ctx context.Context) { m.f.Watch(ctx, func(ev WatchEvent) { m.onEvent(ctx, ev) }) })
+	ctl.spawn(m.heartbeatLoop)
+	ctl.spawn(m.campaignLoop)
 	m.pokeNow()
 }
 
-// wait returns once the loops ended (the controller's base context is cancelled).
-func (m *member) wait() { m.wg.Wait() }
+// loaded records the epoch Load adopted: the proxy is built on its route, its first application.
+func (m *member) loaded(epoch uint64, primary, fallback string) {
+	m.applied.Store(epoch)
+	m.route.Store(&[2]string{primary, fallback})
+}
+
+// leadContext is the driver's lead (nil when not driving): the runner lives in it.
+func (m *member) leadContext() context.Context {
+	m.leadMu.Lock()
+	defer m.leadMu.Unlock()
+	return m.leadCtx
+}
 
 func (m *member) pokeNow() {
 	select {
@@ -91,7 +94,7 @@ func (m *member) apply(epoch uint64, primary, fallback string, st State) error {
 	if epoch < m.applied.Load() {
 		return nil
 	}
-	if err := m.c.cfg.Router.SetRoute(epoch, primary, fallback); err != nil {
+	if err := m.c.control.link.setRoute(epoch, primary, fallback); err != nil {
 		return err
 	}
 	h := m.c.book.header()
@@ -118,22 +121,22 @@ func (m *member) apply(epoch uint64, primary, fallback string, st State) error {
 }
 
 // onEvent handles one change of the shared journal.
-func (m *member) onEvent(ev WatchEvent) {
+func (m *member) onEvent(ctx context.Context, ev WatchEvent) {
 	c := m.c
 	switch {
 	case ev.Resync:
 		if m.isDriver() {
 			return // the driver holds the newest journal; its own writes are fenced
 		}
-		ctx, cancel := context.WithTimeout(c.baseCtx, 15*time.Second)
-		snap, err := c.store.Load(ctx)
+		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		snap, err := c.store.Load(lctx)
 		cancel()
 		if err != nil || snap == nil {
 			return
 		}
 		// The header first: a new migration's header clears the previous one's records,
 		// and must not clear the ones just loaded.
-		m.onHeader(&snap.Header)
+		m.onHeader(ctx, &snap.Header)
 		c.book.resync(snap)
 	case ev.Key != nil:
 		if m.isDriver() || validKeyID(ev.Key.ID) != nil {
@@ -146,11 +149,11 @@ func (m *member) onEvent(ev WatchEvent) {
 		}
 		c.book.takeCreated(*ev.Created)
 	case ev.Header != nil:
-		m.onHeader(ev.Header)
+		m.onHeader(ctx, ev.Header)
 	}
 }
 
-func (m *member) onHeader(h *Header) {
+func (m *member) onHeader(ctx context.Context, h *Header) {
 	c := m.c
 	if !h.State.valid() || h.Epoch == 0 || !validKeyStoreID(h.KeyStore) {
 		return
@@ -160,8 +163,8 @@ func (m *member) onHeader(h *Header) {
 	}
 	// Verified against the backends' markers before anything of it is taken; a header that
 	// cannot be verified now waits (pending) and the heartbeat tries it again.
-	ctx, cancel := context.WithTimeout(c.baseCtx, 3*c.cfg.MarkerTimeout)
-	err := c.markers.verifyHeader(ctx, h, c.book.header().KeyStore)
+	vctx, cancel := context.WithTimeout(ctx, 3*c.cfg.MarkerTimeout)
+	err := c.markers.verifyHeader(vctx, h, c.book.header().KeyStore)
 	cancel()
 	if err != nil {
 		m.hold(h, err)
@@ -250,7 +253,7 @@ func (m *member) heartbeatLoop(ctx context.Context) {
 		}
 		m.heartbeat(ctx, now)
 		if h := m.held.Load(); h != nil {
-			m.onHeader(h)
+			m.onHeader(ctx, h)
 		}
 	}
 }
@@ -384,7 +387,7 @@ func (m *member) drive(lead context.Context) {
 	if err := m.apply(snap.Header.Epoch, p, f, snap.Header.State); err != nil {
 		c.log.Error("fleet: applying the stored epoch failed", "err", err)
 	}
-	if err := c.resumeLocal(lead); err != nil {
+	if err := c.resume(lead); err != nil {
 		c.log.Error("fleet: resuming the migration failed", "err", err)
 	}
 	<-lead.Done()
@@ -395,9 +398,9 @@ func (m *member) drive(lead context.Context) {
 	m.leadCtx = nil
 	m.leadMu.Unlock()
 	// The runner lives in lead: it has stopped or is stopping.
-	if err := c.lock(context.Background()); err == nil {
-		c.stopRunner()
-		c.unlock()
+	if held, err := c.lock(context.Background()); err == nil {
+		c.control.stopRunner(held)
+		c.control.unlock(held)
 	}
 	c.shadow.stop()
 }
@@ -429,21 +432,6 @@ func (c *Controller) adopt(j *journal) error {
 	}
 	c.book.adopt(j)
 	return nil
-}
-
-// runContext is the context a runner lives in: the controller's, or the driver's lead.
-func (c *Controller) runContext() context.Context {
-	if c.fleet == nil {
-		return c.baseCtx
-	}
-	c.fleet.leadMu.Lock()
-	defer c.fleet.leadMu.Unlock()
-	if c.fleet.leadCtx != nil {
-		return c.fleet.leadCtx
-	}
-	ctx, cancel := context.WithCancel(c.baseCtx)
-	cancel() // not driving: a runner must not start
-	return ctx
 }
 
 // barrier waits until every registered member, live or not, acknowledged epoch: a step that

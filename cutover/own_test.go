@@ -174,14 +174,14 @@ func TestJournalTheBackendsContradict(t *testing.T) {
 			if tc.want == nil {
 				// A header one epoch past a confirmed marker is no crash window: refused too.
 				editJournal(t, e.journal, func(h *Header) { h.Epoch++; h.State = StateFinalized })
-				_, err := New(e.config(nil))
+				_, _, err := open(e.config(nil))
 				if !errors.Is(err, ErrMarkerContradicts) {
 					t.Fatalf("New with a journal one epoch past the backends: %v", err)
 				}
 				return
 			}
 			editJournal(t, e.journal, tc.edit)
-			_, err := New(e.config(nil))
+			_, _, err := open(e.config(nil))
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) || !strings.Contains(err.Error(), "refusing to serve it") {
 				t.Fatalf("New: %v, want %v (%q)", err, tc.want, tc.text)
 			}
@@ -205,20 +205,20 @@ func TestPendingMarkerAhead(t *testing.T) {
 	must(t, c0.writeMarker(ctxT(t), &backend{name: "B", k: e.cB}, next))
 
 	c := e.controller(t, nil)
-	if ep, p, f := c.InitialRoute(); ep != epoch || p != "B" || f != "A" {
+	if ep, p, f := c.journalRoute(); ep != epoch || p != "B" || f != "A" {
 		t.Fatalf("route %d %s/%s, want the journal's epoch %d B with fallback A", ep, p, f, epoch)
 	}
 	must(t, c.Finalize(ctxT(t), FinalizeOptions{Force: true, Reason: "test"}))
 	if st := c.Status(); st.Epoch != epoch+1 || st.State != StateFinalized {
 		t.Fatalf("after finalize: epoch %d state %s", st.Epoch, st.State)
 	}
-	must(t, c.Close())
+	must(t, e.stop(c))
 
 	// Confirmed this time, with the journal one epoch behind: an old journal.
 	next.Epoch, next.Pending = epoch+2, false
 	next.State, next.Fallback = StateRollingBack, "B"
 	must(t, c0.writeMarker(ctxT(t), &backend{name: "B", k: e.cB}, next))
-	if _, err := New(e.config(nil)); !errors.Is(err, ErrMarkerAhead) {
+	if _, _, err := open(e.config(nil)); !errors.Is(err, ErrMarkerAhead) {
 		t.Fatalf("New with a confirmed marker ahead: %v", err)
 	}
 }
@@ -255,7 +255,7 @@ func TestLegacyMarkerUpgrade(t *testing.T) {
 	if ks == "" {
 		t.Fatal("no key store identity after the upgrade")
 	}
-	if ep, p, _ := c.InitialRoute(); ep != epoch || p != "B" {
+	if ep, p, _ := c.journalRoute(); ep != epoch || p != "B" {
 		t.Errorf("route after the upgrade: epoch %d %s", ep, p)
 	}
 	for _, b := range []struct {
@@ -269,7 +269,7 @@ func TestLegacyMarkerUpgrade(t *testing.T) {
 			t.Errorf("marker on %s: %+v", b.name, m)
 		}
 	}
-	must(t, c.Close())
+	must(t, e.stop(c))
 	again, err := newFileStorage(e.journal).Load(context.Background())
 	must(t, err)
 	if again.Header.KeyStore != ks {

@@ -1,7 +1,6 @@
 package cutover
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,19 +22,18 @@ type probation struct {
 	// reaches MinRequests, however long it lasts.
 	seen      atomic.Int64
 	fallbacks atomic.Uint64 // calls retried on the fallback
-	// Second opinions (judge.go): forwarded to the source through fwd, at most maxRechecks at
-	// once, each within timeout.
-	fwd     Forwarder
+	// Second opinions (judge.go): forwarded to the source through Run's proxy, in goroutines Run
+	// owns, at most maxRechecks at once, each within timeout.
+	ctl     *control
 	timeout time.Duration
 	sem     chan struct{}
-	wg      sync.WaitGroup
 	// peers are the other members' windows (fleet mode; nil: one process).
 	peers func() []ProbationStats
 }
 
-func newProbation(cfg Config, book *ledger, m *metrics) *probation {
+func newProbation(cfg Config, book *ledger, ctl *control, m *metrics) *probation {
 	return &probation{cfg: cfg.Probation, target: cfg.Target.Name, book: book, m: m, now: cfg.Now, win: newWindow(4096),
-		fwd: cfg.Forwarder, timeout: cfg.Shadow.Timeout, sem: make(chan struct{}, maxRechecks)}
+		ctl: ctl, timeout: cfg.Shadow.Timeout, sem: make(chan struct{}, maxRechecks)}
 }
 
 // reset starts a switch's probation: an empty window, no request seen.

@@ -21,18 +21,19 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 	if len(reason) > 500 {
 		reason = reason[:500]
 	}
-	if err := c.lock(ctx); err != nil {
+	held, err := c.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
 	c.log.Info("cutover: rollback asked", "reason", reason)
-	return c.withRunnerStopped(func() error { return c.rollbackLocked(ctx, reason, "manual") })
+	return c.withRunnerStopped(held, func() error { return c.rollback(ctx, held, reason, "manual") })
 }
 
-func (c *Controller) rollbackLocked(ctx context.Context, reason, category string) error {
+func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, category string) error {
 	st := c.curState()
 	if st == StateServing || st == StateRolledBack {
 		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.sides.src.name)
@@ -46,7 +47,7 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		if err := c.barrier(ctx, c.curEpoch()); err != nil {
 			return err
 		}
-		if err := c.transition(evRollback, func(h *Header) {
+		if err := c.transition(held, evRollback, func(h *Header) {
 			h.Reason = reason
 			h.LastError = ""
 		}); err != nil {
@@ -70,7 +71,7 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 	if st == StateRollingBack {
 		ev = evRolledBack
 	}
-	if err := c.transition(ev, func(h *Header) {
+	if err := c.transition(held, ev, func(h *Header) {
 		h.Reason = reason
 		h.LastError = ""
 	}); err != nil {

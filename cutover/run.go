@@ -29,17 +29,18 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	case opts.Shadow == 0:
 		opts.Shadow = c.cfg.Shadow.Duration
 	}
-	if err := c.lock(ctx); err != nil {
+	held, err := c.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
 	h := c.book.header()
 	st := h.State
 	active, _ := h.Route()
-	if c.isRunning() {
+	if c.control.isRunning() {
 		return ErrRunning
 	}
 	c.probe.ensureShared(ctx)
@@ -49,7 +50,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 			return fmt.Errorf("%w: backend %q serves (state %s); configure it as the migration source", ErrWrongState, active, st)
 		}
 		now := c.cfg.Now().UTC()
-		err := c.transition(evStart, func(h *Header) {
+		err := c.transition(held, evStart, func(h *Header) {
 			h.Source, h.Target = c.sides.src.name, c.sides.tgt.name
 			h.StartedAt, h.SwitchedAt = now, time.Time{}
 			h.Options = opts
@@ -61,7 +62,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 		}
 		c.rights.reset()
 	case StateCopyFailed, StateVerifyFailed:
-		err := c.transition(evRetry, func(h *Header) {
+		err := c.transition(held, evRetry, func(h *Header) {
 			h.Options = opts
 			h.LastError = ""
 		})
@@ -73,96 +74,62 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	default:
 		return fmt.Errorf("%w: cannot start in state %s", ErrWrongState, st)
 	}
-	c.launch()
+	c.launch(held)
 	return nil
 }
 
-// Resume continues a run interrupted by a restart (copy, verify, shadow,
-// auto-switch, probation). It is a no-op when there is nothing to resume.
-func (c *Controller) Resume(ctx context.Context) error {
-	if c.fleet != nil {
-		// Fleet mode: the member loops start; the elected driver resumes (resumeLocal).
-		c.fleet.start()
-		return nil
-	}
-	return c.resumeLocal(ctx)
-}
-
-// resumeLocal continues the journaled run in this process.
-func (c *Controller) resumeLocal(ctx context.Context) error {
-	if err := c.lock(ctx); err != nil {
+// resume continues, in parent (Run's context, or a fleet driver's lead), the run the journal
+// records (copy, verify, shadow, auto-switch, probation, an interrupted rollback). It is a no-op
+// when there is nothing to resume.
+func (c *Controller) resume(parent context.Context) error {
+	held, err := c.lock(parent)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	h := c.book.header()
 	st, opts, passed := h.State, h.Options, h.ProbationPassed
-	if c.isRunning() {
+	if c.control.isRunning() {
 		return nil
 	}
 	if st == StateRollingBack {
-		reason := h.Reason
 		c.log.Info("cutover: resuming an interrupted rollback")
-		return c.rollbackLocked(ctx, reason, "resumed")
+		return c.rollback(parent, held, h.Reason, "resumed")
 	}
 	switch {
 	case st == StateCopying, st == StateVerifying, st == StateShadowing,
 		st == StateVerified && opts.AutoSwitch,
 		st == StateSwitched && (!passed || opts.AutoFinalize):
 		c.log.Info("cutover: resuming", "state", st)
-		c.probe.ensureShared(ctx)
-		c.launch()
+		c.probe.ensureShared(parent)
+		c.launch(held)
 	}
 	return nil
 }
 
-// launch starts the runner. The caller holds ctl.
-func (c *Controller) launch() {
-	ctx, cancel := context.WithCancel(c.runContext())
-	done := make(chan struct{})
-	c.runMu.Lock()
-	c.running, c.runStop, c.runDone = true, cancel, done
-	c.runMu.Unlock()
-	go func() {
-		defer close(done)
-		defer cancel()
-		c.run(ctx)
-		c.runMu.Lock()
-		if c.runDone == done {
-			c.running, c.runStop, c.runDone = false, nil, nil
-		}
-		c.runMu.Unlock()
-	}()
+// launch starts the runner: in Run's context, or in the lead of a fleet member that drives (a
+// member that does not drive runs none).
+func (c *Controller) launch(held ctlHeld) {
+	parent := c.control.runContext()
+	if c.fleet != nil {
+		parent = c.fleet.leadContext()
+	}
+	if parent == nil || parent.Err() != nil {
+		return
+	}
+	c.control.launch(held, parent, c.run)
 }
 
-// stopRunner cancels the runner and waits for it. The caller holds ctl,
-// never the runner itself.
 // withRunnerStopped is the dance Switch, Rollback and Finalize share: the background runner is
 // stopped while op changes the state, and relaunched when op leaves the migration switched (the
 // runner watches probation), whether op succeeded or not.
-func (c *Controller) withRunnerStopped(op func() error) error {
-	c.stopRunner()
+func (c *Controller) withRunnerStopped(held ctlHeld, op func() error) error {
+	c.control.stopRunner(held)
 	err := op()
 	if c.curState() == StateSwitched {
-		c.launch()
+		c.launch(held)
 	}
 	return err
-}
-
-// isRunning reports whether the runner is running.
-func (c *Controller) isRunning() bool {
-	c.runMu.Lock()
-	defer c.runMu.Unlock()
-	return c.running
-}
-
-func (c *Controller) stopRunner() {
-	c.runMu.Lock()
-	cancel, done := c.runStop, c.runDone
-	c.runMu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
 }
 
 // run drives the machine from its current state until it needs the
@@ -181,11 +148,12 @@ func (c *Controller) run(ctx context.Context) {
 			if !c.book.header().Options.AutoSwitch {
 				return
 			}
-			if err = c.lock(ctx); err != nil {
+			held, lerr := c.lock(ctx)
+			if lerr != nil {
 				return
 			}
-			err = c.switchLocked(ctx)
-			c.unlock()
+			err = c.doSwitch(ctx, held)
+			c.control.unlock(held)
 			if err != nil {
 				c.log.Error("cutover: automatic switch failed; staying on the source", "err", err)
 				return
@@ -196,7 +164,7 @@ func (c *Controller) run(ctx context.Context) {
 			go func() { defer close(done); backfill{c.copier}.loop(bctx) }()
 			rdone := make(chan struct{})
 			go func() { defer close(rdone); c.rights.loop(bctx) }()
-			c.probationLoop(ctx)
+			c.watchProbation(ctx)
 			if c.curState() == StateSwitched {
 				// Probation passed without auto-finalize: keep the fallback complete until
 				// the operator finalizes or rolls back.
@@ -302,14 +270,15 @@ func summarize(what string, f []KeyFailure) string {
 // advance takes a runner transition under the control lock, if the state is
 // still from (an operator may have acted meanwhile).
 func (c *Controller) advance(ctx context.Context, from State, ev event, mutate func(*Header)) error {
-	if err := c.lock(ctx); err != nil {
+	held, err := c.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if c.curState() != from {
 		return fmt.Errorf("%w: state changed to %s", ErrWrongState, c.curState())
 	}
-	return c.transition(ev, mutate)
+	return c.transition(held, ev, mutate)
 }
 
 func (c *Controller) phaseCopy(ctx context.Context) error {
@@ -364,7 +333,7 @@ func (c *Controller) phaseVerify(ctx context.Context) error {
 	}
 	shadow := c.book.header().Options.Shadow
 	ev := evVerified
-	if shadow > 0 && c.cfg.Forwarder != nil {
+	if shadow > 0 {
 		ev = evShadow
 		// Mirror is open as soon as the state says shadowing.
 		c.shadow.start()
@@ -378,28 +347,24 @@ func (c *Controller) phaseVerify(ctx context.Context) error {
 
 func (c *Controller) phaseShadow(ctx context.Context) error {
 	d := c.book.header().Options.Shadow
-	if c.cfg.Forwarder == nil {
-		c.log.Warn("cutover: shadowing asked for but no Forwarder is configured; skipping it")
-	} else {
-		c.log.Info("cutover: shadowing live Decrypts to the target", "duration", d)
-		before := c.shadow.stats()
-		c.shadow.start()
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-		c.shadow.stop()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		after := c.shadow.stats()
-		if n := after.Mismatch - before.Mismatch; n > 0 {
-			return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
-				h.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.sides.tgt.name)
-			})
-		}
+	c.log.Info("cutover: shadowing live Decrypts to the target", "duration", d)
+	before := c.shadow.stats()
+	c.shadow.start()
+	t := time.NewTimer(d)
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	c.shadow.stop()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	after := c.shadow.stats()
+	if n := after.Mismatch - before.Mismatch; n > 0 {
+		return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
+			h.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.sides.tgt.name)
+		})
 	}
 	// Keys created while shadowing are copied and verified before the switch.
 	if err := c.catchUp(ctx, true); err != nil {

@@ -39,7 +39,7 @@ type ShadowStats struct {
 type shadower struct {
 	cfg    ShadowConfig
 	target string
-	fwd    Forwarder
+	ctl    *control // the workers are Run's; they forward through its proxy
 	m      *metrics
 	log    *slog.Logger
 	queue  chan shadowItem
@@ -54,8 +54,8 @@ type shadower struct {
 	peers func() []ShadowStats
 }
 
-func newShadower(cfg Config, m *metrics, log *slog.Logger) *shadower {
-	return &shadower{cfg: cfg.Shadow, target: cfg.Target.Name, fwd: cfg.Forwarder, m: m, log: log,
+func newShadower(cfg Config, ctl *control, m *metrics, log *slog.Logger) *shadower {
+	return &shadower{cfg: cfg.Shadow, target: cfg.Target.Name, ctl: ctl, m: m, log: log,
 		queue: make(chan shadowItem, cfg.Shadow.QueueSize)}
 }
 
@@ -79,18 +79,25 @@ func (s *shadower) count(result string, n *atomic.Uint64) {
 	s.m.shadow.WithLabelValues(result).Inc()
 }
 
-// start launches the workers and opens Mirror.
+// start launches the workers and opens the mirror; before Run started (or once it is ending)
+// there is no worker, and nothing is mirrored.
 func (s *shadower) start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cancel != nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	run := s.ctl.runContext()
+	if run == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(run)
 	s.cancel = cancel
 	for range s.cfg.Workers {
 		s.wg.Add(1)
-		go s.worker(ctx)
+		if !s.ctl.spawn(func(context.Context) { s.worker(ctx) }) {
+			s.wg.Done()
+		}
 	}
 	s.active.Store(true)
 }
@@ -134,7 +141,7 @@ func (s *shadower) compare(ctx context.Context, it shadowItem) {
 	defer clear(it.body)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	status, resp, err := s.fwd.Forward(ctx, s.target, xks.OpDecrypt, it.keyID, it.body)
+	status, resp, err := s.ctl.link.forward(ctx, s.target, xks.OpDecrypt, it.keyID, it.body)
 	if err != nil || status != http.StatusOK {
 		s.count("error", &s.errs)
 		return
@@ -152,7 +159,7 @@ func (s *shadower) compare(ctx context.Context, it shadowItem) {
 // mirror is the proxy's hook after a successful Decrypt on the source. It never blocks: when the
 // queue is full the sample is dropped and counted. reqBody and respBody are not retained.
 func (s *shadower) mirror(keyID string, reqBody, respBody []byte) {
-	if !s.active.Load() || s.fwd == nil {
+	if !s.active.Load() {
 		return
 	}
 	if r := *s.cfg.SampleRate; r < 1 && rand.Float64() >= r {

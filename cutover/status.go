@@ -86,9 +86,7 @@ type Status struct {
 func (c *Controller) Status() Status {
 	s := Status{SharedStorage: c.probe.shared.Load(), Notes: c.notes()}
 	passed := c.book.fill(&s)
-	c.runMu.Lock()
-	s.Running = c.running
-	c.runMu.Unlock()
+	s.Running = c.control.isRunning()
 	s.Keys.GrantsCopied = int(c.copier.grantsCopied.Load())
 	slices.SortFunc(s.Failures, func(a, b KeyFailure) int { return strings.Compare(a.KeyID, b.KeyID) })
 	if len(s.Failures) > maxStatusFailures {

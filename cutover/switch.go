@@ -10,10 +10,11 @@ import (
 // Switch moves traffic to the target (with the source as fallback) once
 // verification passed; used when AutoSwitch is off.
 func (c *Controller) Switch(ctx context.Context) error {
-	if err := c.lock(ctx); err != nil {
+	held, err := c.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
@@ -21,14 +22,14 @@ func (c *Controller) Switch(ctx context.Context) error {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
 	// A runner in verified is finishing (or about to auto-switch): we switch instead.
-	return c.withRunnerStopped(func() error { return c.switchLocked(ctx) })
+	return c.withRunnerStopped(held, func() error { return c.doSwitch(ctx, held) })
 }
 
-// switchLocked: final catch-up, target reachability check, journal, route.
+// doSwitch: final catch-up, target reachability check, journal, route.
 // A target that does not answer means no switch and no route change: the
 // state stays verified with the reason in last_error, and Switch (or the
 // automatic switch of a later Start) can be tried again.
-func (c *Controller) switchLocked(ctx context.Context) error {
+func (c *Controller) doSwitch(ctx context.Context, held ctlHeld) error {
 	if st := c.curState(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
@@ -37,7 +38,7 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	}
 	if f := c.book.failures(); len(f) > 0 {
 		msg := summarize("failed copy or verification; the switch is blocked", f)
-		if err := c.transition(evVerifyFailed, func(h *Header) { h.LastError = msg }); err != nil {
+		if err := c.transition(held, evVerifyFailed, func(h *Header) { h.LastError = msg }); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: %s", ErrRefused, msg)
@@ -54,7 +55,7 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	}
 	c.probation.reset()
 	now := c.cfg.Now().UTC()
-	err := c.transition(evSwitch, func(h *Header) {
+	err := c.transition(held, evSwitch, func(h *Header) {
 		h.SwitchedAt = now
 		h.ProbationPassed = false
 		h.LastError = ""
@@ -62,16 +63,16 @@ func (c *Controller) switchLocked(ctx context.Context) error {
 	if err != nil && c.curState() == StateSwitched {
 		// Journaled but the router refused: go back to the source.
 		msg := truncate(err.Error())
-		if err2 := c.transition(evRouteRefused, func(h *Header) { h.LastError = msg }); err2 != nil {
+		if err2 := c.transition(held, evRouteRefused, func(h *Header) { h.LastError = msg }); err2 != nil {
 			return errors.Join(err, err2)
 		}
 	}
 	return err
 }
 
-// probationLoop watches the target's error rate and p99 while switched and
-// rolls back automatically on a breach.
-func (c *Controller) probationLoop(ctx context.Context) {
+// watchProbation watches the target's error rate and p99 while switched and rolls back
+// automatically on a breach; once probation passed it finalizes, if the run asked for it.
+func (c *Controller) watchProbation(ctx context.Context) {
 	p := c.cfg.Probation
 	h := c.book.header()
 	passed, autoFinal := h.ProbationPassed, h.Options.AutoFinalize
@@ -102,18 +103,19 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		}
 		if reason != "" {
 			c.log.Error("cutover: probation breached; rolling back", "reason", reason)
-			if err := c.lock(ctx); err != nil {
+			held, err := c.lock(ctx)
+			if err != nil {
 				return
 			}
 			if c.curState() == StateSwitched {
-				if err := c.rollbackLocked(ctx, reason, category); err != nil {
+				if err := c.rollback(ctx, held, reason, category); err != nil {
 					c.log.Error("cutover: automatic rollback refused; staying on the target", "err", err)
-					c.unlock()
+					c.control.unlock(held)
 					// Keep watching: the operator decides, or a later breach retries.
 					continue
 				}
 			}
-			c.unlock()
+			c.control.unlock(held)
 			return
 		}
 		if !now.Before(end) {
@@ -128,12 +130,13 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		}
 	}
 	if autoFinal {
-		if err := c.lock(ctx); err != nil {
+		held, err := c.lock(ctx)
+		if err != nil {
 			return
 		}
-		defer c.unlock()
+		defer c.control.unlock(held)
 		if c.curState() == StateSwitched {
-			if err := c.finalizeLocked(ctx, FinalizeOptions{RevokeSourceGrants: c.cfg.RevokeSourceGrantsOnFinalize}); err != nil {
+			if err := c.finalize(ctx, held, FinalizeOptions{RevokeSourceGrants: c.cfg.RevokeSourceGrantsOnFinalize}); err != nil {
 				c.log.Error("cutover: automatic finalize failed", "err", err)
 				c.book.setError(truncate(err.Error()))
 			}
