@@ -137,9 +137,9 @@ func New(cfg Config) (*Controller, error) {
 	c.shadow = newShadower(cfg, c.control, m, c.log)
 	c.probation = newProbation(cfg, c.book, c.control, m)
 	if cfg.Fleet != nil {
-		c.fleet = newMember(c, cfg.Fleet)
-		c.probation.peers = c.fleet.peerProbation
-		c.shadow.peers = c.fleet.peerShadow
+		c.fleet = newMember(cfg.Fleet, c.book, c.markers, c, c.shadow, c.probation, &c.control.link, c.file, m, c.log, cfg.Now)
+		c.probation.peers = c.fleet.view.peerProbation
+		c.shadow.peers = c.fleet.view.peerShadow
 	}
 	return c, nil
 }

@@ -82,7 +82,7 @@ func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOp
 	}
 	// Fleet: nobody may still serve an epoch older than the switched one, which created keys
 	// on either side are copied under.
-	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+	if err := c.barrier(ctx); err != nil {
 		return err
 	}
 	if err := c.transition(held, evFinalize, func(h *Header) { h.LastError = "" }); err != nil {
@@ -91,7 +91,7 @@ func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOp
 	if opts.RevokeSourceGrants {
 		// Only once every member serves the finalized route: a member still falling back to the
 		// source would fail there.
-		if err := c.barrier(ctx, c.curEpoch()); err != nil {
+		if err := c.barrier(ctx); err != nil {
 			c.book.setError(truncate("finalized; source grants not revoked: " + err.Error()))
 			return err
 		}

@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -73,4 +74,80 @@ type MemberInfo struct {
 	// Live: its lease is alive. An expired member stays registered until it returns or an
 	// operator forgets it; phase changes wait for it.
 	Live bool `json:"live"`
+}
+
+// IsDriver reports whether this replica drives the migration (always true without a fleet).
+func (c *Controller) IsDriver() bool { return c.fleet == nil || c.fleet.isDriver() }
+
+// Driver names the elected driver and its advertised admin address (fleet mode).
+func (c *Controller) Driver(ctx context.Context) (name, address string, err error) {
+	if c.fleet == nil {
+		return "", "", nil
+	}
+	return c.fleet.f.Driver(ctx)
+}
+
+// Forget removes a member whose lease expired from the fleet, so phase changes stop waiting
+// for it. Refused while it is alive.
+func (c *Controller) Forget(ctx context.Context, name string) error {
+	if c.fleet == nil {
+		return fmt.Errorf("%w: not in fleet mode", ErrWrongState)
+	}
+	return c.fleet.forget(ctx, name)
+}
+
+// SetAdminAddress sets the admin URL this member advertises for forwarded operator calls, when
+// it is known only once the admin listener is bound (a configured address takes precedence in
+// the store).
+func (c *Controller) SetAdminAddress(u string) {
+	if c.fleet != nil {
+		c.fleet.address.Store(&u)
+	}
+}
+
+// FleetSize is the number of live members (1 without a fleet): health's xksProxyFleetSize.
+func (c *Controller) FleetSize() int {
+	if c.fleet == nil {
+		return 1
+	}
+	return c.fleet.view.size()
+}
+
+// Ready reports whether this replica may serve: in fleet mode, once it applied an epoch (from
+// the store or its local copy). Without a fleet, always.
+func (c *Controller) Ready() bool { return c.fleet == nil || c.fleet.ready() }
+
+// mustDrive refuses control operations on a member that is not the driver.
+func (c *Controller) mustDrive() error {
+	if c.fleet != nil && !c.fleet.isDriver() {
+		return ErrNotDriver
+	}
+	return nil
+}
+
+// barrier waits, in fleet mode, until every member acknowledged the current epoch (member.barrier).
+func (c *Controller) barrier(ctx context.Context) error {
+	if c.fleet == nil {
+		return nil
+	}
+	return c.fleet.barrier(ctx, c.book.header().Epoch)
+}
+
+// adopt makes a journal read from the fleet store current, once it fits the configuration (a
+// member that starts driving, or becomes ready).
+func (c *Controller) adopt(j *journal) error {
+	if err := fits(j, c.sides.src.name, c.sides.tgt.name, c.store.Where()); err != nil {
+		return err
+	}
+	c.book.adopt(j)
+	return nil
+}
+
+// stopDriving stops the runner and the shadowing of a member that lost the lead.
+func (c *Controller) stopDriving() {
+	if held, err := c.lock(context.Background()); err == nil {
+		c.control.stopRunner(held)
+		c.control.unlock(held)
+	}
+	c.shadow.stop()
 }

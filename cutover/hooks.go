@@ -83,7 +83,7 @@ func (c *Controller) CopyCreated(ctx context.Context, keyID, backend string) {
 // error ("" on success) and fellBack is true for the retry sent to the fallback backend.
 func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time.Duration, fellBack bool) {
 	if c.fleet != nil && !fellBack {
-		c.fleet.requests.Add(1)
+		c.fleet.view.count()
 	}
 	c.probation.observe(backend, errName, latency, fellBack)
 }
@@ -94,7 +94,7 @@ func (c *Controller) Observe(backend string, errName xks.ErrorName, latency time
 // neither side holds), not the primary's. The fallback's own attempt goes to Observe.
 func (c *Controller) ObserveFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
 	if c.fleet != nil {
-		c.fleet.requests.Add(1)
+		c.fleet.view.count()
 	}
 	c.probation.observeFellBack(primary, primaryErr, latency, fallbackErr)
 }

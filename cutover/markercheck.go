@@ -193,6 +193,8 @@ func (c *markerBook) checkPresent(j *journal, f found, where string) (markerActi
 // make a member route where the backends never went. ErrMarkerUnreadable: the markers could not
 // be read now (retried).
 func (c *markerBook) verifyHeader(ctx context.Context, h *Header, ks string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*c.timeout)
+	defer cancel()
 	if ks != "" && h.KeyStore != ks {
 		return fmt.Errorf("%w: the store names key store %q, this member serves key store %s", ErrMarkerContradicts, h.KeyStore, ks)
 	}

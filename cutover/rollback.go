@@ -44,7 +44,7 @@ func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, categor
 			c.book.setError(truncate("rollback refused: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
-		if err := c.barrier(ctx, c.curEpoch()); err != nil {
+		if err := c.barrier(ctx); err != nil {
 			return err
 		}
 		if err := c.transition(held, evRollback, func(h *Header) {
@@ -64,7 +64,7 @@ func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, categor
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
 	}
-	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+	if err := c.barrier(ctx); err != nil {
 		return err
 	}
 	ev := evRollback

@@ -93,7 +93,9 @@ func (c *Controller) Status() Status {
 		s.Failures = s.Failures[:maxStatusFailures]
 	}
 	s.Shadow = c.shadow.stats()
-	s.Fleet = c.fleetStatus(c.cfg.Now())
+	if c.fleet != nil {
+		s.Fleet = c.fleet.status(c.cfg.Now(), s.State.inMigration())
+	}
 	s.Fallbacks = c.probation.fallbacks.Load()
 	if s.State == StateSwitched {
 		p := c.cfg.Probation

@@ -49,7 +49,7 @@ func (c *Controller) doSwitch(ctx context.Context, held ctlHeld) error {
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	// Fleet: every member serves the verified epoch before anyone routes to the target.
-	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+	if err := c.barrier(ctx); err != nil {
 		c.book.setError(truncate("not switching yet: " + err.Error()))
 		return err
 	}
