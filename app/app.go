@@ -1,7 +1,7 @@
 // Package app assembles a running xksproxy: the proxy (request path) and, when two or more
 // backends are configured, the cutover controller (control path). The two packages do not import
-// each other; this is the one place where the proxy's hooks are connected to the controller and
-// the controller is given the proxy's route table.
+// each other; this is the one place where they meet (seam.go): the controller's request-path
+// side is the proxy's Migration, and the proxy is what the controller's Run drives.
 package app
 
 import (
@@ -95,16 +95,6 @@ func (a *App) SetCredentials(prefix string, creds []sigv4.Credential, ages []cer
 	return a.certM.SetCredentialAges(prefix, known)
 }
 
-// proxyRoute is the proxy as the controller drives it: its route table and its forwarding to one
-// backend (cutover.Proxy), given to the controller's Run.
-type proxyRoute struct{ *proxy.Proxy }
-
-var _ cutover.Proxy = proxyRoute{}
-
-func (r proxyRoute) SetRoute(epoch uint64, primary, fallback string) error {
-	return r.Proxy.SetRoute(proxy.Route{Epoch: epoch, Primary: primary, Fallback: fallback})
-}
-
 // New builds the controller and loads its journal, then builds the proxy on the route the
 // journal names (the journal, not the configuration, decides which backend serves), and
 // connects them. Nothing runs until Run.
@@ -158,12 +148,24 @@ func New(cfg Config) (*App, error) {
 			}
 			pc.Route = proxy.Route{Epoch: r.Epoch, Primary: r.Primary, Fallback: r.Fallback}
 		}
-		pc.Hooks = chainHooks(pc.Hooks, ctrl)
-		pc.Migration = ctrl
+		mig := &seam{t: ctrl.Traffic(), admin: adminapi.Handler(ctrl)}
 		if cfg.Fleet != nil {
-			pc.FleetSize = ctrl.FleetSize
-			pc.Ready = ctrl.Ready
+			fa := cfg.FleetAdmin
+			if fa.OwnNames == nil {
+				fa.OwnNames = certNames(pc.Admin.TLS)
+			}
+			fw, err := newForwarder(ctrl, mig.admin, a.fleet.Member(), fa, pc.Admin.TLS != nil, a.adminAddr, log)
+			if err != nil {
+				_ = ctrl.Close()
+				a.closeFleet()
+				return nil, err
+			}
+			mig.admin = fw.operatorHandler()
+			if fw.auth != nil {
+				mig.peer = fw.peerHandler()
+			}
 		}
+		pc.Migration = mig
 	}
 	p, err := proxy.New(pc)
 	if err != nil {
@@ -174,27 +176,16 @@ func New(cfg Config) (*App, error) {
 		return nil, err
 	}
 	a.Proxy = p
-	if a.Cutover != nil {
-		h := adminapi.Handler(a.Cutover)
-		if cfg.Fleet != nil {
-			fa := cfg.FleetAdmin
-			if fa.OwnNames == nil {
-				fa.OwnNames = certNames(pc.Admin.TLS)
-			}
-			fw, err := newForwarder(a.Cutover, h, a.fleet.Member(), fa, pc.Admin.TLS != nil, p.AdminAddr, log)
-			if err != nil {
-				_ = a.Cutover.Close()
-				a.closeFleet()
-				return nil, err
-			}
-			h = fw.operatorHandler()
-			if fw.auth != nil {
-				p.HandlePeer(peerCutoverPath, fw.peerHandler())
-			}
-		}
-		p.HandleAdmin("/v1/cutover/", h)
-	}
 	return a, nil
+}
+
+// adminAddr is the proxy's bound admin listener (nil before it listens); the fleet forwarder
+// reads it at call time.
+func (a *App) adminAddr() net.Addr {
+	if a.Proxy == nil {
+		return nil
+	}
+	return a.Proxy.AdminAddr()
 }
 
 // advertiseAdmin gives the controller this member's admin URL, used in the store when [fleet]
@@ -209,55 +200,6 @@ func (a *App) advertiseAdmin(ad net.Addr) {
 	if t, ok := ad.(*net.TCPAddr); ok && t.IP.IsUnspecified() && a.fleet != nil && !a.advertised {
 		a.log.Warn("fleet: the admin listener is on every address and [fleet] advertise_admin is not set: "+
 			"the other replicas cannot forward operator calls to this one", "admin", ad.String())
-	}
-}
-
-// chainHooks keeps any hooks the caller set and adds the controller's.
-func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
-	onResult, mirror, onCreate := h.OnResult, h.Mirror, h.OnCreateKey
-	return proxy.Hooks{
-		OnResult: func(r proxy.Result) {
-			if r.FellBackFrom != "" {
-				// The failed attempt counts against the backend that failed (probation must see
-				// B's errors even when A's fallback answered), unless the fallback refused the
-				// same way (the caller's mistake).
-				ctrl.ObserveFellBack(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, r.ErrorName)
-			}
-			if r.Backend != "" { // "" when the proxy answered itself ("proxy" is only its metric label)
-				ctrl.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
-			}
-			if onResult != nil {
-				onResult(r)
-			}
-		},
-		Mirror: func(r proxy.Result, req, resp []byte) {
-			ctrl.Mirror(r.KeyID, req, resp)
-			if mirror != nil {
-				mirror(r, req, resp)
-			}
-		},
-		Recheck: func(r proxy.Result, req []byte) {
-			ctrl.Recheck(r.Backend, r.Op, r.KMSOperation == "CreateKey", r.KeyID, r.ErrorName, r.Latency, req)
-			if h.Recheck != nil {
-				h.Recheck(r, req)
-			}
-		},
-		OnCreateKeyRefused: func(keyID, backend, message string) {
-			ctrl.NoteCreateKeyRefused(keyID, backend, message)
-			if h.OnCreateKeyRefused != nil {
-				h.OnCreateKeyRefused(keyID, backend, message)
-			}
-		},
-		OnCreateKey: func(ctx context.Context, ev proxy.CreateKeyEvent) {
-			ctrl.NoteCreateKey(ev.KeyID, ev.Backend)
-			// While a migration runs, copy the new key to the other side before AWS hears
-			// back, so that it is there whichever side serves its first Encrypt; the catch-up
-			// and the backfill retry on failure.
-			ctrl.CopyCreated(ctx, ev.KeyID, ev.Backend)
-			if onCreate != nil {
-				onCreate(ctx, ev)
-			}
-		},
 	}
 }
 

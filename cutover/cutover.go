@@ -229,12 +229,6 @@ func (c *Controller) Close() error {
 	return nil
 }
 
-// lock acquires the control lock (once Run has started) or gives up when ctx ends.
-func (c *Controller) lock(ctx context.Context) (ctlHeld, error) { return c.control.lock(ctx) }
-
-// curState is the state, without a lock.
-func (c *Controller) curState() State { return c.book.state() }
-
 // transition takes the move ev names in the state table (ledger.move: the backends record it,
 // then the journal), and only then applies its route; waiters wake once it is applied (or
 // refused).

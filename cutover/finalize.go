@@ -12,7 +12,7 @@ import (
 // any selected key that exists only on the source (created just before the
 // switch); it refuses, naming them, if that fails.
 func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
-	held, err := c.lock(ctx)
+	held, err := c.control.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -20,7 +20,7 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
-	if st := c.curState(); st != StateSwitched {
+	if st := c.book.state(); st != StateSwitched {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
 	}
 	passed := c.book.header().ProbationPassed

@@ -105,18 +105,6 @@ func (c *Controller) SetAdminAddress(u string) {
 	}
 }
 
-// FleetSize is the number of live members (1 without a fleet): health's xksProxyFleetSize.
-func (c *Controller) FleetSize() int {
-	if c.fleet == nil {
-		return 1
-	}
-	return c.fleet.view.size()
-}
-
-// Ready reports whether this replica may serve: in fleet mode, once it applied an epoch (from
-// the store or its local copy). Without a fleet, always.
-func (c *Controller) Ready() bool { return c.fleet == nil || c.fleet.ready() }
-
 // mustDrive refuses control operations on a member that is not the driver.
 func (c *Controller) mustDrive() error {
 	if c.fleet != nil && !c.fleet.isDriver() {
@@ -145,7 +133,7 @@ func (c *Controller) adopt(j *journal) error {
 
 // stopDriving stops the runner and the shadowing of a member that lost the lead.
 func (c *Controller) stopDriving() {
-	if held, err := c.lock(context.Background()); err == nil {
+	if held, err := c.control.lock(context.Background()); err == nil {
 		c.control.stopRunner(held)
 		c.control.unlock(held)
 	}

@@ -30,8 +30,8 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 	e, _, _ := switchedEnv(t)
 	e.router.setForward(fwd)
 	c := e.controller(t, nil)
-	if c.curState() != StateSwitched {
-		t.Fatalf("state %s", c.curState())
+	if c.book.state() != StateSwitched {
+		t.Fatalf("state %s", c.book.state())
 	}
 	wait := func(n int64) {
 		t.Helper()
@@ -63,8 +63,8 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 			c.probation.reset()
 			sourceSays.Store(tc.source)
 			before := asked.Load()
-			c.Observe("B", tc.target, time.Millisecond, false) // Recheck records it, not Observe
-			c.Recheck("B", xks.OpDecrypt, tc.createKey, "key-000", tc.target, time.Millisecond, body)
+			c.Traffic().Observe("B", tc.target, time.Millisecond, false) // Recheck records it, not Observe
+			c.Traffic().Recheck("B", xks.OpDecrypt, tc.createKey, "key-000", tc.target, time.Millisecond, body)
 			wait(1)
 			st := c.probation.win.stats(c.cfg.Now(), time.Hour)
 			if st.Requests != 1 || (st.Errors == 1) != tc.wantFailed {
@@ -77,8 +77,8 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 	}
 	// A request that fell back: the source's answer is already there.
 	c.probation.reset()
-	c.ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, xks.KeyNotFoundException)
-	c.ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, "")
+	c.Traffic().ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, xks.KeyNotFoundException)
+	c.Traffic().ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, "")
 	if st := c.probation.win.stats(c.cfg.Now(), time.Hour); st.Requests != 2 || st.Errors != 1 {
 		t.Errorf("fell back: window %+v, want 2 requests, 1 error", st)
 	}

@@ -372,3 +372,23 @@ func (c *sides) dropOwn(ctx context.Context, b *backend, ids []string, attempts 
 	}
 	return slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(own, id) }), nil
 }
+
+// truncate shortens an error text for the journal and status.
+func truncate(s string) string { return Truncate(s) }
+
+// Truncate shortens an error text to one line of at most 300 bytes, for the journal, status
+// and its rendering.
+func Truncate(s string) string {
+	const max = 300
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+// mintOnSource: the source may authorize per principal and the target may be of the
+// [aws-xks-service] generation (either known, or not known: "both").
+func (c *sides) mintOnSource() bool {
+	return mayServe(c.src.acl, ACLARN) && mayServe(c.tgt.acl, ACLService)
+}

@@ -129,7 +129,7 @@ func TestMarkerFreshInstall(t *testing.T) {
 	if ep, p, _ := c.journalRoute(); ep != 1 || p != "A" {
 		t.Errorf("fresh start: epoch %d primary %q", ep, p)
 	}
-	ks := c.keyStore()
+	ks := c.Traffic().keyStore()
 	if len(ks) != 32 || !validKeyStoreID(ks) {
 		t.Fatalf("key store identity %q", ks)
 	}

@@ -59,7 +59,7 @@ func TestCustomerKeysNamedLikeOwnObjects(t *testing.T) {
 						t.Errorf("%s on %s: data encrypted before the migration: %q %v", id, name, pt, err)
 					}
 				}
-				if c.Reserved(id) {
+				if c.Traffic().Reserved(id) {
 					t.Errorf("the customer key %s is reserved", id)
 				}
 			}
@@ -75,12 +75,12 @@ func TestCustomerKeysNamedLikeOwnObjects(t *testing.T) {
 func TestReservedIDs(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	c := e.controller(t, nil)
-	ks := c.keyStore()
-	if !c.Reserved(markerID(ks)) {
+	ks := c.Traffic().keyStore()
+	if !c.Traffic().Reserved(markerID(ks)) {
 		t.Errorf("this key store's marker %s is not reserved", markerID(ks))
 	}
 	for _, id := range append(slices.Clone(ownLikeIDs), "key-000", "xksproxy-", markerIDPrefix) {
-		if c.Reserved(id) {
+		if c.Traffic().Reserved(id) {
 			t.Errorf("%s is reserved", id)
 		}
 	}
@@ -251,7 +251,7 @@ func TestLegacyMarkerUpgrade(t *testing.T) {
 		must(t, err)
 	}
 	c := e.controller(t, nil)
-	ks := c.keyStore()
+	ks := c.Traffic().keyStore()
 	if ks == "" {
 		t.Fatal("no key store identity after the upgrade")
 	}

@@ -50,7 +50,7 @@ func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
 	err = c.sides.forEach(ctx, ids, func(ctx context.Context, id string) error {
 		pk := PlanKey{KeyID: id, Action: ActionSkip, Reason: SharedStorageNote}
 		if !shared {
-			pk = c.planKey(ctx, id)
+			pk = c.sides.planKey(ctx, id)
 		}
 		if n := ownNameNote(id, c.sides.tgt.name, pk.Action == ActionConflict); n != "" {
 			pk.Reason = strings.TrimPrefix(pk.Reason+"; "+n, "; ")
@@ -71,7 +71,7 @@ func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
 	return p, nil
 }
 
-func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
+func (c *sides) planKey(ctx context.Context, id string) PlanKey {
 	pk := PlanKey{KeyID: id}
 	fail := func(err error) PlanKey {
 		var ke *keyError
@@ -82,12 +82,12 @@ func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
 		pk.Reason = truncate(err.Error())
 		return pk
 	}
-	sa, err := c.sides.attrs(ctx, c.sides.src, id, controlAttempts)
+	sa, err := c.attrs(ctx, c.src, id, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
 	if sa == nil {
-		return fail(failKey("not found on %s, or the configured identity has no right on it", c.sides.src.name))
+		return fail(failKey("not found on %s, or the configured identity has no right on it", c.src.name))
 	}
 	if sa.Sensitive {
 		return fail(failKey("sensitive key: cannot be exported"))
@@ -95,12 +95,12 @@ func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
 	if sa.ObjectType != "" && sa.ObjectType != "SymmetricKey" {
 		return fail(failKey("unsupported object type %s (only symmetric keys migrate)", sa.ObjectType))
 	}
-	exp, err := c.sides.export(ctx, c.sides.src, id, controlAttempts)
+	exp, err := c.export(ctx, c.src, id, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
 	defer exp.Wipe()
-	ta, err := c.sides.attrs(ctx, c.sides.tgt, id, controlAttempts)
+	ta, err := c.attrs(ctx, c.tgt, id, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
@@ -109,16 +109,16 @@ func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
 		return pk
 	}
 	if destroyed(ta.State) {
-		return fail(conflictKey("uid is taken on %s by a destroyed object", c.sides.tgt.name))
+		return fail(conflictKey("uid is taken on %s by a destroyed object", c.tgt.name))
 	}
-	same, err := c.sides.sameMaterial(ctx, c.sides.tgt, id, exp.Material, controlAttempts)
+	same, err := c.sameMaterial(ctx, c.tgt, id, exp.Material, controlAttempts)
 	if err != nil {
 		return fail(err)
 	}
 	if !same {
-		return fail(conflictKey("a different key with this uid already exists on %s", c.sides.tgt.name))
+		return fail(conflictKey("a different key with this uid already exists on %s", c.tgt.name))
 	}
 	pk.Action = ActionSkip
-	pk.Reason = "identical key already on " + c.sides.tgt.name
+	pk.Reason = "identical key already on " + c.tgt.name
 	return pk
 }

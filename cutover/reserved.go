@@ -32,22 +32,3 @@ func ownNameNote(id, target string, conflict bool) string {
 	}
 	return "a key under a name like the proxy's own objects: migrated like any other"
 }
-
-// Reserved reports whether keyID names one of the proxy's own objects on the backends (this key
-// store's marker, a canary alive now): the proxy answers an XKS call for it KeyNotFoundException
-// itself. Called on the request path: anything without the "xksproxy-" prefix is answered
-// without a lock.
-func (c *Controller) Reserved(keyID string) bool {
-	if !strings.HasPrefix(keyID, ownPrefix) {
-		return false
-	}
-	if strings.HasPrefix(keyID, markerIDPrefix) {
-		if ks := c.keyStore(); ks != "" && keyID == markerID(ks) {
-			return true
-		}
-	}
-	return c.probe.reserved(keyID)
-}
-
-// keyStore is the key store identity ("" before an earlier release's journal is upgraded).
-func (c *Controller) keyStore() string { return c.book.header().KeyStore }

@@ -21,7 +21,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 	if len(reason) > 500 {
 		reason = reason[:500]
 	}
-	held, err := c.lock(ctx)
+	held, err := c.control.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 }
 
 func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, category string) error {
-	st := c.curState()
+	st := c.book.state()
 	if st == StateServing || st == StateRolledBack {
 		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.sides.src.name)
 	}

@@ -29,7 +29,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	case opts.Shadow == 0:
 		opts.Shadow = c.cfg.Shadow.Duration
 	}
-	held, err := c.lock(ctx)
+	held, err := c.control.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 // records (copy, verify, shadow, auto-switch, probation, an interrupted rollback). It is a no-op
 // when there is nothing to resume.
 func (c *Controller) resume(parent context.Context) error {
-	held, err := c.lock(parent)
+	held, err := c.control.lock(parent)
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (c *Controller) launch(held ctlHeld) {
 func (c *Controller) withRunnerStopped(held ctlHeld, op func() error) error {
 	c.control.stopRunner(held)
 	err := op()
-	if c.curState() == StateSwitched {
+	if c.book.state() == StateSwitched {
 		c.launch(held)
 	}
 	return err
@@ -137,7 +137,7 @@ func (c *Controller) withRunnerStopped(held ctlHeld, op func() error) error {
 func (c *Controller) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		var err error
-		switch st := c.curState(); st {
+		switch st := c.book.state(); st {
 		case StateCopying:
 			err = c.phaseCopy(ctx)
 		case StateVerifying:
@@ -148,7 +148,7 @@ func (c *Controller) run(ctx context.Context) {
 			if !c.book.header().Options.AutoSwitch {
 				return
 			}
-			held, lerr := c.lock(ctx)
+			held, lerr := c.control.lock(ctx)
 			if lerr != nil {
 				return
 			}
@@ -165,7 +165,7 @@ func (c *Controller) run(ctx context.Context) {
 			rdone := make(chan struct{})
 			go func() { defer close(rdone); c.rights.loop(bctx) }()
 			c.watchProbation(ctx)
-			if c.curState() == StateSwitched {
+			if c.book.state() == StateSwitched {
 				// Probation passed without auto-finalize: keep the fallback complete until
 				// the operator finalizes or rolls back.
 				<-ctx.Done()
@@ -270,13 +270,13 @@ func summarize(what string, f []KeyFailure) string {
 // advance takes a runner transition under the control lock, if the state is
 // still from (an operator may have acted meanwhile).
 func (c *Controller) advance(ctx context.Context, from State, ev event, mutate func(*Header)) error {
-	held, err := c.lock(ctx)
+	held, err := c.control.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.control.unlock(held)
-	if c.curState() != from {
-		return fmt.Errorf("%w: state changed to %s", ErrWrongState, c.curState())
+	if c.book.state() != from {
+		return fmt.Errorf("%w: state changed to %s", ErrWrongState, c.book.state())
 	}
 	return c.transition(held, ev, mutate)
 }

@@ -160,7 +160,7 @@ func (c *Controller) notes() []string {
 	if c.probe.isShared() {
 		n = append(n, SharedStorageNote+" ("+c.sides.src.name+" and "+c.sides.tgt.name+" are nodes over one database); verification still runs")
 	}
-	if c.mintOnSource() {
+	if c.sides.mintOnSource() {
 		n = append(n, "from a per-principal source ("+c.sides.src.name+", Cosmian 5.26) to an [aws-xks-service] target ("+c.sides.tgt.name+"): while switched, keys AWS creates are minted on "+
 			c.sides.src.name+" (5.26 grants the principal that minted them there; the copy gives "+c.sides.tgt.name+" that grant and [aws-xks-service]), so a rollback carries nothing the source cannot express; once finalized they are minted on "+
 			c.sides.tgt.name+", and a rollback from finalized carries those back only with grant_everyone_for_service_keys = true")

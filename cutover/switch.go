@@ -10,7 +10,7 @@ import (
 // Switch moves traffic to the target (with the source as fallback) once
 // verification passed; used when AutoSwitch is off.
 func (c *Controller) Switch(ctx context.Context) error {
-	held, err := c.lock(ctx)
+	held, err := c.control.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -18,7 +18,7 @@ func (c *Controller) Switch(ctx context.Context) error {
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
-	if st := c.curState(); st != StateVerified {
+	if st := c.book.state(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
 	// A runner in verified is finishing (or about to auto-switch): we switch instead.
@@ -30,7 +30,7 @@ func (c *Controller) Switch(ctx context.Context) error {
 // state stays verified with the reason in last_error, and Switch (or the
 // automatic switch of a later Start) can be tried again.
 func (c *Controller) doSwitch(ctx context.Context, held ctlHeld) error {
-	if st := c.curState(); st != StateVerified {
+	if st := c.book.state(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
 	if err := c.catchUp(ctx, true); err != nil {
@@ -60,7 +60,7 @@ func (c *Controller) doSwitch(ctx context.Context, held ctlHeld) error {
 		h.ProbationPassed = false
 		h.LastError = ""
 	})
-	if err != nil && c.curState() == StateSwitched {
+	if err != nil && c.book.state() == StateSwitched {
 		// Journaled but the router refused: go back to the source.
 		msg := truncate(err.Error())
 		if err2 := c.transition(held, evRouteRefused, func(h *Header) { h.LastError = msg }); err2 != nil {
@@ -103,11 +103,11 @@ func (c *Controller) watchProbation(ctx context.Context) {
 		}
 		if reason != "" {
 			c.log.Error("cutover: probation breached; rolling back", "reason", reason)
-			held, err := c.lock(ctx)
+			held, err := c.control.lock(ctx)
 			if err != nil {
 				return
 			}
-			if c.curState() == StateSwitched {
+			if c.book.state() == StateSwitched {
 				if err := c.rollback(ctx, held, reason, category); err != nil {
 					c.log.Error("cutover: automatic rollback refused; staying on the target", "err", err)
 					c.control.unlock(held)
@@ -130,12 +130,12 @@ func (c *Controller) watchProbation(ctx context.Context) {
 		}
 	}
 	if autoFinal {
-		held, err := c.lock(ctx)
+		held, err := c.control.lock(ctx)
 		if err != nil {
 			return
 		}
 		defer c.control.unlock(held)
-		if c.curState() == StateSwitched {
+		if c.book.state() == StateSwitched {
 			if err := c.finalize(ctx, held, FinalizeOptions{RevokeSourceGrants: c.cfg.RevokeSourceGrantsOnFinalize}); err != nil {
 				c.log.Error("cutover: automatic finalize failed", "err", err)
 				c.book.setError(truncate(err.Error()))

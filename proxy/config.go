@@ -23,13 +23,11 @@ type Config struct {
 	Health        HealthConfig
 	MetricsListen string // default DefaultMetricsListen; MetricsDisabled ("off") disables
 	Admin         AdminConfig
-	Version       string      // reported in xksProxyModel, e.g. "xksproxy 0.1.0"
-	FleetSize     func() int  // optional; default 1
-	Ready         func() bool // answers GET /ready (readiness probe); nil: ready once listening
-	Hooks         Hooks
+	Version       string        // reported in xksProxyModel, e.g. "xksproxy 0.1.0"
 	KeyInfo       KeyInfoConfig // true key usage and status (keyinfo.go)
-	// Migration, when set, tells the proxy which keys a migration in progress is still
-	// copying (fallback and CreateKey rules, migration.go). Optional.
+	// Migration, when set, is the migration in progress (migration.go): its rules for the
+	// fallback and CreateKey, what it learns of each request, the fleet's size and readiness,
+	// and its operator handlers. Optional.
 	Migration Migration
 	Logger    *slog.Logger
 	Registry  *prometheus.Registry // default: a new one (nothing registered globally)
@@ -162,9 +160,6 @@ func (c *Config) checkAndSetDefaults() error {
 	}
 	if c.Version == "" {
 		c.Version = "xksproxy"
-	}
-	if c.FleetSize == nil {
-		c.FleetSize = func() int { return 1 }
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -73,25 +73,6 @@ func HealthKeyID(h HealthConfig, b BackendConfig) string {
 	return healthKeyPrefix + hex.EncodeToString(mac.Sum(nil)[:12])
 }
 
-// Hooks let the cutover package observe traffic. Each must be fast and must not block.
-type Hooks struct {
-	OnResult func(Result)                             // after every XKS API request (not /ping)
-	Mirror   func(r Result, reqBody, respBody []byte) // successful primary Decrypt without fallback; buffers valid during the call only
-	// OnCreateKey is called after a successful GetKeyMetadata with kmsOperation "CreateKey",
-	// BEFORE the reply is written. It may block until ctx's deadline (the rest of the
-	// request's budget).
-	OnCreateKey func(ctx context.Context, ev CreateKeyEvent)
-	// Recheck is called, after the reply, for a request the backend that served it refused
-	// definitely (KeyNotFound, InvalidCiphertext, InvalidKeyUsage, InvalidState, AccessDenied)
-	// with no fallback tried: req is the request body, not retained after the call returns.
-	// The migration asks the other backend for a second opinion before it counts the refusal
-	// against the target.
-	Recheck func(r Result, req []byte)
-	// OnCreateKeyRefused is called when a backend refuses CreateKey because a non-XKS key
-	// holds the id (Cosmian after 5.26); such a CreateKey is never retried on the fallback.
-	OnCreateKeyRefused func(keyID, backend, message string)
-}
-
 // Result describes one finished XKS request.
 type Result struct {
 	Op           xks.Operation
@@ -241,6 +222,14 @@ func New(cfg Config) (*Proxy, error) {
 	p.handler = http.HandlerFunc(p.serveXKS)
 	p.adminMux.HandleFunc("GET /v1/route", p.adminRoute)
 	p.adminMux.HandleFunc("GET /v1/health", p.adminHealth)
+	if mig := cfg.Migration; mig != nil {
+		p.adminMux.Handle(AdminPath, mig.AdminHandler())
+		// Calls from the other members of a fleet never carry the operator's token: the peer
+		// handler authenticates every one itself (app signs them with the fleet secret).
+		if h := mig.PeerHandler(); h != nil {
+			p.peerMux.Handle(PeerPath, h)
+		}
+	}
 	return p, nil
 }
 
@@ -305,23 +294,6 @@ func (p *Proxy) Registry() *prometheus.Registry { return p.cfg.Registry }
 
 // Handler returns the XKS handler (for in-process tests and benchmarks).
 func (p *Proxy) Handler() http.Handler { return p.handler }
-
-// HandleAdmin registers h on the admin mux, behind the token check.
-func (p *Proxy) HandleAdmin(pattern string, h http.Handler) { p.adminMux.Handle(pattern, h) }
-
-// HandlePeer registers h on the admin listener WITHOUT the token check, for calls from the other
-// members of a fleet, which never carry the operator's token: h must authenticate every call
-// itself (app signs them with the fleet secret). pattern must lie under PeerPrefix.
-func (p *Proxy) HandlePeer(pattern string, h http.Handler) {
-	_, rest, _ := strings.Cut(pattern, " ") // "METHOD /path" or "/path"
-	if rest == "" {
-		rest = pattern
-	}
-	if !strings.HasPrefix(rest, PeerPrefix) {
-		panic("proxy: HandlePeer pattern " + pattern + " outside " + PeerPrefix)
-	}
-	p.peerMux.Handle(pattern, h)
-}
 
 // Ready is closed once Run has bound every listener.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
