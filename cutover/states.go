@@ -123,7 +123,10 @@ func (e *MoveError) Error() string {
 func (e *MoveError) Is(target error) bool { return target == ErrIllegalMove }
 
 // StatusCode is the HTTP status the admin API answers a refused move with.
-func (e *MoveError) StatusCode() int { return http.StatusConflict }
+func (e *MoveError) StatusCode() int { return ErrIllegalMove.status }
+
+// Code is ErrIllegalMove's.
+func (e *MoveError) Code() string { return ErrIllegalMove.code }
 
 // next is the state ev moves from to, or a *MoveError.
 func next(from State, ev event) (State, keyEffect, error) {

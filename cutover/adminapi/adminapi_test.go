@@ -137,6 +137,11 @@ func TestErrors(t *testing.T) {
 		{"wrong state", fmt.Errorf("switch: %w", cutover.ErrWrongState), http.StatusConflict, cutover.ErrWrongState},
 		{"running", cutover.ErrRunning, http.StatusConflict, cutover.ErrWrongState},
 		{"unreachable", cutover.ErrUnreachable, http.StatusServiceUnavailable, cutover.ErrUnreachable},
+		// A member that no longer drives: retried (the call goes to the new driver), never a 500.
+		{"not the driver", cutover.ErrNotDriver, http.StatusServiceUnavailable, cutover.ErrNotDriver},
+		{"illegal move", fmt.Errorf("switch: %w", &cutover.MoveError{From: cutover.StateServing, Event: "switch"}), http.StatusConflict, cutover.ErrIllegalMove},
+		{"stopped", cutover.ErrStopped, http.StatusServiceUnavailable, cutover.ErrStopped},
+		{"timed out", fmt.Errorf("switch: %w", context.DeadlineExceeded), http.StatusGatewayTimeout, nil},
 		{"other", errors.New("boom"), http.StatusInternalServerError, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
