@@ -169,13 +169,8 @@ func (c *Traffic) MayLack(keyID, backend string) bool {
 
 // Holds reports whether backend holds keyID in any state, read as the keys' owner (KMIP).
 func (c *Traffic) Holds(ctx context.Context, keyID, name string) (bool, error) {
-	var b *backend
-	switch name {
-	case c.sides.src.name:
-		b = c.sides.src
-	case c.sides.tgt.name:
-		b = c.sides.tgt
-	default:
+	b := c.sides.byName(name)
+	if b == nil {
 		return false, fmt.Errorf("cutover: backend %q is neither source nor target", name)
 	}
 	if validKeyID(keyID) != nil {
