@@ -43,7 +43,7 @@ type WatchEvent struct {
 
 // KeyEvent is one key record of the stored journal as the driver wrote it: every member needs
 // it, because whether the target holds a key decides whether a KeyNotFound there may fall back
-// (Controller.MayLack), and a member that did not know the key was copied would let the source
+// (Traffic.MayLack), and a member that did not know the key was copied would let the source
 // answer for a key revoked or destroyed on the target.
 type KeyEvent struct {
 	ID       string

@@ -40,16 +40,16 @@ const LegacyMarkerID = "xksproxy-cutover-marker"
 // DefaultMarkerTimeout bounds one marker read or write.
 const DefaultMarkerTimeout = 5 * time.Second
 
-// ErrMarkerAhead is wrapped by New's error when the backends record a later epoch than the
+// ErrMarkerAhead is wrapped by Load's error when the backends record a later epoch than the
 // journal (or the journal is missing and they record any migration).
 var ErrMarkerAhead = errors.New("the backends record a later cutover epoch than the journal")
 
-// ErrMarkerContradicts is wrapped by New's error (and logged by a fleet member that refuses an
+// ErrMarkerContradicts is wrapped by Load's error (and logged by a fleet member that refuses an
 // epoch from the store) when the journal or the store holds a state the backends never
 // recorded: a later epoch than theirs, the same epoch with another route, or another key store.
 var ErrMarkerContradicts = errors.New("the backends' cutover markers contradict the journal")
 
-// ErrMarkerUnreadable is wrapped by New's error when the journal is missing and a backend's
+// ErrMarkerUnreadable is wrapped by Load's error when the journal is missing and a backend's
 // marker cannot be read, so a migration cannot be ruled out.
 var ErrMarkerUnreadable = errors.New("backend cutover marker unreadable")
 

@@ -2,7 +2,10 @@ package cutover
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -51,5 +54,49 @@ func TestStateTable(t *testing.T) {
 	}
 	if to, keys, err := next(StateCopyFailed, evRetry); err != nil || to != StateCopying || keys != keysFailed {
 		t.Errorf("retry from copy_failed: %s %v %v", to, keys, err)
+	}
+}
+
+// stateTable renders the state table as docs/architecture.md shows it.
+func stateTable() string {
+	var b strings.Builder
+	b.WriteString("| from | event | to | serves | what must hold first |\n|---|---|---|---|---|\n")
+	for _, r := range table {
+		from := make([]string, len(r.from))
+		for i, s := range r.from {
+			from[i] = string(s)
+		}
+		p, f := routeSides(r.to)
+		serves := sideName(p)
+		if f != sideNone {
+			serves += ", fallback " + sideName(f)
+		}
+		needs := r.needs
+		switch r.keys {
+		case keysReset:
+			needs += "; key records reset"
+		case keysFailed:
+			needs += "; failed keys' records dropped"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", strings.Join(from, ", "), r.on, r.to, serves, needs)
+	}
+	return b.String()
+}
+
+func sideName(s side) string {
+	if s == sideTarget {
+		return "target"
+	}
+	return "source"
+}
+
+// The architecture page shows the state table as the code has it.
+func TestStateTableDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := stateTable(); !strings.Contains(string(doc), want) {
+		t.Errorf("docs/architecture.md lacks the state table as the code has it:\n%s", want)
 	}
 }
