@@ -106,10 +106,17 @@ func (c *control) lock(ctx context.Context) (ctlHeld, error) {
 	}
 	select {
 	case c.ctl <- struct{}{}:
-		return ctlHeld{}, nil
 	case <-ctx.Done():
 		return ctlHeld{}, ctx.Err()
 	}
+	c.mu.Lock()
+	stopped = c.stopped
+	c.mu.Unlock()
+	if stopped { // Run ended while this call waited for the lock
+		<-c.ctl
+		return ctlHeld{}, ErrStopped
+	}
+	return ctlHeld{}, nil
 }
 
 func (c *control) unlock(ctlHeld) { <-c.ctl }

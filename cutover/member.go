@@ -239,6 +239,7 @@ func (m *member) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	last := m.now()
+	m.view.counted = m.view.requests.Load()
 	for {
 		select {
 		case <-ctx.Done():
