@@ -1,7 +1,7 @@
 // Package app assembles a running xksproxy: the proxy (request path) and, when two or more
 // backends are configured, the cutover controller (control path). The two packages do not import
-// each other; this is the one place where the proxy's hooks are connected to the controller and
-// the controller is given the proxy's route table.
+// each other; this is the one place where they meet (seam.go): the controller's request-path
+// side is the proxy's Migration, and the proxy is what the controller's Run drives.
 package app
 
 import (
@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"slices"
-	"sync/atomic"
 
 	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/cutover"
@@ -19,7 +18,6 @@ import (
 	"github.com/xksproxy/xksproxy/fleet"
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/sigv4"
-	"github.com/xksproxy/xksproxy/xks"
 )
 
 // Config is a proxy configuration plus an optional migration controller.
@@ -97,30 +95,9 @@ func (a *App) SetCredentials(prefix string, creds []sigv4.Credential, ages []cer
 	return a.certM.SetCredentialAges(prefix, known)
 }
 
-// lazyProxy lets the controller be built before the proxy: the controller must read its journal
-// first, because the journal — not the configuration file — decides which backend serves.
-type lazyProxy struct{ p atomic.Pointer[proxy.Proxy] }
-
-var errNotReady = errors.New("app: proxy not built yet")
-
-func (l *lazyProxy) SetRoute(epoch uint64, primary, fallback string) error {
-	p := l.p.Load()
-	if p == nil {
-		return errNotReady
-	}
-	return p.SetRoute(proxy.Route{Epoch: epoch, Primary: primary, Fallback: fallback})
-}
-
-func (l *lazyProxy) Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error) {
-	p := l.p.Load()
-	if p == nil {
-		return 0, nil, errNotReady
-	}
-	return p.Forward(ctx, backend, op, keyID, body)
-}
-
-// New builds the controller (reading its journal), then the proxy on the route the journal
-// names, and connects them.
+// New builds the controller and loads its journal, then builds the proxy on the route the
+// journal names (the journal, not the configuration, decides which backend serves), and
+// connects them. Nothing runs until Run.
 func New(cfg Config) (*App, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -128,15 +105,12 @@ func New(cfg Config) (*App, error) {
 	}
 	a := &App{log: log, certs: cfg.Certs, certM: cfg.CertMetrics, adminTLS: cfg.Proxy.Admin.TLS != nil,
 		advertised: cfg.Fleet != nil && cfg.Fleet.Address != ""}
-	lazy := &lazyProxy{}
 	pc := cfg.Proxy
 	if cfg.Fleet != nil && cfg.Cutover == nil {
 		return nil, errors.New("app: fleet mode needs the cutover controller (two backends and a [cutover] section)")
 	}
 	if cfg.Cutover != nil {
 		cc := *cfg.Cutover
-		cc.Router = lazy
-		cc.Forwarder = lazy
 		// Each backend has its own health-check key with its own material: never migrate it.
 		// Its id is one no caller can name (proxy.HealthKeyID), so nothing a caller made is
 		// left behind by this.
@@ -152,7 +126,7 @@ func New(cfg Config) (*App, error) {
 			if err != nil {
 				return nil, err
 			}
-			cc.Storage, cc.Fleet = st, st
+			cc.Fleet = st
 			a.fleet = st
 		}
 		ctrl, err := cutover.New(cc)
@@ -160,22 +134,38 @@ func New(cfg Config) (*App, error) {
 			a.closeFleet()
 			return nil, err
 		}
+		r, err := ctrl.Load(context.Background())
+		if err != nil {
+			a.closeFleet()
+			return nil, err
+		}
 		a.Cutover = ctrl
-		epoch, primary, fallback := ctrl.InitialRoute()
-		if primary != "" {
-			if primary != pc.Route.Primary || fallback != pc.Route.Fallback {
+		if r.Primary != "" { // "": a fleet member with no epoch yet (not ready)
+			if r.Primary != pc.Route.Primary || r.Fallback != pc.Route.Fallback {
 				log.Warn("the cutover journal overrides the configured route",
-					"configured_primary", pc.Route.Primary, "journal_primary", primary,
-					"journal_fallback", fallback, "epoch", epoch)
+					"configured_primary", pc.Route.Primary, "journal_primary", r.Primary,
+					"journal_fallback", r.Fallback, "epoch", r.Epoch)
 			}
-			pc.Route = proxy.Route{Epoch: epoch, Primary: primary, Fallback: fallback}
+			pc.Route = proxy.Route{Epoch: r.Epoch, Primary: r.Primary, Fallback: r.Fallback}
 		}
-		pc.Hooks = chainHooks(pc.Hooks, ctrl)
-		pc.Migration = ctrl
+		mig := &seam{t: ctrl.Traffic(), admin: adminapi.Handler(ctrl)}
 		if cfg.Fleet != nil {
-			pc.FleetSize = ctrl.FleetSize
-			pc.Ready = ctrl.Ready
+			fa := cfg.FleetAdmin
+			if fa.OwnNames == nil {
+				fa.OwnNames = certNames(pc.Admin.TLS)
+			}
+			fw, err := newForwarder(ctrl, mig.admin, a.fleet.Member(), fa, pc.Admin.TLS != nil, a.adminAddr, log)
+			if err != nil {
+				_ = ctrl.Close()
+				a.closeFleet()
+				return nil, err
+			}
+			mig.admin = fw.operatorHandler()
+			if fw.auth != nil {
+				mig.peer = fw.peerHandler()
+			}
 		}
+		pc.Migration = mig
 	}
 	p, err := proxy.New(pc)
 	if err != nil {
@@ -185,29 +175,17 @@ func New(cfg Config) (*App, error) {
 		a.closeFleet()
 		return nil, err
 	}
-	lazy.p.Store(p)
 	a.Proxy = p
-	if a.Cutover != nil {
-		h := adminapi.Handler(a.Cutover)
-		if cfg.Fleet != nil {
-			fa := cfg.FleetAdmin
-			if fa.OwnNames == nil {
-				fa.OwnNames = certNames(pc.Admin.TLS)
-			}
-			fw, err := newForwarder(a.Cutover, h, a.fleet.Member(), fa, pc.Admin.TLS != nil, p.AdminAddr, log)
-			if err != nil {
-				_ = a.Cutover.Close()
-				a.closeFleet()
-				return nil, err
-			}
-			h = fw.operatorHandler()
-			if fw.auth != nil {
-				p.HandlePeer(peerCutoverPath, fw.peerHandler())
-			}
-		}
-		p.HandleAdmin("/v1/cutover/", h)
-	}
 	return a, nil
+}
+
+// adminAddr is the proxy's bound admin listener (nil before it listens); the fleet forwarder
+// reads it at call time.
+func (a *App) adminAddr() net.Addr {
+	if a.Proxy == nil {
+		return nil
+	}
+	return a.Proxy.AdminAddr()
 }
 
 // advertiseAdmin gives the controller this member's admin URL, used in the store when [fleet]
@@ -225,57 +203,8 @@ func (a *App) advertiseAdmin(ad net.Addr) {
 	}
 }
 
-// chainHooks keeps any hooks the caller set and adds the controller's.
-func chainHooks(h proxy.Hooks, ctrl *cutover.Controller) proxy.Hooks {
-	onResult, mirror, onCreate := h.OnResult, h.Mirror, h.OnCreateKey
-	return proxy.Hooks{
-		OnResult: func(r proxy.Result) {
-			if r.FellBackFrom != "" {
-				// The failed attempt counts against the backend that failed (probation must see
-				// B's errors even when A's fallback answered), unless the fallback refused the
-				// same way (the caller's mistake).
-				ctrl.ObserveFellBack(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, r.ErrorName)
-			}
-			if r.Backend != "" { // "" when the proxy answered itself ("proxy" is only its metric label)
-				ctrl.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
-			}
-			if onResult != nil {
-				onResult(r)
-			}
-		},
-		Mirror: func(r proxy.Result, req, resp []byte) {
-			ctrl.Mirror(r.KeyID, req, resp)
-			if mirror != nil {
-				mirror(r, req, resp)
-			}
-		},
-		Recheck: func(r proxy.Result, req []byte) {
-			ctrl.Recheck(r.Backend, r.Op, r.KMSOperation == "CreateKey", r.KeyID, r.ErrorName, r.Latency, req)
-			if h.Recheck != nil {
-				h.Recheck(r, req)
-			}
-		},
-		OnCreateKeyRefused: func(keyID, backend, message string) {
-			ctrl.NoteCreateKeyRefused(keyID, backend, message)
-			if h.OnCreateKeyRefused != nil {
-				h.OnCreateKeyRefused(keyID, backend, message)
-			}
-		},
-		OnCreateKey: func(ctx context.Context, ev proxy.CreateKeyEvent) {
-			ctrl.NoteCreateKey(ev.KeyID, ev.Backend)
-			// While a migration runs, copy the new key to the other side before AWS hears
-			// back, so that it is there whichever side serves its first Encrypt; the catch-up
-			// and the backfill retry on failure.
-			ctrl.CopyCreated(ctx, ev.KeyID, ev.Backend)
-			if onCreate != nil {
-				onCreate(ctx, ev)
-			}
-		},
-	}
-}
-
-// Run serves until ctx is done. A migration interrupted by a restart resumes once the proxy is
-// listening.
+// Run serves until ctx is done. The controller runs once the proxy listens (it resumes a
+// journaled migration then) and stops after the proxy has shut down.
 func (a *App) Run(ctx context.Context) error {
 	if a.certs != nil {
 		// The certificate source (file polling, ACME renewals) lives exactly as long as the
@@ -292,27 +221,27 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- a.Proxy.Run(ctx) }()
-	if a.Cutover != nil {
-		select {
-		case <-a.Proxy.Ready():
-			if ad := a.Proxy.AdminAddr(); ad != nil {
-				a.advertiseAdmin(ad)
-			}
-			if err := a.Cutover.Resume(ctx); err != nil {
-				a.log.Error("cutover: resuming the journaled migration failed", "err", err)
-			}
-		case err := <-errc:
-			_ = a.Cutover.Close()
-			a.closeFleet()
-			return err
-		}
+	if a.Cutover == nil {
+		return <-errc
 	}
-	err := <-errc
-	if a.Cutover != nil {
-		if cerr := a.Cutover.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("app: closing cutover controller: %w", cerr)
-		}
+	select {
+	case <-a.Proxy.Ready():
+	case err := <-errc:
+		_ = a.Cutover.Close()
 		a.closeFleet()
+		return err
 	}
+	if ad := a.Proxy.AdminAddr(); ad != nil {
+		a.advertiseAdmin(ad)
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cdone := make(chan error, 1)
+	go func() { cdone <- a.Cutover.Run(cctx, proxyRoute{a.Proxy}) }()
+	err := <-errc
+	cancel()
+	if cerr := <-cdone; cerr != nil && err == nil {
+		err = fmt.Errorf("app: cutover controller: %w", cerr)
+	}
+	a.closeFleet()
 	return err
 }

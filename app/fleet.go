@@ -66,6 +66,8 @@ type fleetCtrl interface {
 	Status() cutover.Status
 }
 
+var _ fleetCtrl = (*cutover.Controller)(nil)
+
 // forwarder serves the cutover admin API on one member of a fleet: on the driver, locally; on
 // any other member, by a signed call to the driver (operator), and, on the driver, the signed
 // calls other members forward (peer).
@@ -113,18 +115,14 @@ func (f *forwarder) forget(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := f.ctrl.Forget(r.Context(), req.Name)
-	switch {
-	case err == nil:
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		_ = json.NewEncoder(w).Encode(f.ctrl.Status())
-	case errors.Is(err, cutover.ErrMemberAlive):
-		writeAdminErr(w, http.StatusConflict, err.Error())
-	case errors.Is(err, cutover.ErrUnknownMember):
-		writeAdminErr(w, http.StatusNotFound, err.Error())
-	default:
-		writeAdminErr(w, http.StatusServiceUnavailable, err.Error())
+	if err == nil {
+		adminapi.WriteJSON(w, http.StatusOK, f.ctrl.Status())
+		return
 	}
+	if _, ok := adminapi.StatusOf(err); !ok {
+		err = &adminapi.StatusError{Status: http.StatusServiceUnavailable, Msg: err.Error()} // the store did not answer
+	}
+	adminapi.WriteError(w, err) // a member alive: 409; unknown: 404 (the controller's errors carry them)
 }
 
 // operator serves one operator call (its token already checked by the admin listener).
@@ -340,8 +338,8 @@ func (s *signedReply) send(a *peerauth.Auth, p *peerauth.Peer) {
 		status = http.StatusOK
 	}
 	if s.over {
-		status, ct = http.StatusInternalServerError, "application/json"
-		body, _ = json.Marshal(map[string]string{"error": fmt.Sprintf("reply larger than %d bytes: call the driver directly", maxForwardReply)})
+		ct = "application/json"
+		status, body = adminapi.ErrorReply(fmt.Errorf("reply larger than %d bytes: call the driver directly", maxForwardReply))
 	}
 	h := s.under.Header()
 	if ct != "" {
@@ -353,9 +351,8 @@ func (s *signedReply) send(a *peerauth.Auth, p *peerauth.Peer) {
 	_, _ = s.under.Write(body)
 }
 
+// writeAdminErr answers an operator or peer call with the admin API's own error reply (one
+// renderer for both: adminapi.WriteError).
 func writeAdminErr(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	adminapi.WriteError(w, &adminapi.StatusError{Status: status, Msg: msg})
 }

@@ -135,7 +135,7 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 
 		RevokeSourceGrantsOnFinalize: co.RevokeSourceGrantsOnFinalize,
 		GrantEveryoneForServiceKeys:  co.GrantEveryoneForServiceKeys,
-		RightsSyncRate:               rightsSyncRate,
+		RightsSync:                   cutover.RightsSyncConfig{Rate: rightsSyncRate},
 		Shadow:                       cutover.ShadowConfig{Duration: co.ShadowDuration.D(), SampleRate: co.ShadowSampleRate},
 		Probation: cutover.ProbationConfig{
 			Duration:     co.ProbationDuration.D(),

@@ -180,7 +180,7 @@ format = "text"
 		{"cutover.tag", c.Select.Tag == "t1"},
 		{"cutover.keys", len(c.Select.Keys) == 2 && c.Select.Keys[1] == "k2"},
 		{"cutover.concurrency", c.Concurrency == 3},
-		{"cutover.rights_sync_rate", c.RightsSyncRate == 40},
+		{"cutover.rights_sync_rate", c.RightsSync.Rate == 40},
 		{"cutover.target_acl", c.Target.ACL == cutover.ACLARN},
 		{"cutover.shadow_duration", c.Shadow.Duration == 10*time.Minute},
 		{"cutover.shadow_sample_rate", c.Shadow.SampleRate != nil && *c.Shadow.SampleRate == 0.25},
@@ -199,7 +199,6 @@ format = "text"
 		}
 	}
 	// The zeros survive the controller's defaults too.
-	c.Router = nopRouter{}
 	if err := c.CheckAndSetDefaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +212,7 @@ format = "text"
 func TestControllerDefaults(t *testing.T) {
 	var c cutover.Config
 	c.Source.Name, c.Target.Name = "a", "b"
-	c.Router, c.JournalPath = nopRouter{}, "j"
+	c.JournalPath = "j"
 	c.Source.KMIP, c.Target.KMIP = mustClient(t), mustClient(t)
 	if err := c.CheckAndSetDefaults(); err != nil {
 		t.Fatal(err)
@@ -224,10 +223,6 @@ func TestControllerDefaults(t *testing.T) {
 		t.Errorf("defaults: probation %+v shadow %+v concurrency %d select %+v", p, s, c.Concurrency, c.Select)
 	}
 }
-
-type nopRouter struct{}
-
-func (nopRouter) SetRoute(uint64, string, string) error { return nil }
 
 func mustClient(t *testing.T) *cosmian.Client {
 	t.Helper()

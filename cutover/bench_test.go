@@ -27,10 +27,7 @@ func BenchmarkCopyVerify1000(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		c, err := New(e.config(nil))
-		if err != nil {
-			b.Fatal(err)
-		}
+		c := e.controller(b, nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		b.StartTimer()
 		start := time.Now()
@@ -41,7 +38,7 @@ func BenchmarkCopyVerify1000(b *testing.B) {
 		elapsed := time.Since(start)
 		b.StopTimer()
 		cancel()
-		c.Close()
+		e.stop(c)
 		if err != nil || st.State != StateVerified || st.Keys.Verified != n {
 			b.Fatalf("state %s, %+v, %v, %s", st.State, st.Keys, err, st.LastError)
 		}

@@ -82,16 +82,23 @@ type ProbationConfig struct {
 	Window time.Duration
 }
 
+// RightsSyncConfig paces the rights sync (rightsync.go).
+type RightsSyncConfig struct {
+	// Interval: while switched, rights changes made on the target are carried to the source at
+	// this interval (plus the time of one pass); default 1s, at most 1m.
+	Interval time.Duration
+	// Rate: keys per second a pass reads on the target (an attribute read and an access list
+	// each), default DefaultRightsSyncRate. A pass over n keys takes at least n/Rate seconds:
+	// that, plus the interval, is how long a change made on the target takes to reach the source.
+	Rate float64
+}
+
 // Config configures a Controller.
 type Config struct {
 	Source, Target Backend
-	Router         Router
-	Forwarder      Forwarder // for shadowing; optional
-	JournalPath    string    // required (in fleet mode: the local copy of the last applied epoch)
-	// Storage keeps the journal; nil: the file journal at JournalPath. In fleet mode it is the
-	// shared store (package fleet), and Fleet is set too.
-	Storage Storage
-	// Fleet coordinates this controller with the other replicas' (nil: one process).
+	JournalPath    string // required (in fleet mode: the local copy of the last applied epoch)
+	// Fleet coordinates this controller with the other replicas' and keeps their shared journal
+	// (package fleet); nil: one process, the file journal at JournalPath.
 	Fleet       Fleet
 	Select      Selection
 	Concurrency int // default DefaultConcurrency
@@ -106,14 +113,9 @@ type Config struct {
 	Progress                     io.Writer // a terminal gets a one-line progress bar
 	// MarkerTimeout bounds each read or write of the backends' cutover markers (default 5s).
 	MarkerTimeout time.Duration
-	// RightsSyncInterval: while switched, rights changes made on the target are carried to
-	// the source at this interval (plus the time of one pass); default 1s, at most 1m.
-	RightsSyncInterval time.Duration
-	// RightsSyncRate: keys per second a rights-sync pass reads on the target (an attribute read
-	// and an access list each), default DefaultRightsSyncRate. A pass over n keys takes at
-	// least n/RightsSyncRate seconds: that, plus the interval, is how long a change made on the
-	// target takes to reach the source.
-	RightsSyncRate float64
+	// RightsSync paces the carrying of rights changes from the target to the source while
+	// switched.
+	RightsSync RightsSyncConfig
 	// GrantEveryoneForServiceKeys lets a key that a newer source (ACL "service") grants only to
 	// [aws-xks-service] be granted to every user ("*") on a 5.26 target (ACL "arn"): the only
 	// way 5.26 lets AWS's changing principals use it, but also every KMIP user of that server,
@@ -141,14 +143,8 @@ func (c *Config) CheckAndSetDefaults() error {
 			return fmt.Errorf("cutover: backend %q: acl: %w", b.Name, err)
 		}
 	}
-	if c.Router == nil {
-		return errors.New("cutover: Router is required")
-	}
 	if c.JournalPath == "" {
 		return errors.New("cutover: JournalPath is required")
-	}
-	if (c.Fleet == nil) != (c.Storage == nil) {
-		return errors.New("cutover: Fleet and Storage go together (fleet mode)")
 	}
 
 	if err := c.Select.checkAndSetDefaults(); err != nil {
@@ -204,16 +200,17 @@ func (c *Config) CheckAndSetDefaults() error {
 	if p.Window <= 0 {
 		p.Window = min(p.Duration, time.Minute)
 	}
-	if c.RightsSyncInterval == 0 {
-		c.RightsSyncInterval = time.Second
+	r := &c.RightsSync
+	if r.Interval == 0 {
+		r.Interval = time.Second
 	}
-	if c.RightsSyncInterval < 0 || c.RightsSyncInterval > time.Minute {
-		return errors.New("cutover: RightsSyncInterval must be positive and at most 1m")
+	if r.Interval < 0 || r.Interval > time.Minute {
+		return errors.New("cutover: RightsSync.Interval must be positive and at most 1m")
 	}
-	if c.RightsSyncRate == 0 {
-		c.RightsSyncRate = DefaultRightsSyncRate
-	} else if err := CheckRightsSyncRate(c.RightsSyncRate); err != nil {
-		return fmt.Errorf("cutover: RightsSyncRate: %w", err)
+	if r.Rate == 0 {
+		r.Rate = DefaultRightsSyncRate
+	} else if err := CheckRightsSyncRate(r.Rate); err != nil {
+		return fmt.Errorf("cutover: RightsSync.Rate: %w", err)
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -11,44 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
-
-	"github.com/xksproxy/xksproxy/cosmian"
-	"github.com/xksproxy/xksproxy/xks"
 )
-
-// Router is the proxy's atomically swapped route table.
-type Router interface {
-	SetRoute(epoch uint64, primary, fallback string) error
-}
-
-// Forwarder sends one XKS call to one named backend through the same path as
-// live traffic; resp is the spec-normalised reply body.
-type Forwarder interface {
-	Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (status int, resp []byte, err error)
-}
-
-// kmipAPI is the part of *cosmian.Client the controller uses.
-type kmipAPI interface {
-	Import(ctx context.Context, r cosmian.ImportRequest) (string, error)
-	Export(ctx context.Context, uid string, unwrap bool) (*cosmian.ExportedKey, error)
-	GetAttributes(ctx context.Context, uid string) (*cosmian.KeyAttributes, error)
-	Locate(ctx context.Context, r cosmian.LocateRequest) ([]string, error)
-	Encrypt(ctx context.Context, uid string, plaintext, aad []byte) (*cosmian.EncryptResult, error)
-	Decrypt(ctx context.Context, uid string, ciphertext, iv, tag, aad []byte) ([]byte, error)
-	Revoke(ctx context.Context, uid, reasonCode, message string) error
-	Grant(ctx context.Context, a cosmian.Access) error
-	RevokeAccess(ctx context.Context, a cosmian.Access) error
-	ListAccess(ctx context.Context, uid string) ([]cosmian.UserAccess, error)
-	Owned(ctx context.Context) ([]cosmian.OwnedObject, error)
-	Version(ctx context.Context) (string, error)
-	Destroy(ctx context.Context, uid string, remove bool) error
-}
 
 // State is a state of the migration state machine.
 type State string
@@ -89,18 +55,6 @@ func (s State) inMigration() bool {
 	return true
 }
 
-// Errors returned by control operations.
-var (
-	// ErrWrongState: the operation is not allowed in the current state (HTTP 409).
-	ErrWrongState = errors.New("cutover: wrong state")
-	// ErrRunning: a migration run is already in progress (HTTP 409).
-	ErrRunning = errors.New("cutover: a migration is already running")
-	// ErrRefused: a rollback or finalize was refused to avoid stranding keys (HTTP 409).
-	ErrRefused = errors.New("cutover: refused")
-	// ErrUnreachable: the target did not answer the pre-switch check.
-	ErrUnreachable = errors.New("cutover: target unreachable")
-)
-
 // StartOptions configure one migration run.
 type StartOptions struct {
 	// Shadow mirrors live Decrypts to the target for this long before switching; 0 takes
@@ -124,81 +78,35 @@ type FinalizeOptions struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-type backend struct {
-	name string
-	k    kmipAPI
-	acl  string
-}
-
 // Controller runs migrations. All methods are safe for concurrent use.
+//
+// Its life has three steps: New validates the configuration and builds the parts (no I/O, no
+// goroutine); Load reads the journal and judges it against the backends' markers (network calls)
+// and returns the route the proxy is to be built on; Run(ctx, proxy) owns every goroutine of the
+// migration (the runner, the flusher, the marker writer, the fleet member's loops, the shadow's
+// workers, probation's second opinions) until ctx ends, and returns once they all have. Control
+// operations wait for Run to start and are refused once it returned.
 type Controller struct {
-	cfg      Config
-	src, tgt *backend
-	log      *slog.Logger
-	m        *metrics
-	store    Storage      // the journal: file (one process) or fleet store
-	file     *fileStorage // the file journal; in fleet mode the local copy of the applied epoch
-	fleet    *member      // nil: one process
-	bar      *progressBar
-	markers  *markerWriter
-
-	// ctl serialises control operations (start, switch, rollback, finalize
-	// and the runner's own transitions); acquired with a context so a
-	// cancelled runner never deadlocks an operator's rollback.
-	ctl chan struct{}
-
-	writeMu sync.Mutex // orders journal writes; taken before mu
-	mu      sync.Mutex
-	j       *journal
-	// What changed since the last save: the header, key records, created-key notes.
-	dirty      bool
-	dirtyKeys  map[string]bool
-	newCreated []CreatedKey
-	changed    chan struct{}
-	created    map[string]bool // CreatedDuring ∪ CreatedOnTarget, for dedupe
-	listed     int             // size of the current work list (progress)
-	running    bool
-	runStop    context.CancelFunc
-	runDone    chan struct{}
-
-	state atomic.Value // State, for the hot-path hooks
-
-	baseCtx    context.Context
-	baseCancel context.CancelFunc
-	flushDone  chan struct{}
-
+	cfg       Config
+	log       *slog.Logger
+	m         *metrics
+	store     Storage      // the journal: file (one process) or fleet store
+	file      *fileStorage // the file journal; in fleet mode the local copy of the applied epoch
+	book      *ledger      // the journal in memory: every read and write of it
+	markers   *markerWriter
+	control   *control // Run's context, goroutines, proxy; the control lock; the runner
+	fleet     *member  // nil: one process
+	sides     *sides
+	copier    *copier
+	verifier  *verifier
+	probe     *storageProbe
+	rights    *rightsSync
 	shadow    *shadower
-	probation *window
-	// probationSeen counts the target's requests since the switch: probation does not pass
-	// before it reaches MinRequests, however long it lasts.
-	probationSeen atomic.Int64
-	fallbacks     atomic.Uint64
-	// grantsCopied counts (key, user) grants applied on the target by this process.
-	grantsCopied atomic.Int64
-	// shared: source and target are nodes over one database (shared.go).
-	shared, sharedKnown atomic.Bool
-	// backfill wakes the loop that copies keys created on the target back to the source.
-	backfill chan struct{}
-	// pending: keys imported on a backend whose access rights are still being written (see
-	// GrantsPending), id → backend name.
-	pendingMu sync.Mutex
-	pending   map[string]string
-	// completed: new keys (created during the migration) whose copy to the other side this
-	// process finished, grants included, so a rollback need not check them again. In memory:
-	// after a restart the rollback checks every one.
-	completed map[string]bool
-	// rights: the target's access lists as last carried to the source (rightsync.go).
-	rights *rightsBase
-	// rightsLim paces the rights-sync passes (RightsSyncRate keys a second).
-	rightsLim *rate.Limiter
-	// reserved: the proxy's own object ids alive now, refused to XKS callers (reserved.go).
-	reserved reservedIDs
-	// judge: second opinions on the target's refusals during probation (judge.go).
-	judge *judge
+	probation *probation
 }
 
-// New loads (or creates) the journal and returns a controller. It starts no
-// migration work; call Resume to continue an interrupted run.
+// New validates cfg and builds a controller. It reads nothing and starts nothing: Load reads the
+// journal, Run runs the migration.
 func New(cfg Config) (*Controller, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
@@ -207,405 +115,169 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{
-		cfg:       cfg,
-		backfill:  make(chan struct{}, 1),
-		pending:   map[string]string{},
-		completed: map[string]bool{},
-		rights:    newRightsBase(),
-		rightsLim: rate.NewLimiter(rate.Limit(cfg.RightsSyncRate), 1),
-		src:       &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
-		tgt:       &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
-		log:       cfg.Logger.With("component", "cutover"),
-		m:         m,
-		file:      newFileStorage(cfg.JournalPath),
-		dirtyKeys: map[string]bool{},
-		ctl:       make(chan struct{}, 1),
-		changed:   make(chan struct{}),
-		created:   map[string]bool{},
-		probation: newWindow(4096),
-		judge:     newJudge(),
-		bar:       newProgressBar(cfg.Progress),
-	}
-	c.shadow = newShadower(c)
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "cutover"), m: m,
+		file: newFileStorage(cfg.JournalPath), control: newControl()}
 	c.store = c.file
-	c.baseCtx, c.baseCancel = context.WithCancel(context.Background())
-	c.detectGenerations(c.baseCtx)
-	c.markers = newMarkerWriter(c)
-	c.markers.run()
 	if cfg.Fleet != nil {
-		c.store = cfg.Storage
-		c.fleet = newMember(c, cfg.Fleet)
-		err = c.loadFleet()
-	} else {
-		err = c.loadJournal()
+		c.store = cfg.Fleet
 	}
-	if err != nil {
-		c.baseCancel()
-		c.markers.close()
-		c.file.close()
-		return nil, err
+	c.sides = &sides{
+		src: &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
+		tgt: &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
+		sel: cfg.Select, workers: cfg.Concurrency, log: c.log,
 	}
-	c.flushDone = make(chan struct{})
-	go c.flusher()
+	c.markers = newMarkerWriter(&markerBook{src: c.sides.src, tgt: c.sides.tgt, timeout: cfg.MarkerTimeout, log: c.log})
+	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
+	c.sides.book = c.book
+	c.probe = &storageProbe{sides: c.sides}
+	c.rights = &rightsSync{sides: c.sides, base: newRightsBase(), lim: rate.NewLimiter(rate.Limit(cfg.RightsSync.Rate), 1),
+		interval: cfg.RightsSync.Interval, m: m, now: cfg.Now}
+	c.copier = &copier{sides: c.sides, rights: c.rights, probe: c.probe, grantEveryone: cfg.GrantEveryoneForServiceKeys}
+	c.verifier = &verifier{sides: c.sides, probe: c.probe}
+	c.shadow = newShadower(cfg, c.control, m, c.log)
+	c.probation = newProbation(cfg, c.book, c.control, m)
+	if cfg.Fleet != nil {
+		c.fleet = newMember(cfg.Fleet, c.book, c.markers, c, c.shadow, c.probation, &c.control.link, c.file, m, c.log, cfg.Now)
+		c.probation.peers = c.fleet.view.peerProbation
+		c.shadow.peers = c.fleet.view.peerShadow
+	}
 	return c, nil
 }
 
-func (c *Controller) loadJournal() error {
-	snap, err := c.store.Load(c.baseCtx)
-	if err != nil {
-		return err
-	}
-	var j *journal
-	if snap != nil {
-		j = journalFrom(snap)
-	} else if j, err = c.freshJournal(); err != nil {
-		return err
-	}
-	// The journal is served only if the backends' own records agree with it; with no journal,
-	// they say whether a migration happened without it.
-	act, err := c.checkMarkers(c.baseCtx, j, snap != nil, c.store.Where())
-	if err != nil {
-		return err
-	}
-	if err := c.settleMarkers(j, act, func() error {
-		if snap != nil && act != markersRecord && act != markersUpgrade {
-			return nil
-		}
-		return c.store.Save(c.baseCtx, Change{PrevEpoch: j.Epoch, Header: &j.Header})
-	}); err != nil {
-		return err
-	}
-	return c.adopt(j)
+// Route is what the proxy serves: the epoch, the primary backend and the fallback ("" for none).
+type Route struct {
+	Epoch             uint64
+	Primary, Fallback string
 }
 
-// settleMarkers writes what checkMarkers asked for around store, which stores j: a record is
-// written on the backends before j is stored (as every transition is), a fresh key store's
-// marker after.
-func (c *Controller) settleMarkers(j *journal, act markerAction, store func() error) error {
-	switch act {
-	case markersRecord:
-		if err := c.markers.record(c.baseCtx, markerOf(j)); err != nil {
-			return fmt.Errorf("%w; refusing to start on a record the backends do not hold: retry once one of them answers", err)
-		}
-	case markersUpgrade:
-		if err := c.markers.record(c.baseCtx, markerOf(j)); err != nil {
-			// The journal keeps no identity the backends do not hold: the next start upgrades.
-			c.log.Warn("cutover: cannot record the key store's identity on the backends yet; the next start retries", "err", truncate(err.Error()))
-			j.KeyStore = ""
-			return nil
-		}
-	}
-	if err := store(); err != nil {
-		return err
-	}
-	switch act {
-	case markersNote:
-		c.markers.note(markerOf(j))
-	case markersUpgrade:
-		c.removeLegacy(c.baseCtx)
-	}
-	return nil
-}
+// errLoaded: Load was called again.
+var errLoaded = errors.New("cutover: Load called twice")
 
-// freshJournal is the journal of a key store that never migrated: epoch 1, the source serves,
-// and a new key store identity.
-func (c *Controller) freshJournal() (*journal, error) {
-	ks, err := newKeyStoreID()
-	if err != nil {
-		return nil, err
+// Load reads the journal (the file, or the fleet store with the local copy as a fallback) and
+// serves it only if the backends' markers agree with it; it resolves the backends' access-control
+// generations first. It returns the route the proxy is to be built on (the journal decides it,
+// not the configuration), zero for a fleet member that has no epoch yet (not ready). It leaves no
+// goroutine running; on error nothing stays open.
+func (c *Controller) Load(ctx context.Context) (Route, error) {
+	if c.book.loaded() {
+		return Route{}, errLoaded
 	}
-	now := c.cfg.Now().UTC()
-	return &journal{Header: Header{Version: journalVersion, KeyStore: ks, Epoch: 1, State: StateServing,
-		Source: c.src.name, Target: c.tgt.name, StartedAt: now, UpdatedAt: now},
-		Keys: map[string]*KeyProgress{}}, nil
-}
-
-// adopt checks a loaded journal against the configuration and makes it current.
-func (c *Controller) adopt(j *journal) error {
-	if err := j.validate(); err != nil {
-		return corrupt(c.store.Where(), "%v", err)
-	}
-	where := c.store.Where()
-	if j.State.inMigration() {
-		if j.Source != c.src.name || j.Target != c.tgt.name {
-			return fmt.Errorf("journal %s: a migration %s → %s is in state %s but the configuration names %s → %s; restore that configuration, then finish or roll back the migration",
-				where, j.Source, j.Target, j.State, c.src.name, c.tgt.name)
-		}
-	} else if a := activeOf(j); a != c.src.name && a != c.tgt.name {
-		return fmt.Errorf("journal %s: backend %q is serving (state %s, epoch %d) but the configuration has no backend of that name; refusing to route elsewhere",
-			where, a, j.State, j.Epoch)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	clear(c.created)
-	for _, id := range j.CreatedDuring {
-		c.created[id] = true
-	}
-	for _, id := range j.CreatedOnTarget {
-		c.created[id] = true
-	}
-	c.j = j
-	c.dirty, c.newCreated = false, nil
-	clear(c.dirtyKeys)
-	c.state.Store(j.State)
-	c.m.setState(j.State, j.Epoch)
-	c.m.setKeys(j)
-	return nil
-}
-
-// activeOf names the backend that serves as primary in j's state.
-func activeOf(j *journal) string {
-	p, _ := routeOf(j)
-	return p
-}
-
-func routeOf(j *journal) (primary, fallback string) { return j.Header.Route() }
-
-// InitialRoute is what the proxy must serve at start-up according to the journal.
-func (c *Controller) InitialRoute() (epoch uint64, primary, fallback string) {
-	if !c.Ready() {
-		return 0, "", "" // fleet member with no epoch yet: not ready (see Ready)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, f := routeOf(c.j)
-	return c.j.Epoch, p, f
-}
-
-// Close stops background work (the journal is already durable).
-func (c *Controller) Close() error {
-	c.baseCancel()
-	c.mu.Lock()
-	done := c.runDone
-	c.mu.Unlock()
-	if done != nil {
-		<-done
-	}
-	c.shadow.stop()
-	c.waitRechecks()
-	<-c.flushDone
-	c.markers.close()
+	c.sides.detectGenerations(ctx)
+	ld := &loader{src: c.cfg.Source.Name, tgt: c.cfg.Target.Name, store: c.store, file: c.file, markers: c.markers,
+		book: c.book, log: c.log, now: c.cfg.Now}
+	var err error
+	applied := true
 	if c.fleet != nil {
-		c.fleet.wait()
+		if applied, err = ld.loadFleet(ctx); err == nil && applied {
+			h := c.book.header()
+			p, f := h.Route()
+			c.fleet.loaded(h.Epoch, p, f)
+		}
+	} else {
+		err = ld.loadJournal(ctx)
 	}
-	err := c.flush()
+	c.markers.settle() // the writes Load recorded: none outlives it
+	if err != nil {
+		c.file.close()
+		return Route{}, err
+	}
+	if !applied {
+		return Route{}, nil
+	}
+	h := c.book.header()
+	p, f := h.Route()
+	return Route{Epoch: h.Epoch, Primary: p, Fallback: f}, nil
+}
+
+// Run runs the migration until ctx ends, driving p (the proxy built on Load's route): it resumes
+// a journaled run (in fleet mode: the member's loops start, and the elected driver resumes),
+// writes the journal's progress, records the epochs on the backends, and returns once every
+// goroutine it started has ended, the last progress written and the journal closed.
+func (c *Controller) Run(ctx context.Context, p Proxy) error {
+	if !c.book.loaded() {
+		return errors.New("cutover: Run before Load")
+	}
+	if p == nil {
+		return errors.New("cutover: Run needs the proxy")
+	}
+	if err := c.control.begin(ctx, p); err != nil {
+		return err
+	}
+	markersDone := make(chan struct{})
+	go func() { defer close(markersDone); c.markers.loop() }()
+	c.control.spawn(c.flushLoop)
+	if c.fleet != nil {
+		c.fleet.run(c.control)
+	} else if err := c.resume(ctx); err != nil {
+		c.log.Error("cutover: resuming the journaled migration failed", "err", err)
+	}
+	<-ctx.Done()
+	c.control.end()
+	c.shadow.stop()
+	err := c.book.flush(c.writesJournal())
+	c.markers.close()
+	<-markersDone
 	c.file.close()
 	return err
 }
 
-// lock acquires the control lock or gives up when ctx ends.
-func (c *Controller) lock(ctx context.Context) error {
-	select {
-	case c.ctl <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// Close releases what Load opened, for a controller that will not Run (Run releases it itself
+// when it returns). It must not be called while Run runs.
+func (c *Controller) Close() error {
+	c.markers.settle()
+	c.file.close()
+	return nil
 }
 
-func (c *Controller) unlock() { <-c.ctl }
-
-// curState is the state without taking mu.
-func (c *Controller) curState() State { return c.state.Load().(State) }
-
-// transition moves to state to (bumping the epoch): the backends record it first (one is
-// enough; markerWriter), then the journal, and only then is the route applied. So the journal is
-// never ahead of the backends' record, and a route is never served that neither backend
-// recorded. The caller holds ctl. mutate edits the journal (under mu) before it is written.
-func (c *Controller) transition(to State, mutate func(j *journal)) error {
-	c.writeMu.Lock()
-	c.mu.Lock()
-	from := c.j.State
-	if err := checkMove(from, to); err != nil {
-		c.mu.Unlock()
-		c.writeMu.Unlock()
+// transition takes the move ev names in the state table (ledger.move: the backends record it,
+// then the journal), and only then applies its route; waiters wake once it is applied (or
+// refused).
+func (c *Controller) transition(_ ctlHeld, ev event, mutate func(h *Header)) error {
+	mv, err := c.book.move(ev, mutate)
+	if err != nil {
 		return err
 	}
-	old := c.j.clone()
-	c.j.State = to
-	c.j.Epoch++
-	c.j.UpdatedAt = c.cfg.Now().UTC()
-	if mutate != nil {
-		mutate(c.j)
-	}
-	ch := c.pendingLocked()
-	ch.PrevEpoch = old.Epoch
-	hdr := c.j.Header
-	ch.Header = &hdr
-	diffJournal(old, c.j, &ch)
-	mk := markerOf(c.j)
-	mk.Pending = true
-	c.mu.Unlock()
-	// The backends and the store are written without mu (network calls): the request-path
-	// hooks only append created-key notes meanwhile, which the revert below keeps.
-	err := c.recordMarker(mk)
-	if err == nil {
-		err = c.save(ch)
-	}
-	c.mu.Lock()
+	err = c.applyRoute(mv.epoch, mv.primary, mv.fallback, mv.to)
+	c.book.announce()
 	if err != nil {
-		c.j.Header = old.Header
-		if ch.ResetKeys {
-			c.j.Keys = old.Keys
-			c.j.CreatedDuring, c.j.CreatedOnTarget = old.CreatedDuring, old.CreatedOnTarget
-		} else {
-			for id := range ch.Keys {
-				if k, ok := old.Keys[id]; ok {
-					c.j.Keys[id] = k
-				} else {
-					delete(c.j.Keys, id)
-				}
-			}
-		}
-		c.requeueLocked(Change{Created: ch.Created})
-		c.mu.Unlock()
-		c.writeMu.Unlock()
-		c.log.Error("cutover: recording the transition failed (backends or journal); transition not taken", "from", from, "to", to, "err", err)
-		return err
-	}
-	epoch := c.j.Epoch
-	primary, fallback := routeOf(c.j)
-	c.state.Store(to)
-	c.m.setState(to, epoch)
-	c.m.setKeys(c.j)
-	c.markers.note(markerOf(c.j)) // confirmed, in the background
-	c.mu.Unlock()
-	c.writeMu.Unlock()
-	c.log.Info("cutover transition", "from", from, "to", to, "epoch", epoch, "primary", primary, "fallback", fallback)
-	err = c.applyRoute(epoch, primary, fallback, to)
-	// Waiters wake once the route is applied (or refused).
-	c.mu.Lock()
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("cutover: journaled %s (epoch %d) but the route was not applied: %w", to, epoch, err)
+		return fmt.Errorf("cutover: journaled %s (epoch %d) but the route was not applied: %w", mv.to, mv.epoch, err)
 	}
 	return nil
 }
 
-// recordMarker writes a transition's marker on the backends before it is journaled, bounded by
-// the marker timeout.
-func (c *Controller) recordMarker(m *Marker) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.baseCtx), 2*c.cfg.MarkerTimeout)
-	defer cancel()
-	return c.markers.record(ctx, m)
-}
-
-// applyRoute swaps the proxy's route to an epoch's; in fleet mode it also keeps the local copy
-// of that epoch and acknowledges it.
+// applyRoute swaps the proxy's route to an epoch's; in fleet mode the member also keeps the local
+// copy of that epoch and acknowledges it.
 func (c *Controller) applyRoute(epoch uint64, primary, fallback string, st State) error {
 	if c.fleet != nil {
 		return c.fleet.apply(epoch, primary, fallback, st)
 	}
-	return c.cfg.Router.SetRoute(epoch, primary, fallback)
+	return c.control.link.setRoute(epoch, primary, fallback)
 }
 
-// save writes ch to the store with a bounded wait.
-func (c *Controller) save(ch Change) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.baseCtx), 30*time.Second)
-	defer cancel()
-	return c.store.Save(ctx, ch)
-}
+// writesJournal reports whether this process writes the journal's header and key records (a
+// fleet member that does not drive writes only its created-key notes).
+func (c *Controller) writesJournal() bool { return c.fleet == nil || c.fleet.isDriver() }
 
-// pendingLocked takes what changed since the last save. The caller holds mu.
-func (c *Controller) pendingLocked() Change {
-	ch := Change{PrevEpoch: c.j.Epoch, Created: c.newCreated}
-	if c.dirty {
-		h := c.j.Header
-		ch.Header = &h
-	}
-	if len(c.dirtyKeys) > 0 {
-		ch.Keys = make(map[string]*KeyProgress, len(c.dirtyKeys))
-		for id := range c.dirtyKeys {
-			if k, ok := c.j.Keys[id]; ok {
-				kk := *k
-				ch.Keys[id] = &kk
-			} else {
-				ch.Keys[id] = nil
-			}
-		}
-		clear(c.dirtyKeys)
-	}
-	c.dirty, c.newCreated = false, nil
-	return ch
-}
-
-// requeueLocked marks a change that could not be saved as pending again.
-func (c *Controller) requeueLocked(ch Change) {
-	if ch.Header != nil {
-		c.dirty = true
-	}
-	for id := range ch.Keys {
-		c.dirtyKeys[id] = true
-	}
-	c.newCreated = append(ch.Created, c.newCreated...)
-}
-
-// diffJournal adds to ch what a transition's mutate changed between old and cur: a reset
-// (a new migration), or the key records it touched. Transitions are few, so this O(keys)
-// walk is paid a handful of times per migration, never per flush.
-func diffJournal(old, cur *journal, ch *Change) {
-	reset := (len(cur.Keys) == 0 && len(old.Keys) > 0) ||
-		len(cur.CreatedDuring) < len(old.CreatedDuring) || len(cur.CreatedOnTarget) < len(old.CreatedOnTarget)
-	if reset {
-		ch.ResetKeys = true
-		ch.Keys = make(map[string]*KeyProgress, len(cur.Keys))
-		for id, k := range cur.Keys {
-			kk := *k
-			ch.Keys[id] = &kk
-		}
-		ch.Created = cur.snapshot().Created
-		return
-	}
-	for id, k := range cur.Keys {
-		if o, ok := old.Keys[id]; !ok || *o != *k {
-			if ch.Keys == nil {
-				ch.Keys = map[string]*KeyProgress{}
-			}
-			kk := *k
-			ch.Keys[id] = &kk
-		}
-	}
-	for id := range old.Keys {
-		if _, ok := cur.Keys[id]; !ok {
-			if ch.Keys == nil {
-				ch.Keys = map[string]*KeyProgress{}
-			}
-			ch.Keys[id] = nil
-		}
-	}
-}
-
-// setError records why the machine is stuck without changing state.
-func (c *Controller) setError(msg string) {
-	c.mu.Lock()
-	c.j.LastError = msg
-	c.dirty = true
-	c.mu.Unlock()
-}
-
-// flusher writes per-key progress at most every 200ms: a restart loses at
-// most that much progress, and re-copying a key is idempotent (it is found
-// identical on the target and skipped).
-func (c *Controller) flusher() {
-	defer close(c.flushDone)
+// flushLoop writes per-key progress at most every 200ms: a restart loses at most that much
+// progress, and re-copying a key is idempotent (it is found identical on the target and
+// skipped). It draws the progress bar and logs the progress every 2 s while copying or verifying.
+func (c *Controller) flushLoop(ctx context.Context) {
+	bar := newProgressBar(c.cfg.Progress)
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	lastLog := time.Now()
 	for {
 		select {
-		case <-c.baseCtx.Done():
-			c.bar.finish()
+		case <-ctx.Done():
+			bar.finish()
 			return
 		case <-t.C:
 		}
-		if err := c.flush(); err != nil {
+		if err := c.book.flush(c.writesJournal()); err != nil {
 			c.log.Error("journal flush failed", "err", err)
 		}
 		st := c.Status()
-		c.bar.draw(&st)
+		bar.draw(&st)
 		if (st.State == StateCopying || st.State == StateVerifying) && time.Since(lastLog) >= 2*time.Second {
 			lastLog = time.Now()
 			c.log.Info("cutover progress", "state", st.State, "epoch", st.Epoch, "total", st.Keys.Total,
@@ -615,68 +287,11 @@ func (c *Controller) flusher() {
 	}
 }
 
-func (c *Controller) flush() error {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	c.mu.Lock()
-	ch := c.pendingLocked()
-	if c.fleet != nil && !c.fleet.isDriver() {
-		// A member that does not drive writes only its created-key notes.
-		ch.Header, ch.Keys = nil, nil
-	}
-	if ch.Header == nil && len(ch.Keys) == 0 && len(ch.Created) == 0 {
-		c.mu.Unlock()
-		return nil
-	}
-	c.m.setKeys(c.j)
-	c.mu.Unlock()
-	if err := c.save(ch); err != nil {
-		c.mu.Lock()
-		if !errors.Is(err, ErrFenced) {
-			c.requeueLocked(ch)
-		} else {
-			c.requeueLocked(Change{Created: ch.Created})
-		}
-		c.mu.Unlock()
-		return err
-	}
-	return nil
-}
-
-func (c *Controller) setKey(id string, kp KeyProgress) {
-	c.mu.Lock()
-	if old, ok := c.j.Keys[id]; ok && old.Existing {
-		kp.Existing = true
-	}
-	c.j.Keys[id] = &kp
-	c.dirtyKeys[id] = true
-	c.mu.Unlock()
-}
-
-func (c *Controller) keyProgress(id string) (KeyProgress, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k, ok := c.j.Keys[id]
-	if !ok {
-		return KeyProgress{}, false
-	}
-	return *k, true
-}
-
 // Wait blocks until the state is one of states, or ctx ends.
 func (c *Controller) Wait(ctx context.Context, states ...State) (Status, error) {
-	for {
-		c.mu.Lock()
-		s := c.j.State
-		ch := c.changed
-		c.mu.Unlock()
-		if slices.Contains(states, s) {
-			return c.Status(), nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return c.Status(), fmt.Errorf("cutover: waiting for %v (state is %s): %w", states, s, ctx.Err())
-		}
+	s, err := c.book.wait(ctx, states)
+	if err != nil {
+		return c.Status(), fmt.Errorf("cutover: waiting for %v (state is %s): %w", states, s, err)
 	}
+	return c.Status(), nil
 }

@@ -87,9 +87,9 @@ func TestHappyPath(t *testing.T) {
 				k.Wipe()
 			}
 			// A restarted controller serves what the journal says.
-			c.Close()
+			e.stop(c)
 			c2 := e.controller(t, nil)
-			if ep, p, f := c2.InitialRoute(); p != "B" || f != "" || ep != st.Epoch {
+			if ep, p, f := c2.journalRoute(); p != "B" || f != "" || ep != st.Epoch {
 				t.Errorf("InitialRoute after restart: %d %s %s", ep, p, f)
 			}
 		})
@@ -194,11 +194,11 @@ func TestProbationAutoRollback(t *testing.T) {
 	e.B.SetFaults(kmsemu.Faults{ErrorRate: 1, XKSOnly: true})
 	// Observations for another backend or client errors do not count.
 	for range 100 {
-		c.Observe("A", xks.InternalException, time.Millisecond, true)
-		c.Observe("B", xks.InvalidCiphertextException, time.Millisecond, false)
+		c.Traffic().Observe("A", xks.InternalException, time.Millisecond, true)
+		c.Traffic().Observe("B", xks.InvalidCiphertextException, time.Millisecond, false)
 	}
 	for range 30 {
-		c.Observe("B", xks.InternalException, 3*time.Millisecond, false)
+		c.Traffic().Observe("B", xks.InternalException, 3*time.Millisecond, false)
 	}
 	st := mustWait(t, c, StateRolledBack)
 	// rolled_back is announced after the second copy-back pass, with the route on A alone.
@@ -217,7 +217,7 @@ func TestProbationAutoRollback(t *testing.T) {
 func TestProbationP99Rollback(t *testing.T) {
 	_, c, _ := switchedEnv(t)
 	for range 50 {
-		c.Observe("B", "", time.Second, false)
+		c.Traffic().Observe("B", "", time.Second, false)
 	}
 	st := mustWait(t, c, StateRolledBack)
 	// rolled_back is announced after the second copy-back pass, with the route on A alone.
@@ -256,17 +256,17 @@ func TestRestartMidCopy(t *testing.T) {
 	for c1.Status().Keys.Copied < 10 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	must(t, c1.Close()) // the process goes away mid-copy
+	must(t, e.stop(c1)) // the process goes away mid-copy
 	done := c1.Status().Keys.Copied
 	if done >= 40 {
 		t.Skip("copy finished before the restart")
 	}
 	e.A.SetFaults(kmsemu.Faults{})
-	c2 := e.controller(t, slow)
+	c2 := e.loaded(t, slow)
 	if st := c2.Status(); st.State != StateCopying || st.Keys.Copied < done {
 		t.Fatalf("after restart: %s, %d copied (had %d)", st.State, st.Keys.Copied, done)
 	}
-	must(t, c2.Resume(ctx))
+	e.run(t, c2) // resumes
 	st := mustWait(t, c2, StateVerified)
 	// Keys done before the restart were not copied again; at most the one
 	// in flight is found already on B.
@@ -307,7 +307,7 @@ func TestRestartBetweenImportAndGrants(t *testing.T) {
 			if n := imported(); n < len(ids) {
 				t.Fatalf("setup: %d of %d keys imported on B", n, len(ids))
 			}
-			must(t, c1.Close()) // the process goes away with every key imported, no grant written
+			must(t, e.stop(c1)) // the process goes away with every key imported, no grant written
 			// Only a key with nothing to grant (none on A, no [aws-xks-service] grant on a 5.26 B)
 			// can have finished its copy.
 			nothingToGrant := 0
@@ -326,8 +326,7 @@ func TestRestartBetweenImportAndGrants(t *testing.T) {
 			}
 
 			e.failB.set("")
-			c2 := e.controller(t, wide)
-			must(t, c2.Resume(ctx))
+			c2 := e.controller(t, wide) // resumes
 			st := mustWait(t, c2, StateVerified)
 			if st.Keys.Conflicts != 0 || st.Keys.Errors != 0 || st.Keys.Verified != len(ids) {
 				t.Fatalf("after the restart: %+v (failures %v), want all %d verified", st.Keys, st.Failures, len(ids))
@@ -357,7 +356,7 @@ func TestLateCreateKey(t *testing.T) {
 	mustWait(t, c, StateVerified)
 	// AWS CreateKey while verified: the key exists on A only.
 	must(t, e.A.CreateKey("admin", "late-key", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey("late-key", "A")
+	c.Traffic().NoteCreateKey("late-key", "A")
 	if _, ok := e.B.Object("late-key"); ok {
 		t.Fatal("copied too early")
 	}
@@ -377,7 +376,7 @@ func TestListSelectionLateKey(t *testing.T) {
 	must(t, c.Start(ctx, StartOptions{}))
 	mustWait(t, c, StateVerified)
 	must(t, e.A.CreateKey("admin", "late", kmsemu.KeyOptions{}))
-	c.NoteCreateKey("late", "A")
+	c.Traffic().NoteCreateKey("late", "A")
 	must(t, c.Switch(ctx))
 	e.checkCopies(t, []string{"key-000", "key-001", "late"})
 	if _, ok := e.B.Object("key-002"); ok {
@@ -396,7 +395,7 @@ func TestRollbackCopiesBack(t *testing.T) {
 	must(t, e.B.CreateKey("admin", "born-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	const creator = "arn:aws:iam::123456789012:role/creator"
 	must(t, e.B.GrantAccess("admin", "born-on-b", creator, xksServiceOps...)) // as 5.26's XKS CreateKey does
-	c.NoteCreateKey("born-on-b", "B")
+	c.Traffic().NoteCreateKey("born-on-b", "B")
 	must(t, e.B.CreateKey("admin", "unnoticed-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.B.RevokeKey("key-000", "KeyCompromise"))
 	must(t, e.B.GrantAccess("admin", "key-007", "arn:aws:iam::123456789012:user/Carol", "decrypt"))
@@ -436,7 +435,7 @@ func TestRollbackRefused(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	// A key created on B that cannot be exported: copying it back fails.
 	must(t, e.B.CreateKey("admin", "stuck-on-b", kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}, Sensitive: true}))
-	c.NoteCreateKey("stuck-on-b", "B")
+	c.Traffic().NoteCreateKey("stuck-on-b", "B")
 	err := c.Rollback(ctx, "try")
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "stuck-on-b") {
 		t.Fatalf("Rollback: %v", err)
@@ -460,7 +459,7 @@ func TestCorruptJournal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			must(t, os.WriteFile(e.journal, []byte(tc.data), 0o600))
-			_, err := New(e.config(nil))
+			_, _, err := open(e.config(nil))
 			if err == nil || !errors.Is(err, ErrCorruptJournal) || !strings.Contains(err.Error(), tc.want) ||
 				!strings.Contains(err.Error(), e.journal) || !strings.Contains(err.Error(), "refusing to start") {
 				t.Fatalf("New: %v", err)
@@ -469,7 +468,7 @@ func TestCorruptJournal(t *testing.T) {
 	}
 	// A journal naming another migration refuses too.
 	must(t, os.WriteFile(e.journal, []byte(`{"version":1,"epoch":3,"state":"switched","source":"X","target":"Y","keys":{}}`), 0o600))
-	if _, err := New(e.config(nil)); err == nil || !strings.Contains(err.Error(), "X → Y") {
+	if _, _, err := open(e.config(nil)); err == nil || !strings.Contains(err.Error(), "X → Y") {
 		t.Fatalf("New: %v", err)
 	}
 }
@@ -525,12 +524,12 @@ func TestShadow(t *testing.T) {
 		}
 		return 200, append([]byte(nil), body...), nil
 	}}
+	e.router.setForward(fwd)
 	c := e.controller(t, func(cfg *Config) {
-		cfg.Forwarder = fwd
 		cfg.Shadow = ShadowConfig{QueueSize: 4, Workers: 2}
 	})
 	// Outside shadowing, Mirror does nothing.
-	c.Mirror("k", []byte("{}"), body)
+	c.Traffic().Mirror("k", []byte("{}"), body)
 	if s := c.shadow.snapshot(); s != (ShadowStats{}) {
 		t.Fatalf("mirrored while not shadowing: %+v", s)
 	}
@@ -546,14 +545,14 @@ func TestShadow(t *testing.T) {
 		}
 	}
 	for range 3 {
-		c.Mirror("k", []byte(`{"ciphertext":"x"}`), body)
+		c.Traffic().Mirror("k", []byte(`{"ciphertext":"x"}`), body)
 	}
 	waitFor(func(s ShadowStats) bool { return s.Match == 3 })
 	mode.Store("mismatch")
-	c.Mirror("k", []byte(`{}`), body)
+	c.Traffic().Mirror("k", []byte(`{}`), body)
 	waitFor(func(s ShadowStats) bool { return s.Mismatch == 1 })
 	mode.Store("error")
-	c.Mirror("k", []byte(`{}`), body)
+	c.Traffic().Mirror("k", []byte(`{}`), body)
 	waitFor(func(s ShadowStats) bool { return s.Errors == 1 })
 
 	block = make(chan struct{})
@@ -564,7 +563,7 @@ func TestShadow(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 50 {
-				c.Mirror("k", []byte(`{}`), body)
+				c.Traffic().Mirror("k", []byte(`{}`), body)
 			}
 		}()
 	}
@@ -587,11 +586,12 @@ func TestShadowMismatchBlocksSwitch(t *testing.T) {
 	fwd := &fakeForwarder{fn: func(ctx context.Context, backend string, op xks.Operation, keyID string, b []byte) (int, []byte, error) {
 		return 200, []byte(`{"plaintext":"b3RoZXI="}`), nil
 	}}
-	c := e.controller(t, func(cfg *Config) { cfg.Forwarder = fwd })
+	e.router.setForward(fwd)
+	c := e.controller(t, nil)
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{Shadow: 300 * time.Millisecond, AutoSwitch: true}))
 	mustWait(t, c, StateShadowing)
-	c.Mirror("key-000", []byte(`{}`), []byte(`{"plaintext":"aGVsbG8="}`))
+	c.Traffic().Mirror("key-000", []byte(`{}`), []byte(`{"plaintext":"aGVsbG8="}`))
 	st := mustWait(t, c, StateVerifyFailed)
 	if !strings.Contains(st.LastError, "shadow") || e.router.everPrimary("B") {
 		t.Errorf("last error %q, switched %v", st.LastError, e.router.everPrimary("B"))
@@ -645,11 +645,9 @@ func TestNextMigrationAfterFinalize(t *testing.T) {
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)
 	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
-	c.Close()
+	must(t, e.stop(c))
 	// Back from B to A with the roles exchanged.
-	c2, err := New(e.config(func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
-	must(t, err)
-	defer c2.Close()
+	c2 := e.controller(t, func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source })
 	must(t, c2.Start(ctx, StartOptions{AutoSwitch: true}))
 	st := mustWait(t, c2, StateSwitched)
 	if st.Keys.Skipped != 4 {
@@ -715,7 +713,7 @@ func TestConfiguredShadowAndRevoke(t *testing.T) {
 	}
 	// After finalize a CreateKey on the target is no longer migration news.
 	n := len(c.Status().CreatedOnTarget)
-	c.NoteCreateKey("late-after-finalize", "B")
+	c.Traffic().NoteCreateKey("late-after-finalize", "B")
 	if got := len(c.Status().CreatedOnTarget); got != n {
 		t.Errorf("created on the target after the switch grew after finalize: %d → %d", n, got)
 	}
@@ -748,7 +746,7 @@ func TestCutShortCopyGetsItsGrants(t *testing.T) {
 			if ops := e.A.Access(uid)[creator]; len(ops) != 0 {
 				t.Fatalf("setup: creator already has %v on A", ops)
 			}
-			c.NoteCreateKey(uid, "B")
+			c.Traffic().NoteCreateKey(uid, "B")
 			want := []string{"decrypt", "encrypt", "getattributes"}
 			if tc.backfill {
 				deadline := time.Now().Add(10 * time.Second)
@@ -793,9 +791,9 @@ func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
 			const uid, creator = "made-before-switch", "arn:aws:iam::123456789012:role/creator"
 			must(t, e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 			must(t, e.A.GrantAccess("admin", uid, creator, xksServiceOps...)) // as 5.26's XKS CreateKey does
-			c.NoteCreateKey(uid, "A")
+			c.Traffic().NoteCreateKey(uid, "A")
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			c.CopyCreated(cctx, uid, "A")
+			c.Traffic().CopyCreated(cctx, uid, "A")
 			cancel()
 			if st := c.Status().State; tc.state == StateVerified && st != StateVerified {
 				t.Fatalf("state moved to %s during the test", st)
@@ -820,9 +818,9 @@ func TestCutShortCopyStaysPendingUntilGranted(t *testing.T) {
 	must(t, e.B.GrantAccess("admin", uid, creator, xksServiceOps...)) // as 5.26's XKS CreateKey does
 	// The import to A succeeds, its grants do not.
 	e.failA.set("access/grant")
-	c.NoteCreateKey(uid, "B")
+	c.Traffic().NoteCreateKey(uid, "B")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	c.CopyCreated(cctx, uid, "B")
+	c.Traffic().CopyCreated(cctx, uid, "B")
 	cancel()
 	if _, ok := e.A.Object(uid); !ok {
 		t.Fatalf("setup: the import to A did not happen")
@@ -830,22 +828,22 @@ func TestCutShortCopyStaysPendingUntilGranted(t *testing.T) {
 	if ops := e.A.Access(uid)[creator]; len(ops) != 0 {
 		t.Fatalf("setup: creator has %v on A although grants fail", ops)
 	}
-	if !c.GrantsPending(uid, "A") {
+	if !c.Traffic().GrantsPending(uid, "A") {
 		t.Errorf("a key imported on A without its grants is not pending there")
 	}
-	if c.GrantsPending(uid, "B") {
+	if c.Traffic().GrantsPending(uid, "B") {
 		t.Errorf("pending on B, where the key was created")
 	}
 	e.failA.set("")
 	want := []string{"decrypt", "encrypt", "getattributes"}
 	deadline := time.Now().Add(10 * time.Second)
-	for (c.GrantsPending(uid, "A") || !slices.Equal(e.A.Access(uid)[creator], want)) && time.Now().Before(deadline) {
+	for (c.Traffic().GrantsPending(uid, "A") || !slices.Equal(e.A.Access(uid)[creator], want)) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if ops := e.A.Access(uid)[creator]; !slices.Equal(ops, want) {
 		t.Errorf("after the backfill, creator's grant on A: %v, want %v", ops, want)
 	}
-	if c.GrantsPending(uid, "A") {
+	if c.Traffic().GrantsPending(uid, "A") {
 		t.Errorf("still pending on A after the backfill wrote the grants")
 	}
 }
@@ -861,8 +859,8 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 	mustWait(t, c, StateVerified)
 	const uid, creator = "made-while-verified", "arn:aws:iam::123456789012:role/creator"
 	must(t, e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey(uid, "A")
-	c.CopyCreated(ctx, uid, "A")
+	c.Traffic().NoteCreateKey(uid, "A")
+	c.Traffic().CopyCreated(ctx, uid, "A")
 	if _, ok := e.B.Object(uid); !ok {
 		t.Fatalf("setup: the new key was not copied to B")
 	}
@@ -882,8 +880,8 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := calls()
-			c.NoteCreateKey(tc.id, tc.backend)
-			c.CopyCreated(ctx, tc.id, tc.backend)
+			c.Traffic().NoteCreateKey(tc.id, tc.backend)
+			c.Traffic().CopyCreated(ctx, tc.id, tc.backend)
 			if n := calls() - before; n != 0 {
 				t.Errorf("a repeated CreateKey for %s made %d KMIP calls", tc.id, n)
 			}
@@ -899,11 +897,11 @@ func TestForeignKeyUnderIDNeverPending(t *testing.T) {
 	const uid = "taken-on-a"
 	must(t, e.B.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.A.CreateKey("someone-else", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
-	c.NoteCreateKey(uid, "B")
+	c.Traffic().NoteCreateKey(uid, "B")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	c.CopyCreated(cctx, uid, "B")
+	c.Traffic().CopyCreated(cctx, uid, "B")
 	cancel()
-	if c.GrantsPending(uid, "A") {
+	if c.Traffic().GrantsPending(uid, "A") {
 		t.Errorf("another owner's key under the id on A is pending: the proxy would fall back past its refusals")
 	}
 }
@@ -915,22 +913,22 @@ func TestRightsSyncPaced(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 20)
 	const perSecond = 10
-	c := e.controller(t, func(cfg *Config) { cfg.RightsSyncRate = perSecond })
+	c := e.controller(t, func(cfg *Config) { cfg.RightsSync.Rate = perSecond })
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
 	mustWait(t, c, StateSwitched)
-	n := len(c.syncIDs())
+	n := len(c.rights.syncIDs())
 	if n < 10 {
 		t.Fatalf("%d keys to sync", n)
 	}
 	start := time.Now()
-	c.syncRightsPass(ctx, controlAttempts)
+	c.rights.pass(ctx, controlAttempts)
 	if took, least := time.Since(start), time.Duration(n-1)*time.Second/perSecond; took < least {
 		t.Errorf("a pass over %d keys took %v: faster than %d keys a second", n, took, perSecond)
 	}
 	// The change it carries is still carried.
 	must(t, e.B.RevokeAccess("admin", "key-004", "arn:aws:iam::123456789012:user/Alice", "decrypt"))
-	c.syncRightsPass(ctx, controlAttempts)
+	c.rights.pass(ctx, controlAttempts)
 	if ops := e.A.Access("key-004")["arn:aws:iam::123456789012:user/Alice"]; slices.Contains(ops, "decrypt") {
 		t.Errorf("revocation on B not carried to A by a paced pass: %v", ops)
 	}

@@ -36,7 +36,7 @@ func TestProbationNeedsEvidence(t *testing.T) {
 		t.Fatalf("finalize with force but no reason: %v", err)
 	}
 	for range minReq {
-		c.Observe("B", "", time.Millisecond, false)
+		c.Traffic().Observe("B", "", time.Millisecond, false)
 	}
 	waitCond(t, "probation to pass", func() bool { p := c.Status().Probation; return p != nil && p.Passed })
 	must(t, c.Finalize(ctx, FinalizeOptions{}))

@@ -106,6 +106,7 @@ type fileStorage struct {
 	snapBytes  int64
 	logBytes   int64
 	resnap     bool // the last append failed: the next Save rewrites the file
+	closed     bool // the controller is done with it: no write reopens the file
 	minCompact int64
 }
 
@@ -135,6 +136,9 @@ func (f *fileStorage) Load(context.Context) (*Snapshot, error) {
 func (f *fileStorage) Save(_ context.Context, ch Change) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return fmt.Errorf("journal %s: closed (the controller stopped)", f.path)
+	}
 	rec := &changeRecord{Header: ch.Header, ResetKeys: ch.ResetKeys, Keys: ch.Keys, Created: ch.Created}
 	if f.mirror == nil {
 		if ch.Header == nil {
@@ -183,10 +187,11 @@ func (f *fileStorage) rewrite() error {
 	return nil
 }
 
-// close releases the append handle.
+// close releases the append handle; later writes are refused.
 func (f *fileStorage) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	if f.app != nil {
 		f.app.Close()
 		f.app = nil

@@ -27,6 +27,11 @@ func TestFileJournalIncremental(t *testing.T) {
 	must(t, f.Save(ctx, Change{PrevEpoch: 2, Keys: map[string]*KeyProgress{"k3": nil},
 		Created: []CreatedKey{{ID: "new", By: "arn:aws:iam::1:role/x"}}}))
 	f.close()
+	// A write after the controller stopped (an operator call still in flight) is refused, never
+	// a file reopened behind the stopped controller.
+	if err := f.Save(ctx, Change{PrevEpoch: 2, Header: h(3, StateVerifying)}); err == nil {
+		t.Error("a write after close was taken")
+	}
 	data, err := os.ReadFile(path)
 	must(t, err)
 	if n := strings.Count(string(data), "\n"); n != 12 {

@@ -6,62 +6,58 @@ import (
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/xksproxy/xksproxy/cosmian"
 )
 
 // Finalize stops falling back to the source. It first copies to the target
 // any selected key that exists only on the source (created just before the
 // switch); it refuses, naming them, if that fails.
 func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
-	if err := c.lock(ctx); err != nil {
+	held, err := c.control.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
-	if st := c.curState(); st != StateSwitched {
+	if st := c.book.state(); st != StateSwitched {
 		return fmt.Errorf("%w: finalize needs state switched, not %s", ErrWrongState, st)
 	}
-	c.mu.Lock()
-	passed := c.j.ProbationPassed
-	c.mu.Unlock()
+	passed := c.book.header().ProbationPassed
 	if !passed {
 		reason := strings.TrimSpace(opts.Reason)
 		if !opts.Force || reason == "" {
 			return fmt.Errorf("%w: probation has not passed (%d of %d requests reached %s so far); finalizing now needs force and a reason",
-				ErrRefused, c.evidence(c.cfg.Now()), *c.cfg.Probation.MinRequests, c.tgt.name)
+				ErrRefused, c.probation.evidence(c.cfg.Now()), *c.cfg.Probation.MinRequests, c.sides.tgt.name)
 		}
-		c.log.Warn("cutover: finalizing before probation passed", "reason", truncate(reason), "requests", c.probationSeen.Load())
+		c.log.Warn("cutover: finalizing before probation passed", "reason", truncate(reason), "requests", c.probation.seen.Load())
 	}
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
-	return c.withRunnerStopped(func() error { return c.finalizeLocked(ctx, opts) })
+	return c.withRunnerStopped(held, func() error { return c.finalize(ctx, held, opts) })
 }
 
-func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) error {
+func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOptions) error {
 	if opts.RevokeSourceGrants {
-		if err := c.refuseRevokeShared(ctx); err != nil {
-			c.setError(truncate(err.Error()))
+		if err := c.probe.refuseRevokeShared(ctx); err != nil {
+			c.book.setError(truncate(err.Error()))
 			return err
 		}
 	}
-	ids, err := c.list(ctx, c.src, controlAttempts)
+	ids, err := c.sides.list(ctx, c.sides.src, controlAttempts)
 	if err != nil {
-		return fmt.Errorf("%w: finalize: cannot list keys on %s to make sure none would be stranded: %v", ErrRefused, c.src.name, err)
+		return fmt.Errorf("%w: finalize: cannot list keys on %s to make sure none would be stranded: %v", ErrRefused, c.sides.src.name, err)
 	}
-	c.mu.Lock()
-	ids = append(ids, c.j.CreatedDuring...)
-	c.mu.Unlock()
+	during, _ := c.book.createdKeys()
+	ids = append(ids, during...)
 	var mu sync.Mutex
 	var failed []KeyFailure
-	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
-		if k, ok := c.keyProgress(id); verified(k, ok) {
+	err = c.sides.forEach(ctx, ids, func(ctx context.Context, id string) error {
+		if k, ok := c.book.key(id); verified(k, ok) {
 			return nil
 		}
-		_, err := c.copyKey(ctx, c.src, c.tgt, id, controlAttempts)
+		_, err := c.copier.copyKey(ctx, c.sides.src, c.sides.tgt, id, controlAttempts)
 		if err == nil {
-			err = c.verifyKey(ctx, id, controlAttempts)
+			err = c.verifier.verifyKey(ctx, id, controlAttempts)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -72,7 +68,7 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 			mu.Unlock()
 			return nil
 		}
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
 		return nil
 	})
 	if err != nil {
@@ -80,68 +76,26 @@ func (c *Controller) finalizeLocked(ctx context.Context, opts FinalizeOptions) e
 	}
 	if len(failed) > 0 {
 		sort.Slice(failed, func(i, j int) bool { return failed[i].KeyID < failed[j].KeyID })
-		msg := summarize("exist on "+c.src.name+" but could not be copied to "+c.tgt.name, failed)
-		c.setError(msg)
+		msg := summarize("exist on "+c.sides.src.name+" but could not be copied to "+c.sides.tgt.name, failed)
+		c.book.setError(msg)
 		return fmt.Errorf("%w: finalize: %s", ErrRefused, msg)
 	}
 	// Fleet: nobody may still serve an epoch older than the switched one, which created keys
 	// on either side are copied under.
-	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+	if err := c.barrier(ctx); err != nil {
 		return err
 	}
-	if err := c.transition(StateFinalized, func(j *journal) { j.LastError = "" }); err != nil {
+	if err := c.transition(held, evFinalize, func(h *Header) { h.LastError = "" }); err != nil {
 		return err
 	}
 	if opts.RevokeSourceGrants {
 		// Only once every member serves the finalized route: a member still falling back to the
 		// source would fail there.
-		if err := c.barrier(ctx, c.curEpoch()); err != nil {
-			c.setError(truncate("finalized; source grants not revoked: " + err.Error()))
+		if err := c.barrier(ctx); err != nil {
+			c.book.setError(truncate("finalized; source grants not revoked: " + err.Error()))
 			return err
 		}
-		c.revokeSourceGrants(ctx)
+		c.rights.revokeSource(ctx)
 	}
 	return nil
-}
-
-// revokeSourceGrants removes, on the source, every access right of the
-// migrated keys. Failures are reported, not fatal: the route no longer
-// reaches the source.
-func (c *Controller) revokeSourceGrants(ctx context.Context) {
-	c.mu.Lock()
-	ids := make([]string, 0, len(c.j.Keys))
-	for id := range c.j.Keys {
-		ids = append(ids, id)
-	}
-	c.mu.Unlock()
-	sort.Strings(ids)
-	var mu sync.Mutex
-	var failed []string
-	_ = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
-		list, err := retry(ctx, c, controlAttempts, "list access on "+c.src.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
-			return c.src.k.ListAccess(ctx, id)
-		})
-		for _, ua := range list {
-			if err != nil {
-				break
-			}
-			c.rights.drop(id)
-			a := cosmian.Access{UID: id, UserID: ua.UserID, Operations: ua.Operations}
-			err = retryErr(ctx, c, controlAttempts, "revoke access on "+c.src.name, func(ctx context.Context) error {
-				return c.src.k.RevokeAccess(ctx, a)
-			})
-		}
-		if err != nil {
-			mu.Lock()
-			failed = append(failed, id)
-			mu.Unlock()
-		}
-		return nil
-	})
-	if len(failed) > 0 {
-		sort.Strings(failed)
-		msg := fmt.Sprintf("finalized, but revoking access rights on %s failed for %d key(s), e.g. %s", c.src.name, len(failed), failed[0])
-		c.log.Warn("cutover: " + msg)
-		c.setError(msg)
-	}
 }

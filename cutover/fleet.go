@@ -2,7 +2,7 @@ package cutover
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"time"
 )
 
@@ -11,6 +11,8 @@ import (
 // epoch with the same atomic route swap and acknowledges it in its member record. Package fleet
 // implements it on etcd. A nil Fleet is the single-process controller.
 type Fleet interface {
+	// Storage: the fleet's shared journal, which only the elected driver writes (fenced).
+	Storage
 	// Member is this replica's name (unique in the fleet).
 	Member() string
 	// Campaign blocks until this member is elected driver or ctx ends. The returned context
@@ -30,12 +32,6 @@ type Fleet interface {
 	Driver(ctx context.Context) (name, address string, err error)
 }
 
-// ErrMemberAlive: Forget was asked for a member whose lease still lives.
-var ErrMemberAlive = errors.New("cutover: member is alive")
-
-// ErrUnknownMember: Forget was asked for a member the fleet never registered.
-var ErrUnknownMember = errors.New("cutover: no such member")
-
 // WatchEvent is one change seen by Fleet.Watch.
 type WatchEvent struct {
 	Header  *Header     // a new stored header
@@ -47,7 +43,7 @@ type WatchEvent struct {
 
 // KeyEvent is one key record of the stored journal as the driver wrote it: every member needs
 // it, because whether the target holds a key decides whether a KeyNotFound there may fall back
-// (Controller.MayLack), and a member that did not know the key was copied would let the source
+// (Traffic.MayLack), and a member that did not know the key was copied would let the source
 // answer for a key revoked or destroyed on the target.
 type KeyEvent struct {
 	ID       string
@@ -78,4 +74,68 @@ type MemberInfo struct {
 	// Live: its lease is alive. An expired member stays registered until it returns or an
 	// operator forgets it; phase changes wait for it.
 	Live bool `json:"live"`
+}
+
+// IsDriver reports whether this replica drives the migration (always true without a fleet).
+func (c *Controller) IsDriver() bool { return c.fleet == nil || c.fleet.isDriver() }
+
+// Driver names the elected driver and its advertised admin address (fleet mode).
+func (c *Controller) Driver(ctx context.Context) (name, address string, err error) {
+	if c.fleet == nil {
+		return "", "", nil
+	}
+	return c.fleet.f.Driver(ctx)
+}
+
+// Forget removes a member whose lease expired from the fleet, so phase changes stop waiting
+// for it. Refused while it is alive.
+func (c *Controller) Forget(ctx context.Context, name string) error {
+	if c.fleet == nil {
+		return fmt.Errorf("%w: not in fleet mode", ErrWrongState)
+	}
+	return c.fleet.forget(ctx, name)
+}
+
+// SetAdminAddress sets the admin URL this member advertises for forwarded operator calls, when
+// it is known only once the admin listener is bound (a configured address takes precedence in
+// the store).
+func (c *Controller) SetAdminAddress(u string) {
+	if c.fleet != nil {
+		c.fleet.address.Store(&u)
+	}
+}
+
+// mustDrive refuses control operations on a member that is not the driver.
+func (c *Controller) mustDrive() error {
+	if c.fleet != nil && !c.fleet.isDriver() {
+		return ErrNotDriver
+	}
+	return nil
+}
+
+// barrier waits, in fleet mode, until every member acknowledged the current epoch (member.barrier).
+func (c *Controller) barrier(ctx context.Context) error {
+	if c.fleet == nil {
+		return nil
+	}
+	return c.fleet.barrier(ctx, c.book.header().Epoch)
+}
+
+// adopt makes a journal read from the fleet store current, once it fits the configuration (a
+// member that starts driving, or becomes ready).
+func (c *Controller) adopt(j *journal) error {
+	if err := fits(j, c.sides.src.name, c.sides.tgt.name, c.store.Where()); err != nil {
+		return err
+	}
+	c.book.adopt(j)
+	return nil
+}
+
+// stopDriving stops the runner and the shadowing of a member that lost the lead.
+func (c *Controller) stopDriving() {
+	if held, err := c.control.lock(context.Background()); err == nil {
+		c.control.stopRunner(held)
+		c.control.unlock(held)
+	}
+	c.shadow.stop()
 }

@@ -47,7 +47,7 @@ func generationOf(version string) (gen string, ok bool) {
 
 // detectGenerations resolves ACLBoth on each backend from its release, concurrently; called in
 // New, before anything reads the generations.
-func (c *Controller) detectGenerations(ctx context.Context) {
+func (c *sides) detectGenerations(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, b := range []*backend{c.src, c.tgt} {
 		if b.acl != ACLBoth {

@@ -43,7 +43,7 @@ func TestMigrationAcrossGenerations(t *testing.T) {
 				bGrantee = cosmian.XKSServiceUser
 			}
 			must(t, e.B.GrantAccess("admin", "born-on-b", bGrantee, xksServiceOps...))
-			c.NoteCreateKey("born-on-b", "B")
+			c.Traffic().NoteCreateKey("born-on-b", "B")
 			if tc.a == kmsemu.Cosmian526 && tc.b != kmsemu.Cosmian526 {
 				// Granted on B only to [aws-xks-service]: a 5.26 A could express that only as a
 				// grant to every user, which the operator has not consented to, and the proxy
@@ -143,7 +143,7 @@ func TestCreateKeyRefusedIsConflict(t *testing.T) {
 	ctx := ctxT(t)
 	must(t, c.Start(ctx, StartOptions{}))
 	mustWait(t, c, StateVerified)
-	c.NoteCreateKeyRefused("clash", "B", "Key clash already exists and is not an AWS XKS key; refusing to grant XKS access")
+	c.Traffic().NoteCreateKeyRefused("clash", "B", "Key clash already exists and is not an AWS XKS key; refusing to grant XKS access")
 	st := c.Status()
 	i := slices.IndexFunc(st.Failures, func(f KeyFailure) bool { return f.KeyID == "clash" })
 	if i < 0 || st.Failures[i].Result != ResultConflict || !strings.Contains(st.Failures[i].Reason, "not an AWS XKS key") {
@@ -229,10 +229,10 @@ func TestGenerationOf(t *testing.T) {
 func TestGenerationsDetected(t *testing.T) {
 	e := newEnvGen(t, kmsemu.Cosmian526, kmsemu.Cosmian528, false)
 	c := e.controller(t, func(cfg *Config) { cfg.Source.ACL, cfg.Target.ACL = ACLBoth, ACLBoth })
-	if c.src.acl != ACLARN || c.tgt.acl != ACLService {
-		t.Errorf("detected %s → %s, want %s → %s", c.src.acl, c.tgt.acl, ACLARN, ACLService)
+	if c.sides.src.acl != ACLARN || c.sides.tgt.acl != ACLService {
+		t.Errorf("detected %s → %s, want %s → %s", c.sides.src.acl, c.sides.tgt.acl, ACLARN, ACLService)
 	}
-	if !c.mintOnSource() {
+	if !c.sides.mintOnSource() {
 		t.Error("from 5.26 to 5.28 new keys are not minted on the source while switched")
 	}
 }

@@ -24,11 +24,29 @@ type route struct {
 	primary, fallback string
 }
 
-// fakeRouter records every SetRoute.
+// fakeRouter is the proxy a test controller runs with: it records every SetRoute, and forwards
+// through fwd (nil: every forward fails, as a backend that does not answer).
 type fakeRouter struct {
 	mu     sync.Mutex
 	routes []route
 	fail   bool
+	fwd    func(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error)
+}
+
+func (r *fakeRouter) Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error) {
+	r.mu.Lock()
+	f := r.fwd
+	r.mu.Unlock()
+	if f == nil {
+		return 0, nil, errors.New("test: no forwarder")
+	}
+	return f(ctx, backend, op, keyID, body)
+}
+
+func (r *fakeRouter) setForward(f *fakeForwarder) {
+	r.mu.Lock()
+	r.fwd = f.fn
+	r.mu.Unlock()
 }
 
 func (r *fakeRouter) SetRoute(epoch uint64, primary, fallback string) error {
@@ -78,6 +96,9 @@ type env struct {
 	// failA, failB make the controller's calls to A or B whose path contains the set string
 	// fail as a lost connection would (failPath).
 	failA, failB failPath
+
+	mu    sync.Mutex
+	stops map[*Controller]func() error // the controllers running, and how to stop each
 }
 
 // failPath is a RoundTripper that fails the requests whose URL path contains a set string.
@@ -106,7 +127,8 @@ func newEnv(tb testing.TB, aclB kmsemu.Generation) *env {
 // store (Cosmian's HA mode).
 func newEnvGen(tb testing.TB, genA, genB kmsemu.Generation, shared bool) *env {
 	tb.Helper()
-	e := &env{journal: filepath.Join(tb.TempDir(), "cutover.journal"), router: &fakeRouter{}, aclA: string(genA), aclB: string(genB)}
+	e := &env{journal: filepath.Join(tb.TempDir(), "cutover.journal"), router: &fakeRouter{}, aclA: string(genA), aclB: string(genB),
+		stops: map[*Controller]func() error{}}
 	var store *kmsemu.Store
 	start := func(acl kmsemu.Generation, fail *failPath) (*kmsemu.Server, *cosmian.Client) {
 		s, err := kmsemu.New(kmsemu.Config{CosmianVersion: acl, Store: store})
@@ -150,7 +172,6 @@ func (e *env) config(mut func(*Config)) Config {
 	cfg := Config{
 		Source:      Backend{Name: "A", KMIP: e.cA, ACL: cutoverACL(e.aclA)},
 		Target:      Backend{Name: "B", KMIP: e.cB, ACL: cutoverACL(e.aclB)},
-		Router:      e.router,
 		JournalPath: e.journal,
 		Probation:   ProbationConfig{Duration: time.Hour, MinRequests: new(20), MaxP99: 200 * time.Millisecond},
 	}
@@ -160,18 +181,80 @@ func (e *env) config(mut func(*Config)) Config {
 	return cfg
 }
 
-func (e *env) controller(tb testing.TB, mut func(*Config)) *Controller {
+// open is a process starting: New, then Load. It returns the route the proxy is built on.
+func open(cfg Config) (*Controller, Route, error) {
+	c, err := New(cfg)
+	if err != nil {
+		return nil, Route{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, err := c.Load(ctx)
+	if err != nil {
+		return nil, Route{}, err
+	}
+	return c, r, nil
+}
+
+// loaded opens a controller, builds the proxy (the env's router) on its route, and does not
+// run it yet (run).
+func (e *env) loaded(tb testing.TB, mut func(*Config)) *Controller {
 	tb.Helper()
-	c, err := New(e.config(mut))
+	c, r, err := open(e.config(mut))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
-	ep, p, f := c.InitialRoute()
-	if err := e.router.SetRoute(ep, p, f); err != nil && len(e.router.routes) == 0 {
+	if err := e.router.SetRoute(r.Epoch, r.Primary, r.Fallback); err != nil && len(e.router.routes) == 0 {
 		tb.Fatal(err)
 	}
 	return c
+}
+
+// run runs c with the env's router until stop or the end of the test.
+func (e *env) run(tb testing.TB, c *Controller) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, e.router) }()
+	select {
+	case <-c.control.started:
+	case err := <-done:
+		cancel()
+		tb.Fatalf("Run: %v", err)
+	}
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	e.mu.Lock()
+	e.stops[c] = stop
+	e.mu.Unlock()
+	tb.Cleanup(func() { stop() })
+}
+
+// stop ends c's Run and waits for it: the process goes away.
+func (e *env) stop(c *Controller) error {
+	e.mu.Lock()
+	stop := e.stops[c]
+	e.mu.Unlock()
+	return stop()
+}
+
+// controller is a process that started and runs: open, the proxy built on the route, Run.
+func (e *env) controller(tb testing.TB, mut func(*Config)) *Controller {
+	tb.Helper()
+	c := e.loaded(tb, mut)
+	e.run(tb, c)
+	return c
+}
+
+// journalRoute is the route the journal names now (the proxy is built on it at start).
+func (c *Controller) journalRoute() (epoch uint64, primary, fallback string) {
+	h := c.book.header()
+	p, f := h.Route()
+	return h.Epoch, p, f
 }
 
 // switchedEnv migrates three seeded keys from A to B and waits for the switch.

@@ -14,7 +14,7 @@ import (
 // journalVersion is the only on-disk format this package reads or writes.
 const journalVersion = 1
 
-// maxJournalSize bounds what New reads: the journal holds ids and short
+// maxJournalSize bounds what Load reads: the journal holds ids and short
 // reasons, never material, so even 100k keys stay far below this.
 const maxJournalSize = 64 << 20
 
@@ -58,7 +58,7 @@ type journal struct {
 	LegacyCreatedBy map[string]string `json:"created_by,omitempty"`
 }
 
-// ErrCorruptJournal is wrapped by New's error when the journal cannot be trusted.
+// ErrCorruptJournal is wrapped by Load's error when the journal cannot be trusted.
 var ErrCorruptJournal = errors.New("corrupt journal")
 
 func corrupt(path, format string, args ...any) error {

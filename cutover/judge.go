@@ -3,7 +3,6 @@ package cutover
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/xksproxy/xksproxy/xks"
@@ -15,18 +14,10 @@ import (
 // principal without a grant): before it counts against the target, the same request is sent to
 // the source off the request path (a second opinion), and it counts only if the source answers
 // otherwise. A CreateKey is never sent again (it would mint a key). With no second opinion to be
-// had (too many at once, no forwarder) the refusal counts, as it always did.
+// had (too many at once, before Run gave the proxy or once it is ending) the refusal counts.
 
 // maxRechecks bounds the second opinions in flight; beyond it a refusal counts unjudged.
 const maxRechecks = 4
-
-// judge runs second opinions.
-type judge struct {
-	sem chan struct{}
-	wg  sync.WaitGroup
-}
-
-func newJudge() *judge { return &judge{sem: make(chan struct{}, maxRechecks)} }
 
 // Refusal reports whether n is a definite refusal a wrong caller gets from any backend.
 func Refusal(n xks.ErrorName) bool {
@@ -38,43 +29,38 @@ func Refusal(n xks.ErrorName) bool {
 	return false
 }
 
-// judged reports whether Recheck, not Observe, records this attempt.
-func (c *Controller) judged(backend string, errName xks.ErrorName, fellBack bool) bool {
-	return !fellBack && Refusal(errName) && backend == c.tgt.name && c.cfg.Forwarder != nil && c.curState() == StateSwitched
+// judged reports whether recheck, not observe, records this attempt.
+func (c *probation) judged(backend string, errName xks.ErrorName, fellBack bool) bool {
+	return !fellBack && Refusal(errName) && backend == c.target && c.ctl.link.attached() && c.book.state() == StateSwitched
 }
 
-// Recheck is the proxy's hook for a request the backend that served it refused definitely (no
+// recheck is the proxy's hook for a request the backend that served it refused definitely (no
 // fallback tried): body is the request, not retained after the call returns. While switched, a
 // refusal from the target is recorded in the probation window once the source has given its
 // answer to the same request.
-func (c *Controller) Recheck(backend string, op xks.Operation, createKey bool, keyID string, errName xks.ErrorName, latency time.Duration, body []byte) {
+func (c *probation) recheck(source string, backend string, op xks.Operation, createKey bool, keyID string, errName xks.ErrorName, latency time.Duration, body []byte) {
 	if !c.judged(backend, errName, false) {
 		return
 	}
-	at := c.cfg.Now()
-	count := func(failed bool) {
-		c.probationSeen.Add(1)
-		c.probation.record(at, latency, failed)
-	}
+	at := c.now()
+	count := func(failed bool) { c.record(at, latency, failed) }
 	if createKey || op == xks.OpHealth || len(body) > maxMirrorBody || validKeyID(keyID) != nil {
 		count(true)
 		return
 	}
 	select {
-	case c.judge.sem <- struct{}{}:
+	case c.sem <- struct{}{}:
 	default:
 		count(true)
 		c.m.rechecks.WithLabelValues("unjudged").Inc()
 		return
 	}
 	req := append([]byte(nil), body...)
-	c.judge.wg.Add(1)
-	go func() {
-		defer c.judge.wg.Done()
-		defer func() { <-c.judge.sem }()
+	ok := c.ctl.spawn(func(run context.Context) {
+		defer func() { <-c.sem }()
 		defer clear(req)
-		ctx, cancel := context.WithTimeout(c.baseCtx, c.cfg.Shadow.Timeout)
-		status, resp, err := c.cfg.Forwarder.Forward(ctx, c.src.name, op, keyID, req)
+		ctx, cancel := context.WithTimeout(run, c.timeout)
+		status, resp, err := c.ctl.link.forward(ctx, source, op, keyID, req)
 		cancel()
 		clear(resp) // a Decrypt's plaintext
 		same := err != nil && status != http.StatusOK && xks.NameOf(err) == errName
@@ -84,8 +70,11 @@ func (c *Controller) Recheck(backend string, op xks.Operation, createKey bool, k
 			c.m.rechecks.WithLabelValues("target").Inc()
 		}
 		count(!same)
-	}()
+	})
+	if !ok { // Run is ending: no second opinion to be had
+		<-c.sem
+		clear(req)
+		count(true)
+		c.m.rechecks.WithLabelValues("unjudged").Inc()
+	}
 }
-
-// waitRechecks waits for the second opinions in flight (Close).
-func (c *Controller) waitRechecks() { c.judge.wg.Wait() }

@@ -28,16 +28,17 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 		return http.StatusOK, []byte(`{"plaintext":"AAAA"}`), nil
 	}}
 	e, _, _ := switchedEnv(t)
-	c := e.controller(t, func(cfg *Config) { cfg.Forwarder = fwd })
-	if c.curState() != StateSwitched {
-		t.Fatalf("state %s", c.curState())
+	e.router.setForward(fwd)
+	c := e.controller(t, nil)
+	if c.book.state() != StateSwitched {
+		t.Fatalf("state %s", c.book.state())
 	}
 	wait := func(n int64) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for c.probation.stats(c.cfg.Now(), time.Hour).Requests < int(n) {
+		for c.probation.win.stats(c.cfg.Now(), time.Hour).Requests < int(n) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d judged, want %d", c.probation.stats(c.cfg.Now(), time.Hour).Requests, n)
+				t.Fatalf("%d judged, want %d", c.probation.win.stats(c.cfg.Now(), time.Hour).Requests, n)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -62,10 +63,10 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 			c.probation.reset()
 			sourceSays.Store(tc.source)
 			before := asked.Load()
-			c.Observe("B", tc.target, time.Millisecond, false) // Recheck records it, not Observe
-			c.Recheck("B", xks.OpDecrypt, tc.createKey, "key-000", tc.target, time.Millisecond, body)
+			c.Traffic().Observe("B", tc.target, time.Millisecond, false) // Recheck records it, not Observe
+			c.Traffic().Recheck("B", xks.OpDecrypt, tc.createKey, "key-000", tc.target, time.Millisecond, body)
 			wait(1)
-			st := c.probation.stats(c.cfg.Now(), time.Hour)
+			st := c.probation.win.stats(c.cfg.Now(), time.Hour)
 			if st.Requests != 1 || (st.Errors == 1) != tc.wantFailed {
 				t.Errorf("window %+v, want failed=%v", st, tc.wantFailed)
 			}
@@ -76,9 +77,9 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 	}
 	// A request that fell back: the source's answer is already there.
 	c.probation.reset()
-	c.ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, xks.KeyNotFoundException)
-	c.ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, "")
-	if st := c.probation.stats(c.cfg.Now(), time.Hour); st.Requests != 2 || st.Errors != 1 {
+	c.Traffic().ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, xks.KeyNotFoundException)
+	c.Traffic().ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, "")
+	if st := c.probation.win.stats(c.cfg.Now(), time.Hour); st.Requests != 2 || st.Errors != 1 {
 		t.Errorf("fell back: window %+v, want 2 requests, 1 error", st)
 	}
 }

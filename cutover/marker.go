@@ -6,12 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
+	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/xksproxy/xksproxy/cosmian"
@@ -43,16 +40,16 @@ const LegacyMarkerID = "xksproxy-cutover-marker"
 // DefaultMarkerTimeout bounds one marker read or write.
 const DefaultMarkerTimeout = 5 * time.Second
 
-// ErrMarkerAhead is wrapped by New's error when the backends record a later epoch than the
+// ErrMarkerAhead is wrapped by Load's error when the backends record a later epoch than the
 // journal (or the journal is missing and they record any migration).
 var ErrMarkerAhead = errors.New("the backends record a later cutover epoch than the journal")
 
-// ErrMarkerContradicts is wrapped by New's error (and logged by a fleet member that refuses an
+// ErrMarkerContradicts is wrapped by Load's error (and logged by a fleet member that refuses an
 // epoch from the store) when the journal or the store holds a state the backends never
 // recorded: a later epoch than theirs, the same epoch with another route, or another key store.
 var ErrMarkerContradicts = errors.New("the backends' cutover markers contradict the journal")
 
-// ErrMarkerUnreadable is wrapped by New's error when the journal is missing and a backend's
+// ErrMarkerUnreadable is wrapped by Load's error when the journal is missing and a backend's
 // marker cannot be read, so a migration cannot be ruled out.
 var ErrMarkerUnreadable = errors.New("backend cutover marker unreadable")
 
@@ -125,7 +122,7 @@ func (m *Marker) order() uint64 {
 
 // markerOf is the marker that records j.
 func markerOf(j *journal) *Marker {
-	p, f := routeOf(j)
+	p, f := j.Route()
 	return &Marker{KeyStore: j.KeyStore, Epoch: j.Epoch, State: j.State, Primary: p, Fallback: f,
 		Source: j.Source, Target: j.Target, UpdatedAt: j.UpdatedAt}
 }
@@ -256,9 +253,17 @@ func withFallback(f string) string {
 	return " with fallback " + f
 }
 
+// markerBook reads and writes the markers on the two backends, each call bounded by the marker
+// timeout. It holds no state: markerWriter keeps what was written.
+type markerBook struct {
+	src, tgt *backend
+	timeout  time.Duration
+	log      *slog.Logger
+}
+
 // readMarker returns b's marker of key store ks, nil if it has none.
-func (c *Controller) readMarker(ctx context.Context, b *backend, ks string) (*Marker, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.MarkerTimeout)
+func (c *markerBook) readMarker(ctx context.Context, b *backend, ks string) (*Marker, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	uid := markerID(ks)
 	a, err := b.k.GetAttributes(ctx, uid)
@@ -282,8 +287,8 @@ func (c *Controller) readMarker(ctx context.Context, b *backend, ks string) (*Ma
 // discoverMarkers finds every marker on b, of any key store, by the owner-only marker tag: at
 // start-up, before the journal says which key store this is (or when it is missing). An object
 // that carries the tag but that the configured identity does not own is not ours and is skipped.
-func (c *Controller) discoverMarkers(ctx context.Context, b *backend) ([]*Marker, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*c.cfg.MarkerTimeout)
+func (c *markerBook) discoverMarkers(ctx context.Context, b *backend) ([]*Marker, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*c.timeout)
 	defer cancel()
 	uids, err := b.k.Locate(ctx, cosmian.LocateRequest{Tags: []string{markerTag}, ObjectType: "SymmetricKey"})
 	if err != nil {
@@ -315,8 +320,8 @@ func (c *Controller) discoverMarkers(ctx context.Context, b *backend) ([]*Marker
 }
 
 // writeMarker replaces b's marker of m's key store with m.
-func (c *Controller) writeMarker(ctx context.Context, b *backend, m *Marker) error {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.MarkerTimeout)
+func (c *markerBook) writeMarker(ctx context.Context, b *backend, m *Marker) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	material := make([]byte, 32)
 	defer clear(material)
@@ -331,347 +336,10 @@ func (c *Controller) writeMarker(ctx context.Context, b *backend, m *Marker) err
 	return err
 }
 
-// markerAction is what start-up must write on the backends after checkMarkers.
-type markerAction int
-
-const (
-	markersAgree   markerAction = iota // nothing: they record j
-	markersNote                        // j is a fresh key store's: write its marker in the background
-	markersRecord                      // j continues from their record: write it before storing j, or refuse
-	markersUpgrade                     // j gets a key store identity: write it, then store j and remove the old markers; on failure keep the old journal
-)
-
-// found is what start-up read of the markers on both backends.
-type found struct {
-	all      []*Marker
-	readable int      // backends whose markers could be read
-	failed   []string // "backend: error" for the others
-}
-
-func (c *Controller) discoverAll(ctx context.Context) found {
-	var f found
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, b := range []*backend{c.src, c.tgt} {
-		wg.Go(func() {
-			ms, err := c.discoverMarkers(ctx, b)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				f.failed = append(f.failed, b.name+": "+truncate(err.Error()))
-				return
-			}
-			f.readable++
-			f.all = append(f.all, ms...)
-		})
-	}
-	wg.Wait()
-	sort.Strings(f.failed)
-	return f
-}
-
-// newest is the marker with the highest epoch among those of key store ks.
-func (f found) newest(ks string) *Marker {
-	var n *Marker
-	for _, m := range f.all {
-		if m.KeyStore == ks && (n == nil || m.order() > n.order()) {
-			n = m
-		}
-	}
-	return n
-}
-
-// keyStores lists the key stores the markers name ("" for an earlier release's), sorted.
-func (f found) keyStores() []string {
-	var ks []string
-	for _, m := range f.all {
-		if !slices.Contains(ks, m.KeyStore) {
-			ks = append(ks, m.KeyStore)
-		}
-	}
-	sort.Strings(ks)
-	return ks
-}
-
-// checkMarkers compares the backends' markers with the journal at start-up (the file journal, the
-// fleet store's journal, or a fleet member's local copy of its last applied epoch). present says
-// whether j was read; when it was not, j is the fresh epoch-1 journal about to be written, and
-// checkMarkers may take the backends' key store and raise j past their epoch when that changes
-// nothing (they record a finished migration and the configured source is the backend they say
-// serves). It says what to write on the backends before j is (re)stored, or returns an error
-// naming what it found and what to do.
-func (c *Controller) checkMarkers(ctx context.Context, j *journal, present bool, where string) (markerAction, error) {
-	f := c.discoverAll(ctx)
-	if present {
-		return c.checkPresent(j, f, where)
-	}
-	if len(f.failed) > 0 {
-		return markersAgree, fmt.Errorf("cutover: journal %s is missing and the backends' markers cannot be read to rule out an earlier migration (%s); refusing to start as if none had happened: retry once they answer, or restore the journal from a backup: %w",
-			where, strings.Join(f.failed, "; "), ErrMarkerUnreadable)
-	}
-	stores := f.keyStores()
-	if len(stores) == 0 {
-		return markersNote, nil // a key store that never migrated
-	}
-	ks := stores[len(stores)-1] // an earlier release's marker ("") only when no other exists
-	if len(stores) > 1 && stores[0] != "" || len(stores) > 2 {
-		var named []string
-		for _, s := range stores {
-			if s != "" {
-				named = append(named, s)
-			}
-		}
-		return markersAgree, fmt.Errorf("cutover: journal %s is missing and the backends hold the markers of %d key stores (%s): refusing to guess which this one is; restore the journal from a backup: %w",
-			where, len(named), strings.Join(named, ", "), ErrMarkerAhead)
-	}
-	newest := f.newest(ks)
-	terminal := !newest.State.inMigration() && newest.Fallback == ""
-	if terminal && newest.Primary == c.src.name {
-		// The backends say the configured source serves alone: a journal one epoch past theirs,
-		// recorded on them first, is what the lost one would have said, minus finished history.
-		c.log.Warn("cutover: journal missing; continuing from the epoch the backends record",
-			"journal", where, "backend", newest.Backend, "epoch", newest.Epoch, "state", newest.State, "serving", newest.Primary)
-		if ks != "" {
-			j.KeyStore = ks
-		}
-		j.Epoch = newest.Epoch + 1
-		return markersRecord, nil
-	}
-	fresh := fmt.Sprintf("cutover: journal %s is missing but backend %s records %s; starting afresh would serve %s at epoch 1",
-		where, newest.Backend, newest.describe(), c.src.name)
-	var how string
-	switch {
-	case terminal:
-		how = fmt.Sprintf("restore the journal from a backup, or, to go on from %s, configure [cutover] source = %q (and [route] primary = %q) and start again",
-			newest.Primary, newest.Primary, newest.Primary)
-	default:
-		how = fmt.Sprintf("the migration's per-key progress was in that journal: restore it from a backup and start again to resume or roll back the migration; never start it afresh while %s holds keys the other side may lack",
-			newest.Primary)
-	}
-	return markersAgree, fmt.Errorf("%s; refusing to start: %s (a marker left by a test environment is removed by destroying object %s on %s and %s as the keys' owner): %w",
-		fresh, how, newest.UID, c.src.name, c.tgt.name, ErrMarkerAhead)
-}
-
-// checkPresent is checkMarkers for a journal that was read.
-func (c *Controller) checkPresent(j *journal, f found, where string) (markerAction, error) {
-	if len(f.failed) > 0 {
-		// The journal is there; a backend that cannot be read now is not evidence against it
-		// (if neither can be read, nothing is served anyway). What can be read is checked.
-		c.log.Warn("cutover: cannot read a backend's cutover markers; checking the journal against the others", "failed", f.failed)
-	}
-	if j.KeyStore == "" {
-		// A journal of an earlier release: its markers had no key store either. One the
-		// backends record under a key store means the journal is older than the upgrade.
-		for _, m := range f.all {
-			if m.KeyStore != "" {
-				return markersAgree, fmt.Errorf("cutover: journal %s was written by an earlier release (no key store identity) but backend %s records %s: the journal predates the backends' state (restored from an old backup?); refusing to serve it: use the newest journal: %w",
-					where, m.Backend, m.describe(), ErrMarkerAhead)
-			}
-		}
-		if m := f.newest(""); m != nil && m.Epoch > j.Epoch {
-			return markersAgree, fmt.Errorf("cutover: journal %s records epoch %d (state %s) but backend %s records %s: the journal is older than the backends (restored from an old backup, or another proxy with its own journal migrated them); refusing to serve an older route: use the newest journal, or run the replicas in fleet mode: %w",
-				where, j.Epoch, j.State, m.Backend, m.describe(), ErrMarkerAhead)
-		}
-		ks, err := newKeyStoreID()
-		if err != nil {
-			return markersAgree, err
-		}
-		c.log.Info("cutover: upgrading the journal: this key store gets its identity", "journal", where, "key_store", ks)
-		j.KeyStore = ks
-		return markersUpgrade, nil
-	}
-	newest := f.newest(j.KeyStore)
-	if newest == nil {
-		if others := f.keyStores(); len(others) > 0 && f.readable == 2 {
-			return markersAgree, fmt.Errorf("cutover: journal %s belongs to key store %s but backends %s and %s record only other key stores (%s): this journal is not these backends' (copied from another installation?); refusing to serve it: %w",
-				where, j.KeyStore, c.src.name, c.tgt.name, strings.Join(others, ", "), ErrMarkerContradicts)
-		}
-		if j.Epoch > 1 && f.readable == 2 {
-			return markersAgree, fmt.Errorf("cutover: journal %s records epoch %d (state %s) of key store %s but neither %s nor %s holds a marker of it: the backends never recorded this journal's migration (their markers were removed, or the journal is not theirs); refusing to serve it: restore the markers' backends, or move the journal aside to start from what the backends record: %w",
-				where, j.Epoch, j.State, j.KeyStore, c.src.name, c.tgt.name, ErrMarkerContradicts)
-		}
-		return markersNote, nil // a fresh key store's first marker may not have been written yet
-	}
-	if err := agreement(&j.Header, newest); err != nil {
-		how := "use the newest journal"
-		if errors.Is(err, ErrMarkerContradicts) {
-			how = "restore the journal this proxy wrote, or move it aside to start from what the backends record"
-		}
-		return markersAgree, fmt.Errorf("cutover: journal %s: %w; refusing to serve it: %s", where, err, how)
-	}
-	if newest.Epoch == j.Epoch {
-		return markersNote, nil // and the backend that may lack it gets it
-	}
-	return markersAgree, nil
-}
-
-// markerWriter records each epoch on both backends. A transition writes its marker first,
-// synchronously, and goes on once one backend holds it (record); the other is written in the
-// background, retried until it succeeds or a newer epoch replaces it, so a transition never
-// waits for a backend that is down (a rollback away from a failing target must not). Writes to
-// one backend are serialized and never go back to an older epoch.
-type markerWriter struct {
-	c    *Controller
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
-
-	stopOnce sync.Once
-	started  atomic.Bool
-	mu       sync.Mutex
-	want     *Marker
-	written  map[string]uint64 // backend → order() of the marker it holds
-	failing  map[string]bool   // the last attempt failed
-	locks    map[string]*sync.Mutex
-}
-
-func newMarkerWriter(c *Controller) *markerWriter {
-	w := &markerWriter{c: c, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		written: map[string]uint64{}, failing: map[string]bool{}, locks: map[string]*sync.Mutex{}}
-	for _, b := range []*backend{c.src, c.tgt} {
-		w.locks[b.name] = &sync.Mutex{}
-	}
-	return w
-}
-
-// run writes in the background until close; Controller.Run starts it.
-func (w *markerWriter) run() {
-	if !w.started.CompareAndSwap(false, true) {
-		return
-	}
-	go w.loop()
-}
-
-// note asks for m to be written to the backends that lack it.
-func (w *markerWriter) note(m *Marker) {
-	w.mu.Lock()
-	if w.want == nil || m.order() > w.want.order() || m.order() == w.want.order() && m.KeyStore != w.want.KeyStore {
-		w.want = m
-	}
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-// record writes m to both backends at once and returns when one holds it, or with an error
-// naming both failures when neither does (the transition is then not taken). The other
-// backend's write goes on in the background.
-func (w *markerWriter) record(ctx context.Context, m *Marker) error {
-	w.note(m)
-	bs := []*backend{w.c.src, w.c.tgt}
-	res := make(chan error, len(bs))
-	for _, b := range bs {
-		go func() { res <- w.writeOne(ctx, b, m) }()
-	}
-	var errs []error
-	for range bs {
-		err := <-res
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return fmt.Errorf("cutover: recording epoch %d on the backends failed: %w", m.Epoch, errors.Join(errs...))
-}
-
-// writeOne writes m to b unless b already holds m's epoch or a newer one.
-func (w *markerWriter) writeOne(ctx context.Context, b *backend, m *Marker) error {
-	l := w.locks[b.name]
-	l.Lock()
-	defer l.Unlock()
-	w.mu.Lock()
-	have := w.written[b.name]
-	w.mu.Unlock()
-	if have > m.order() {
-		return nil
-	}
-	err := w.c.writeMarker(ctx, b, m)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.failing[b.name] = err != nil
-	if err != nil {
-		return fmt.Errorf("%s: %w", b.name, err)
-	}
-	w.written[b.name] = max(w.written[b.name], m.order())
-	return nil
-}
-
-// pending returns the marker to write and the backends still lacking it.
-func (w *markerWriter) pending(skipFailing bool) (*Marker, []*backend) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.want == nil {
-		return nil, nil
-	}
-	var bs []*backend
-	for _, b := range []*backend{w.c.src, w.c.tgt} {
-		if w.written[b.name] < w.want.order() && !(skipFailing && w.failing[b.name]) {
-			bs = append(bs, b)
-		}
-	}
-	return w.want, bs
-}
-
-// writeAll writes m to bs concurrently; it reports whether every write succeeded.
-func (w *markerWriter) writeAll(m *Marker, bs []*backend) bool {
-	var wg sync.WaitGroup
-	var failed atomic.Bool
-	for _, b := range bs {
-		wg.Go(func() {
-			if err := w.writeOne(context.Background(), b, m); err != nil {
-				failed.Store(true)
-				w.c.log.Warn("cutover: recording the epoch on the backend failed; retrying", "backend", b.name, "epoch", m.Epoch, "err", truncate(err.Error()))
-			}
-		})
-	}
-	wg.Wait()
-	return !failed.Load()
-}
-
-func (w *markerWriter) loop() {
-	defer close(w.done)
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	backoff := time.Second
-	for {
-		select {
-		case <-w.stop:
-			// Last chance for a transition made just before shutdown; a backend that was
-			// failing is not waited for again.
-			if m, bs := w.pending(true); len(bs) > 0 {
-				w.writeAll(m, bs)
-			}
-			return
-		case <-w.wake:
-		case <-retry.C:
-		}
-		m, bs := w.pending(false)
-		if len(bs) == 0 {
-			continue
-		}
-		if w.writeAll(m, bs) {
-			backoff = time.Second
-			continue
-		}
-		retry.Reset(backoff)
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
-// close writes what is pending once more and stops; safe to call twice (Close may be).
-func (w *markerWriter) close() {
-	w.stopOnce.Do(func() { close(w.stop) })
-	if w.started.Load() {
-		<-w.done
-	}
-}
-
 // removeLegacy destroys the markers of an earlier release (fixed id, no key store) once this
 // key store's own are written, so that the id they held is free for a customer key. Only an
 // object that carries the marker tag and no key store is removed: what the tag marks is ours.
-func (c *Controller) removeLegacy(ctx context.Context) {
+func (c *markerBook) removeLegacy(ctx context.Context) {
 	for _, b := range []*backend{c.src, c.tgt} {
 		ms, err := c.discoverMarkers(ctx, b)
 		if err != nil {
@@ -681,7 +349,7 @@ func (c *Controller) removeLegacy(ctx context.Context) {
 			if m.KeyStore != "" {
 				continue
 			}
-			dctx, cancel := context.WithTimeout(ctx, c.cfg.MarkerTimeout)
+			dctx, cancel := context.WithTimeout(ctx, c.timeout)
 			err := b.k.Destroy(dctx, m.UID, true)
 			cancel()
 			if err != nil {

@@ -61,7 +61,7 @@ func migrateTo(t *testing.T, e *env, state State) uint64 {
 		must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	}
 	st := c.Status()
-	must(t, c.Close())
+	must(t, e.stop(c))
 	return st.Epoch
 }
 
@@ -88,7 +88,7 @@ func TestMarkerJournalLost(t *testing.T) {
 				}
 			}
 			must(t, os.Remove(e.journal))
-			_, err := New(e.config(nil))
+			_, _, err := open(e.config(nil))
 			if err == nil || !errors.Is(err, ErrMarkerAhead) {
 				t.Fatalf("New without the journal: %v", err)
 			}
@@ -104,13 +104,13 @@ func TestMarkerJournalLost(t *testing.T) {
 				return
 			}
 			// The way forward the message names: B as the source of the next migration.
-			c, err := New(e.config(func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
+			c, _, err := open(e.config(func(cfg *Config) { cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
 			if err != nil {
 				t.Fatalf("New with source B: %v", err)
 			}
 			defer c.Close()
 			// One epoch past the backends', recorded on them first.
-			if ep, p, f := c.InitialRoute(); ep != epoch+1 || p != "B" || f != "" {
+			if ep, p, f := c.journalRoute(); ep != epoch+1 || p != "B" || f != "" {
 				t.Errorf("route epoch %d %q/%q, want epoch %d B alone", ep, p, f, epoch+1)
 			}
 			if m := markerOn(t, e.B, "B", epoch+1); m.State != StateServing || m.Primary != "B" {
@@ -126,10 +126,10 @@ func TestMarkerFreshInstall(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
 	c := e.controller(t, nil)
-	if ep, p, _ := c.InitialRoute(); ep != 1 || p != "A" {
+	if ep, p, _ := c.journalRoute(); ep != 1 || p != "A" {
 		t.Errorf("fresh start: epoch %d primary %q", ep, p)
 	}
-	ks := c.keyStore()
+	ks := c.Traffic().keyStore()
 	if len(ks) != 32 || !validKeyStoreID(ks) {
 		t.Fatalf("key store identity %q", ks)
 	}
@@ -142,9 +142,9 @@ func TestMarkerFreshInstall(t *testing.T) {
 			t.Errorf("marker on %s: %+v", b.name, m)
 		}
 	}
-	must(t, c.Close())
+	must(t, e.stop(c))
 	// A second start on the same journal still works.
-	c2, err := New(e.config(nil))
+	c2, _, err := open(e.config(nil))
 	must(t, err)
 	must(t, c2.Close())
 }
@@ -160,12 +160,12 @@ func TestMarkerOlderJournal(t *testing.T) {
 	must(t, err)
 	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	epoch := c.Status().Epoch
-	must(t, c.Close())
+	must(t, e.stop(c))
 	markerOn(t, e.A, "A", epoch)
 	markerOn(t, e.B, "B", epoch)
 	// An old backup put back: it would route to A with B as fallback.
 	must(t, os.WriteFile(e.journal, old, 0o600))
-	_, err = New(e.config(nil))
+	_, _, err = open(e.config(nil))
 	if err == nil || !errors.Is(err, ErrMarkerAhead) || !strings.Contains(err.Error(), "use the newest journal") ||
 		!strings.Contains(err.Error(), "state finalized") {
 		t.Fatalf("New with an old journal: %v", err)
@@ -175,17 +175,17 @@ func TestMarkerOlderJournal(t *testing.T) {
 func TestMarkerUnreadable(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	e.B.SetFaults(kmsemu.Faults{Down: true})
-	_, err := New(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
+	_, _, err := open(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
 	if err == nil || !errors.Is(err, ErrMarkerUnreadable) || !strings.Contains(err.Error(), "(B: ") {
 		t.Fatalf("New with B down and no journal: %v", err)
 	}
 	e.B.SetFaults(kmsemu.Faults{})
 	// With a journal, a backend that is down only earns a warning.
-	c, err := New(e.config(nil))
+	c, _, err := open(e.config(nil))
 	must(t, err)
 	must(t, c.Close())
 	e.B.SetFaults(kmsemu.Faults{Down: true})
-	c, err = New(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
+	c, _, err = open(e.config(func(c *Config) { c.MarkerTimeout = 500 * time.Millisecond }))
 	must(t, err)
 	e.B.SetFaults(kmsemu.Faults{})
 	must(t, c.Close())
@@ -203,10 +203,10 @@ func TestMarkerNeverMigrates(t *testing.T) {
 	mustWait(t, c, StateSwitched)
 	must(t, c.Finalize(ctx, FinalizeOptions{Force: true, Reason: "test: finalize before probation ends"}))
 	epoch := c.Status().Epoch
-	must(t, c.Close())
+	must(t, e.stop(c))
 	markerOn(t, e.A, "A", epoch)
 	markerOn(t, e.B, "B", epoch)
-	c2, err := New(e.config(func(cfg *Config) { sel(cfg); cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
+	c2, _, err := open(e.config(func(cfg *Config) { sel(cfg); cfg.Source, cfg.Target = cfg.Target, cfg.Source }))
 	must(t, err)
 	defer c2.Close()
 	plan, err := c2.Plan(ctx)

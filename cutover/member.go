@@ -6,248 +6,100 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Fleet mode, the member side: every replica's controller runs these loops.
-//   - watch: the stored header; each newer epoch is applied with the proxy's atomic route swap,
-//     kept in the local copy (the file journal) and acknowledged; created-key notes of other
-//     members join this controller's lists (the driver's catch-up and backfill copy them).
+//   - watch: the stored header; each newer epoch, once the backends' markers confirm it, is
+//     applied with the proxy's atomic route swap, kept in the local copy (the file journal) and
+//     acknowledged; key records and created-key notes of the driver and the other members join
+//     this member's ledger (the driver's catch-up and backfill copy them).
 //   - heartbeat: about once a second, the member record (applied epoch, route, request rate,
 //     own probation window and shadow counters) under the member's lease, then the member
 //     list (status, fleet size, aggregated probation and shadow, phase barriers).
 //   - campaign: one member is elected driver; it reloads the journal, resumes the migration
 //     and is the only one that writes it (every write fenced) until it loses the lead.
+//
+// A member is a peer of the controller's parts, not a view into the controller: it reaches the
+// journal through peerLedger, the markers through markerChecks, and asks the controller only to
+// adopt a stored journal and to start or stop driving (driverHost).
 
 // heartbeatEvery is the member record's period: at most one etcd write per replica per second
 // in steady state.
 const heartbeatEvery = time.Second
 
+// peerLedger is what a member reads and writes of the journal (the ledger).
+type peerLedger interface {
+	header() Header
+	take(h *Header, driver bool) bool
+	takeKey(ev KeyEvent)
+	takeCreated(n CreatedKey)
+	resync(snap *Snapshot)
+	announce()
+	identify(ctx context.Context, ks string) error
+}
+
+// markerChecks is what a member asks of the backends' markers.
+type markerChecks interface {
+	verifyHeader(ctx context.Context, h *Header, ks string) error
+	removeLegacy(ctx context.Context)
+}
+
+// driverHost is what a member asks of the controller: to take a journal read from the store as
+// its own (checked against the configuration), to run the migration in the lead's context, and
+// to stop it when the lead is lost.
+type driverHost interface {
+	adopt(j *journal) error
+	resume(lead context.Context) error
+	stopDriving()
+}
+
 type member struct {
-	c *Controller
-	f Fleet
-
-	driver  atomic.Bool
-	applied atomic.Uint64 // newest epoch whose route this member applied (0: none yet)
-	routeMu sync.Mutex    // orders route applications
-	route   atomic.Pointer[[2]string]
-
-	poke       chan struct{}
-	members    atomic.Pointer[[]MemberInfo]
-	reachable  atomic.Bool
-	waiting    atomic.Pointer[[]string] // members a phase change waits for
-	driverName atomic.Pointer[string]   // the elected driver, as last read
-	held       atomic.Pointer[Header]   // a stored header the markers did not confirm yet
-	requests   atomic.Uint64            // XKS requests observed, for requests/s
-	rps        atomic.Uint64            // float64 bits
-
-	started atomic.Bool
-	address atomic.Pointer[string] // admin URL to advertise, when known only at run time
-	wg      sync.WaitGroup
-	// leadCtx is the driver's leadership context (nil when not driving); the runner lives in it.
-	leadMu  sync.Mutex
-	leadCtx context.Context
+	f         Fleet
+	book      peerLedger
+	markers   markerChecks
+	host      driverHost
+	shadow    *shadower  // followed by a member that does not drive; its counters are published
+	probation *probation // its window is published
+	log       *slog.Logger
+	m         *metrics
+	now       func() time.Time
+	epochs    applier                // the epochs this member applied
+	view      roster                 // the fleet as last read
+	lead      lead                   // while this member drives
+	held      atomic.Pointer[Header] // a stored header the markers did not confirm yet
+	address   atomic.Pointer[string] // admin URL to advertise, when known only at run time
+	poke      chan struct{}
 }
 
-func newMember(c *Controller, f Fleet) *member {
-	return &member{c: c, f: f, poke: make(chan struct{}, 1)}
+func newMember(f Fleet, book peerLedger, markers markerChecks, host driverHost, sh *shadower, pr *probation,
+	ln *link, file *fileStorage, m *metrics, log *slog.Logger, now func() time.Time) *member {
+	return &member{f: f, book: book, markers: markers, host: host, shadow: sh, probation: pr, log: log, m: m, now: now,
+		epochs: applier{link: ln, file: file, m: m, log: log}, view: roster{self: f.Member()}, poke: make(chan struct{}, 1)}
 }
 
-func (m *member) isDriver() bool { return m.driver.Load() }
+func (m *member) isDriver() bool { return m.lead.driving() }
 
 // ready: this member applied an epoch (from the store or its local copy).
-func (m *member) ready() bool { return m.applied.Load() > 0 }
+func (m *member) ready() bool { return m.epochs.applied() > 0 }
 
-// loadFleet reads the shared journal at start. With the store unreachable it falls back to
-// the local copy of the last epoch this replica applied; with neither, it is not ready. Whatever
-// it serves, the backends' markers must agree with it (checkMarkers), as in a single process.
-func (c *Controller) loadFleet() error {
-	ctx, cancel := context.WithTimeout(c.baseCtx, 15*time.Second)
-	defer cancel()
-	local, err := c.file.Load(ctx)
-	if err != nil {
-		return err
-	}
-	snap, err := c.store.Load(ctx)
-	if err == nil && snap == nil {
-		if local != nil && local.Header.Epoch > 1 {
-			return fmt.Errorf("%s holds no journal but this replica applied epoch %d (state %s, %s serving) according to %s: refusing to start the fleet again at epoch 1; restore the store, or move %s aside if this key store's fleet is to start afresh",
-				c.store.Where(), local.Header.Epoch, local.Header.State, activeOf(journalFrom(local)), c.file.Where(), c.file.Where())
-		}
-		if snap, err = c.createFleetJournal(ctx); err != nil {
-			return err
-		}
-	}
-	if err != nil {
-		if local == nil {
-			c.log.Warn("fleet: store unreachable and no local copy of an applied epoch; not ready until the store answers",
-				"store", c.store.Where(), "err", err)
-			j, ferr := c.freshJournal()
-			if ferr != nil {
-				return ferr
-			}
-			j.KeyStore = "" // unknown until the store answers; the markers judge what it says
-			return c.adopt(j)
-		}
-		j := journalFrom(local)
-		if _, err := c.checkMarkers(ctx, j, true, c.file.Where()); err != nil {
-			return err
-		}
-		c.log.Warn("fleet: store unreachable at start; serving the last applied epoch from the local copy",
-			"store", c.store.Where(), "local", c.file.Where(), "epoch", j.Epoch, "state", j.State, "err", err)
-		if err := c.adopt(j); err != nil {
-			return err
-		}
-		c.fleet.applied.Store(j.Epoch)
-		p, f := routeOf(j)
-		c.fleet.route.Store(&[2]string{p, f})
-		return nil
-	}
-	if local != nil && local.Header.Epoch > snap.Header.Epoch {
-		return fmt.Errorf("%s is at epoch %d but this replica applied epoch %d (%s) according to %s: the store went back in time (restored from an old backup?); refusing to serve an older route",
-			c.store.Where(), snap.Header.Epoch, local.Header.Epoch, local.Header.State, c.file.Where())
-	}
-	if local != nil && local.Header.KeyStore != "" && snap.Header.KeyStore != local.Header.KeyStore {
-		return fmt.Errorf("%w: %s holds key store %q but this replica served key store %s according to %s: refusing to serve another key store's state; restore the store, or move %s aside if this replica joins another key store",
-			ErrMarkerContradicts, c.store.Where(), snap.Header.KeyStore, local.Header.KeyStore, c.file.Where(), c.file.Where())
-	}
-	j := journalFrom(snap)
-	// Legacy (no key store yet) is accepted as the markers allow; the driver gives it its
-	// identity (drive).
-	legacy := j.KeyStore == ""
-	act, err := c.checkMarkers(ctx, j, true, c.store.Where())
-	if err != nil {
-		return err
-	}
-	if legacy {
-		j.KeyStore = "" // only the elected driver writes the identity
-	} else if act == markersNote {
-		c.markers.note(markerOf(j))
-	}
-	if err := c.adopt(j); err != nil {
-		return err
-	}
-	// The proxy is built on this epoch's route (InitialRoute): that is its first application.
-	c.fleet.applied.Store(j.Epoch)
-	p, f := routeOf(j)
-	c.fleet.route.Store(&[2]string{p, f})
-	return nil
-}
-
-// createFleetJournal writes the store's first journal: a fresh key store's, or one that goes on
-// from what the backends' markers record (checkMarkers). Whichever member gets there first
-// writes it; the others load it.
-func (c *Controller) createFleetJournal(ctx context.Context) (*Snapshot, error) {
-	j, err := c.freshJournal()
-	if err != nil {
-		return nil, err
-	}
-	act, err := c.checkMarkers(ctx, j, false, c.store.Where())
-	if err != nil {
-		return nil, err
-	}
-	if act == markersRecord {
-		if err := c.markers.record(ctx, markerOf(j)); err != nil {
-			return nil, fmt.Errorf("%w; refusing to start on a record the backends do not hold: retry once one of them answers", err)
-		}
-	}
-	err = c.store.Save(ctx, Change{Header: &j.Header})
-	switch {
-	case err == nil:
-		c.markers.note(markerOf(j))
-		return j.snapshot(), nil
-	case errors.Is(err, ErrFenced):
-		return c.store.Load(ctx) // another member created it first
-	}
-	return nil, err
-}
-
-// verifyHeader is what a member checks before it applies an epoch read from the store: the same
-// key store, and a record the backends hold (agreement). Someone who can write the store cannot
-// make a member route where the backends never went. ErrMarkerUnreadable: the markers could not
-// be read now (retried).
-func (c *Controller) verifyHeader(ctx context.Context, h *Header) error {
-	c.mu.Lock()
-	ks := c.j.KeyStore
-	c.mu.Unlock()
-	if ks != "" && h.KeyStore != ks {
-		return fmt.Errorf("%w: the store names key store %q, this member serves key store %s", ErrMarkerContradicts, h.KeyStore, ks)
-	}
-	if h.KeyStore == "" {
-		return c.verifyLegacyHeader(ctx, h)
-	}
-	var newest *Marker
-	var failed []string
-	for _, b := range []*backend{c.src, c.tgt} {
-		m, err := c.readMarker(ctx, b, h.KeyStore)
-		if err != nil {
-			failed = append(failed, b.name+": "+truncate(err.Error()))
-			continue
-		}
-		if m != nil && (newest == nil || m.Epoch > newest.Epoch) {
-			newest = m
-		}
-	}
-	if newest == nil {
-		if len(failed) > 0 {
-			return fmt.Errorf("%w: %s", ErrMarkerUnreadable, strings.Join(failed, "; "))
-		}
-		if h.Epoch == 1 && h.State == StateServing {
-			return nil
-		}
-		return fmt.Errorf("%w: epoch %d (state %s) of key store %s is recorded on neither backend", ErrMarkerContradicts, h.Epoch, h.State, h.KeyStore)
-	}
-	if newest.Epoch > h.Epoch+1 {
-		// Older than the backends' record: a newer header follows; not applied meanwhile.
-		return fmt.Errorf("%w: epoch %d is older than epoch %d the backends record", ErrMarkerAhead, h.Epoch, newest.Epoch)
-	}
-	if err := agreement(h, newest); err != nil {
-		if len(failed) > 0 && newest.Epoch < h.Epoch {
-			// The backend that holds the newer record may be the one that cannot be read.
-			return fmt.Errorf("%w: %s (%v)", ErrMarkerUnreadable, strings.Join(failed, "; "), err)
-		}
-		return err
-	}
-	return nil
-}
-
-// verifyLegacyHeader checks a header with no key store identity (an earlier release's store,
-// before the driver gives it one): valid only while no backend holds a marker with an identity,
-// and not older than the earlier release's markers.
-func (c *Controller) verifyLegacyHeader(ctx context.Context, h *Header) error {
-	f := c.discoverAll(ctx)
-	if len(f.failed) > 0 {
-		return fmt.Errorf("%w: %s", ErrMarkerUnreadable, strings.Join(f.failed, "; "))
-	}
-	for _, m := range f.all {
-		if m.KeyStore != "" {
-			return fmt.Errorf("%w: the store holds no key store identity but backend %s records %s", ErrMarkerContradicts, m.Backend, m.describe())
-		}
-	}
-	if m := f.newest(""); m != nil && m.Epoch > h.Epoch {
-		return fmt.Errorf("%w: epoch %d is older than epoch %d the backends record", ErrMarkerAhead, h.Epoch, m.Epoch)
-	}
-	return nil
-}
-
-// start launches the member loops (once); called by Resume when the proxy serves.
-func (m *member) start() {
-	if !m.started.CompareAndSwap(false, true) {
-		return
-	}
-	ctx := m.c.baseCtx
-	m.wg.Add(3)
-	go func() { defer m.wg.Done(); m.f.Watch(ctx, m.onEvent) }()
-	go func() { defer m.wg.Done(); m.heartbeatLoop(ctx) }()
-	go func() { defer m.wg.Done(); m.campaignLoop(ctx) }()
+// run starts the member loops in goroutines Run owns.
+func (m *member) run(ctl *control) {
+	ctl.spawn(func(ctx context.Context) { m.f.Watch(ctx, func(ev WatchEvent) { m.onEvent(ctx, ev) }) })
+	ctl.spawn(m.heartbeatLoop)
+	ctl.spawn(m.campaignLoop)
 	m.pokeNow()
 }
 
-// wait returns once the loops ended (the controller's base context is cancelled).
-func (m *member) wait() { m.wg.Wait() }
+// loaded records the epoch Load adopted: the proxy is built on its route, its first application.
+func (m *member) loaded(epoch uint64, primary, fallback string) {
+	m.epochs.loaded(epoch, primary, fallback)
+}
+
+// leadContext is the driver's lead (nil when not driving): the runner lives in it.
+func (m *member) leadContext() context.Context { return m.lead.context() }
 
 func (m *member) pokeNow() {
 	select {
@@ -256,36 +108,19 @@ func (m *member) pokeNow() {
 	}
 }
 
-// apply swaps the proxy's route to epoch's, keeps the local copy and acknowledges. Epochs
-// only move forward: a member never serves a route older than one it acknowledged.
+// apply applies epoch (its route, its local copy, the acknowledgement); a member that does not
+// drive follows the state with its shadowing (the driver starts and stops its own).
 func (m *member) apply(epoch uint64, primary, fallback string, st State) error {
-	m.routeMu.Lock()
-	defer m.routeMu.Unlock()
-	if epoch < m.applied.Load() {
-		return nil
-	}
-	if err := m.c.cfg.Router.SetRoute(epoch, primary, fallback); err != nil {
+	h := m.book.header()
+	ok, err := m.epochs.apply(epoch, primary, fallback, &h)
+	if err != nil || !ok {
 		return err
 	}
-	m.c.mu.Lock()
-	h := m.c.j.Header
-	m.c.mu.Unlock()
-	if h.Epoch == epoch {
-		// The local copy is written before the acknowledgement: a restart without the store
-		// serves this epoch, never an older one.
-		if err := m.c.file.Save(context.Background(), Change{PrevEpoch: epoch, Header: &h}); err != nil {
-			m.c.log.Error("fleet: writing the local copy of the applied epoch failed", "epoch", epoch, "err", err)
-		}
-	}
-	m.route.Store(&[2]string{primary, fallback})
-	m.applied.Store(epoch)
-	m.c.m.fleetApplied.Set(float64(epoch))
 	if !m.isDriver() {
-		// The driver starts and stops its own shadowing; the others follow the state.
 		if st == StateShadowing {
-			m.c.shadow.start()
+			m.shadow.start()
 		} else {
-			m.c.shadow.stop()
+			m.shadow.stop()
 		}
 	}
 	m.pokeNow()
@@ -293,60 +128,38 @@ func (m *member) apply(epoch uint64, primary, fallback string, st State) error {
 }
 
 // onEvent handles one change of the shared journal.
-func (m *member) onEvent(ev WatchEvent) {
-	c := m.c
+func (m *member) onEvent(ctx context.Context, ev WatchEvent) {
 	switch {
 	case ev.Resync:
 		if m.isDriver() {
 			return // the driver holds the newest journal; its own writes are fenced
 		}
-		ctx, cancel := context.WithTimeout(c.baseCtx, 15*time.Second)
-		snap, err := c.store.Load(ctx)
+		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		snap, err := m.f.Load(lctx)
 		cancel()
 		if err != nil || snap == nil {
 			return
 		}
 		// The header first: a new migration's header clears the previous one's records,
 		// and must not clear the ones just loaded.
-		m.onHeader(&snap.Header)
-		c.mu.Lock()
-		if snap.Header.StartedAt == c.j.StartedAt {
-			for _, n := range snap.Created {
-				c.addCreatedLocked(n)
-			}
-			if snap.Keys != nil {
-				c.j.Keys = snap.Keys
-			}
-		}
-		c.mu.Unlock()
+		m.onHeader(ctx, &snap.Header)
+		m.book.resync(snap)
 	case ev.Key != nil:
 		if m.isDriver() || validKeyID(ev.Key.ID) != nil {
 			return // the driver's own records are its journal already
 		}
-		c.mu.Lock()
-		if c.j.Keys == nil {
-			c.j.Keys = map[string]*KeyProgress{}
-		}
-		if ev.Key.Progress == nil {
-			delete(c.j.Keys, ev.Key.ID)
-		} else {
-			c.j.Keys[ev.Key.ID] = ev.Key.Progress
-		}
-		c.mu.Unlock()
+		m.book.takeKey(*ev.Key)
 	case ev.Created != nil:
 		if validKeyID(ev.Created.ID) != nil {
 			return
 		}
-		c.mu.Lock()
-		c.addCreatedLocked(*ev.Created)
-		c.mu.Unlock()
+		m.book.takeCreated(*ev.Created)
 	case ev.Header != nil:
-		m.onHeader(ev.Header)
+		m.onHeader(ctx, ev.Header)
 	}
 }
 
-func (m *member) onHeader(h *Header) {
-	c := m.c
+func (m *member) onHeader(ctx context.Context, h *Header) {
 	if !h.State.valid() || h.Epoch == 0 || !validKeyStoreID(h.KeyStore) {
 		return
 	}
@@ -354,55 +167,29 @@ func (m *member) onHeader(h *Header) {
 		return
 	}
 	// Verified against the backends' markers before anything of it is taken; a header that
-	// cannot be verified now waits (pending) and the heartbeat tries it again.
-	ctx, cancel := context.WithTimeout(c.baseCtx, 3*c.cfg.MarkerTimeout)
-	err := c.verifyHeader(ctx, h)
-	cancel()
-	if err != nil {
+	// cannot be verified now waits (held) and the heartbeat tries it again.
+	if err := m.markers.verifyHeader(ctx, h, m.book.header().KeyStore); err != nil {
 		m.hold(h, err)
 		return
 	}
 	m.release(h)
-	c.mu.Lock()
-	cur := c.j.Epoch
-	if h.Epoch <= cur && (m.isDriver() || h.Epoch < cur) {
-		c.mu.Unlock()
-		return // taken meanwhile
+	if !m.book.take(h, m.isDriver()) {
+		return
 	}
-	if h.StartedAt != c.j.StartedAt && h.State == StateCopying {
-		// A new migration: the previous one's notes are gone from the store too.
-		c.j.CreatedDuring, c.j.CreatedOnTarget = nil, nil
-		clear(c.created)
-		c.j.Keys = map[string]*KeyProgress{}
-	}
-	if c.j.KeyStore != "" && h.KeyStore != c.j.KeyStore {
-		c.mu.Unlock()
-		return // verifyHeader refused it; the identity cannot change under a member
-	}
-	c.j.Header = *h
-	c.state.Store(h.State)
-	c.m.setState(h.State, h.Epoch)
-	c.mu.Unlock()
 	p, f := h.Route()
 	if err := m.apply(h.Epoch, p, f, h.State); err != nil {
-		c.log.Error("fleet: applying the stored epoch failed", "epoch", h.Epoch, "err", err)
+		m.log.Error("fleet: applying the stored epoch failed", "epoch", h.Epoch, "err", err)
 	} else {
-		c.log.Info("fleet: epoch applied", "epoch", h.Epoch, "state", h.State, "primary", p, "fallback", f)
+		m.log.Info("fleet: epoch applied", "epoch", h.Epoch, "state", h.State, "primary", p, "fallback", f)
 	}
-	c.mu.Lock()
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
+	m.book.announce()
 }
 
 // stale handles a header this member need not take: an older epoch, or the driver's own
 // current one (its route re-applied if the swap has not happened yet). A non-driver takes the
 // current epoch's header again: the driver updates it between epochs (last error, options).
 func (m *member) stale(h *Header) bool {
-	c := m.c
-	c.mu.Lock()
-	cur := c.j.Epoch
-	c.mu.Unlock()
+	cur := m.book.header().Epoch
 	switch {
 	case h.Epoch > cur:
 		return false
@@ -411,7 +198,7 @@ func (m *member) stale(h *Header) bool {
 	case !m.isDriver():
 		return false
 	}
-	if m.applied.Load() < cur {
+	if m.epochs.applied() < cur {
 		p, f := h.Route()
 		_ = m.apply(h.Epoch, p, f, h.State)
 	}
@@ -432,9 +219,9 @@ func (m *member) hold(h *Header, err error) {
 				if errors.Is(err, ErrMarkerUnreadable) || errors.Is(err, ErrMarkerAhead) {
 					lv = slog.LevelWarn
 				}
-				m.c.log.Log(context.Background(), lv, "fleet: not applying an epoch the backends' markers do not confirm; serving the last applied one",
+				m.log.Log(context.Background(), lv, "fleet: not applying an epoch the backends' markers do not confirm; serving the last applied one",
 					"epoch", h.Epoch, "state", h.State, "err", truncate(err.Error()))
-				m.c.m.fleetRefused.Inc()
+				m.m.fleetRefused.Inc()
 			}
 			return
 		}
@@ -451,7 +238,8 @@ func (m *member) release(h *Header) {
 func (m *member) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
-	last, lastN := m.c.cfg.Now(), m.requests.Load()
+	last := m.now()
+	m.view.counted = m.view.requests.Load()
 	for {
 		select {
 		case <-ctx.Done():
@@ -459,31 +247,26 @@ func (m *member) heartbeatLoop(ctx context.Context) {
 		case <-t.C:
 		case <-m.poke:
 		}
-		now := m.c.cfg.Now()
+		now := m.now()
 		if d := now.Sub(last); d >= heartbeatEvery/2 {
-			n := m.requests.Load()
-			m.rps.Store(floatBits(float64(n-lastN) / d.Seconds()))
-			last, lastN = now, n
+			m.view.measure(d)
+			last = now
 		}
 		m.heartbeat(ctx, now)
 		if h := m.held.Load(); h != nil {
-			m.onHeader(h)
+			m.onHeader(ctx, h)
 		}
 	}
 }
 
 func (m *member) heartbeat(ctx context.Context, now time.Time) {
-	c := m.c
-	r := m.route.Load()
-	if r == nil {
-		r = &[2]string{}
-	}
+	epoch, p, f := m.epochs.current()
 	rec := MemberRecord{
 		Address:      derefOr(m.address.Load()),
-		AppliedEpoch: m.applied.Load(), Primary: r[0], Fallback: r[1], Heartbeat: now.UTC(),
-		RequestsPerSec: bitsFloat(m.rps.Load()),
-		Probation:      c.probation.stats(now, c.cfg.Probation.Window),
-		Shadow:         c.shadow.snapshot(),
+		AppliedEpoch: epoch, Primary: p, Fallback: f, Heartbeat: now.UTC(),
+		RequestsPerSec: m.view.rate(),
+		Probation:      m.probation.local(now),
+		Shadow:         m.shadow.snapshot(),
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -493,30 +276,30 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 		ms, err = m.f.Members(cctx)
 	}
 	if err != nil {
-		if m.reachable.Swap(false) {
-			c.log.Warn("fleet: store unreachable; serving the last applied epoch, no phase change until it is back",
+		if m.view.reachable.Swap(false) {
+			m.log.Warn("fleet: store unreachable; serving the last applied epoch, no phase change until it is back",
 				"epoch", rec.AppliedEpoch, "err", err)
 		}
-		c.m.fleetStoreUp.Set(0)
+		m.m.fleetStoreUp.Set(0)
 		return
 	}
-	if !m.reachable.Swap(true) {
-		c.log.Info("fleet: store reachable", "store", c.store.Where())
+	if !m.view.reachable.Swap(true) {
+		m.log.Info("fleet: store reachable", "store", m.f.Where())
 	}
-	c.m.fleetStoreUp.Set(1)
-	m.members.Store(&ms)
-	c.m.setMembers(ms)
+	m.m.fleetStoreUp.Set(1)
+	m.view.members.Store(&ms)
+	m.m.setMembers(ms)
 	if name, _, err := m.f.Driver(cctx); err == nil {
-		m.driverName.Store(&name)
+		m.view.driverName.Store(&name)
 	}
-	if c.fleet.ready() {
+	if m.ready() {
 		return
 	}
 	// Not ready yet (started without store nor local copy): the store answers now.
 	lctx, lcancel := context.WithTimeout(ctx, 15*time.Second)
-	snap, err := c.store.Load(lctx)
+	snap, err := m.f.Load(lctx)
 	if err == nil && snap != nil {
-		err = c.verifyHeader(lctx, &snap.Header)
+		err = m.markers.verifyHeader(lctx, &snap.Header, m.book.header().KeyStore)
 		if err != nil {
 			lcancel()
 			m.hold(&snap.Header, err)
@@ -525,17 +308,14 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 	}
 	lcancel()
 	if err == nil && snap != nil {
-		if err := c.adopt(journalFrom(snap)); err != nil {
-			c.log.Error("fleet: the stored journal does not fit the configuration", "err", err)
+		if err := m.host.adopt(journalFrom(snap)); err != nil {
+			m.log.Error("fleet: the stored journal does not fit the configuration", "err", err)
 			return
 		}
 		p, f := snap.Header.Route()
 		_ = m.apply(snap.Header.Epoch, p, f, snap.Header.State)
 	}
 }
-
-func floatBits(f float64) uint64 { return uint64(f * 1000) }
-func bitsFloat(b uint64) float64 { return float64(b) / 1000 }
 
 // campaignLoop stands for election until ctx ends; while elected, this member drives.
 func (m *member) campaignLoop(ctx context.Context) {
@@ -564,72 +344,53 @@ func (m *member) campaignLoop(ctx context.Context) {
 
 // drive runs the migration while lead lives.
 func (m *member) drive(lead context.Context) {
-	c := m.c
 	ctx, cancel := context.WithTimeout(lead, 30*time.Second)
-	snap, err := c.store.Load(ctx)
+	snap, err := m.f.Load(ctx)
 	cancel()
 	if err != nil || snap == nil {
-		c.log.Error("fleet: elected but the journal cannot be read; resigning", "err", err)
+		m.log.Error("fleet: elected but the journal cannot be read; resigning", "err", err)
 		return
 	}
-	vctx, vcancel := context.WithTimeout(lead, 3*c.cfg.MarkerTimeout)
-	err = c.verifyHeader(vctx, &snap.Header)
-	vcancel()
+	err = m.markers.verifyHeader(lead, &snap.Header, m.book.header().KeyStore)
 	if errors.Is(err, ErrMarkerUnreadable) {
-		c.log.Warn("fleet: elected but the backends' markers cannot be read to confirm the journal; resigning, will stand again", "err", err)
+		m.log.Warn("fleet: elected but the backends' markers cannot be read to confirm the journal; resigning, will stand again", "err", err)
 		return
 	}
-	c.writeMu.Lock()
 	if err == nil {
-		err = c.adopt(journalFrom(snap))
+		err = m.host.adopt(journalFrom(snap))
 	}
-	c.writeMu.Unlock()
 	if err != nil {
-		c.log.Error("fleet: elected but the stored journal does not fit the configuration or the backends' markers; not driving", "err", err)
+		m.log.Error("fleet: elected but the stored journal does not fit the configuration or the backends' markers; not driving", "err", err)
 		<-lead.Done()
 		return
 	}
-	if err := c.giveKeyStoreIdentity(lead); err != nil {
-		c.log.Warn("fleet: the store's journal has no key store identity yet (an earlier release's); will retry when next elected", "err", err)
+	if err := m.identify(lead); err != nil {
+		m.log.Warn("fleet: the store's journal has no key store identity yet (an earlier release's); will retry when next elected", "err", err)
 	}
-	m.leadMu.Lock()
-	m.leadCtx = lead
-	m.leadMu.Unlock()
-	m.driver.Store(true)
-	c.m.fleetDriver.Set(1)
-	c.m.fleetDriverChanges.Inc()
-	c.log.Info("fleet: driving the migration", "member", m.f.Member(), "epoch", snap.Header.Epoch, "state", snap.Header.State)
+	m.lead.begin(lead)
+	m.m.fleetDriver.Set(1)
+	m.m.fleetDriverChanges.Inc()
+	m.log.Info("fleet: driving the migration", "member", m.f.Member(), "epoch", snap.Header.Epoch, "state", snap.Header.State)
 	p, f := snap.Header.Route()
 	if err := m.apply(snap.Header.Epoch, p, f, snap.Header.State); err != nil {
-		c.log.Error("fleet: applying the stored epoch failed", "err", err)
+		m.log.Error("fleet: applying the stored epoch failed", "err", err)
 	}
-	if err := c.resumeLocal(lead); err != nil {
-		c.log.Error("fleet: resuming the migration failed", "err", err)
+	if err := m.host.resume(lead); err != nil {
+		m.log.Error("fleet: resuming the migration failed", "err", err)
 	}
 	<-lead.Done()
-	c.log.Warn("fleet: lost the lead; no longer driving", "member", m.f.Member())
-	m.driver.Store(false)
-	c.m.fleetDriver.Set(0)
-	m.leadMu.Lock()
-	m.leadCtx = nil
-	m.leadMu.Unlock()
+	m.log.Warn("fleet: lost the lead; no longer driving", "member", m.f.Member())
+	m.lead.end()
+	m.m.fleetDriver.Set(0)
 	// The runner lives in lead: it has stopped or is stopping.
-	if err := c.lock(context.Background()); err == nil {
-		c.stopRunner()
-		c.unlock()
-	}
-	c.shadow.stop()
+	m.host.stopDriving()
 }
 
-// giveKeyStoreIdentity is the driver's upgrade of an earlier release's store: a key store identity,
+// identify is the driver's upgrade of an earlier release's store: a key store identity,
 // recorded on the backends first, then in the store's header (same epoch, fenced), then the old
 // markers removed. Members take the header as an update of the current epoch.
-func (c *Controller) giveKeyStoreIdentity(ctx context.Context) error {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	c.mu.Lock()
-	h := c.j.Header
-	c.mu.Unlock()
+func (m *member) identify(ctx context.Context) error {
+	h := m.book.header()
 	if h.KeyStore != "" {
 		return nil
 	}
@@ -637,49 +398,19 @@ func (c *Controller) giveKeyStoreIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.KeyStore = ks
-	j := &journal{Header: h}
-	rctx, cancel := context.WithTimeout(ctx, 2*c.cfg.MarkerTimeout)
-	err = c.markers.record(rctx, markerOf(j))
-	cancel()
-	if err != nil {
+	if err := m.book.identify(ctx, ks); err != nil {
 		return err
 	}
-	if err := c.save(Change{PrevEpoch: h.Epoch, Header: &h}); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.j.KeyStore = ks
-	c.mu.Unlock()
-	c.log.Info("fleet: the key store has its identity now", "key_store", ks, "epoch", h.Epoch)
-	c.removeLegacy(ctx)
+	m.log.Info("fleet: the key store has its identity now", "key_store", ks, "epoch", h.Epoch)
+	m.markers.removeLegacy(ctx)
 	return nil
-}
-
-// runContext is the context a runner lives in: the controller's, or the driver's lead.
-func (c *Controller) runContext() context.Context {
-	if c.fleet == nil {
-		return c.baseCtx
-	}
-	c.fleet.leadMu.Lock()
-	defer c.fleet.leadMu.Unlock()
-	if c.fleet.leadCtx != nil {
-		return c.fleet.leadCtx
-	}
-	ctx, cancel := context.WithCancel(c.baseCtx)
-	cancel() // not driving: a runner must not start
-	return ctx
 }
 
 // barrier waits until every registered member, live or not, acknowledged epoch: a step that
 // changes where a key may be served is taken only once nobody can still serve an older route.
 // A member whose lease expired is waited for (status names it) until it returns or an operator
 // forgets it.
-func (c *Controller) barrier(ctx context.Context, epoch uint64) error {
-	if c.fleet == nil {
-		return nil
-	}
-	m := c.fleet
+func (m *member) barrier(ctx context.Context, epoch uint64) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	logged := time.Time{}
@@ -696,22 +427,22 @@ func (c *Controller) barrier(ctx context.Context, epoch uint64) error {
 					behind = append(behind, x.Name)
 				}
 			}
-			if !self && m.applied.Load() < epoch {
+			if !self && m.epochs.applied() < epoch {
 				behind = append(behind, m.f.Member())
 			}
 			sort.Strings(behind)
-			m.waiting.Store(&behind)
+			m.view.waiting.Store(&behind)
 			if len(behind) == 0 {
 				return nil
 			}
 			if time.Since(logged) > 10*time.Second {
 				logged = time.Now()
-				c.log.Warn("fleet: waiting for members to acknowledge the epoch", "epoch", epoch, "members", behind)
+				m.log.Warn("fleet: waiting for members to acknowledge the epoch", "epoch", epoch, "members", behind)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			w := m.waiting.Load()
+			w := m.view.waiting.Load()
 			if w != nil && len(*w) > 0 {
 				return fmt.Errorf("fleet: waiting for %v to acknowledge epoch %d: %w", *w, epoch, ctx.Err())
 			}
@@ -721,170 +452,96 @@ func (c *Controller) barrier(ctx context.Context, epoch uint64) error {
 	}
 }
 
-// peers returns the other live members' last published records.
-func (m *member) peers() []MemberInfo {
-	p := m.members.Load()
-	if p == nil {
-		return nil
-	}
-	var out []MemberInfo
-	for _, x := range *p {
-		if x.Live && x.Name != m.f.Member() {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// probationStats aggregates the probation window over the fleet: requests and errors add up,
-// and the p99 is that of every request the fleet sent to the target (mergeProbation).
-func (c *Controller) probationStats(now time.Time) ProbationStats {
-	st := c.probation.stats(now, c.cfg.Probation.Window)
-	if c.fleet == nil {
-		st.Buckets = nil
-		return st
-	}
-	peers := c.fleet.peers()
-	qs := make([]ProbationStats, 0, len(peers))
-	for _, p := range peers {
-		qs = append(qs, p.Probation)
-	}
-	return mergeProbation(st, qs)
-}
-
-// shadowStats sums the shadow counters over the fleet.
-func (c *Controller) shadowStats() ShadowStats {
-	s := c.shadow.snapshot()
-	if c.fleet == nil {
-		return s
-	}
-	for _, p := range c.fleet.peers() {
-		s = s.add(p.Shadow)
-	}
-	return s
-}
-
-// FleetSize is the number of live members (1 without a fleet): health's xksProxyFleetSize.
-func (c *Controller) FleetSize() int {
-	if c.fleet == nil {
-		return 1
-	}
-	n := 0
-	if p := c.fleet.members.Load(); p != nil {
-		for _, x := range *p {
-			if x.Live {
-				n++
-			}
-		}
-	}
-	return max(n, 1)
-}
-
-// Ready reports whether this replica may serve: in fleet mode, once it applied an epoch (from
-// the store or its local copy). Without a fleet, always.
-func (c *Controller) Ready() bool { return c.fleet == nil || c.fleet.ready() }
-
-// IsDriver reports whether this replica drives the migration (always true without a fleet).
-func (c *Controller) IsDriver() bool { return c.fleet == nil || c.fleet.isDriver() }
-
-// Driver names the elected driver and its advertised admin address (fleet mode).
-func (c *Controller) Driver(ctx context.Context) (name, address string, err error) {
-	if c.fleet == nil {
-		return "", "", nil
-	}
-	return c.fleet.f.Driver(ctx)
-}
-
-// Forget removes a member whose lease expired from the fleet, so phase changes stop waiting
-// for it. Refused while it is alive.
-func (c *Controller) Forget(ctx context.Context, name string) error {
-	if c.fleet == nil {
-		return fmt.Errorf("%w: not in fleet mode", ErrWrongState)
-	}
-	if err := c.fleet.f.Forget(ctx, name); err != nil {
+// forget removes a member whose lease expired, so phase changes stop waiting for it.
+func (m *member) forget(ctx context.Context, name string) error {
+	if err := m.f.Forget(ctx, name); err != nil {
 		return err
 	}
-	c.log.Warn("fleet: member forgotten by the operator", "member", name)
-	c.fleet.pokeNow()
+	m.log.Warn("fleet: member forgotten by the operator", "member", name)
+	m.pokeNow()
 	return nil
 }
 
-func (s ShadowStats) add(o ShadowStats) ShadowStats {
-	return ShadowStats{Match: s.Match + o.Match, Mismatch: s.Mismatch + o.Mismatch, Errors: s.Errors + o.Errors, Dropped: s.Dropped + o.Dropped}
+// applier applies epochs on this member: the proxy's route swap, the local copy of the epoch
+// (written before the acknowledgement: a restart without the store serves this epoch, never an
+// older one), and the acknowledgement (the applied epoch the heartbeat publishes). Epochs only
+// move forward: a member never serves a route older than one it acknowledged.
+type applier struct {
+	mu    sync.Mutex // orders applications
+	link  *link
+	file  *fileStorage
+	m     *metrics
+	log   *slog.Logger
+	epoch atomic.Uint64 // the newest epoch applied (0: none yet)
+	route atomic.Pointer[[2]string]
 }
 
-// ErrNotDriver: an operator action reached a fleet member that does not drive the migration
-// (the admin API forwards it to the driver).
-var ErrNotDriver = errors.New("cutover: this replica does not drive the migration")
+// loaded records the epoch the proxy is built on.
+func (a *applier) loaded(epoch uint64, primary, fallback string) {
+	a.route.Store(&[2]string{primary, fallback})
+	a.epoch.Store(epoch)
+}
 
-// mustDrive refuses control operations on a member that is not the driver.
-func (c *Controller) mustDrive() error {
-	if c.fleet != nil && !c.fleet.isDriver() {
-		return ErrNotDriver
+func (a *applier) applied() uint64 { return a.epoch.Load() }
+
+// current is the applied epoch and its route.
+func (a *applier) current() (epoch uint64, primary, fallback string) {
+	r := a.route.Load()
+	if r == nil {
+		r = &[2]string{}
 	}
-	return nil
+	return a.epoch.Load(), r[0], r[1]
 }
 
-// curEpoch is the journal's epoch.
-func (c *Controller) curEpoch() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.j.Epoch
-}
-
-// FleetStatus is the fleet part of Status.
-type FleetStatus struct {
-	Member         string         `json:"member"`
-	Driver         string         `json:"driver,omitempty"`
-	Driving        bool           `json:"driving"`
-	StoreReachable bool           `json:"store_reachable"`
-	Ready          bool           `json:"ready"`
-	AppliedEpoch   uint64         `json:"applied_epoch"`
-	Members        []MemberStatus `json:"members"`
-	// WaitingFor names the members a phase change waits for (behind on the epoch, or expired).
-	WaitingFor []string `json:"waiting_for,omitempty"`
-}
-
-// MemberStatus is one member as `cutover status` lists it.
-type MemberStatus struct {
-	Name           string        `json:"name"`
-	AppliedEpoch   uint64        `json:"applied_epoch"`
-	Primary        string        `json:"primary"`
-	Fallback       string        `json:"fallback,omitempty"`
-	Live           bool          `json:"live"`
-	LeaseAge       time.Duration `json:"lease_age_ns"` // since its last heartbeat
-	RequestsPerSec float64       `json:"requests_per_sec"`
-	Driver         bool          `json:"driver,omitempty"`
-	Version        string        `json:"version,omitempty"`
-}
-
-func (c *Controller) fleetStatus(now time.Time) *FleetStatus {
-	if c.fleet == nil {
-		return nil
+// apply swaps the proxy's route to epoch's, keeps the local copy of h (when it is that epoch's)
+// and acknowledges; ok is false for an epoch older than the applied one (nothing done).
+func (a *applier) apply(epoch uint64, primary, fallback string, h *Header) (ok bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if epoch < a.epoch.Load() {
+		return false, nil
 	}
-	m := c.fleet
-	fs := &FleetStatus{Member: m.f.Member(), Driving: m.isDriver(), StoreReachable: m.reachable.Load(),
-		Ready: m.ready(), AppliedEpoch: m.applied.Load()}
-	if d := m.driverName.Load(); d != nil {
-		fs.Driver = *d
+	if err := a.link.setRoute(epoch, primary, fallback); err != nil {
+		return false, err
 	}
-	if fs.Driving {
-		fs.Driver = fs.Member
-	}
-	if p := m.members.Load(); p != nil {
-		for _, x := range *p {
-			ms := MemberStatus{Name: x.Name, AppliedEpoch: x.AppliedEpoch, Primary: x.Primary, Fallback: x.Fallback,
-				Live: x.Live, RequestsPerSec: x.RequestsPerSec, Driver: x.Name == fs.Driver, Version: x.Version}
-			if !x.Heartbeat.IsZero() {
-				ms.LeaseAge = max(0, now.Sub(x.Heartbeat))
-			}
-			fs.Members = append(fs.Members, ms)
+	if h.Epoch == epoch {
+		if err := a.file.Save(context.Background(), Change{PrevEpoch: epoch, Header: h}); err != nil {
+			a.log.Error("fleet: writing the local copy of the applied epoch failed", "epoch", epoch, "err", err)
 		}
 	}
-	if w := m.waiting.Load(); w != nil && c.curState().inMigration() {
-		fs.WaitingFor = *w
-	}
-	return fs
+	a.route.Store(&[2]string{primary, fallback})
+	a.epoch.Store(epoch)
+	a.m.fleetApplied.Set(float64(epoch))
+	return true, nil
+}
+
+// lead is the driver's leadership: the context the runner lives in while this member drives.
+type lead struct {
+	driver atomic.Bool
+	mu     sync.Mutex
+	ctx    context.Context
+}
+
+func (l *lead) driving() bool { return l.driver.Load() }
+
+func (l *lead) begin(ctx context.Context) {
+	l.mu.Lock()
+	l.ctx = ctx
+	l.mu.Unlock()
+	l.driver.Store(true)
+}
+
+func (l *lead) end() {
+	l.driver.Store(false)
+	l.mu.Lock()
+	l.ctx = nil
+	l.mu.Unlock()
+}
+
+func (l *lead) context() context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ctx
 }
 
 func derefOr(p *string) string {
@@ -892,13 +549,4 @@ func derefOr(p *string) string {
 		return ""
 	}
 	return *p
-}
-
-// SetAdminAddress sets the admin URL this member advertises for forwarded operator calls, when
-// it is known only once the admin listener is bound (a configured address takes precedence in
-// the store).
-func (c *Controller) SetAdminAddress(u string) {
-	if c.fleet != nil {
-		c.fleet.address.Store(&u)
-	}
 }

@@ -59,7 +59,7 @@ func TestCustomerKeysNamedLikeOwnObjects(t *testing.T) {
 						t.Errorf("%s on %s: data encrypted before the migration: %q %v", id, name, pt, err)
 					}
 				}
-				if c.Reserved(id) {
+				if c.Traffic().Reserved(id) {
 					t.Errorf("the customer key %s is reserved", id)
 				}
 			}
@@ -75,22 +75,22 @@ func TestCustomerKeysNamedLikeOwnObjects(t *testing.T) {
 func TestReservedIDs(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	c := e.controller(t, nil)
-	ks := c.keyStore()
-	if !c.Reserved(markerID(ks)) {
+	ks := c.Traffic().keyStore()
+	if !c.Traffic().Reserved(markerID(ks)) {
 		t.Errorf("this key store's marker %s is not reserved", markerID(ks))
 	}
 	for _, id := range append(slices.Clone(ownLikeIDs), "key-000", "xksproxy-", markerIDPrefix) {
-		if c.Reserved(id) {
+		if c.Traffic().Reserved(id) {
 			t.Errorf("%s is reserved", id)
 		}
 	}
-	shared, err := c.detectShared(ctxT(t))
+	shared, err := c.probe.detectShared(ctxT(t))
 	must(t, err)
 	if shared {
 		t.Fatal("two separate servers detected as shared")
 	}
-	if len(c.reserved.ids) != 0 {
-		t.Errorf("canaries still reserved after the detection: %v", c.reserved.ids)
+	if len(c.probe.canaries) != 0 {
+		t.Errorf("canaries still reserved after the detection: %v", c.probe.canaries)
 	}
 	for _, o := range e.A.Objects() {
 		if strings.HasPrefix(o.UID, canaryPrefix) {
@@ -174,14 +174,14 @@ func TestJournalTheBackendsContradict(t *testing.T) {
 			if tc.want == nil {
 				// A header one epoch past a confirmed marker is no crash window: refused too.
 				editJournal(t, e.journal, func(h *Header) { h.Epoch++; h.State = StateFinalized })
-				_, err := New(e.config(nil))
+				_, _, err := open(e.config(nil))
 				if !errors.Is(err, ErrMarkerContradicts) {
 					t.Fatalf("New with a journal one epoch past the backends: %v", err)
 				}
 				return
 			}
 			editJournal(t, e.journal, tc.edit)
-			_, err := New(e.config(nil))
+			_, _, err := open(e.config(nil))
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) || !strings.Contains(err.Error(), "refusing to serve it") {
 				t.Fatalf("New: %v, want %v (%q)", err, tc.want, tc.text)
 			}
@@ -201,24 +201,24 @@ func TestPendingMarkerAhead(t *testing.T) {
 	must(t, err)
 	next := markerOf(journalFrom(snap))
 	next.Epoch, next.State, next.Fallback, next.Pending = epoch+1, StateFinalized, "", true
-	c0 := &Controller{cfg: Config{MarkerTimeout: time.Second}}
+	c0 := &markerBook{timeout: time.Second}
 	must(t, c0.writeMarker(ctxT(t), &backend{name: "B", k: e.cB}, next))
 
 	c := e.controller(t, nil)
-	if ep, p, f := c.InitialRoute(); ep != epoch || p != "B" || f != "A" {
+	if ep, p, f := c.journalRoute(); ep != epoch || p != "B" || f != "A" {
 		t.Fatalf("route %d %s/%s, want the journal's epoch %d B with fallback A", ep, p, f, epoch)
 	}
 	must(t, c.Finalize(ctxT(t), FinalizeOptions{Force: true, Reason: "test"}))
 	if st := c.Status(); st.Epoch != epoch+1 || st.State != StateFinalized {
 		t.Fatalf("after finalize: epoch %d state %s", st.Epoch, st.State)
 	}
-	must(t, c.Close())
+	must(t, e.stop(c))
 
 	// Confirmed this time, with the journal one epoch behind: an old journal.
 	next.Epoch, next.Pending = epoch+2, false
 	next.State, next.Fallback = StateRollingBack, "B"
 	must(t, c0.writeMarker(ctxT(t), &backend{name: "B", k: e.cB}, next))
-	if _, err := New(e.config(nil)); !errors.Is(err, ErrMarkerAhead) {
+	if _, _, err := open(e.config(nil)); !errors.Is(err, ErrMarkerAhead) {
 		t.Fatalf("New with a confirmed marker ahead: %v", err)
 	}
 }
@@ -251,11 +251,11 @@ func TestLegacyMarkerUpgrade(t *testing.T) {
 		must(t, err)
 	}
 	c := e.controller(t, nil)
-	ks := c.keyStore()
+	ks := c.Traffic().keyStore()
 	if ks == "" {
 		t.Fatal("no key store identity after the upgrade")
 	}
-	if ep, p, _ := c.InitialRoute(); ep != epoch || p != "B" {
+	if ep, p, _ := c.journalRoute(); ep != epoch || p != "B" {
 		t.Errorf("route after the upgrade: epoch %d %s", ep, p)
 	}
 	for _, b := range []struct {
@@ -269,7 +269,7 @@ func TestLegacyMarkerUpgrade(t *testing.T) {
 			t.Errorf("marker on %s: %+v", b.name, m)
 		}
 	}
-	must(t, c.Close())
+	must(t, e.stop(c))
 	again, err := newFileStorage(e.journal).Load(context.Background())
 	must(t, err)
 	if again.Header.KeyStore != ks {

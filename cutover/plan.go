@@ -36,23 +36,23 @@ type Plan struct {
 
 // Plan lists the selected keys on the source and compares each with the target.
 func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
-	shared, err := c.checkShared(ctx)
+	shared, err := c.probe.checkShared(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ids, err := c.list(ctx, c.src, controlAttempts)
+	ids, err := c.sides.list(ctx, c.sides.src, controlAttempts)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Source: c.src.name, Target: c.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{},
+	p := &Plan{Source: c.sides.src.name, Target: c.sides.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{},
 		SharedStorage: shared, Notes: c.notes()}
 	var mu sync.Mutex
-	err = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
+	err = c.sides.forEach(ctx, ids, func(ctx context.Context, id string) error {
 		pk := PlanKey{KeyID: id, Action: ActionSkip, Reason: SharedStorageNote}
 		if !shared {
-			pk = c.planKey(ctx, id)
+			pk = c.sides.planKey(ctx, id)
 		}
-		if n := c.ownNameNote(id, pk.Action == ActionConflict); n != "" {
+		if n := ownNameNote(id, c.sides.tgt.name, pk.Action == ActionConflict); n != "" {
 			pk.Reason = strings.TrimPrefix(pk.Reason+"; "+n, "; ")
 		}
 		if ctx.Err() != nil {
@@ -71,7 +71,7 @@ func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
 	return p, nil
 }
 
-func (c *Controller) planKey(ctx context.Context, id string) PlanKey {
+func (c *sides) planKey(ctx context.Context, id string) PlanKey {
 	pk := PlanKey{KeyID: id}
 	fail := func(err error) PlanKey {
 		var ke *keyError

@@ -30,8 +30,8 @@ func TestCopyRaceIsASkip(t *testing.T) {
 	// client is swapped under the writer.
 	markerOn(t, e.A, "A", 1)
 	markerOn(t, e.B, "B", 1)
-	c.tgt.k = racingImport{c.tgt.k}
-	res, err := c.copyKey(ctxT(t), c.src, c.tgt, ids[0], controlAttempts)
+	c.sides.tgt.k = racingImport{c.sides.tgt.k}
+	res, err := c.copier.copyKey(ctxT(t), c.sides.src, c.sides.tgt, ids[0], controlAttempts)
 	if err != nil || res != ResultSkipped {
 		t.Fatalf("copy after a lost race: result %q, err %v; want skipped", res, err)
 	}

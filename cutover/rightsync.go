@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/xksproxy/xksproxy/cosmian"
 )
@@ -145,13 +148,28 @@ func unpackACL(s string) map[string][]string {
 	return acl
 }
 
+// rightsSync carries to the source, while switched, the rights changes the keys' owner makes on
+// the target (see above), paced at RightsSyncRate keys a second; a rollback carries the last ones.
+// It also revokes the source's rights at a finalize that asks for it.
+type rightsSync struct {
+	*sides
+	base     *rightsBase
+	lim      *rate.Limiter
+	interval time.Duration
+	m        *metrics
+	now      func() time.Time
+}
+
+// reset forgets every baseline (a new migration, a rollback).
+func (c *rightsSync) reset() { c.base.reset() }
+
 // snapshot reads id's access list and state on b; a missing key is (nil, nil).
-func (c *Controller) snapshot(ctx context.Context, b *backend, id string, attempts int) (*keySnap, error) {
+func (c *rightsSync) snapshot(ctx context.Context, b *backend, id string, attempts int) (*keySnap, error) {
 	a, err := c.attrs(ctx, b, id, attempts)
 	if err != nil || a == nil {
 		return nil, err
 	}
-	list, err := retry(ctx, c, attempts, "list access on "+b.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
+	list, err := retry(ctx, c.sides, attempts, "list access on "+b.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
 		return b.k.ListAccess(ctx, id)
 	})
 	if err != nil {
@@ -168,24 +186,24 @@ func (c *Controller) snapshot(ctx context.Context, b *backend, id string, attemp
 	return s, nil
 }
 
-// noteTargetBaseline records the target's rights on id right after a copy (either direction).
-func (c *Controller) noteTargetBaseline(ctx context.Context, id string, attempts int) {
+// noteBaseline records the target's rights on id right after a copy (either direction).
+func (c *rightsSync) noteBaseline(ctx context.Context, id string, attempts int) {
 	s, err := c.snapshot(ctx, c.tgt, id, attempts)
 	if err != nil || s == nil {
 		return // the first sync pass takes it
 	}
-	c.rights.set(id, *s)
+	c.base.set(id, *s)
 }
 
-// rightsLoop carries the target's rights changes to the source while switched.
-func (c *Controller) rightsLoop(ctx context.Context) {
-	t := time.NewTicker(c.cfg.RightsSyncInterval)
+// loop carries the target's rights changes to the source while switched.
+func (c *rightsSync) loop(ctx context.Context) {
+	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	for {
-		if c.curState() != StateSwitched {
+		if c.book.state() != StateSwitched {
 			return
 		}
-		c.syncRightsPass(ctx, controlAttempts)
+		c.pass(ctx, controlAttempts)
 		select {
 		case <-ctx.Done():
 			return
@@ -195,28 +213,21 @@ func (c *Controller) rightsLoop(ctx context.Context) {
 }
 
 // syncIDs lists the keys present on both sides as far as the journal knows.
-func (c *Controller) syncIDs() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ids := make([]string, 0, len(c.j.Keys)+len(c.j.CreatedDuring)+len(c.j.CreatedOnTarget))
-	for id, k := range c.j.Keys {
-		if copied(*k, true) {
-			ids = append(ids, id)
-		}
-	}
-	ids = append(ids, c.j.CreatedDuring...)
-	ids = append(ids, c.j.CreatedOnTarget...)
+func (c *rightsSync) syncIDs() []string {
+	ids := c.book.keyIDs(isCopied)
+	during, onTarget := c.book.createdKeys()
+	ids = append(append(ids, during...), onTarget...)
 	sort.Strings(ids)
 	return slices.Compact(ids)
 }
 
-// syncRightsPass runs syncRights over every key, RightsSyncRate keys a second at most so the
+// pass runs syncRights over every key, RightsSyncRate keys a second at most so the
 // serving backend stays free for live traffic; failures are retried on the next pass.
-func (c *Controller) syncRightsPass(ctx context.Context, attempts int) {
-	start := c.cfg.Now()
-	defer func() { c.m.rightsSyncPass.Set(c.cfg.Now().Sub(start).Seconds()) }()
+func (c *rightsSync) pass(ctx context.Context, attempts int) {
+	start := c.now()
+	defer func() { c.m.rightsSyncPass.Set(c.now().Sub(start).Seconds()) }()
 	_ = c.forEach(ctx, c.syncIDs(), func(ctx context.Context, id string) error {
-		if err := c.rightsLim.Wait(ctx); err != nil || c.curState() != StateSwitched {
+		if err := c.lim.Wait(ctx); err != nil || c.book.state() != StateSwitched {
 			return nil // cancelled, or a rollback or finalize (which sync themselves) ended the switch
 		}
 		if err := c.syncRights(ctx, id, attempts, false); err != nil && ctx.Err() == nil {
@@ -229,18 +240,18 @@ func (c *Controller) syncRightsPass(ctx context.Context, attempts int) {
 // syncRights carries to the source what changed on the target for id since its baseline. With
 // no baseline it takes one (noBaseAdd: and also grants on the source what the target has and
 // the source lacks, never removing anything: used by a rollback).
-func (c *Controller) syncRights(ctx context.Context, id string, attempts int, noBaseAdd bool) error {
+func (c *rightsSync) syncRights(ctx context.Context, id string, attempts int, noBaseAdd bool) error {
 	cur, err := c.snapshot(ctx, c.tgt, id, attempts)
 	if err != nil || cur == nil {
 		return err // a key gone from the target: nothing to carry (it is not destroyed on the source on a guess)
 	}
-	if c.rights.same(id, *cur) {
+	if c.base.same(id, *cur) {
 		return nil // nothing changed on the target since the last pass
 	}
-	base, ok := c.rights.get(id)
+	base, ok := c.base.get(id)
 	if !ok {
 		if !noBaseAdd {
-			c.rights.set(id, *cur)
+			c.base.set(id, *cur)
 			return nil
 		}
 		src, err := c.snapshot(ctx, c.src, id, attempts)
@@ -266,7 +277,7 @@ func (c *Controller) syncRights(ctx context.Context, id string, attempts int, no
 	for _, u := range users {
 		if add := missing(cur.acl[u], base.acl[u]); len(add) > 0 {
 			a := cosmian.Access{UID: id, UserID: u, Operations: add}
-			if err := retryErr(ctx, c, attempts, "grant on "+c.src.name, func(ctx context.Context) error { return c.src.k.Grant(ctx, a) }); err != nil {
+			if err := retryErr(ctx, c.sides, attempts, "grant on "+c.src.name, func(ctx context.Context) error { return c.src.k.Grant(ctx, a) }); err != nil {
 				return wrapKMS(err, "grant %v to %q on %s", add, u, c.src.name)
 			}
 			c.m.rightsCarried.WithLabelValues("grant").Inc()
@@ -275,7 +286,7 @@ func (c *Controller) syncRights(ctx context.Context, id string, attempts int, no
 		if ok {
 			if del := missing(base.acl[u], cur.acl[u]); len(del) > 0 {
 				a := cosmian.Access{UID: id, UserID: u, Operations: del}
-				err := retryErr(ctx, c, attempts, "revoke access on "+c.src.name, func(ctx context.Context) error { return c.src.k.RevokeAccess(ctx, a) })
+				err := retryErr(ctx, c.sides, attempts, "revoke access on "+c.src.name, func(ctx context.Context) error { return c.src.k.RevokeAccess(ctx, a) })
 				if err != nil && !errors.Is(err, cosmian.ErrNotFound) {
 					return wrapKMS(err, "revoke %v from %q on %s", del, u, c.src.name)
 				}
@@ -295,7 +306,7 @@ func (c *Controller) syncRights(ctx context.Context, id string, attempts int, no
 			if cur.state == cosmian.StateDestroyedCompromised {
 				reason = "KeyCompromise"
 			}
-			if err := retryErr(ctx, c, attempts, "revoke on "+c.src.name, func(ctx context.Context) error {
+			if err := retryErr(ctx, c.sides, attempts, "revoke on "+c.src.name, func(ctx context.Context) error {
 				return c.src.k.Revoke(ctx, id, reason, "revoked on "+c.tgt.name+" after the switch; replicated by xksproxy cutover")
 			}); err != nil {
 				return wrapKMS(err, "revoke on %s", c.src.name)
@@ -310,13 +321,49 @@ func (c *Controller) syncRights(ctx context.Context, id string, attempts int, no
 			return err
 		}
 		if sa != nil && !destroyed(sa.State) {
-			if err := retryErr(ctx, c, attempts, "destroy on "+c.src.name, func(ctx context.Context) error { return c.src.k.Destroy(ctx, id, false) }); err != nil {
+			if err := retryErr(ctx, c.sides, attempts, "destroy on "+c.src.name, func(ctx context.Context) error { return c.src.k.Destroy(ctx, id, false) }); err != nil {
 				return wrapKMS(err, "destroy on %s", c.src.name)
 			}
 			c.m.rightsCarried.WithLabelValues("destroy").Inc()
 			c.log.Info("cutover: key destroyed on the target; destroyed on the source too", "key_id", id)
 		}
 	}
-	c.rights.set(id, *cur)
+	c.base.set(id, *cur)
 	return nil
+}
+
+// revokeSource removes, on the source, every access right of the
+// migrated keys. Failures are reported, not fatal: the route no longer
+// reaches the source.
+func (c *rightsSync) revokeSource(ctx context.Context) {
+	ids := c.book.keyIDs(nil)
+	var mu sync.Mutex
+	var failed []string
+	_ = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
+		list, err := retry(ctx, c.sides, controlAttempts, "list access on "+c.src.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
+			return c.src.k.ListAccess(ctx, id)
+		})
+		for _, ua := range list {
+			if err != nil {
+				break
+			}
+			c.base.drop(id)
+			a := cosmian.Access{UID: id, UserID: ua.UserID, Operations: ua.Operations}
+			err = retryErr(ctx, c.sides, controlAttempts, "revoke access on "+c.src.name, func(ctx context.Context) error {
+				return c.src.k.RevokeAccess(ctx, a)
+			})
+		}
+		if err != nil {
+			mu.Lock()
+			failed = append(failed, id)
+			mu.Unlock()
+		}
+		return nil
+	})
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		msg := fmt.Sprintf("finalized, but revoking access rights on %s failed for %d key(s), e.g. %s", c.src.name, len(failed), failed[0])
+		c.log.Warn("cutover: " + msg)
+		c.book.setError(msg)
+	}
 }

@@ -21,34 +21,35 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 	if len(reason) > 500 {
 		reason = reason[:500]
 	}
-	if err := c.lock(ctx); err != nil {
+	held, err := c.control.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
 	c.log.Info("cutover: rollback asked", "reason", reason)
-	return c.withRunnerStopped(func() error { return c.rollbackLocked(ctx, reason, "manual") })
+	return c.withRunnerStopped(held, func() error { return c.rollback(ctx, held, reason, "manual") })
 }
 
-func (c *Controller) rollbackLocked(ctx context.Context, reason, category string) error {
-	st := c.curState()
+func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, category string) error {
+	st := c.book.state()
 	if st == StateServing || st == StateRolledBack {
-		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.src.name)
+		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.sides.src.name)
 	}
 	if st == StateSwitched || st == StateFinalized {
 		// First pass while the target still serves: everything it gained so far.
-		if err := c.copyBack(ctx); err != nil {
-			c.setError(truncate("rollback refused: " + err.Error()))
+		if err := (restorer{c.copier}).copyBack(ctx); err != nil {
+			c.book.setError(truncate("rollback refused: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
-		if err := c.barrier(ctx, c.curEpoch()); err != nil {
+		if err := c.barrier(ctx); err != nil {
 			return err
 		}
-		if err := c.transition(StateRollingBack, func(j *journal) {
-			j.Reason = reason
-			j.LastError = ""
+		if err := c.transition(held, evRollback, func(h *Header) {
+			h.Reason = reason
+			h.LastError = ""
 		}); err != nil {
 			return err
 		}
@@ -58,17 +59,21 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 		// Second pass with the source serving and the target as fallback: keys created on the
 		// target while the first pass ran. Until it succeeds they stay reachable through the
 		// fallback, and Rollback can be called again.
-		if err := c.copyBack(ctx); err != nil {
-			c.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
+		if err := (restorer{c.copier}).copyBack(ctx); err != nil {
+			c.book.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)
 		}
 	}
-	if err := c.barrier(ctx, c.curEpoch()); err != nil {
+	if err := c.barrier(ctx); err != nil {
 		return err
 	}
-	if err := c.transition(StateRolledBack, func(j *journal) {
-		j.Reason = reason
-		j.LastError = ""
+	ev := evRollback
+	if st == StateRollingBack {
+		ev = evRolledBack
+	}
+	if err := c.transition(held, ev, func(h *Header) {
+		h.Reason = reason
+		h.LastError = ""
 	}); err != nil {
 		return err
 	}
@@ -77,9 +82,13 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason, category string
 	return nil
 }
 
+// restorer is rollback's copy back: what the target gained while it served goes to the source
+// (keys, revocations, rights changes), so that a rollback never strands a key.
+type restorer struct{ *copier }
+
 // copyBack makes the source hold everything the target gained since the
 // switch: keys created there, revocations and access-right changes.
-func (c *Controller) copyBack(ctx context.Context) error {
+func (c restorer) copyBack(ctx context.Context) error {
 	srcIDs, err := c.list(ctx, c.src, controlAttempts)
 	if err != nil {
 		return fmt.Errorf("source %s unreachable: %v", c.src.name, err)
@@ -89,19 +98,13 @@ func (c *Controller) copyBack(ctx context.Context) error {
 		inSrc[id] = true
 	}
 	tgtIDs, terr := c.list(ctx, c.tgt, controlAttempts)
-	c.mu.Lock()
 	cand := map[string]bool{}
-	for _, id := range c.j.CreatedOnTarget {
+	_, onTarget := c.book.createdKeys()
+	for _, id := range onTarget {
 		cand[id] = true
 	}
-	migrated := make([]string, 0, len(c.j.Keys))
-	for id, k := range c.j.Keys {
-		if copied(*k, true) {
-			migrated = append(migrated, id)
-		}
-	}
-	c.mu.Unlock()
-	if terr == nil && c.cfg.Select.Mode != SelectList {
+	migrated := c.book.keyIDs(isCopied)
+	if terr == nil && c.sel.Mode != SelectList {
 		for _, id := range tgtIDs {
 			if !inSrc[id] {
 				cand[id] = true
@@ -135,7 +138,7 @@ func (c *Controller) copyBack(ctx context.Context) error {
 			fail(id, err)
 			return nil
 		}
-		if sa != nil && (terr != nil || c.isCompleted(id)) {
+		if sa != nil && (terr != nil || c.book.marks.isCompleted(id)) {
 			return nil // there, and complete, or the target cannot be read to complete it (warned below)
 		}
 		if terr != nil {
@@ -207,8 +210,8 @@ func (e *splitKeyError) Error() string { return "different key material under id
 // on the target since they were last carried (rightsync.go): the same changes, never a
 // replacement of the source's list, so a right is removed on the source only where it was
 // removed on the target.
-func (c *Controller) syncBack(ctx context.Context, id string) error {
-	if c.shared.Load() {
+func (c restorer) syncBack(ctx context.Context, id string) error {
+	if c.probe.isShared() {
 		return nil // one database: the source already holds every change (shared.go)
 	}
 	ta, err := c.attrs(ctx, c.tgt, id, controlAttempts)
@@ -236,5 +239,5 @@ func (c *Controller) syncBack(ctx context.Context, id string) error {
 			return &splitKeyError{id: id}
 		}
 	}
-	return c.syncRights(ctx, id, controlAttempts, true)
+	return c.rights.syncRights(ctx, id, controlAttempts, true)
 }

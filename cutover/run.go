@@ -29,153 +29,107 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	case opts.Shadow == 0:
 		opts.Shadow = c.cfg.Shadow.Duration
 	}
-	if err := c.lock(ctx); err != nil {
+	held, err := c.control.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	running, st, active := c.running, c.j.State, activeOf(c.j)
-	c.mu.Unlock()
-	if running {
+	h := c.book.header()
+	st := h.State
+	active, _ := h.Route()
+	if c.control.isRunning() {
 		return ErrRunning
 	}
-	c.ensureShared(ctx)
+	c.probe.ensureShared(ctx)
 	switch st {
 	case StateServing, StateRolledBack, StateFinalized:
-		if active != c.src.name {
+		if active != c.sides.src.name {
 			return fmt.Errorf("%w: backend %q serves (state %s); configure it as the migration source", ErrWrongState, active, st)
 		}
 		now := c.cfg.Now().UTC()
-		err := c.transition(StateCopying, func(j *journal) {
-			j.Source, j.Target = c.src.name, c.tgt.name
-			j.StartedAt, j.SwitchedAt = now, time.Time{}
-			j.Options = opts
-			j.Reason, j.LastError = "", ""
-			j.ProbationPassed = false
-			j.Keys = map[string]*KeyProgress{}
-			j.CreatedDuring, j.CreatedOnTarget = nil, nil
-			clear(c.created)
-			// What the last migration completed or left half-copied says nothing of this one's
-			// keys (the same id may be a new key now, the sides may be swapped).
-			c.pendingMu.Lock()
-			clear(c.completed)
-			clear(c.pending)
-			c.pendingMu.Unlock()
-			c.rights.reset()
+		err := c.transition(held, evStart, func(h *Header) {
+			h.Source, h.Target = c.sides.src.name, c.sides.tgt.name
+			h.StartedAt, h.SwitchedAt = now, time.Time{}
+			h.Options = opts
+			h.Reason, h.LastError = "", ""
+			h.ProbationPassed = false
 		})
 		if err != nil {
 			return err
 		}
+		c.rights.reset()
 	case StateCopyFailed, StateVerifyFailed:
-		err := c.transition(StateCopying, func(j *journal) {
-			j.Options = opts
-			j.LastError = ""
-			for id, k := range j.Keys {
-				if k.Result == ResultError || k.Result == ResultConflict {
-					delete(j.Keys, id)
-				}
-			}
+		err := c.transition(held, evRetry, func(h *Header) {
+			h.Options = opts
+			h.LastError = ""
 		})
 		if err != nil {
 			return err
 		}
 	case StateCopying, StateVerifying, StateShadowing, StateVerified:
-		c.mu.Lock()
-		c.j.Options = opts
-		c.dirty = true
-		c.mu.Unlock()
+		c.book.edit(func(h *Header) { h.Options = opts })
 	default:
 		return fmt.Errorf("%w: cannot start in state %s", ErrWrongState, st)
 	}
-	c.launch()
+	c.launch(held)
 	return nil
 }
 
-// Resume continues a run interrupted by a restart (copy, verify, shadow,
-// auto-switch, probation). It is a no-op when there is nothing to resume.
-func (c *Controller) Resume(ctx context.Context) error {
-	if c.fleet != nil {
-		// Fleet mode: the member loops start; the elected driver resumes (resumeLocal).
-		c.fleet.start()
-		return nil
-	}
-	return c.resumeLocal(ctx)
-}
-
-// resumeLocal continues the journaled run in this process.
-func (c *Controller) resumeLocal(ctx context.Context) error {
-	if err := c.lock(ctx); err != nil {
+// resume continues, in parent (Run's context, or a fleet driver's lead), the run the journal
+// records (copy, verify, shadow, auto-switch, probation, an interrupted rollback). It is a no-op
+// when there is nothing to resume.
+func (c *Controller) resume(parent context.Context) error {
+	held, err := c.control.lock(parent)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
-	c.mu.Lock()
-	running, st, opts, passed := c.running, c.j.State, c.j.Options, c.j.ProbationPassed
-	c.mu.Unlock()
-	if running {
+	defer c.control.unlock(held)
+	h := c.book.header()
+	st, opts, passed := h.State, h.Options, h.ProbationPassed
+	if c.control.isRunning() {
 		return nil
 	}
 	if st == StateRollingBack {
-		c.mu.Lock()
-		reason := c.j.Reason
-		c.mu.Unlock()
 		c.log.Info("cutover: resuming an interrupted rollback")
-		return c.rollbackLocked(ctx, reason, "resumed")
+		return c.rollback(parent, held, h.Reason, "resumed")
 	}
 	switch {
 	case st == StateCopying, st == StateVerifying, st == StateShadowing,
 		st == StateVerified && opts.AutoSwitch,
 		st == StateSwitched && (!passed || opts.AutoFinalize):
 		c.log.Info("cutover: resuming", "state", st)
-		c.ensureShared(ctx)
-		c.launch()
+		c.probe.ensureShared(parent)
+		c.launch(held)
 	}
 	return nil
 }
 
-// launch starts the runner. The caller holds ctl.
-func (c *Controller) launch() {
-	ctx, cancel := context.WithCancel(c.runContext())
-	done := make(chan struct{})
-	c.mu.Lock()
-	c.running, c.runStop, c.runDone = true, cancel, done
-	c.mu.Unlock()
-	go func() {
-		defer close(done)
-		defer cancel()
-		c.run(ctx)
-		c.mu.Lock()
-		if c.runDone == done {
-			c.running, c.runStop, c.runDone = false, nil, nil
-		}
-		c.mu.Unlock()
-	}()
+// launch starts the runner: in Run's context, or in the lead of a fleet member that drives (a
+// member that does not drive runs none).
+func (c *Controller) launch(held ctlHeld) {
+	parent := c.control.runContext()
+	if c.fleet != nil {
+		parent = c.fleet.leadContext()
+	}
+	if parent == nil || parent.Err() != nil {
+		return
+	}
+	c.control.launch(held, parent, c.run)
 }
 
-// stopRunner cancels the runner and waits for it. The caller holds ctl,
-// never the runner itself.
 // withRunnerStopped is the dance Switch, Rollback and Finalize share: the background runner is
 // stopped while op changes the state, and relaunched when op leaves the migration switched (the
 // runner watches probation), whether op succeeded or not.
-func (c *Controller) withRunnerStopped(op func() error) error {
-	c.stopRunner()
+func (c *Controller) withRunnerStopped(held ctlHeld, op func() error) error {
+	c.control.stopRunner(held)
 	err := op()
-	if c.curState() == StateSwitched {
-		c.launch()
+	if c.book.state() == StateSwitched {
+		c.launch(held)
 	}
 	return err
-}
-
-func (c *Controller) stopRunner() {
-	c.mu.Lock()
-	cancel, done := c.runStop, c.runDone
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
 }
 
 // run drives the machine from its current state until it needs the
@@ -183,7 +137,7 @@ func (c *Controller) stopRunner() {
 func (c *Controller) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		var err error
-		switch st := c.curState(); st {
+		switch st := c.book.state(); st {
 		case StateCopying:
 			err = c.phaseCopy(ctx)
 		case StateVerifying:
@@ -191,17 +145,15 @@ func (c *Controller) run(ctx context.Context) {
 		case StateShadowing:
 			err = c.phaseShadow(ctx)
 		case StateVerified:
-			c.mu.Lock()
-			auto := c.j.Options.AutoSwitch
-			c.mu.Unlock()
-			if !auto {
+			if !c.book.header().Options.AutoSwitch {
 				return
 			}
-			if err = c.lock(ctx); err != nil {
+			held, lerr := c.control.lock(ctx)
+			if lerr != nil {
 				return
 			}
-			err = c.switchLocked(ctx)
-			c.unlock()
+			err = c.doSwitch(ctx, held)
+			c.control.unlock(held)
 			if err != nil {
 				c.log.Error("cutover: automatic switch failed; staying on the source", "err", err)
 				return
@@ -209,11 +161,11 @@ func (c *Controller) run(ctx context.Context) {
 		case StateSwitched:
 			bctx, stop := context.WithCancel(ctx)
 			done := make(chan struct{})
-			go func() { defer close(done); c.backfillLoop(bctx) }()
+			go func() { defer close(done); backfill{c.copier}.loop(bctx) }()
 			rdone := make(chan struct{})
-			go func() { defer close(rdone); c.rightsLoop(bctx) }()
-			c.probationLoop(ctx)
-			if c.curState() == StateSwitched {
+			go func() { defer close(rdone); c.rights.loop(bctx) }()
+			c.watchProbation(ctx)
+			if c.book.state() == StateSwitched {
 				// Probation passed without auto-finalize: keep the fallback complete until
 				// the operator finalizes or rolls back.
 				<-ctx.Done()
@@ -228,7 +180,7 @@ func (c *Controller) run(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Error("cutover: run stopped", "err", err)
-				c.setError(truncate(err.Error()))
+				c.book.setError(truncate(err.Error()))
 			}
 			return
 		}
@@ -238,7 +190,7 @@ func (c *Controller) run(ctx context.Context) {
 // workList is the selection on the source plus keys created during the
 // migration and keys already journaled, sorted.
 func (c *Controller) workList(ctx context.Context) ([]string, error) {
-	ids, err := c.list(ctx, c.src, forever)
+	ids, err := c.sides.list(ctx, c.sides.src, forever)
 	if err != nil {
 		return nil, err
 	}
@@ -246,22 +198,19 @@ func (c *Controller) workList(ctx context.Context) ([]string, error) {
 	for _, id := range ids {
 		set[id] = true
 	}
-	c.mu.Lock()
-	for _, id := range c.j.CreatedDuring {
+	during, _ := c.book.createdKeys()
+	for _, id := range during {
 		set[id] = true
 	}
-	for id := range c.j.Keys {
+	for _, id := range c.book.keyIDs(nil) {
 		set[id] = true
 	}
-	c.mu.Unlock()
 	out := make([]string, 0, len(set))
 	for id := range set {
 		out = append(out, id)
 	}
 	sort.Strings(out)
-	c.mu.Lock()
-	c.listed = len(out)
-	c.mu.Unlock()
+	c.book.setListed(len(out))
 	return out, nil
 }
 
@@ -276,7 +225,7 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 		}
 		var todo []string
 		for _, id := range ids {
-			k, ok := c.keyProgress(id)
+			k, ok := c.book.key(id)
 			if ok && (k.Result == ResultError || k.Result == ResultConflict) {
 				continue
 			}
@@ -287,14 +236,14 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 		if len(todo) == 0 {
 			return nil
 		}
-		err = c.forEach(ctx, todo, func(ctx context.Context, id string) error {
-			if k, ok := c.keyProgress(id); !copied(k, ok) {
-				if err := c.copyOne(ctx, id); err != nil {
+		err = c.sides.forEach(ctx, todo, func(ctx context.Context, id string) error {
+			if k, ok := c.book.key(id); !copied(k, ok) {
+				if err := c.copier.copyOne(ctx, id); err != nil {
 					return err
 				}
 			}
-			if k, ok := c.keyProgress(id); verify && copied(k, ok) && !verified(k, ok) {
-				return c.verifyOne(ctx, id)
+			if k, ok := c.book.key(id); verify && copied(k, ok) && !verified(k, ok) {
+				return c.verifier.verifyOne(ctx, id)
 			}
 			return nil
 		})
@@ -303,20 +252,6 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 		}
 	}
 	return nil
-}
-
-// failures lists the keys whose copy or verification failed, sorted.
-func (c *Controller) failures() []KeyFailure {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []KeyFailure
-	for id, k := range c.j.Keys {
-		if k.Result == ResultError || k.Result == ResultConflict {
-			out = append(out, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })
-	return out
 }
 
 func summarize(what string, f []KeyFailure) string {
@@ -334,124 +269,111 @@ func summarize(what string, f []KeyFailure) string {
 
 // advance takes a runner transition under the control lock, if the state is
 // still from (an operator may have acted meanwhile).
-func (c *Controller) advance(ctx context.Context, from, to State, mutate func(*journal)) error {
-	if err := c.lock(ctx); err != nil {
+func (c *Controller) advance(ctx context.Context, from State, ev event, mutate func(*Header)) error {
+	held, err := c.control.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
-	if c.curState() != from {
-		return fmt.Errorf("%w: state changed to %s", ErrWrongState, c.curState())
+	defer c.control.unlock(held)
+	if c.book.state() != from {
+		return fmt.Errorf("%w: state changed to %s", ErrWrongState, c.book.state())
 	}
-	return c.transition(to, mutate)
+	return c.transition(held, ev, mutate)
 }
 
 func (c *Controller) phaseCopy(ctx context.Context) error {
-	c.ensureShared(ctx)
+	c.probe.ensureShared(ctx)
 	ids, err := c.workList(ctx)
 	if err != nil {
 		return err
 	}
 	var todo []string
 	for _, id := range ids {
-		if k, ok := c.keyProgress(id); !ok || !copied(k, ok) {
+		if k, ok := c.book.key(id); !ok || !copied(k, ok) {
 			todo = append(todo, id)
 		}
 	}
-	c.log.Info("cutover: copying", "keys", len(ids), "to_copy", len(todo), "source", c.src.name, "target", c.tgt.name)
-	if err := c.forEach(ctx, todo, c.copyOne); err != nil {
+	c.log.Info("cutover: copying", "keys", len(ids), "to_copy", len(todo), "source", c.sides.src.name, "target", c.sides.tgt.name)
+	if err := c.sides.forEach(ctx, todo, c.copier.copyOne); err != nil {
 		return err
 	}
 	if err := c.catchUp(ctx, false); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
-		return c.advance(ctx, StateCopying, StateCopyFailed, func(j *journal) {
-			j.LastError = summarize("could not be copied; the switch is blocked", f)
+	if f := c.book.failures(); len(f) > 0 {
+		return c.advance(ctx, StateCopying, evCopyFailed, func(h *Header) {
+			h.LastError = summarize("could not be copied; the switch is blocked", f)
 		})
 	}
-	return c.advance(ctx, StateCopying, StateVerifying, func(j *journal) { j.LastError = "" })
+	return c.advance(ctx, StateCopying, evCopied, func(h *Header) { h.LastError = "" })
 }
 
 func (c *Controller) phaseVerify(ctx context.Context) error {
-	c.mu.Lock()
-	var todo []string
-	for id, k := range c.j.Keys {
-		if copied(*k, true) && !verified(*k, true) && k.Result != ResultError && k.Result != ResultConflict {
-			todo = append(todo, id)
-		}
-	}
-	c.mu.Unlock()
-	sort.Strings(todo)
+	todo := c.book.keyIDs(func(k KeyProgress) bool {
+		return copied(k, true) && !verified(k, true) && k.Result != ResultError && k.Result != ResultConflict
+	})
 	c.log.Info("cutover: verifying", "keys", len(todo))
-	if err := c.forEach(ctx, todo, c.verifyOne); err != nil {
+	if err := c.sides.forEach(ctx, todo, c.verifier.verifyOne); err != nil {
 		return err
 	}
 	// Reachability first: the catch-up retries transient errors without limit, so with the
 	// target down it would hold the control lock until ctx ends instead of refusing.
-	if err := c.checkTarget(ctx); err != nil {
+	if err := c.verifier.checkTarget(ctx); err != nil {
 		msg := fmt.Sprintf("not switching: %v", err)
-		c.setError(truncate(msg))
+		c.book.setError(truncate(msg))
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	if err := c.catchUp(ctx, true); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
-		return c.advance(ctx, StateVerifying, StateVerifyFailed, func(j *journal) {
-			j.LastError = summarize("failed verification; the switch is blocked", f)
+	if f := c.book.failures(); len(f) > 0 {
+		return c.advance(ctx, StateVerifying, evVerifyFailed, func(h *Header) {
+			h.LastError = summarize("failed verification; the switch is blocked", f)
 		})
 	}
-	c.mu.Lock()
-	shadow := c.j.Options.Shadow
-	c.mu.Unlock()
-	next := StateVerified
-	if shadow > 0 && c.cfg.Forwarder != nil {
-		next = StateShadowing
+	shadow := c.book.header().Options.Shadow
+	ev := evVerified
+	if shadow > 0 {
+		ev = evShadow
 		// Mirror is open as soon as the state says shadowing.
 		c.shadow.start()
 	}
-	err := c.advance(ctx, StateVerifying, next, func(j *journal) { j.LastError = "" })
-	if err != nil && next == StateShadowing {
+	err := c.advance(ctx, StateVerifying, ev, func(h *Header) { h.LastError = "" })
+	if err != nil && ev == evShadow {
 		c.shadow.stop()
 	}
 	return err
 }
 
 func (c *Controller) phaseShadow(ctx context.Context) error {
-	c.mu.Lock()
-	d := c.j.Options.Shadow
-	c.mu.Unlock()
-	if c.cfg.Forwarder == nil {
-		c.log.Warn("cutover: shadowing asked for but no Forwarder is configured; skipping it")
-	} else {
-		c.log.Info("cutover: shadowing live Decrypts to the target", "duration", d)
-		before := c.shadowStats()
-		c.shadow.start()
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-		c.shadow.stop()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		after := c.shadowStats()
-		if n := after.Mismatch - before.Mismatch; n > 0 {
-			return c.advance(ctx, StateShadowing, StateVerifyFailed, func(j *journal) {
-				j.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.tgt.name)
-			})
-		}
+	d := c.book.header().Options.Shadow
+	c.log.Info("cutover: shadowing live Decrypts to the target", "duration", d)
+	before := c.shadow.stats()
+	c.shadow.start()
+	t := time.NewTimer(d)
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	c.shadow.stop()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	after := c.shadow.stats()
+	if n := after.Mismatch - before.Mismatch; n > 0 {
+		return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
+			h.LastError = fmt.Sprintf("shadow: %d mirrored Decrypt(s) returned different plaintext on %s; the switch is blocked", n, c.sides.tgt.name)
+		})
 	}
 	// Keys created while shadowing are copied and verified before the switch.
 	if err := c.catchUp(ctx, true); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
-		return c.advance(ctx, StateShadowing, StateVerifyFailed, func(j *journal) {
-			j.LastError = summarize("failed copy or verification; the switch is blocked", f)
+	if f := c.book.failures(); len(f) > 0 {
+		return c.advance(ctx, StateShadowing, evVerifyFailed, func(h *Header) {
+			h.LastError = summarize("failed copy or verification; the switch is blocked", f)
 		})
 	}
-	return c.advance(ctx, StateShadowing, StateVerified, nil)
+	return c.advance(ctx, StateShadowing, evVerified, nil)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -32,9 +33,16 @@ type ShadowStats struct {
 	Dropped  uint64 `json:"dropped"`
 }
 
+// shadower mirrors live Decrypts the source answered to the target and compares the plaintexts
+// (by digest) while the state is shadowing: workers start and stop with it, and what does not
+// fit the queue is dropped and counted, never waited for.
 type shadower struct {
-	c     *Controller
-	queue chan shadowItem
+	cfg    ShadowConfig
+	target string
+	ctl    *control // the workers are Run's; they forward through its proxy
+	m      *metrics
+	log    *slog.Logger
+	queue  chan shadowItem
 
 	match, mismatch, errs, dropped atomic.Uint64
 
@@ -42,10 +50,24 @@ type shadower struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	active atomic.Bool
+	// peers are the other members' counters (fleet mode; nil: one process).
+	peers func() []ShadowStats
 }
 
-func newShadower(c *Controller) *shadower {
-	return &shadower{c: c, queue: make(chan shadowItem, c.cfg.Shadow.QueueSize)}
+func newShadower(cfg Config, ctl *control, m *metrics, log *slog.Logger) *shadower {
+	return &shadower{cfg: cfg.Shadow, target: cfg.Target.Name, ctl: ctl, m: m, log: log,
+		queue: make(chan shadowItem, cfg.Shadow.QueueSize)}
+}
+
+// stats sums the shadow counters over the fleet.
+func (s *shadower) stats() ShadowStats {
+	st := s.snapshot()
+	if s.peers != nil {
+		for _, p := range s.peers() {
+			st = st.add(p)
+		}
+	}
+	return st
 }
 
 func (s *shadower) snapshot() ShadowStats {
@@ -54,21 +76,28 @@ func (s *shadower) snapshot() ShadowStats {
 
 func (s *shadower) count(result string, n *atomic.Uint64) {
 	n.Add(1)
-	s.c.m.shadow.WithLabelValues(result).Inc()
+	s.m.shadow.WithLabelValues(result).Inc()
 }
 
-// start launches the workers and opens Mirror.
+// start launches the workers and opens the mirror; before Run started (or once it is ending)
+// there is no worker, and nothing is mirrored.
 func (s *shadower) start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cancel != nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	run := s.ctl.runContext()
+	if run == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(run)
 	s.cancel = cancel
-	for range s.c.cfg.Shadow.Workers {
+	for range s.cfg.Workers {
 		s.wg.Add(1)
-		go s.worker(ctx)
+		if !s.ctl.spawn(func(context.Context) { s.worker(ctx) }) {
+			s.wg.Done()
+		}
 	}
 	s.active.Store(true)
 }
@@ -110,9 +139,9 @@ func (s *shadower) worker(ctx context.Context) {
 
 func (s *shadower) compare(ctx context.Context, it shadowItem) {
 	defer clear(it.body)
-	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.Shadow.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	status, resp, err := s.c.cfg.Forwarder.Forward(ctx, s.c.tgt.name, xks.OpDecrypt, it.keyID, it.body)
+	status, resp, err := s.ctl.link.forward(ctx, s.target, xks.OpDecrypt, it.keyID, it.body)
 	if err != nil || status != http.StatusOK {
 		s.count("error", &s.errs)
 		return
@@ -123,19 +152,17 @@ func (s *shadower) compare(ctx context.Context, it shadowItem) {
 		s.count("match", &s.match)
 	} else {
 		s.count("mismatch", &s.mismatch)
-		s.c.log.Error("cutover: shadow mismatch: the target decrypted a live ciphertext to different plaintext", "key_id", it.keyID, "target", s.c.tgt.name)
+		s.log.Error("cutover: shadow mismatch: the target decrypted a live ciphertext to different plaintext", "key_id", it.keyID, "target", s.target)
 	}
 }
 
-// Mirror is the proxy's hook after a successful Decrypt on the source. It
-// never blocks: when the queue is full the sample is dropped and counted.
-// reqBody and respBody are not retained.
-func (c *Controller) Mirror(keyID string, reqBody, respBody []byte) {
-	s := c.shadow
-	if !s.active.Load() || c.cfg.Forwarder == nil {
+// mirror is the proxy's hook after a successful Decrypt on the source. It never blocks: when the
+// queue is full the sample is dropped and counted. reqBody and respBody are not retained.
+func (s *shadower) mirror(keyID string, reqBody, respBody []byte) {
+	if !s.active.Load() {
 		return
 	}
-	if r := *c.cfg.Shadow.SampleRate; r < 1 && rand.Float64() >= r {
+	if r := *s.cfg.SampleRate; r < 1 && rand.Float64() >= r {
 		return
 	}
 	if len(reqBody) > maxMirrorBody || validKeyID(keyID) != nil {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xksproxy/xksproxy/cosmian"
@@ -37,9 +39,6 @@ const canaryTag = "xksproxy-storage-canary"
 // canaryTimeout bounds each KMIP call of a detection.
 const canaryTimeout = 5 * time.Second
 
-// ErrSharedStorage refuses what makes no sense when source and target share storage.
-var ErrSharedStorage = errors.New("cutover: source and target share storage")
-
 // IsOwnObject reports whether an object with these tags is one of the proxy's own (a cutover
 // marker or a shared-storage canary): tags only the keys' owner can set through KMIP. Inventory
 // comparisons skip them, as the migration does.
@@ -47,10 +46,44 @@ func IsOwnObject(tags []string) bool {
 	return slices.Contains(tags, markerTag) || slices.Contains(tags, canaryTag)
 }
 
+// storageProbe asks whether source and target share storage, and keeps the answer. The canary
+// objects it makes are the proxy's own while they live: their ids are reserved (the proxy
+// refuses XKS calls for them).
+type storageProbe struct {
+	*sides
+	shared, known atomic.Bool
+	mu            sync.Mutex
+	canaries      map[string]bool // ids of the canaries alive now
+}
+
+// isShared: source and target were last found to be nodes over one database.
+func (c *storageProbe) isShared() bool { return c.shared.Load() }
+
+// reserve marks a canary id as alive (on) or gone.
+func (c *storageProbe) reserve(id string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.canaries == nil {
+		c.canaries = map[string]bool{}
+	}
+	if on {
+		c.canaries[id] = true
+	} else {
+		delete(c.canaries, id)
+	}
+}
+
+// reserved reports whether id is a canary alive now.
+func (c *storageProbe) reserved(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.canaries[id]
+}
+
 // detectShared imports a canary through the source, looks it up through the target and
 // destroys it. A new object is read from the database on a cache miss, so the look-up does not
 // depend on the target's object cache.
-func (c *Controller) detectShared(ctx context.Context) (bool, error) {
+func (c *storageProbe) detectShared(ctx context.Context) (bool, error) {
 	rnd := make([]byte, 12)
 	material := make([]byte, 32)
 	defer clear(material)
@@ -94,7 +127,7 @@ func (c *Controller) detectShared(ctx context.Context) (bool, error) {
 
 // checkShared runs detectShared and records the answer for status and for the copy, verify and
 // finalize steps; it logs when the answer is yes.
-func (c *Controller) checkShared(ctx context.Context) (bool, error) {
+func (c *storageProbe) checkShared(ctx context.Context) (bool, error) {
 	shared, err := c.detectShared(ctx)
 	if err != nil {
 		return false, err
@@ -105,15 +138,15 @@ func (c *Controller) checkShared(ctx context.Context) (bool, error) {
 	if !shared {
 		c.shared.Store(false)
 	}
-	c.sharedKnown.Store(true)
+	c.known.Store(true)
 	return shared, nil
 }
 
 // ensureShared runs the check if no answer is known yet; a failure (say, the source is down)
 // is logged, not fatal: a copy into shared storage finds the same key and skips it, the copy
 // phase asks again, and Finalize asks again before revoking source grants.
-func (c *Controller) ensureShared(ctx context.Context) {
-	if c.sharedKnown.Load() {
+func (c *storageProbe) ensureShared(ctx context.Context) {
+	if c.known.Load() {
 		return
 	}
 	if _, err := c.checkShared(ctx); err != nil && ctx.Err() == nil {
@@ -124,13 +157,13 @@ func (c *Controller) ensureShared(ctx context.Context) {
 // notes are the plan's and status's remarks for the operator.
 func (c *Controller) notes() []string {
 	var n []string
-	if c.shared.Load() {
-		n = append(n, SharedStorageNote+" ("+c.src.name+" and "+c.tgt.name+" are nodes over one database); verification still runs")
+	if c.probe.isShared() {
+		n = append(n, SharedStorageNote+" ("+c.sides.src.name+" and "+c.sides.tgt.name+" are nodes over one database); verification still runs")
 	}
-	if c.mintOnSource() {
-		n = append(n, "from a per-principal source ("+c.src.name+", Cosmian 5.26) to an [aws-xks-service] target ("+c.tgt.name+"): while switched, keys AWS creates are minted on "+
-			c.src.name+" (5.26 grants the principal that minted them there; the copy gives "+c.tgt.name+" that grant and [aws-xks-service]), so a rollback carries nothing the source cannot express; once finalized they are minted on "+
-			c.tgt.name+", and a rollback from finalized carries those back only with grant_everyone_for_service_keys = true")
+	if c.sides.mintOnSource() {
+		n = append(n, "from a per-principal source ("+c.sides.src.name+", Cosmian 5.26) to an [aws-xks-service] target ("+c.sides.tgt.name+"): while switched, keys AWS creates are minted on "+
+			c.sides.src.name+" (5.26 grants the principal that minted them there; the copy gives "+c.sides.tgt.name+" that grant and [aws-xks-service]), so a rollback carries nothing the source cannot express; once finalized they are minted on "+
+			c.sides.tgt.name+", and a rollback from finalized carries those back only with grant_everyone_for_service_keys = true")
 	}
 	if len(c.cfg.Select.Exclude) > 0 {
 		n = append(n, "never migrated, each backend holds its own: "+strings.Join(c.cfg.Select.Exclude, ", "))
@@ -138,22 +171,8 @@ func (c *Controller) notes() []string {
 	return n
 }
 
-// verifyShared proves that the target serves the source's key when both read one database: the
-// key exists through both, and what never changes agrees (cross encrypt/decrypt with AAD both
-// ways, or the material for a key that cannot encrypt). State and grants are not compared: a
-// change made through one node may not yet be visible through the other (object cache).
-func (c *Controller) verifyShared(ctx context.Context, uid string, attempts int) error {
-	sa, ta, err := c.bothAttrs(ctx, uid, attempts)
-	if err != nil {
-		return err
-	}
-	const both = cosmian.UsageEncrypt | cosmian.UsageDecrypt
-	active := sa.State == cosmian.StateActive && ta.State == cosmian.StateActive
-	return c.sameKey(ctx, uid, active && sa.UsageMask&both == both && ta.UsageMask&both == both, attempts)
-}
-
 // refuseRevokeShared is Finalize's check before revoking source grants: they are the target's.
-func (c *Controller) refuseRevokeShared(ctx context.Context) error {
+func (c *storageProbe) refuseRevokeShared(ctx context.Context) error {
 	shared := c.shared.Load()
 	if !shared {
 		var err error

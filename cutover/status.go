@@ -3,6 +3,7 @@ package cutover
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -45,21 +46,28 @@ type ProbationStatus struct {
 // maxStatusFailures bounds the failures listed in Status (the count is exact).
 const maxStatusFailures = 200
 
-// Status is a JSON-serialisable snapshot of the controller.
+// JournalState is what the journal says: epoch, state, the migration's sides, the route that
+// state serves, its times and options, and why it stopped or rolled back.
+type JournalState struct {
+	Epoch      uint64       `json:"epoch"`
+	State      State        `json:"state"`
+	Source     string       `json:"source"`
+	Target     string       `json:"target"`
+	Primary    string       `json:"primary"`
+	Fallback   string       `json:"fallback,omitempty"`
+	StartedAt  time.Time    `json:"started_at"`
+	UpdatedAt  time.Time    `json:"updated_at"`
+	SwitchedAt time.Time    `json:"switched_at,omitzero"`
+	Options    StartOptions `json:"options"`
+	Reason     string       `json:"reason,omitempty"`
+	LastError  string       `json:"last_error,omitempty"`
+}
+
+// Status is a JSON-serialisable snapshot of the controller. The journal's part is embedded: its
+// fields are Status's own in JSON.
 type Status struct {
-	Epoch           uint64           `json:"epoch"`
-	State           State            `json:"state"`
-	Source          string           `json:"source"`
-	Target          string           `json:"target"`
-	Primary         string           `json:"primary"`
-	Fallback        string           `json:"fallback,omitempty"`
+	JournalState
 	Running         bool             `json:"running"`
-	StartedAt       time.Time        `json:"started_at"`
-	UpdatedAt       time.Time        `json:"updated_at"`
-	SwitchedAt      time.Time        `json:"switched_at,omitzero"`
-	Options         StartOptions     `json:"options"`
-	Reason          string           `json:"reason,omitempty"`
-	LastError       string           `json:"last_error,omitempty"`
 	Keys            KeyCounts        `json:"keys"`
 	Failures        []KeyFailure     `json:"failures,omitempty"`
 	FailuresTotal   int              `json:"failures_total"`
@@ -76,69 +84,29 @@ type Status struct {
 
 // Status returns a snapshot of the controller.
 func (c *Controller) Status() Status {
-	c.mu.Lock()
-	j := c.j
-	primary, fallback := routeOf(j)
-	s := Status{
-		Epoch: j.Epoch, State: j.State, Source: j.Source, Target: j.Target,
-		Primary: primary, Fallback: fallback, Running: c.running,
-		StartedAt: j.StartedAt, UpdatedAt: j.UpdatedAt, SwitchedAt: j.SwitchedAt,
-		Options: j.Options, Reason: j.Reason, LastError: j.LastError,
-		SharedStorage: c.shared.Load(), Notes: c.notes(),
-		CreatedDuring:   len(j.CreatedDuring),
-		CreatedOnTarget: slices.Clone(j.CreatedOnTarget),
-	}
-	for id, k := range j.Keys {
-		switch {
-		case k.Result == ResultConflict:
-			s.Keys.Conflicts++
-		case k.Result == ResultError:
-			s.Keys.Errors++
-		default:
-			s.Keys.Copied++
-			if k.Existing || k.Result == ResultSkipped {
-				s.Keys.Skipped++
-			}
-			if k.Phase == PhaseVerify {
-				s.Keys.Verified++
-			}
-		}
-		if k.Result == ResultConflict || k.Result == ResultError {
-			s.FailuresTotal++
-			s.Failures = append(s.Failures, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
-		}
-	}
-	s.Keys.Total = max(c.listed, len(j.Keys))
-	s.Keys.GrantsCopied = int(c.grantsCopied.Load())
-	s.Keys.Pending = max(0, s.Keys.Total-s.Keys.Copied-s.Keys.Errors-s.Keys.Conflicts)
-	passed := j.ProbationPassed
-	c.mu.Unlock()
-
-	slices.SortFunc(s.Failures, func(a, b KeyFailure) int {
-		if a.KeyID < b.KeyID {
-			return -1
-		}
-		if a.KeyID > b.KeyID {
-			return 1
-		}
-		return 0
-	})
+	s := Status{SharedStorage: c.probe.shared.Load(), Notes: c.notes()}
+	passed := c.book.fill(&s)
+	s.Running = c.control.isRunning()
+	s.Keys.GrantsCopied = int(c.copier.grantsCopied.Load())
+	slices.SortFunc(s.Failures, func(a, b KeyFailure) int { return strings.Compare(a.KeyID, b.KeyID) })
 	if len(s.Failures) > maxStatusFailures {
 		s.Failures = s.Failures[:maxStatusFailures]
 	}
-	s.Shadow = c.shadowStats()
-	s.Fleet = c.fleetStatus(c.cfg.Now())
-	s.Fallbacks = c.fallbacks.Load()
+	s.Shadow = c.shadow.stats()
+	if c.fleet != nil {
+		s.Fleet = c.fleet.status(c.cfg.Now(), s.State.inMigration())
+	}
+	s.Fallbacks = c.probation.fallbacks.Load()
 	if s.State == StateSwitched {
 		p := c.cfg.Probation
 		s.Probation = &ProbationStatus{
-			ProbationStats: c.probationStats(c.cfg.Now()),
+			ProbationStats: c.probation.stats(c.cfg.Now()),
 			Duration:       p.Duration, Passed: passed,
 			MaxErrorRate: *p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: *p.MinRequests,
-			SinceSwitch: c.evidence(c.cfg.Now()),
+			SinceSwitch: c.probation.evidence(c.cfg.Now()),
 		}
 		if pr := s.Probation; !pr.Passed && !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests) {
-			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.tgt.name, pr.SinceSwitch)
+			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.sides.tgt.name, pr.SinceSwitch)
 		}
 	}
 	return s

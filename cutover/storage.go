@@ -2,7 +2,6 @@ package cutover
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -22,10 +21,6 @@ type Storage interface {
 	// Where names the storage in messages: a file path or an etcd key prefix.
 	Where() string
 }
-
-// ErrFenced is returned by a fenced Storage when the writer lost the right to write (another
-// driver was elected, or the epoch moved under it). The write did not happen.
-var ErrFenced = errors.New("cutover: write fenced: not the driver of this epoch")
 
 // Header is the journal without its per-key records: epoch, state, route names, options, times.
 // It is small (well under a kilobyte) whatever the number of keys.
@@ -49,18 +44,27 @@ type Header struct {
 	LastError       string       `json:"last_error,omitempty"` // why the machine stopped, if it did
 }
 
-// Route is the route this header's state serves: primary and fallback backend names.
+// Route is the route this header's state serves (the state table's routes): primary and
+// fallback backend names.
 func (h *Header) Route() (primary, fallback string) {
-	switch h.State {
-	case StateSwitched:
-		return h.Target, h.Source
-	case StateFinalized:
-		return h.Target, ""
-	case StateRollingBack:
-		// Keys created on the target while the first copy-back pass ran are still served.
-		return h.Source, h.Target
+	p, f := routeSides(h.State)
+	return h.name(p), h.name(f)
+}
+
+// Primary names the backend that serves in this header's state.
+func (h *Header) Primary() string {
+	p, _ := h.Route()
+	return p
+}
+
+func (h *Header) name(s side) string {
+	switch s {
+	case sideSource:
+		return h.Source
+	case sideTarget:
+		return h.Target
 	}
-	return h.Source, ""
+	return ""
 }
 
 // CreatedKey is one key id noticed in a CreateKey during a migration.

@@ -10,103 +10,72 @@ import (
 // Switch moves traffic to the target (with the source as fallback) once
 // verification passed; used when AutoSwitch is off.
 func (c *Controller) Switch(ctx context.Context) error {
-	if err := c.lock(ctx); err != nil {
+	held, err := c.control.lock(ctx)
+	if err != nil {
 		return err
 	}
-	defer c.unlock()
+	defer c.control.unlock(held)
 	if err := c.mustDrive(); err != nil {
 		return err
 	}
-	if st := c.curState(); st != StateVerified {
+	if st := c.book.state(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
 	// A runner in verified is finishing (or about to auto-switch): we switch instead.
-	return c.withRunnerStopped(func() error { return c.switchLocked(ctx) })
+	return c.withRunnerStopped(held, func() error { return c.doSwitch(ctx, held) })
 }
 
-// switchLocked: final catch-up, target reachability check, journal, route.
+// doSwitch: final catch-up, target reachability check, journal, route.
 // A target that does not answer means no switch and no route change: the
 // state stays verified with the reason in last_error, and Switch (or the
 // automatic switch of a later Start) can be tried again.
-func (c *Controller) switchLocked(ctx context.Context) error {
-	if st := c.curState(); st != StateVerified {
+func (c *Controller) doSwitch(ctx context.Context, held ctlHeld) error {
+	if st := c.book.state(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
 	if err := c.catchUp(ctx, true); err != nil {
 		return err
 	}
-	if f := c.failures(); len(f) > 0 {
+	if f := c.book.failures(); len(f) > 0 {
 		msg := summarize("failed copy or verification; the switch is blocked", f)
-		if err := c.transition(StateVerifyFailed, func(j *journal) { j.LastError = msg }); err != nil {
+		if err := c.transition(held, evVerifyFailed, func(h *Header) { h.LastError = msg }); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: %s", ErrRefused, msg)
 	}
-	if err := c.checkTarget(ctx); err != nil {
+	if err := c.verifier.checkTarget(ctx); err != nil {
 		msg := fmt.Sprintf("not switching: %v", err)
-		c.setError(truncate(msg))
+		c.book.setError(truncate(msg))
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	// Fleet: every member serves the verified epoch before anyone routes to the target.
-	if err := c.barrier(ctx, c.curEpoch()); err != nil {
-		c.setError(truncate("not switching yet: " + err.Error()))
+	if err := c.barrier(ctx); err != nil {
+		c.book.setError(truncate("not switching yet: " + err.Error()))
 		return err
 	}
 	c.probation.reset()
-	c.probationSeen.Store(0)
 	now := c.cfg.Now().UTC()
-	err := c.transition(StateSwitched, func(j *journal) {
-		j.SwitchedAt = now
-		j.ProbationPassed = false
-		j.LastError = ""
+	err := c.transition(held, evSwitch, func(h *Header) {
+		h.SwitchedAt = now
+		h.ProbationPassed = false
+		h.LastError = ""
 	})
-	if err != nil && c.curState() == StateSwitched {
+	if err != nil && c.book.state() == StateSwitched {
 		// Journaled but the router refused: go back to the source.
 		msg := truncate(err.Error())
-		if err2 := c.transition(StateVerified, func(j *journal) { j.LastError = msg }); err2 != nil {
+		if err2 := c.transition(held, evRouteRefused, func(h *Header) { h.LastError = msg }); err2 != nil {
 			return errors.Join(err, err2)
 		}
 	}
 	return err
 }
 
-// checkTarget proves the target answers KMIP right now and still holds a
-// migrated key.
-func (c *Controller) checkTarget(ctx context.Context) error {
-	_, err := retry(ctx, c, controlAttempts, "version of "+c.tgt.name, func(ctx context.Context) (string, error) {
-		return c.tgt.k.Version(ctx)
-	})
-	if err != nil {
-		return fmt.Errorf("target %s does not answer: %v", c.tgt.name, err)
-	}
-	c.mu.Lock()
-	var probe string
-	for id := range c.j.Keys {
-		if probe == "" || id < probe {
-			probe = id
-		}
-	}
-	c.mu.Unlock()
-	if probe == "" {
-		return nil
-	}
-	a, err := c.attrs(ctx, c.tgt, probe, controlAttempts)
-	if err != nil {
-		return fmt.Errorf("target %s: reading key %s: %v", c.tgt.name, probe, err)
-	}
-	if a == nil {
-		return fmt.Errorf("target %s no longer has key %s", c.tgt.name, probe)
-	}
-	return nil
-}
-
-// probationLoop watches the target's error rate and p99 while switched and
-// rolls back automatically on a breach.
-func (c *Controller) probationLoop(ctx context.Context) {
+// watchProbation watches the target's error rate and p99 while switched and rolls back
+// automatically on a breach; once probation passed it finalizes, if the run asked for it.
+func (c *Controller) watchProbation(ctx context.Context) {
 	p := c.cfg.Probation
-	c.mu.Lock()
-	passed, autoFinal := c.j.ProbationPassed, c.j.Options.AutoFinalize
-	c.mu.Unlock()
+	h := c.book.header()
+	passed, autoFinal := h.ProbationPassed, h.Options.AutoFinalize
 	end := c.cfg.Now().Add(p.Duration)
 	tick := min(max(p.Duration/50, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(tick)
@@ -118,70 +87,59 @@ func (c *Controller) probationLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := c.cfg.Now()
-		st := c.probationStats(now)
+		st := c.probation.stats(now)
 		var reason, category string
 		if st.Requests >= *p.MinRequests {
 			switch {
 			case st.ErrorRate > *p.MaxErrorRate:
 				category = "error_rate"
 				reason = fmt.Sprintf("probation: error rate %.2f%% (%d of %d requests) on %s exceeds %.2f%%",
-					100*st.ErrorRate, st.Errors, st.Requests, c.tgt.name, 100**p.MaxErrorRate)
+					100*st.ErrorRate, st.Errors, st.Requests, c.sides.tgt.name, 100**p.MaxErrorRate)
 			case st.P99 > p.MaxP99:
 				category = "p99"
 				reason = fmt.Sprintf("probation: p99 latency %s on %s exceeds %s (%d requests)",
-					st.P99.Round(time.Microsecond), c.tgt.name, p.MaxP99, st.Requests)
+					st.P99.Round(time.Microsecond), c.sides.tgt.name, p.MaxP99, st.Requests)
 			}
 		}
 		if reason != "" {
 			c.log.Error("cutover: probation breached; rolling back", "reason", reason)
-			if err := c.lock(ctx); err != nil {
+			held, err := c.control.lock(ctx)
+			if err != nil {
 				return
 			}
-			if c.curState() == StateSwitched {
-				if err := c.rollbackLocked(ctx, reason, category); err != nil {
+			if c.book.state() == StateSwitched {
+				if err := c.rollback(ctx, held, reason, category); err != nil {
 					c.log.Error("cutover: automatic rollback refused; staying on the target", "err", err)
-					c.unlock()
+					c.control.unlock(held)
 					// Keep watching: the operator decides, or a later breach retries.
 					continue
 				}
 			}
-			c.unlock()
+			c.control.unlock(held)
 			return
 		}
 		if !now.Before(end) {
-			if seen := c.evidence(now); seen < int64(*p.MinRequests) {
+			if seen := c.probation.evidence(now); seen < int64(*p.MinRequests) {
 				// No evidence yet: probation goes on past its duration until the target
 				// has served MinRequests (status says so).
 				continue
 			}
 			passed = true
-			c.mu.Lock()
-			c.j.ProbationPassed = true
-			c.dirty = true
-			c.mu.Unlock()
-			c.log.Info("cutover: probation passed", "target", c.tgt.name)
+			c.book.edit(func(h *Header) { h.ProbationPassed = true })
+			c.log.Info("cutover: probation passed", "target", c.sides.tgt.name)
 		}
 	}
 	if autoFinal {
-		if err := c.lock(ctx); err != nil {
+		held, err := c.control.lock(ctx)
+		if err != nil {
 			return
 		}
-		defer c.unlock()
-		if c.curState() == StateSwitched {
-			if err := c.finalizeLocked(ctx, FinalizeOptions{RevokeSourceGrants: c.cfg.RevokeSourceGrantsOnFinalize}); err != nil {
+		defer c.control.unlock(held)
+		if c.book.state() == StateSwitched {
+			if err := c.finalize(ctx, held, FinalizeOptions{RevokeSourceGrants: c.cfg.RevokeSourceGrantsOnFinalize}); err != nil {
 				c.log.Error("cutover: automatic finalize failed", "err", err)
-				c.setError(truncate(err.Error()))
+				c.book.setError(truncate(err.Error()))
 			}
 		}
 	}
-}
-
-// evidence is how many requests reached the target since the switch: this process's count or,
-// in fleet mode, the fleet's over the probation window when that is larger.
-func (c *Controller) evidence(now time.Time) int64 {
-	n := c.probationSeen.Load()
-	if c.fleet != nil {
-		n = max(n, int64(c.probationStats(now).Requests))
-	}
-	return n
 }

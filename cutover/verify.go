@@ -13,12 +13,19 @@ import (
 	"github.com/xksproxy/xksproxy/cosmian"
 )
 
+// verifier proves, as the keys' owner over KMIP, that the target holds the source's keys; and,
+// before a switch, that the target answers and still holds a migrated key.
+type verifier struct {
+	*sides
+	probe *storageProbe // shared storage: compare only what never changes
+}
+
 // verifyKey proves, as the keys' owner over KMIP (no grant is created on
 // either side), that the target's copy of uid is the source's key: same
 // metadata, and cross encrypt/decrypt with AAD both ways; keys that cannot
 // encrypt (revoked, pre-active, one-way usage masks) are compared by material.
-func (c *Controller) verifyKey(ctx context.Context, uid string, attempts int) error {
-	if c.shared.Load() {
+func (c *verifier) verifyKey(ctx context.Context, uid string, attempts int) error {
+	if c.probe.isShared() {
 		return c.verifyShared(ctx, uid, attempts)
 	}
 	sa, ta, err := c.bothAttrs(ctx, uid, attempts)
@@ -34,7 +41,7 @@ func (c *Controller) verifyKey(ctx context.Context, uid string, attempts int) er
 
 // bothAttrs reads uid's attributes on the source and on the target; a key missing on either
 // side is a per-key failure.
-func (c *Controller) bothAttrs(ctx context.Context, uid string, attempts int) (sa, ta *cosmian.KeyAttributes, err error) {
+func (c *verifier) bothAttrs(ctx context.Context, uid string, attempts int) (sa, ta *cosmian.KeyAttributes, err error) {
 	if sa, err = c.attrs(ctx, c.src, uid, attempts); err != nil {
 		return nil, nil, err
 	}
@@ -52,7 +59,7 @@ func (c *Controller) bothAttrs(ctx context.Context, uid string, attempts int) (s
 
 // sameKey proves that source and target hold the same material for uid: by cross
 // encrypt/decrypt with AAD both ways when the key can encrypt, else by comparing the material.
-func (c *Controller) sameKey(ctx context.Context, uid string, canEncrypt bool, attempts int) error {
+func (c *verifier) sameKey(ctx context.Context, uid string, canEncrypt bool, attempts int) error {
 	if canEncrypt {
 		if err := c.crossCheck(ctx, c.src, c.tgt, uid, attempts); err != nil {
 			return err
@@ -75,18 +82,18 @@ func (c *Controller) sameKey(ctx context.Context, uid string, canEncrypt bool, a
 }
 
 // crossCheck encrypts random data with random AAD on enc and decrypts it on dec.
-func (c *Controller) crossCheck(ctx context.Context, enc, dec *backend, uid string, attempts int) error {
+func (c *verifier) crossCheck(ctx context.Context, enc, dec *backend, uid string, attempts int) error {
 	var buf [48]byte
 	rand.Read(buf[:])
 	pt, aad := buf[:32], buf[32:]
 	defer clear(buf[:])
-	res, err := retry(ctx, c, attempts, "encrypt on "+enc.name, func(ctx context.Context) (*cosmian.EncryptResult, error) {
+	res, err := retry(ctx, c.sides, attempts, "encrypt on "+enc.name, func(ctx context.Context) (*cosmian.EncryptResult, error) {
 		return enc.k.Encrypt(ctx, uid, pt, aad)
 	})
 	if err != nil {
 		return wrapKMS(err, "encrypt on %s", enc.name)
 	}
-	got, err := retry(ctx, c, attempts, "decrypt on "+dec.name, func(ctx context.Context) ([]byte, error) {
+	got, err := retry(ctx, c.sides, attempts, "decrypt on "+dec.name, func(ctx context.Context) ([]byte, error) {
 		return dec.k.Decrypt(ctx, uid, res.Ciphertext, res.IV, res.Tag, aad)
 	})
 	if err != nil {
@@ -141,19 +148,57 @@ func sortedTags(a *cosmian.KeyAttributes) []string {
 }
 
 // verifyOne verifies id and journals the result; only a context error is returned.
-func (c *Controller) verifyOne(ctx context.Context, id string) error {
+func (c *verifier) verifyOne(ctx context.Context, id string) error {
 	err := c.verifyKey(ctx, id, forever)
 	var ke *keyError
 	switch {
 	case err == nil:
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultOK})
 	case errors.As(err, &ke):
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: ke.reason})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: ke.reason})
 		c.log.Warn("cutover: key failed verification", "key_id", id, "reason", ke.reason)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	default:
-		c.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: truncate(err.Error())})
+		c.book.setKey(id, KeyProgress{Phase: PhaseVerify, Result: ResultError, Error: truncate(err.Error())})
+	}
+	return nil
+}
+
+// verifyShared proves that the target serves the source's key when both read one database: the
+// key exists through both, and what never changes agrees (cross encrypt/decrypt with AAD both
+// ways, or the material for a key that cannot encrypt). State and grants are not compared: a
+// change made through one node may not yet be visible through the other (object cache).
+func (c *verifier) verifyShared(ctx context.Context, uid string, attempts int) error {
+	sa, ta, err := c.bothAttrs(ctx, uid, attempts)
+	if err != nil {
+		return err
+	}
+	const both = cosmian.UsageEncrypt | cosmian.UsageDecrypt
+	active := sa.State == cosmian.StateActive && ta.State == cosmian.StateActive
+	return c.sameKey(ctx, uid, active && sa.UsageMask&both == both && ta.UsageMask&both == both, attempts)
+}
+
+// checkTarget proves the target answers KMIP right now and still holds a
+// migrated key.
+func (c *verifier) checkTarget(ctx context.Context) error {
+	_, err := retry(ctx, c.sides, controlAttempts, "version of "+c.tgt.name, func(ctx context.Context) (string, error) {
+		return c.tgt.k.Version(ctx)
+	})
+	if err != nil {
+		return fmt.Errorf("target %s does not answer: %v", c.tgt.name, err)
+	}
+	ids := c.book.keyIDs(nil)
+	if len(ids) == 0 {
+		return nil
+	}
+	probe := ids[0]
+	a, err := c.attrs(ctx, c.tgt, probe, controlAttempts)
+	if err != nil {
+		return fmt.Errorf("target %s: reading key %s: %v", c.tgt.name, probe, err)
+	}
+	if a == nil {
+		return fmt.Errorf("target %s no longer has key %s", c.tgt.name, probe)
 	}
 	return nil
 }

@@ -132,7 +132,7 @@ func TestConcurrentCreateKeysCopyOnlyTheMintersGrant(t *testing.T) {
 	}
 	for _, id := range ids {
 		waitFor(t, waitLong, id+" copied to A with its grants", func() bool {
-			return !ctrl.GrantsPending(id, "a") && len(principalsOn(st.A, id)) > 0
+			return !ctrl.Traffic().GrantsPending(id, "a") && len(principalsOn(st.A, id)) > 0
 		})
 		onB, onA := principalsOn(st.B, id), principalsOn(st.A, id)
 		if len(onB) != 1 {
@@ -196,7 +196,7 @@ func TestForgedCreatedRecordGrantsNothing(t *testing.T) {
 	// The record does tell the driver which key to look at: the backfill copies it to A.
 	waitFor(t, waitLong, id+" copied back to A", func() bool {
 		_, ok := f.st.A.Object(id)
-		return ok && !f.driver().App.Cutover.GrantsPending(id, "a")
+		return ok && !f.driver().App.Cutover.Traffic().GrantsPending(id, "a")
 	})
 	if got := principalsOn(f.st.A, id); !slices.Equal(got, []string{victim}) {
 		t.Errorf("A grants %v on the victim's key, want only the victim", got)

@@ -176,7 +176,7 @@ func TestFleetMemberCutOffDuringSwitch(t *testing.T) {
 	f.waitMembers(t, 3)
 	loads := f.loadAll(t, 8, "co")
 	cut.set(true)
-	waitFor(t, waitLong, "r3 seen expired", func() bool { return f.driver().App.Cutover.FleetSize() == 2 })
+	waitFor(t, waitLong, "r3 seen expired", func() bool { return f.driver().App.Cutover.Traffic().FleetSize() == 2 })
 	f.startMigration(t, f.driver(), cutover.StartOptions{AutoSwitch: true})
 	// The switch waits for r3, which still serves the epoch it acknowledged (fail static).
 	waitFor(t, waitLong, "the switch waiting for r3", func() bool {
@@ -441,7 +441,7 @@ func TestFleetMemberCrashedDuringCopy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
 	// Its lease outlives it: still a live member, so it cannot be forgotten.
-	n := drv.App.Cutover.FleetSize()
+	n := drv.App.Cutover.Traffic().FleetSize()
 	_, ferr := f.admin(drv).Forget(ctx, "r3")
 	if time.Since(crashed) < lease/2 {
 		if n != 3 {
@@ -461,7 +461,7 @@ func TestFleetMemberCrashedDuringCopy(t *testing.T) {
 		s := drv.App.Cutover.Status()
 		return s.State == cutover.StateVerified && s.Fleet != nil && strings.Contains(fmt.Sprint(s.Fleet.WaitingFor), "r3")
 	})
-	waitFor(t, waitLong, "r3 expired", func() bool { return drv.App.Cutover.FleetSize() == 2 })
+	waitFor(t, waitLong, "r3 expired", func() bool { return drv.App.Cutover.Traffic().FleetSize() == 2 })
 	if s := drv.App.Cutover.Status(); s.State != cutover.StateVerified {
 		t.Fatalf("with r3 expired but registered the migration moved to %s", s.State)
 	}

@@ -72,7 +72,7 @@ func (f *fleetEnv) waitMembers(t *testing.T, n int) {
 			return false
 		}
 		for _, r := range f.running() {
-			if r.App.Cutover.FleetSize() != n {
+			if r.App.Cutover.Traffic().FleetSize() != n {
 				return false
 			}
 		}

@@ -9,7 +9,8 @@ import (
 	"strings"
 )
 
-// PeerPrefix is the admin path space HandlePeer serves without the bearer token.
+// PeerPrefix is the admin path space served without the bearer token (a Migration's
+// PeerHandler, at PeerPath).
 const PeerPrefix = "/v1/fleet/"
 
 // adminHandler puts the admin mux behind a bearer-token check (constant-time compare of the

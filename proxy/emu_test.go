@@ -227,7 +227,7 @@ func contains(list []string, s string) bool {
 // an id the fallback already holds must be answered from the fallback, not minted anew on the
 // primary with different material; a new id is created on the primary only, also when the
 // fallback is down.
-// emuMigration is a proxy.Migration over the two emulators, read as their owner (what the
+// emuMigration answers a Migration's rules over the two emulators, read as their owner (what the
 // cutover controller does through KMIP).
 type emuMigration struct {
 	mu      sync.Mutex
@@ -276,12 +276,11 @@ func TestCreateKeyNeverMintsASecondKey(t *testing.T) {
 	mig := &emuMigration{}
 	e := newEmuEnv(t, func(c *Config) {
 		c.Route = Route{Epoch: 1, Primary: "b", Fallback: "a"}
-		c.Migration = mig
-		c.Hooks.OnCreateKey = func(_ context.Context, ev CreateKeyEvent) {
+		c.Migration = &hooks{rules: mig, onCreateKey: func(_ context.Context, ev CreateKeyEvent) {
 			mu.Lock()
 			created = append(created, ev.KeyID+"@"+ev.Backend)
 			mu.Unlock()
-		}
+		}}
 	})
 	*mig = *newEmuMigration(e)
 	createKeyAs := func(id, principal string) (int, []byte) {
@@ -382,7 +381,7 @@ func TestFallbackNeverOverridesARefusal(t *testing.T) {
 	mig := &emuMigration{}
 	e := newEmuEnv(t, func(c *Config) {
 		c.Route = Route{Epoch: 1, Primary: "b", Fallback: "a"}
-		c.Migration = mig
+		c.Migration = &hooks{rules: mig}
 		c.Health.Disabled = true
 	}, relaxTimeouts)
 	*mig = *newEmuMigration(e)

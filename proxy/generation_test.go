@@ -93,7 +93,7 @@ func TestCreateKeyRefusalNotRetried(t *testing.T) {
 	e := &env{}
 	e.start(t, backends, func(c *Config) {
 		c.Route = Route{Primary: "b", Fallback: "a"}
-		c.Hooks.OnCreateKeyRefused = func(k, b, m string) { got <- refusal{k, b, m} }
+		c.Migration = &hooks{onCreateKeyRefused: func(k, b, m string) { got <- refusal{k, b, m} }}
 	})
 	st, b := e.post(t, keysPath+"clash/metadata", []byte(`{"requestMetadata":`+meta("CreateKey")+`}`))
 	if st != 500 || errName(t, b) != "InternalException" {

@@ -162,21 +162,21 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	}
 	res.Status = status
 	res.ErrorName = xks.NameOf(berr)
-	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Hooks.OnCreateKey != nil {
+	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Migration != nil {
 		// Before the reply: during a migration the hook copies the new key to the other side,
 		// so that AWS's first Encrypt with it can already fall back. It gets what is left of the
 		// budget (minus a margin for writing the reply); CreateKey is rare.
 		hctx, cancel := context.WithDeadline(r.Context(), start.Add(p.cfg.Limits.Budget-10*time.Millisecond))
-		p.cfg.Hooks.OnCreateKey(hctx, CreateKeyEvent{KeyID: keyID, Backend: res.Backend})
+		p.cfg.Migration.CreateKey(hctx, CreateKeyEvent{KeyID: keyID, Backend: res.Backend})
 		cancel()
 	}
 	writeJSON(w, status, out)
 	p.done(r.Context(), ps, res, start, berr)
-	if berr == nil && p.cfg.Hooks.Mirror != nil && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
-		p.cfg.Hooks.Mirror(*res, body, out)
+	if berr == nil && p.cfg.Migration != nil && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
+		p.cfg.Migration.Mirror(*res, body, out)
 	}
-	if berr != nil && p.cfg.Hooks.Recheck != nil && res.FellBackFrom == "" && res.Backend != "" && definiteRefusal(res.ErrorName) {
-		p.cfg.Hooks.Recheck(*res, body)
+	if berr != nil && p.cfg.Migration != nil && res.FellBackFrom == "" && res.Backend != "" && definiteRefusal(res.ErrorName) {
+		p.cfg.Migration.Recheck(*res, body)
 	}
 }
 
@@ -333,7 +333,7 @@ func (p *Proxy) servePing(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// done records metrics, the log line and the OnResult hook for one request.
+// done records metrics, the log line and the migration's observation of one request.
 func (p *Proxy) done(ctx context.Context, ps *prefixState, res *Result, start time.Time, err error) {
 	res.Latency = time.Since(start)
 	label := "unmatched"
@@ -362,8 +362,8 @@ func (p *Proxy) done(ctx context.Context, ps *prefixState, res *Result, start ti
 			p.log.LogAttrs(ctx, lvl, "xks request", attrs[:]...)
 		}
 	}
-	if p.cfg.Hooks.OnResult != nil && res.Op != 0 {
-		p.cfg.Hooks.OnResult(*res)
+	if p.cfg.Migration != nil && res.Op != 0 {
+		p.cfg.Migration.Observe(*res)
 	}
 }
 

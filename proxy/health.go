@@ -212,9 +212,9 @@ func (h *healthChecker) fresh(ctx context.Context) *healthSnap {
 }
 
 func (p *Proxy) healthResponse(s *healthSnap) xks.HealthResponse {
-	n := p.cfg.FleetSize()
-	if n < 1 {
-		n = 1
+	n := 1
+	if mig := p.cfg.Migration; mig != nil {
+		n = max(mig.FleetSize(), 1)
 	}
 	r := xks.HealthResponse{
 		XksProxyFleetSize: n,

@@ -167,16 +167,16 @@ func KeyStatus(state string) string {
 // InvalidKeyUsageException, and GetKeyMetadata reports the key's real usage and status. It runs
 // after forward, only on those paths; otherwise it returns its inputs.
 func (p *Proxy) keyTruth(ex *exchange, status int, out []byte, err error) (int, []byte, error) {
-	if p.keyInfo == nil && p.cfg.Hooks.OnCreateKeyRefused == nil {
+	if p.keyInfo == nil && p.cfg.Migration == nil {
 		return status, out, err
 	}
 	deadline := ex.start.Add(p.cfg.Limits.Budget - 10*time.Millisecond)
 	switch {
 	case err != nil && ex.op == xks.OpMetadata && isCreateKeyRefusal(err):
-		if h := p.cfg.Hooks.OnCreateKeyRefused; h != nil {
+		if mig := p.cfg.Migration; mig != nil {
 			var xe *xks.Error
 			errors.As(err, &xe)
-			h(ex.keyID, ex.res.Backend, xe.Message)
+			mig.CreateKeyRefused(ex.keyID, ex.res.Backend, xe.Message)
 		}
 	case err != nil && (ex.op == xks.OpEncrypt || ex.op == xks.OpDecrypt) && xks.NameOf(err) == xks.KeyNotFoundException:
 		for _, b := range []string{ex.res.Backend, ex.res.FellBackFrom} {

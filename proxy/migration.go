@@ -2,14 +2,19 @@ package proxy
 
 import (
 	"context"
+	"net/http"
 	"strings"
 
 	"github.com/xksproxy/xksproxy/xks"
 )
 
-// Migration is what the proxy asks the cutover controller about the keys of a migration in
-// progress (the app wires it in; the proxy does not know the controller). GrantsPending, MayLack
-// and Active are called on the request path and must be fast; Holds makes a KMIP call.
+// Migration is the migration's side of the request path: the one seam between the proxy and the
+// cutover controller (the app implements it over the controller; the proxy does not know the
+// controller). The proxy asks it the rules a migration in progress sets (fast: called on the
+// request path; Holds makes a KMIP call), tells it what each request did (each must be fast
+// and must not block, except CreateKey), asks it the fleet's size and this replica's readiness,
+// and serves its operator handlers. nil in Config: no migration (a single backend, or a fallback
+// configured by hand).
 type Migration interface {
 	// Active reports whether a migration is in progress (from the start of the copy to the
 	// end of a rollback or finalize).
@@ -32,7 +37,44 @@ type Migration interface {
 	// backends (its markers, its canaries): the proxy refuses XKS calls for them. Called on the
 	// request path: fast for every id that does not start with "xksproxy-".
 	Reserved(keyID string) bool
+
+	// Observe is told every finished XKS API request (not /ping).
+	Observe(r Result)
+	// Mirror is told a successful Decrypt the primary answered without fallback; the buffers
+	// are valid during the call only.
+	Mirror(r Result, reqBody, respBody []byte)
+	// Recheck is told, after the reply, a request the backend that served it refused
+	// definitely (KeyNotFound, InvalidCiphertext, InvalidKeyUsage, InvalidState, AccessDenied)
+	// with no fallback tried: reqBody is not retained after the call returns. The migration
+	// asks the other backend for a second opinion before it counts the refusal against the
+	// target.
+	Recheck(r Result, reqBody []byte)
+	// CreateKey is told a successful GetKeyMetadata with kmsOperation "CreateKey", BEFORE the
+	// reply is written. It may block until ctx's deadline (the rest of the request's budget):
+	// the migration copies the new key to the other side.
+	CreateKey(ctx context.Context, ev CreateKeyEvent)
+	// CreateKeyRefused is told a backend refused CreateKey because a non-XKS key holds the id
+	// (Cosmian after 5.26); such a CreateKey is never retried on the fallback.
+	CreateKeyRefused(keyID, backend, message string)
+
+	// FleetSize is health's xksProxyFleetSize (the live replicas).
+	FleetSize() int
+	// Ready answers GET /ready: false until this replica knows where keys live.
+	Ready() bool
+
+	// AdminHandler serves the migration's operator API under /v1/cutover/ on the admin
+	// listener, behind the token.
+	AdminHandler() http.Handler
+	// PeerHandler, when not nil, serves the calls other replicas forward under PeerPrefix +
+	// "cutover/", WITHOUT the token check: it must authenticate every call itself.
+	PeerHandler() http.Handler
 }
+
+// AdminPath and PeerPath are where a Migration's handlers are served on the admin listener.
+const (
+	AdminPath = "/v1/cutover/"
+	PeerPath  = PeerPrefix + "cutover/"
+)
 
 // errOwnObject answers an XKS call for one of the proxy's own objects, as for a key that does
 // not exist: the proxy answers itself, so no backend is counted for it.
@@ -48,7 +90,7 @@ func (p *Proxy) ownObject(keyID string) bool {
 	return mig != nil && strings.HasPrefix(keyID, "xksproxy-") && mig.Reserved(keyID)
 }
 
-// CreateKeyEvent is what Hooks.OnCreateKey learns of a successful CreateKey: which key, and
+// CreateKeyEvent is what Migration.CreateKey learns of a successful CreateKey: which key, and
 // which backend answered. Not who asked: a caller's principal is never a source of rights (the
 // backend that minted the key granted what its policy grants, and a copy copies that).
 type CreateKeyEvent struct {

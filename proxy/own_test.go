@@ -19,8 +19,8 @@ func TestOwnObjectsRefused(t *testing.T) {
 	var results []Result
 	e := newEmuEnv(t, func(c *Config) {
 		c.Route = Route{Epoch: 1, Primary: "a"}
-		c.Migration = &emuMigration{inactive: true} // Reserved answers; no migration in progress
-		c.Hooks.OnResult = func(r Result) { mu.Lock(); results = append(results, r); mu.Unlock() }
+		c.Migration = &hooks{rules: &emuMigration{inactive: true}, // Reserved answers; no migration in progress
+			onResult: func(r Result) { mu.Lock(); results = append(results, r); mu.Unlock() }}
 	})
 	for _, s := range []*kmsemu.Server{e.ea, e.eb} {
 		for _, id := range []string{LegacyHealthTestKeyID, "xksproxy-cutover-marker", "xksproxy-storage-canary-0123"} {

@@ -523,14 +523,14 @@ func TestHooksAndForward(t *testing.T) {
 	var mu sync.Mutex
 	e := newEnv(t, func(c *Config) {
 		c.Health.Disabled = true
-		c.Hooks = Hooks{
-			OnResult: func(r Result) { mu.Lock(); results = append(results, r); mu.Unlock() },
-			Mirror: func(r Result, req, resp []byte) {
+		c.Migration = &hooks{
+			onResult: func(r Result) { mu.Lock(); results = append(results, r); mu.Unlock() },
+			mirror: func(r Result, req, resp []byte) {
 				if r.Op == xks.OpDecrypt && bytes.Contains(resp, []byte("plaintext")) && bytes.Contains(req, []byte("ciphertext")) {
 					mirrored.Add(1)
 				}
 			},
-			OnCreateKey: func(_ context.Context, ev CreateKeyEvent) {
+			onCreateKey: func(_ context.Context, ev CreateKeyEvent) {
 				// No fallback, no migration: the primary alone answers it.
 				if ev.KeyID == "new-key" && ev.Backend == "a" {
 					created.Add(1)
@@ -590,11 +590,23 @@ func TestMetricsScrape(t *testing.T) {
 
 func TestAdmin(t *testing.T) {
 	const token = "0123456789abcdef0123456789abcdef-token"
-	e := newEnv(t, func(c *Config) { c.Admin = AdminConfig{Listen: "127.0.0.1:0", Token: token}; c.Health.Disabled = true })
-	e.p.HandleAdmin("GET /v1/extra", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("extra")) }))
-	e.p.HandlePeer("GET /v1/fleet/peer/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("peer " + r.Header.Get("Authorization")))
-	}))
+	mig := &hooks{
+		admin: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/cutover/extra" {
+				http.NotFound(w, r)
+				return
+			}
+			_, _ = w.Write([]byte("extra"))
+		}),
+		peer: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte("peer " + r.Header.Get("Authorization")))
+		}),
+	}
+	e := newEnv(t, func(c *Config) {
+		c.Admin = AdminConfig{Listen: "127.0.0.1:0", Token: token}
+		c.Health.Disabled = true
+		c.Migration = mig
+	})
 	// The serving line names the ports the OS chose, not the configured ":0".
 	serving := regexp.MustCompile(`"msg":"xksproxy serving","listen":"127\.0\.0\.1:[1-9]\d*","metrics":"127\.0\.0\.1:[1-9]\d*","admin":"127\.0\.0\.1:[1-9]\d*"`)
 	if !serving.MatchString(e.logs.String()) {
@@ -624,16 +636,16 @@ func TestAdmin(t *testing.T) {
 		{"basic", "/v1/route", "Basic " + token, 401, ""},
 		{"route", "/v1/route", "Bearer " + token, 200, `"epoch": 1`},
 		{"health", "/v1/health", "Bearer " + token, 200, `"ekmFleetDetails"`},
-		{"extra", "/v1/extra", "Bearer " + token, 200, "extra"},
-		{"extra without token", "/v1/extra", "", 401, ""},
+		{"extra", "/v1/cutover/extra", "Bearer " + token, 200, "extra"},
+		{"extra without token", "/v1/cutover/extra", "", 401, ""},
 		// Peer handlers authenticate their callers themselves; nothing else is reachable
 		// through their path space without the token.
-		{"peer without token", "/v1/fleet/peer/x", "", 200, "peer "},
-		{"peer with a trailing slash", "/v1/fleet/peer/", "", 200, "peer "},
-		{"double slash", "/v1/fleet/peer//x", "", 401, ""},
+		{"peer without token", "/v1/fleet/cutover/x", "", 200, "peer "},
+		{"peer with a trailing slash", "/v1/fleet/cutover/", "", 200, "peer "},
+		{"double slash", "/v1/fleet/cutover//x", "", 401, ""},
 		{"peer path not served", "/v1/fleet/other", "", 401, ""},
-		{"dot-dot out of the peer space", "/v1/fleet/peer/../../route", "", 401, ""},
-		{"escaped slash", "/v1/fleet/peer/..%2F..%2Froute", "", 401, ""},
+		{"dot-dot out of the peer space", "/v1/fleet/cutover/../../route", "", 401, ""},
+		{"escaped slash", "/v1/fleet/cutover/..%2F..%2Froute", "", 401, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, b := get(tc.path, tc.auth)

@@ -3,7 +3,7 @@ package proxy
 import "net/http"
 
 // serveReady answers GET /ready, the readiness probe of an orchestrator: 200 "ready" once the
-// proxy may take traffic, 503 "not ready" before. Config.Ready decides (nil: always ready once
+// proxy may take traffic, 503 "not ready" before. The Migration decides (none: always ready once
 // listening); in fleet mode it stays false until this replica applied its first epoch, so a
 // load balancer never sends AWS traffic to a replica that does not yet know where keys live.
 // /ping stays the liveness probe: a replica waiting for etcd is alive, only not ready.
@@ -14,7 +14,7 @@ func (p *Proxy) serveReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, status := "ready\n", http.StatusOK
-	if p.cfg.Ready != nil && !p.cfg.Ready() {
+	if mig := p.cfg.Migration; mig != nil && !mig.Ready() {
 		body, status = "not ready\n", http.StatusServiceUnavailable
 	}
 	h := w.Header()

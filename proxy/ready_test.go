@@ -8,7 +8,7 @@ import (
 
 func TestReady(t *testing.T) {
 	var ready atomic.Bool
-	e := newEnv(t, func(c *Config) { c.Ready = ready.Load })
+	e := newEnv(t, func(c *Config) { c.Migration = &hooks{ready: ready.Load} })
 	get := func(method string) (int, string) {
 		req, _ := http.NewRequest(method, e.url+"/ready", nil)
 		st, b, _ := e.send(t, req)

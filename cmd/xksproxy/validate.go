@@ -91,7 +91,6 @@ func preflight(ctx context.Context, f *config.File) error {
 	}
 	if ac.Cutover != nil {
 		cc := *ac.Cutover
-		cc.Router = noRouter{}
 		if err := cc.CheckAndSetDefaults(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -113,9 +112,3 @@ func proxyConfigErr(name string, err error) error {
 	}
 	return err
 }
-
-// noRouter stands in for the proxy's route table: the migration settings are checked, nothing
-// is routed.
-type noRouter struct{}
-
-func (noRouter) SetRoute(uint64, string, string) error { return nil }

@@ -60,7 +60,7 @@ func newServer(t *testing.T, f *fakeController) (*httptest.Server, *Client) {
 // TestRoundTrip: every client call reaches the controller with its arguments and the status
 // comes back.
 func TestRoundTrip(t *testing.T) {
-	f := &fakeController{st: cutover.Status{State: cutover.StateSwitched, Primary: "B", Fallback: "A"}}
+	f := &fakeController{st: cutover.Status{JournalState: cutover.JournalState{State: cutover.StateSwitched, Primary: "B", Fallback: "A"}}}
 	_, c := newServer(t, f)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -99,7 +99,7 @@ func TestRoundTrip(t *testing.T) {
 // listener's write timeout still gets its reply to the caller (it used to complete while the
 // caller saw EOF).
 func TestControlCallOutlastsWriteTimeout(t *testing.T) {
-	f := &fakeController{st: cutover.Status{State: cutover.StateRolledBack}, delay: 500 * time.Millisecond}
+	f := &fakeController{st: cutover.Status{JournalState: cutover.JournalState{State: cutover.StateRolledBack}}, delay: 500 * time.Millisecond}
 	srv := httptest.NewUnstartedServer(Handler(f))
 	srv.Config.WriteTimeout = 100 * time.Millisecond
 	srv.Start()
@@ -137,6 +137,11 @@ func TestErrors(t *testing.T) {
 		{"wrong state", fmt.Errorf("switch: %w", cutover.ErrWrongState), http.StatusConflict, cutover.ErrWrongState},
 		{"running", cutover.ErrRunning, http.StatusConflict, cutover.ErrWrongState},
 		{"unreachable", cutover.ErrUnreachable, http.StatusServiceUnavailable, cutover.ErrUnreachable},
+		// A member that no longer drives: retried (the call goes to the new driver), never a 500.
+		{"not the driver", cutover.ErrNotDriver, http.StatusServiceUnavailable, cutover.ErrNotDriver},
+		{"illegal move", fmt.Errorf("switch: %w", &cutover.MoveError{From: cutover.StateServing, Event: "switch"}), http.StatusConflict, cutover.ErrIllegalMove},
+		{"stopped", cutover.ErrStopped, http.StatusServiceUnavailable, cutover.ErrStopped},
+		{"timed out", fmt.Errorf("switch: %w", context.DeadlineExceeded), http.StatusGatewayTimeout, nil},
 		{"other", errors.New("boom"), http.StatusInternalServerError, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,8 +191,7 @@ func TestBadRequests(t *testing.T) {
 
 func TestRenderStatus(t *testing.T) {
 	var out bytes.Buffer
-	RenderStatus(&out, &cutover.Status{State: cutover.StateSwitched, Source: "A", Target: "B", Primary: "B", Fallback: "A",
-		Failures: []cutover.KeyFailure{{KeyID: "k1", Phase: "copy", Result: "error", Reason: "r"}}, FailuresTotal: 2})
+	RenderStatus(&out, &cutover.Status{JournalState: cutover.JournalState{State: cutover.StateSwitched, Source: "A", Target: "B", Primary: "B", Fallback: "A"}, Failures: []cutover.KeyFailure{{KeyID: "k1", Phase: "copy", Result: "error", Reason: "r"}}, FailuresTotal: 2})
 	for _, want := range []string{"switched", "B (fallback A)", "A → B", "failed keys (2)", "k1", "and 1 more"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("render lacks %q:\n%s", want, out.String())
@@ -202,14 +206,14 @@ func TestOutcome(t *testing.T) {
 		s    cutover.Status
 		want string // substring; "" means still progressing
 	}{
-		{"copying", cutover.Status{State: cutover.StateCopying, Running: true}, ""},
-		{"probation running", cutover.Status{State: cutover.StateSwitched, Running: true, Probation: &cutover.ProbationStatus{}}, ""},
-		{"probation passed", cutover.Status{State: cutover.StateSwitched, Running: true, Probation: passed}, "cutover finalize"},
-		{"auto-finalize pending", cutover.Status{State: cutover.StateSwitched, Running: true, Probation: passed, Options: cutover.StartOptions{AutoFinalize: true}}, ""},
-		{"verified, waiting", cutover.Status{State: cutover.StateVerified}, "cutover switch"},
-		{"blocked", cutover.Status{State: cutover.StateCopyFailed}, "blocked"},
-		{"finalized", cutover.Status{State: cutover.StateFinalized, Primary: "b"}, "finalized: b serves alone"},
-		{"rolled back", cutover.Status{State: cutover.StateRolledBack, Primary: "a"}, "rolled back"},
+		{"copying", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateCopying}, Running: true}, ""},
+		{"probation running", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateSwitched}, Running: true, Probation: &cutover.ProbationStatus{}}, ""},
+		{"probation passed", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateSwitched}, Running: true, Probation: passed}, "cutover finalize"},
+		{"auto-finalize pending", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateSwitched, Options: cutover.StartOptions{AutoFinalize: true}}, Running: true, Probation: passed}, ""},
+		{"verified, waiting", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateVerified}}, "cutover switch"},
+		{"blocked", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateCopyFailed}}, "blocked"},
+		{"finalized", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateFinalized, Primary: "b"}}, "finalized: b serves alone"},
+		{"rolled back", cutover.Status{JournalState: cutover.JournalState{State: cutover.StateRolledBack, Primary: "a"}}, "rolled back"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Outcome(&tc.s)
@@ -224,7 +228,7 @@ func TestRate(t *testing.T) {
 	var r Rate
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	st := func(copied int) *cutover.Status {
-		return &cutover.Status{State: cutover.StateCopying, Keys: cutover.KeyCounts{Total: 100, Copied: copied}}
+		return &cutover.Status{JournalState: cutover.JournalState{State: cutover.StateCopying}, Keys: cutover.KeyCounts{Total: 100, Copied: copied}}
 	}
 	if l := r.Line(st(10), t0); l != "" {
 		t.Errorf("first sample gave %q", l)
@@ -232,7 +236,7 @@ func TestRate(t *testing.T) {
 	if l := r.Line(st(30), t0.Add(2*time.Second)); l != "rate:      10.0 keys/s, about 7s left" {
 		t.Errorf("rate line %q", l)
 	}
-	if l := r.Line(&cutover.Status{State: cutover.StateSwitched}, t0.Add(3*time.Second)); l != "" {
+	if l := r.Line(&cutover.Status{JournalState: cutover.JournalState{State: cutover.StateSwitched}}, t0.Add(3*time.Second)); l != "" {
 		t.Errorf("rate outside copy: %q", l)
 	}
 }
@@ -260,7 +264,7 @@ func TestRenderPlan(t *testing.T) {
 }
 
 func TestRenderFleet(t *testing.T) {
-	s := &cutover.Status{State: cutover.StateVerified, Fleet: &cutover.FleetStatus{Member: "r2", Driver: "r1", StoreReachable: true,
+	s := &cutover.Status{JournalState: cutover.JournalState{State: cutover.StateVerified}, Fleet: &cutover.FleetStatus{Member: "r2", Driver: "r1", StoreReachable: true,
 		WaitingFor: []string{"r3"},
 		Members: []cutover.MemberStatus{
 			{Name: "r1", AppliedEpoch: 4, Primary: "a", Live: true, Driver: true, RequestsPerSec: 12},

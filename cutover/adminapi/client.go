@@ -27,14 +27,19 @@ type Client struct {
 type Error struct {
 	Status  int
 	Message string
+	Code    string // the controller's name of the error ("" from a reply that has none)
 }
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("cutover admin API: %d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
 }
 
-// Is maps HTTP statuses back to the package's sentinel errors.
+// Is maps the reply back to the controller's sentinel errors: by its code, and (for a reply of a
+// release that sends none, or a sentinel of the same kind) by its HTTP status.
 func (e *Error) Is(target error) bool {
+	if s := cutover.ErrorByCode(e.Code); s != nil && s == target {
+		return true
+	}
 	switch e.Status {
 	case http.StatusConflict:
 		return target == cutover.ErrWrongState
@@ -78,13 +83,11 @@ func (a *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("cutover admin API: reading reply: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e errorReply
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = cutover.Truncate(strings.TrimSpace(string(data)))
 		}
-		return &Error{Status: resp.StatusCode, Message: e.Error}
+		return &Error{Status: resp.StatusCode, Message: e.Error, Code: e.Code}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -24,6 +23,8 @@ type Controller interface {
 	Rollback(ctx context.Context, reason string) error
 	Finalize(ctx context.Context, opts cutover.FinalizeOptions) error
 }
+
+var _ Controller = (*cutover.Controller)(nil)
 
 // maxBody bounds admin request bodies.
 const maxBody = 16 << 10
@@ -54,7 +55,7 @@ func controlCall(w http.ResponseWriter, r *http.Request) (context.Context, conte
 func Handler(c Controller) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/cutover/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, c.Status())
+		WriteJSON(w, http.StatusOK, c.Status())
 	})
 	mux.HandleFunc("POST /v1/cutover/plan", func(w http.ResponseWriter, r *http.Request) {
 		if !readBody(w, r, nil) {
@@ -64,10 +65,10 @@ func Handler(c Controller) http.Handler {
 		defer cancel()
 		p, err := c.Plan(ctx)
 		if err != nil {
-			writeErr(w, err)
+			WriteError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, p)
+		WriteJSON(w, http.StatusOK, p)
 	})
 	mux.HandleFunc("POST /v1/cutover/start", func(w http.ResponseWriter, r *http.Request) {
 		var o cutover.StartOptions
@@ -76,10 +77,10 @@ func Handler(c Controller) http.Handler {
 		}
 		// The run outlives the request: Start only uses ctx to wait for the lock.
 		if err := c.Start(r.Context(), o); err != nil {
-			writeErr(w, err)
+			WriteError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusAccepted, c.Status())
+		WriteJSON(w, http.StatusAccepted, c.Status())
 	})
 	mux.HandleFunc("POST /v1/cutover/switch", func(w http.ResponseWriter, r *http.Request) {
 		if !readBody(w, r, nil) {
@@ -88,10 +89,10 @@ func Handler(c Controller) http.Handler {
 		ctx, cancel := controlCall(w, r)
 		defer cancel()
 		if err := c.Switch(ctx); err != nil {
-			writeErr(w, err)
+			WriteError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Status())
+		WriteJSON(w, http.StatusOK, c.Status())
 	})
 	mux.HandleFunc("POST /v1/cutover/rollback", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -103,10 +104,10 @@ func Handler(c Controller) http.Handler {
 		ctx, cancel := controlCall(w, r)
 		defer cancel()
 		if err := c.Rollback(ctx, req.Reason); err != nil {
-			writeErr(w, err)
+			WriteError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Status())
+		WriteJSON(w, http.StatusOK, c.Status())
 	})
 	mux.HandleFunc("POST /v1/cutover/finalize", func(w http.ResponseWriter, r *http.Request) {
 		var o cutover.FinalizeOptions
@@ -116,13 +117,13 @@ func Handler(c Controller) http.Handler {
 		ctx, cancel := controlCall(w, r)
 		defer cancel()
 		if err := c.Finalize(ctx, o); err != nil {
-			writeErr(w, err)
+			WriteError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Status())
+		WriteJSON(w, http.StatusOK, c.Status())
 	})
 	mux.HandleFunc("/v1/cutover/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such admin endpoint"})
+		WriteError(w, Errorf(http.StatusNotFound, "no such admin endpoint"))
 	})
 	return mux
 }
@@ -132,7 +133,7 @@ func Handler(c Controller) http.Handler {
 func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "request body too large"})
+		WriteError(w, Errorf(http.StatusRequestEntityTooLarge, "request body too large"))
 		return false
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
@@ -144,30 +145,8 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON body: " + cutover.Truncate(err.Error())})
+		WriteError(w, Errorf(http.StatusBadRequest, "invalid JSON body: %s", cutover.Truncate(err.Error())))
 		return false
 	}
 	return true
-}
-
-func writeErr(w http.ResponseWriter, err error) {
-	status := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, cutover.ErrWrongState), errors.Is(err, cutover.ErrRunning), errors.Is(err, cutover.ErrRefused):
-		status = http.StatusConflict
-	case errors.Is(err, cutover.ErrUnreachable):
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		status = http.StatusGatewayTimeout
-	}
-	writeJSON(w, status, map[string]string{"error": err.Error()})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }

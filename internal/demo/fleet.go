@@ -255,7 +255,7 @@ func (f *fleetRun) allReady(n int) bool {
 		return false
 	}
 	for _, m := range run {
-		if !m.ctrl.Ready() || m.ctrl.FleetSize() != n {
+		if !m.ctrl.Traffic().Ready() || m.ctrl.Traffic().FleetSize() != n {
 			return false
 		}
 	}
@@ -336,7 +336,7 @@ func (f *fleetRun) killDuringCopy(ctx context.Context, say func(string, ...any),
 		fail("restarting %s: %v", r.Name, err)
 		return
 	}
-	if err := f.waitFor(ctx, time.Minute, r.Name+" ready again", r.App.Cutover.Ready); err != nil {
+	if err := f.waitFor(ctx, time.Minute, r.Name+" ready again", r.App.Cutover.Traffic().Ready); err != nil {
 		fail("%v", err)
 		return
 	}
@@ -359,7 +359,7 @@ func (f *fleetRun) replaceDriver(ctx context.Context, m member, say func(string,
 	say("%s elected driver; restarting %s", nd.name, old.Name)
 	if err := f.restart(ctx, old); err != nil {
 		fail("restarting %s: %v", old.Name, err)
-	} else if err := f.waitFor(ctx, time.Minute, old.Name+" ready again", old.App.Cutover.Ready); err != nil {
+	} else if err := f.waitFor(ctx, time.Minute, old.Name+" ready again", old.App.Cutover.Traffic().Ready); err != nil {
 		fail("%v", err)
 	}
 	return nd

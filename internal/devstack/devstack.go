@@ -408,7 +408,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				Logger:      log,
 
 				GrantEveryoneForServiceKeys: cfg.GrantEveryoneForServiceKeys,
-				RightsSyncInterval:          cfg.RightsSyncInterval,
+				RightsSync:                  cutover.RightsSyncConfig{Interval: cfg.RightsSyncInterval},
 				Registry:                    reg,
 				Progress:                    cfg.Progress,
 			},

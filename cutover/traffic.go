@@ -1,0 +1,232 @@
+package cutover
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xksproxy/xksproxy/xks"
+)
+
+// Traffic is the migration as the request path sees it: the rules a migration in progress sets
+// for the proxy's fallback and CreateKey decisions (fast: called on the request path), what the
+// proxy tells it of each request (observations for probation, mirrored Decrypts for the shadow,
+// new keys to copy), and the fleet's size and readiness. It reads the controller's parts, and
+// changes nothing but what they record. The app wires it to the proxy (proxy.Migration).
+type Traffic struct {
+	book      *ledger
+	sides     *sides
+	copier    *copier
+	probe     *storageProbe
+	probation *probation
+	shadow    *shadower
+	fleet     *member // nil: one process
+	log       *slog.Logger
+}
+
+// Traffic returns the controller's request-path side.
+func (c *Controller) Traffic() *Traffic {
+	return &Traffic{book: c.book, sides: c.sides, copier: c.copier, probe: c.probe, probation: c.probation,
+		shadow: c.shadow, fleet: c.fleet, log: c.log}
+}
+
+// NoteCreateKey is the proxy's hook for a CreateKey it forwarded: backend answered it. The id
+// tells the migration which key to look at (copy it to the other side, copy it back before a
+// rollback), never who may use it: the caller's principal is not recorded, and every right the
+// migration writes is copied from the access list the other backend holds (copyGrants).
+func (c *Traffic) NoteCreateKey(keyID, backend string) {
+	if validKeyID(keyID) != nil || slices.Contains(c.sides.sel.Exclude, keyID) {
+		return
+	}
+	onSource := backend == c.sides.src.name
+	st, noted := c.book.noteCreated(keyID, func(st State) (CreatedKey, bool) {
+		n := CreatedKey{ID: keyID}
+		switch st {
+		case StateServing, StateRolledBack:
+			return n, false // nothing to migrate: the source serves and keeps it
+		case StateRollingBack:
+			if onSource {
+				return n, false // the source serves again and holds it
+			}
+			n.OnTarget = true // the second pass copies it back
+		case StateFinalized:
+			// The target serves alone and the migration is over: a rollback from here lists the
+			// target's keys by the selection, so only an explicit list needs to remember the new
+			// key; nothing is copied now and the operator is not told about every CreateKey.
+			if c.sides.sel.Mode != SelectList {
+				return n, false
+			}
+			n.OnTarget = true
+		case StateSwitched:
+			// Created on the target: copied back to the source in the background while switched,
+			// and a rollback makes sure of it first. The source answered (the proxy found the key
+			// there): copy it to the target.
+			n.OnTarget = !onSource
+		default:
+			// Created on the source during the migration: catch-up copies it.
+		}
+		return n, true
+	})
+	if !noted {
+		return
+	}
+	lv := slog.LevelInfo
+	if st == StateFinalized {
+		lv = slog.LevelDebug
+	}
+	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", st)
+}
+
+// CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side
+// while a migration runs, within ctx. The proxy calls it before replying to AWS, so that the key
+// is on both sides before it is first used. Failures are left to the catch-up before the switch
+// and to the backfill loop after it.
+func (c *Traffic) CopyCreated(ctx context.Context, keyID, backend string) {
+	c.copier.copyCreated(ctx, keyID, backend)
+}
+
+// Observe is the proxy's hook, called once per backend attempt: errName is that attempt's XKS
+// error ("" on success) and fellBack is true for the retry sent to the fallback backend.
+func (c *Traffic) Observe(backend string, errName xks.ErrorName, latency time.Duration, fellBack bool) {
+	if c.fleet != nil && !fellBack {
+		c.fleet.view.count()
+	}
+	c.probation.observe(backend, errName, latency, fellBack)
+}
+
+// ObserveFellBack is the proxy's hook for a request the primary failed and the fallback then
+// answered (with fallbackErr, "" on success): the primary's attempt is recorded like Observe's,
+// except that a definite refusal the fallback answered the same way is the caller's (an id
+// neither side holds), not the primary's. The fallback's own attempt goes to Observe.
+func (c *Traffic) ObserveFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
+	if c.fleet != nil {
+		c.fleet.view.count()
+	}
+	c.probation.observeFellBack(primary, primaryErr, latency, fallbackErr)
+}
+
+// Recheck is the proxy's hook for a request the backend that served it refused definitely (no
+// fallback tried): body is the request, not retained after the call returns. While switched, a
+// refusal from the target is recorded in the probation window once the source has given its
+// answer to the same request.
+func (c *Traffic) Recheck(backend string, op xks.Operation, createKey bool, keyID string, errName xks.ErrorName, latency time.Duration, body []byte) {
+	c.probation.recheck(c.sides.src.name, backend, op, createKey, keyID, errName, latency, body)
+}
+
+// Mirror is the proxy's hook after a successful Decrypt on the source (shadowing).
+func (c *Traffic) Mirror(keyID string, reqBody, respBody []byte) {
+	c.shadow.mirror(keyID, reqBody, respBody)
+}
+
+// What the proxy asks the controller on the request path (proxy.Migration; the app wires it).
+
+// Active reports whether a migration is in progress.
+func (c *Traffic) Active() bool { return c.book.state().inMigration() }
+
+// GrantsPending reports whether backend holds keyID as a copy this controller imported and whose
+// access rights (and revocation state) it has not finished writing.
+func (c *Traffic) GrantsPending(keyID, backend string) bool {
+	return c.book.marks.grantsPending(keyID, backend)
+}
+
+// MintOn names the backend where a CreateKey for an id neither side holds must mint the key while
+// a migration can still roll back ("" = the serving side). From a 5.26 source (rights per
+// principal) to a newer target ([aws-xks-service]): a key minted on the target is granted only
+// to [aws-xks-service], which the source can express only as a grant to every user, so a
+// rollback could not carry it back as the owner's policy; minted on the source, Cosmian 5.26
+// grants the principal that minted it there, and the copy gives the target that grant plus its
+// own [aws-xks-service] one. Every right stays one a backend gave. Once finalized the target
+// mints (the source may be retired); a rollback from there needs grant_everyone_for_service_keys
+// for those keys.
+func (c *Traffic) MintOn() string {
+	if c.sides.mintOnSource() && c.book.state() == StateSwitched {
+		return c.sides.src.name
+	}
+	return ""
+}
+
+// mayServe reports whether a backend of generation acl (ACLBoth: not known) may be of gen.
+func mayServe(acl, gen string) bool { return acl == gen || acl == ACLBoth }
+
+// MayLack reports whether backend may not hold keyID yet. The target holds every key the copy
+// reported copied and every key created on it; the source holds every key the migration found
+// there and every key the source answered a CreateKey for. Any other id may be missing (created
+// on the other side since, or not yet copied): a KeyNotFound for it is worth a fallback. A
+// KeyNotFound for a key the backend is known to hold means it was destroyed (or its grant
+// revoked, which Cosmian reports the same way) on that side, and is final.
+func (c *Traffic) MayLack(keyID, backend string) bool {
+	switch backend {
+	case c.sides.tgt.name:
+		return c.book.mayLack(keyID, sideTarget)
+	case c.sides.src.name:
+		return c.book.mayLack(keyID, sideSource)
+	}
+	return true
+}
+
+// Holds reports whether backend holds keyID in any state, read as the keys' owner (KMIP).
+func (c *Traffic) Holds(ctx context.Context, keyID, name string) (bool, error) {
+	b := c.sides.byName(name)
+	if b == nil {
+		return false, fmt.Errorf("cutover: backend %q is neither source nor target", name)
+	}
+	if validKeyID(keyID) != nil {
+		return false, fmt.Errorf("cutover: invalid key id")
+	}
+	a, err := c.sides.attrs(ctx, b, keyID, 1)
+	if err != nil {
+		return false, err
+	}
+	return a != nil, nil
+}
+
+// NoteCreateKeyRefused is the proxy's hook for cosmian.IsXKSCreateKeyRefusal: the key id is recorded as a
+// conflict, named in status and blocking the switch, because the backend holds a different,
+// non-XKS key under the id AWS asked for. The proxy does not retry such a CreateKey on the
+// other backend (that would mint a second key under one id).
+func (c *Traffic) NoteCreateKeyRefused(keyID, backend, reason string) {
+	if validKeyID(keyID) != nil {
+		return
+	}
+	c.log.Warn("cutover: CreateKey refused: a non-XKS key holds this id", "key_id", keyID, "backend", backend)
+	switch c.book.state() {
+	case StateServing, StateRolledBack, StateFinalized:
+		return // no migration to block; the log line and AWS's error say it
+	}
+	c.book.setKey(keyID, KeyProgress{Phase: PhaseCopy, Result: ResultConflict,
+		Error: truncate("CreateKey refused on " + backend + ": " + reason)})
+}
+
+// Reserved reports whether keyID names one of the proxy's own objects on the backends (this key
+// store's marker, a canary alive now): the proxy answers an XKS call for it KeyNotFoundException
+// itself. Called on the request path: anything without the "xksproxy-" prefix is answered
+// without a lock.
+func (c *Traffic) Reserved(keyID string) bool {
+	if !strings.HasPrefix(keyID, ownPrefix) {
+		return false
+	}
+	if strings.HasPrefix(keyID, markerIDPrefix) {
+		if ks := c.keyStore(); ks != "" && keyID == markerID(ks) {
+			return true
+		}
+	}
+	return c.probe.reserved(keyID)
+}
+
+// keyStore is the key store identity ("" before an earlier release's journal is upgraded).
+func (c *Traffic) keyStore() string { return c.book.header().KeyStore }
+
+// FleetSize is the number of live members (1 without a fleet): health's xksProxyFleetSize.
+func (c *Traffic) FleetSize() int {
+	if c.fleet == nil {
+		return 1
+	}
+	return c.fleet.view.size()
+}
+
+// Ready reports whether this replica may serve: in fleet mode, once it applied an epoch (from
+// the store or its local copy). Without a fleet, always.
+func (c *Traffic) Ready() bool { return c.fleet == nil || c.fleet.ready() }

@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+)
+
+// rules are the request-path questions a Migration answers (emuMigration is one).
+type rules interface {
+	Active() bool
+	GrantsPending(keyID, backend string) bool
+	MayLack(keyID, backend string) bool
+	Holds(ctx context.Context, keyID, backend string) (bool, error)
+	MintOn() string
+	Reserved(keyID string) bool
+}
+
+// hooks is a Migration for tests: rules answers the rules (nil: those of no migration in
+// progress), and each observation goes to the function set for it.
+type hooks struct {
+	rules              rules
+	onResult           func(Result)
+	mirror             func(r Result, req, resp []byte)
+	recheck            func(r Result, req []byte)
+	onCreateKey        func(ctx context.Context, ev CreateKeyEvent)
+	onCreateKeyRefused func(keyID, backend, message string)
+	ready              func() bool
+	admin, peer        http.Handler
+}
+
+var _ Migration = (*hooks)(nil)
+
+func (h *hooks) Active() bool { return h.rules != nil && h.rules.Active() }
+func (h *hooks) GrantsPending(id, b string) bool {
+	return h.rules != nil && h.rules.GrantsPending(id, b)
+}
+func (h *hooks) MayLack(id, b string) bool { return h.rules == nil || h.rules.MayLack(id, b) }
+func (h *hooks) Holds(ctx context.Context, id, b string) (bool, error) {
+	if h.rules == nil {
+		return false, nil
+	}
+	return h.rules.Holds(ctx, id, b)
+}
+func (h *hooks) MintOn() string {
+	if h.rules == nil {
+		return ""
+	}
+	return h.rules.MintOn()
+}
+func (h *hooks) Reserved(id string) bool { return h.rules != nil && h.rules.Reserved(id) }
+func (h *hooks) Observe(r Result) {
+	if h.onResult != nil {
+		h.onResult(r)
+	}
+}
+func (h *hooks) Mirror(r Result, req, resp []byte) {
+	if h.mirror != nil {
+		h.mirror(r, req, resp)
+	}
+}
+func (h *hooks) Recheck(r Result, req []byte) {
+	if h.recheck != nil {
+		h.recheck(r, req)
+	}
+}
+func (h *hooks) CreateKey(ctx context.Context, ev CreateKeyEvent) {
+	if h.onCreateKey != nil {
+		h.onCreateKey(ctx, ev)
+	}
+}
+func (h *hooks) CreateKeyRefused(k, b, m string) {
+	if h.onCreateKeyRefused != nil {
+		h.onCreateKeyRefused(k, b, m)
+	}
+}
+func (h *hooks) FleetSize() int { return 1 }
+func (h *hooks) Ready() bool    { return h.ready == nil || h.ready() }
+func (h *hooks) AdminHandler() http.Handler {
+	if h.admin == nil {
+		return http.NotFoundHandler()
+	}
+	return h.admin
+}
+func (h *hooks) PeerHandler() http.Handler { return h.peer }
