@@ -307,16 +307,11 @@ func TestReferenceValidates(t *testing.T) {
 	}
 }
 
-type noRouter struct{}
-
-func (noRouter) SetRoute(uint64, string, string) error { return nil }
-
 // sameCutover: the migration settings after the controller's defaults are the same whether the
 // shown defaults are left out or written.
 func sameCutover(t *testing.T, left, written cutover.Config) {
 	t.Helper()
 	settle := func(c cutover.Config) cutover.Config {
-		c.Router = noRouter{}
 		if err := c.CheckAndSetDefaults(); err != nil {
 			t.Fatalf("cutover settings: %v", err)
 		}
@@ -341,7 +336,7 @@ func sameCutover(t *testing.T, left, written cutover.Config) {
 		return view{
 			Source: c.Source.Name, Target: c.Target.Name, SourceACL: c.Source.ACL, TargetACL: c.Target.ACL,
 			Journal: filepath.Base(c.JournalPath), Select: c.Select, Concurrency: c.Concurrency,
-			RightsSyncRate: c.RightsSyncRate, ShadowDuration: c.Shadow.Duration, SampleRate: *c.Shadow.SampleRate,
+			RightsSyncRate: c.RightsSync.Rate, ShadowDuration: c.Shadow.Duration, SampleRate: *c.Shadow.SampleRate,
 			Probation:   [3]string{c.Probation.Duration.String(), fmt.Sprint(*c.Probation.MaxErrorRate), c.Probation.MaxP99.String()},
 			MinRequests: *c.Probation.MinRequests, Revoke: c.RevokeSourceGrantsOnFinalize, Everyone: c.GrantEveryoneForServiceKeys,
 		}
