@@ -130,7 +130,7 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		Source:      cutover.Backend{Name: co.Source, KMIP: src, ACL: cutover.ACLBoth},
 		Target:      cutover.Backend{Name: co.Target, KMIP: dst, ACL: co.TargetACL},
 		JournalPath: co.JournalPath,
-		Select:      cutover.Selection{Mode: cutover.SelectMode(co.Select), Tag: co.Tag, Keys: co.Keys},
+		Select:      cutover.Selection{Mode: cutover.SelectMode(co.Select), Tag: co.Tag, Keys: co.Keys, Unmovable: co.Unmovable},
 		Concurrency: co.Concurrency,
 
 		RevokeSourceGrantsOnFinalize: co.RevokeSourceGrantsOnFinalize,

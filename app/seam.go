@@ -22,16 +22,19 @@ type seam struct {
 
 var _ proxy.Migration = (*seam)(nil)
 
-func (s *seam) Active() bool                        { return s.t.Active() }
-func (s *seam) GrantsPending(keyID, b string) bool  { return s.t.GrantsPending(keyID, b) }
-func (s *seam) MayLack(keyID, backend string) bool  { return s.t.MayLack(keyID, backend) }
-func (s *seam) MintOn() string                      { return s.t.MintOn() }
-func (s *seam) Reserved(keyID string) bool          { return s.t.Reserved(keyID) }
-func (s *seam) FleetSize() int                      { return s.t.FleetSize() }
-func (s *seam) Ready() bool                         { return s.t.Ready() }
-func (s *seam) AdminHandler() http.Handler          { return s.admin }
-func (s *seam) PeerHandler() http.Handler           { return s.peer }
-func (s *seam) CreateKeyRefused(keyID, b, m string) { s.t.NoteCreateKeyRefused(keyID, b, m) }
+func (s *seam) Active() bool                          { return s.t.Active() }
+func (s *seam) GrantsPending(keyID, b string) bool    { return s.t.GrantsPending(keyID, b) }
+func (s *seam) MayLack(keyID, backend string) bool    { return s.t.MayLack(keyID, backend) }
+func (s *seam) MintOn() string                        { return s.t.MintOn() }
+func (s *seam) Reserved(keyID string) bool            { return s.t.Reserved(keyID) }
+func (s *seam) KeptOn(keyID string) string            { return s.t.KeptOn(keyID) }
+func (s *seam) TrialOn(keyID, servedBy string) string { return s.t.TrialOn(keyID, servedBy) }
+func (s *seam) CrossChecked(backend string, ok bool)  { s.t.CrossChecked(backend, ok) }
+func (s *seam) FleetSize() int                        { return s.t.FleetSize() }
+func (s *seam) Ready() bool                           { return s.t.Ready() }
+func (s *seam) AdminHandler() http.Handler            { return s.admin }
+func (s *seam) PeerHandler() http.Handler             { return s.peer }
+func (s *seam) CreateKeyRefused(keyID, b, m string)   { s.t.NoteCreateKeyRefused(keyID, b, m) }
 
 func (s *seam) Holds(ctx context.Context, keyID, backend string) (bool, error) {
 	return s.t.Holds(ctx, keyID, backend)

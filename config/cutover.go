@@ -15,6 +15,7 @@ type Cutover struct {
 	Select                       string   `toml:"select"`
 	Tag                          string   `toml:"tag"`
 	Keys                         []string `toml:"keys"`
+	Unmovable                    string   `toml:"unmovable"`
 	Concurrency                  int      `toml:"concurrency"`
 	RightsSyncRate               *float64 `toml:"rights_sync_rate"`
 	TargetACL                    string   `toml:"target_acl"`
@@ -55,6 +56,9 @@ func (c *checker) cutover(f *File, names map[string]int) {
 	}
 	for i, k := range co.Keys {
 		c.xksRule(fmt.Sprintf("cutover.keys[%d]", i), xks.ValidKeyID(k))
+	}
+	if co.Unmovable != "" {
+		c.rule("cutover.unmovable", cutover.CheckUnmovable(co.Unmovable))
 	}
 	if co.Concurrency != 0 {
 		c.rule("cutover.concurrency", cutover.CheckConcurrency(co.Concurrency))

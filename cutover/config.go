@@ -37,6 +37,27 @@ type Selection struct {
 	// Exclude names ids never migrated in either direction, whatever the mode: each backend's
 	// own health-check test key exists on both sides with different material by design.
 	Exclude []string `json:"exclude,omitempty"`
+	// Unmovable says what becomes of a selected key that cannot be exported at all
+	// (sensitive, not extractable, wrapped without its wrapping key): UnmovableBlock (default:
+	// it blocks the switch, named) or UnmovableKeep (it stays served by the source for good,
+	// through a route of its own that survives finalize; the source cannot be retired while any
+	// remains).
+	Unmovable string `json:"unmovable,omitempty"`
+}
+
+// What becomes of a key that cannot be exported (Selection.Unmovable).
+const (
+	UnmovableBlock = "block"
+	UnmovableKeep  = "keep-on-source"
+)
+
+// CheckUnmovable: the unmovable-key policy.
+func CheckUnmovable(s string) error {
+	switch s {
+	case UnmovableBlock, UnmovableKeep:
+		return nil
+	}
+	return fmt.Errorf("must be %q or %q", UnmovableBlock, UnmovableKeep)
 }
 
 // ShadowConfig bounds the optional mirroring of live Decrypts to the target.
@@ -230,6 +251,12 @@ func (s *Selection) checkAndSetDefaults() error {
 	}
 	if s.Tag == "" {
 		s.Tag = cosmian.XKSTag
+	}
+	if s.Unmovable == "" {
+		s.Unmovable = UnmovableBlock
+	}
+	if err := CheckUnmovable(s.Unmovable); err != nil {
+		return fmt.Errorf("cutover: unmovable %q: %w", s.Unmovable, err)
 	}
 	if s.Mode == SelectList && len(s.Keys) == 0 {
 		return errors.New("cutover: selection mode list needs keys")

@@ -38,8 +38,8 @@ func (c *copier) copyKey(ctx context.Context, from, to *backend, uid string, att
 	if sa == nil {
 		return "", failKey("not found on %s, or the configured identity has no right on it", from.name)
 	}
-	if sa.Sensitive {
-		return "", failKey("sensitive key: cannot be exported")
+	if why := unmovableAttrs(sa); why != "" {
+		return "", unmovableKey("%s", why)
 	}
 	if sa.ObjectType != "" && sa.ObjectType != "SymmetricKey" {
 		return "", failKey("unsupported object type %s (only symmetric keys migrate)", sa.ObjectType)
@@ -227,6 +227,19 @@ func (c *copier) copyOne(ctx context.Context, id string) error {
 	switch {
 	case err == nil:
 		c.book.setKey(id, KeyProgress{Phase: PhaseCopy, Result: res, Existing: res == ResultSkipped})
+	case errors.As(err, &ke) && ke.unmovable:
+		reason := c.unmovableReason(ke.reason)
+		if c.sel.Unmovable == UnmovableKeep {
+			if kerr := c.book.keep(id, c.src.name, ke.reason); kerr == nil {
+				c.book.setKey(id, KeyProgress{Phase: PhaseCopy, Result: ResultKept, Error: reason})
+				c.log.Warn("cutover: key cannot be exported; it stays served by the source", "key_id", id, "source", c.src.name, "reason", ke.reason)
+				return nil
+			} else {
+				reason = truncate(kerr.Error())
+			}
+		}
+		c.book.setKey(id, KeyProgress{Phase: PhaseCopy, Result: ResultError, Error: reason})
+		c.log.Warn("cutover: key cannot be exported; it blocks the switch", "key_id", id, "reason", reason)
 	case errors.As(err, &ke):
 		c.book.setKey(id, KeyProgress{Phase: PhaseCopy, Result: ke.result, Error: ke.reason})
 		c.log.Warn("cutover: key not copied", "key_id", id, "result", ke.result, "reason", ke.reason)
@@ -298,8 +311,8 @@ func (c *copier) copyCreated(ctx context.Context, keyID, backend string) {
 	// AWS repeats CreateKey (GetKeyMetadata with kmsOperation CreateKey) for keys that exist: a
 	// key this process copied to completion, or one the migration copied, is on both sides, and
 	// copying it again on every repeat would only load both backends while the migration runs.
-	if c.book.marks.isCompleted(keyID) {
-		return
+	if c.book.marks.isCompleted(keyID) || c.book.keptOn(keyID) != "" {
+		return // on both sides already, or kept where it is for good
 	}
 	if k, ok := c.book.key(keyID); copied(k, ok) {
 		return

@@ -114,7 +114,7 @@ func TestPerKeyFailures(t *testing.T) {
 
 	p, err := c.Plan(ctx)
 	must(t, err)
-	want := map[string]string{"same": ActionSkip, "conflict": ActionConflict, "sensitive": ActionError, "notowned": ActionError, "key-000": ActionCopy}
+	want := map[string]string{"same": ActionSkip, "conflict": ActionConflict, "sensitive": ActionUnmovable, "notowned": ActionError, "key-000": ActionCopy}
 	for _, k := range p.Keys {
 		if w, ok := want[k.KeyID]; ok && k.Action != w {
 			t.Errorf("plan %s: %s (%s), want %s", k.KeyID, k.Action, k.Reason, w)
@@ -128,7 +128,7 @@ func TestPerKeyFailures(t *testing.T) {
 	}
 	for id, sub := range map[string]string{
 		"conflict":  "conflict: a different key",
-		"sensitive": "sensitive key: cannot be exported",
+		"sensitive": "sensitive key: its material cannot be exported; blocks the switch",
 		"notowned":  "does not own",
 	} {
 		if !strings.Contains(reasons[id], sub) {

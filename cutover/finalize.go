@@ -52,7 +52,7 @@ func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOp
 	var mu sync.Mutex
 	var failed []KeyFailure
 	err = c.sides.forEach(ctx, ids, func(ctx context.Context, id string) error {
-		if k, ok := c.book.key(id); verified(k, ok) {
+		if k, ok := c.book.key(id); verified(k, ok) || ok && k.Result == ResultKept || c.book.keptOn(id) != "" {
 			return nil
 		}
 		_, err := c.copier.copyKey(ctx, c.sides.src, c.sides.tgt, id, controlAttempts)

@@ -39,6 +39,9 @@ const (
 	ResultSkipped  = "skipped" // identical key already on the target
 	ResultConflict = "conflict"
 	ResultError    = "error"
+	// ResultKept: the key cannot be exported and stays served by the source for good
+	// (Selection.Unmovable = UnmovableKeep; Header.Kept routes it).
+	ResultKept = "kept"
 )
 
 // journal is the persisted state machine: the header (see Header; its fields are the file's
@@ -165,6 +168,14 @@ func (j *journal) validate() error {
 	if j.Source == j.Target {
 		return fmt.Errorf("source and target are both %q", j.Source)
 	}
+	if len(j.Kept) > MaxKept {
+		return fmt.Errorf("%d kept keys (at most %d)", len(j.Kept), MaxKept)
+	}
+	for _, k := range j.Kept {
+		if validKeyID(k.ID) != nil || k.On == "" {
+			return errors.New("a kept key without an id or a backend")
+		}
+	}
 	for id, k := range j.Keys {
 		if id == "" || k == nil {
 			return errors.New("empty key entry")
@@ -173,7 +184,7 @@ func (j *journal) validate() error {
 			return fmt.Errorf("key %q: unknown phase %q", id, k.Phase)
 		}
 		switch k.Result {
-		case ResultOK, ResultSkipped, ResultConflict, ResultError:
+		case ResultOK, ResultSkipped, ResultConflict, ResultError, ResultKept:
 		default:
 			return fmt.Errorf("key %q: unknown result %q", id, k.Result)
 		}
@@ -268,5 +279,6 @@ func (j *journal) clone() *journal {
 	}
 	c.CreatedDuring = append([]string(nil), j.CreatedDuring...)
 	c.CreatedOnTarget = append([]string(nil), j.CreatedOnTarget...)
+	c.Kept = append([]KeptKey(nil), j.Kept...)
 	return &c
 }

@@ -72,12 +72,39 @@ func (c *sides) byName(name string) *backend {
 type keyError struct {
 	result string
 	reason string
+	// unmovable: the key cannot leave its backend at all (sensitive, not extractable, wrapped
+	// without its wrapping key): Config.Unmovable decides whether that blocks the switch or the
+	// key stays served where it is.
+	unmovable bool
 }
 
 func (e *keyError) Error() string { return e.reason }
 
 func failKey(format string, args ...any) *keyError {
 	return &keyError{result: ResultError, reason: truncate(fmt.Sprintf(format, args...))}
+}
+
+func unmovableKey(format string, args ...any) *keyError {
+	return &keyError{result: ResultError, reason: truncate(fmt.Sprintf(format, args...)), unmovable: true}
+}
+
+// isUnmovable reports whether err says the key cannot be exported from its backend at all.
+func isUnmovable(err error) (*keyError, bool) {
+	var ke *keyError
+	return ke, errors.As(err, &ke) && ke.unmovable
+}
+
+// unmovableAttrs says why a key's attributes forbid its export ("" when they do not).
+func unmovableAttrs(a *cosmian.KeyAttributes) string {
+	switch {
+	case a.Sensitive:
+		return "sensitive key: its material cannot be exported"
+	case a.Extractable != nil && !*a.Extractable:
+		return "not extractable (Extractable = false): Cosmian 5.28 and later refuse its export"
+	case a.NeverExtractable != nil && *a.NeverExtractable:
+		return "never extractable (NeverExtractable = true): Cosmian 5.28 and later refuse its export"
+	}
+	return ""
 }
 
 func conflictKey(format string, args ...any) *keyError {
@@ -249,9 +276,11 @@ func destroyed(state string) bool {
 func exportErr(b *backend, err error) error {
 	switch {
 	case errors.Is(err, cosmian.ErrWrapped):
-		return failKey("key is wrapped at rest on %s and the server did not unwrap it (is its wrapping key available?)", b.name)
+		return unmovableKey("key is wrapped at rest on %s and the server did not unwrap it (is its wrapping key available?)", b.name)
 	case errors.Is(err, cosmian.ErrSensitive):
-		return failKey("sensitive key: cannot be exported from %s", b.name)
+		return unmovableKey("sensitive key: cannot be exported from %s", b.name)
+	case errors.Is(err, cosmian.ErrNotExtractable):
+		return unmovableKey("not extractable: %s refuses its export", b.name)
 	case errors.Is(err, cosmian.ErrNotFound), errors.Is(err, cosmian.ErrAccessDenied):
 		return failKey("cannot export from %s: the configured identity does not own this key (or it does not exist): %v", b.name, err)
 	case errors.Is(err, cosmian.ErrWrongState):
@@ -277,7 +306,7 @@ func (c *sides) export(ctx context.Context, b *backend, uid string, attempts int
 	}
 	if exp.Wrapped {
 		exp.Wipe()
-		return nil, failKey("key is wrapped at rest on %s and the server did not unwrap it (is its wrapping key available?)", b.name)
+		return nil, unmovableKey("key is wrapped at rest on %s and the server did not unwrap it (is its wrapping key available?)", b.name)
 	}
 	if len(exp.Material) == 0 {
 		exp.Wipe()

@@ -3,6 +3,7 @@ package cutover
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
@@ -35,10 +36,10 @@ type ledger struct {
 	mu      sync.Mutex
 	j       *journal
 	unsaved unsaved
-	created map[string]bool // CreatedDuring ∪ CreatedOnTarget, for dedupe
-	changed chan struct{}   // closed and replaced when the state changed (and its route was applied)
-	listed  int             // size of the current work list (progress)
-	cur     atomic.Value    // State
+	created map[string]bool      // CreatedDuring ∪ CreatedOnTarget, for dedupe
+	changed chan struct{}        // closed and replaced when the state changed (and its route was applied)
+	listed  int                  // size of the current work list (progress)
+	cur     atomic.Pointer[live] // what the request path reads without a lock
 	// onCreated wakes the backfill: a key was created while the target serves.
 	onCreated chan struct{}
 	marks     keyMarks
@@ -68,7 +69,7 @@ func (l *ledger) adopt(j *journal) {
 	l.j = j
 	l.rebuildCreatedLocked()
 	l.unsaved = unsaved{keys: map[string]bool{}}
-	l.cur.Store(j.State)
+	l.publishLocked()
 	l.m.setState(j.State, j.Epoch)
 	l.m.setKeys(j)
 }
@@ -86,8 +87,63 @@ func (l *ledger) rebuildCreatedLocked() {
 // loaded reports whether a journal was adopted.
 func (l *ledger) loaded() bool { return l.cur.Load() != nil }
 
+// live is what the request path reads without a lock: the state, and the keys kept on a
+// backend for good (nil: none).
+type live struct {
+	state State
+	kept  map[string]string // key id → the backend that serves it
+}
+
+// publishLocked makes the journal's state and kept keys what the request path reads.
+func (l *ledger) publishLocked() {
+	v := &live{state: l.j.State}
+	if len(l.j.Kept) > 0 {
+		v.kept = make(map[string]string, len(l.j.Kept))
+		for _, k := range l.j.Kept {
+			v.kept[k.ID] = k.On
+		}
+	}
+	l.cur.Store(v)
+}
+
+// keptOn names the backend that serves keyID for good, "" for a key that moves (the request
+// path asks: no lock, no allocation).
+func (l *ledger) keptOn(keyID string) string {
+	v := l.cur.Load()
+	if v == nil || v.kept == nil {
+		return ""
+	}
+	return v.kept[keyID]
+}
+
+// keep records that keyID, which cannot be exported, stays served by on for good (reason says
+// why). Saved with the header by the next flush; the request path routes it there at once.
+func (l *ledger) keep(keyID, on, reason string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range l.j.Kept {
+		if k.ID == keyID {
+			return nil
+		}
+	}
+	if len(l.j.Kept) >= MaxKept {
+		return fmt.Errorf("cutover: more than %d keys cannot be exported: keeping them on %s would make the journal's header too large; they block the switch", MaxKept, on)
+	}
+	l.j.Kept = append(l.j.Kept, KeptKey{ID: keyID, On: on, Reason: reason})
+	l.unsaved.header = true
+	l.publishLocked()
+	return nil
+}
+
+// kept lists the keys kept on a backend for good.
+func (l *ledger) kept() []KeptKey {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.j.Kept)
+}
+
 // state is the current state, without a lock (the request path reads it).
-func (l *ledger) state() State { return l.cur.Load().(State) }
+func (l *ledger) state() State { return l.cur.Load().state }
 
 // header is a copy of the journal's header.
 func (l *ledger) header() Header {
@@ -180,7 +236,7 @@ func (l *ledger) move(ev event, mutate func(h *Header)) (moved, error) {
 	}
 	mv := moved{from: from, to: to, epoch: l.j.Epoch}
 	mv.primary, mv.fallback = l.j.Route()
-	l.cur.Store(to)
+	l.publishLocked()
 	l.m.setState(to, mv.epoch)
 	l.m.setKeys(l.j)
 	l.rec.note(markerOf(l.j)) // confirmed, in the background
@@ -392,6 +448,8 @@ func (l *ledger) fill(s *Status) (probationPassed bool) {
 			s.Keys.Conflicts++
 		case k.Result == ResultError:
 			s.Keys.Errors++
+		case k.Result == ResultKept:
+			s.Keys.Kept++
 		default:
 			s.Keys.Copied++
 			if k.Existing || k.Result == ResultSkipped {
@@ -407,7 +465,8 @@ func (l *ledger) fill(s *Status) (probationPassed bool) {
 		}
 	}
 	s.Keys.Total = max(l.listed, len(j.Keys))
-	s.Keys.Pending = max(0, s.Keys.Total-s.Keys.Copied-s.Keys.Errors-s.Keys.Conflicts)
+	s.Keys.Pending = max(0, s.Keys.Total-s.Keys.Copied-s.Keys.Errors-s.Keys.Conflicts-s.Keys.Kept)
+	s.Kept = slices.Clone(j.Kept)
 	return j.ProbationPassed
 }
 
@@ -494,7 +553,7 @@ func (l *ledger) take(h *Header, driver bool) bool {
 		l.j.Keys = map[string]*KeyProgress{}
 	}
 	l.j.Header = *h
-	l.cur.Store(h.State)
+	l.publishLocked()
 	l.m.setState(h.State, h.Epoch)
 	return true
 }

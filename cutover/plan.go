@@ -13,7 +13,11 @@ const (
 	ActionCopy     = "copy"     // absent on the target: will be copied
 	ActionSkip     = "skip"     // identical key already on the target
 	ActionConflict = "conflict" // a different key under the same uid on the target: blocks
-	ActionError    = "error"    // cannot be migrated (sensitive, wrapped, not owned…)
+	ActionError    = "error"    // cannot be migrated (not owned, not found…)
+	// ActionUnmovable: the key cannot be exported at all (sensitive, not extractable, wrapped):
+	// it blocks the switch, or with [cutover] unmovable = "keep-on-source" it stays served by
+	// the source for good.
+	ActionUnmovable = "unmovable"
 )
 
 // PlanKey is the plan for one key.
@@ -80,6 +84,10 @@ func (c *sides) planKey(ctx context.Context, id string) PlanKey {
 			pk.Action = ActionConflict
 		}
 		pk.Reason = truncate(err.Error())
+		if ke, ok := isUnmovable(err); ok {
+			pk.Action = ActionUnmovable
+			pk.Reason = c.unmovableReason(ke.reason)
+		}
 		return pk
 	}
 	sa, err := c.attrs(ctx, c.src, id, controlAttempts)
@@ -89,8 +97,8 @@ func (c *sides) planKey(ctx context.Context, id string) PlanKey {
 	if sa == nil {
 		return fail(failKey("not found on %s, or the configured identity has no right on it", c.src.name))
 	}
-	if sa.Sensitive {
-		return fail(failKey("sensitive key: cannot be exported"))
+	if why := unmovableAttrs(sa); why != "" {
+		return fail(unmovableKey("%s", why))
 	}
 	if sa.ObjectType != "" && sa.ObjectType != "SymmetricKey" {
 		return fail(failKey("unsupported object type %s (only symmetric keys migrate)", sa.ObjectType))
@@ -121,4 +129,13 @@ func (c *sides) planKey(ctx context.Context, id string) PlanKey {
 	pk.Action = ActionSkip
 	pk.Reason = "identical key already on " + c.tgt.name
 	return pk
+}
+
+// unmovableReason is what plan and the copy say of a key that cannot be exported: why, and what
+// the configuration makes of it.
+func (c *sides) unmovableReason(why string) string {
+	if c.sel.Unmovable == UnmovableKeep {
+		return truncate(why + "; stays served by " + c.src.name + " for good ([cutover] unmovable = \"keep-on-source\"): " + c.src.name + " cannot be retired while it remains")
+	}
+	return truncate(why + "; blocks the switch: [cutover] unmovable = \"keep-on-source\" leaves it served by " + c.src.name + " and moves everything else")
 }

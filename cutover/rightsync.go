@@ -336,7 +336,7 @@ func (c *rightsSync) syncRights(ctx context.Context, id string, attempts int, no
 // migrated keys. Failures are reported, not fatal: the route no longer
 // reaches the source.
 func (c *rightsSync) revokeSource(ctx context.Context) {
-	ids := c.book.keyIDs(nil)
+	ids := c.book.keyIDs(isCopied) // never a kept key: the source still serves it
 	var mu sync.Mutex
 	var failed []string
 	_ = c.forEach(ctx, ids, func(ctx context.Context, id string) error {

@@ -74,6 +74,8 @@ func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, categor
 	if err := c.transition(held, ev, func(h *Header) {
 		h.Reason = reason
 		h.LastError = ""
+		// The source serves every key again: a key kept there needs no route of its own.
+		h.Kept = slices.DeleteFunc(slices.Clone(h.Kept), func(k KeptKey) bool { return k.On == h.Source })
 	}); err != nil {
 		return err
 	}

@@ -80,7 +80,8 @@ func (r *roster) size() int {
 }
 
 func (s ShadowStats) add(o ShadowStats) ShadowStats {
-	return ShadowStats{Match: s.Match + o.Match, Mismatch: s.Mismatch + o.Mismatch, Errors: s.Errors + o.Errors, Dropped: s.Dropped + o.Dropped}
+	return ShadowStats{Match: s.Match + o.Match, Mismatch: s.Mismatch + o.Mismatch, Errors: s.Errors + o.Errors, Dropped: s.Dropped + o.Dropped,
+		CrossOK: s.CrossOK + o.CrossOK, CrossFailed: s.CrossFailed + o.CrossFailed}
 }
 
 // FleetStatus is the fleet part of Status.

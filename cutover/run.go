@@ -226,7 +226,7 @@ func (c *Controller) catchUp(ctx context.Context, verify bool) error {
 		var todo []string
 		for _, id := range ids {
 			k, ok := c.book.key(id)
-			if ok && (k.Result == ResultError || k.Result == ResultConflict) {
+			if ok && (k.Result == ResultError || k.Result == ResultConflict || k.Result == ResultKept) {
 				continue
 			}
 			if !copied(k, ok) || (verify && !verified(k, ok)) {

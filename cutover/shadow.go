@@ -31,6 +31,11 @@ type ShadowStats struct {
 	Mismatch uint64 `json:"mismatch"`
 	Errors   uint64 `json:"errors"`
 	Dropped  uint64 `json:"dropped"`
+	// CrossOK and CrossFailed count Encrypts whose CDIV trial decrypt ran on the other backend
+	// (the live-traffic proof that each side decrypts what the other encrypts) and passed or
+	// failed there.
+	CrossOK     uint64 `json:"cross_ok,omitempty"`
+	CrossFailed uint64 `json:"cross_failed,omitempty"`
 }
 
 // shadower mirrors live Decrypts the source answered to the target and compares the plaintexts
@@ -44,7 +49,7 @@ type shadower struct {
 	log    *slog.Logger
 	queue  chan shadowItem
 
-	match, mismatch, errs, dropped atomic.Uint64
+	n shadowCounts
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -71,7 +76,23 @@ func (s *shadower) stats() ShadowStats {
 }
 
 func (s *shadower) snapshot() ShadowStats {
-	return ShadowStats{Match: s.match.Load(), Mismatch: s.mismatch.Load(), Errors: s.errs.Load(), Dropped: s.dropped.Load()}
+	return ShadowStats{Match: s.n.match.Load(), Mismatch: s.n.mismatch.Load(), Errors: s.n.errs.Load(), Dropped: s.n.dropped.Load(),
+		CrossOK: s.n.crossOK.Load(), CrossFailed: s.n.crossFailed.Load()}
+}
+
+// shadowCounts are the shadower's counters.
+type shadowCounts struct {
+	match, mismatch, errs, dropped, crossOK, crossFailed atomic.Uint64
+}
+
+// crossChecked counts a CDIV trial decrypt run on the other backend.
+func (s *shadower) crossChecked(backend string, ok bool) {
+	if ok {
+		s.count("cross_ok", &s.n.crossOK)
+		return
+	}
+	s.count("cross_failed", &s.n.crossFailed)
+	s.log.Error("cutover: a live Encrypt's trial decrypt failed on the other backend (the serving one's decided)", "backend", backend)
 }
 
 func (s *shadower) count(result string, n *atomic.Uint64) {
@@ -118,7 +139,7 @@ func (s *shadower) stop() {
 		select {
 		case it := <-s.queue:
 			clear(it.body)
-			s.count("dropped", &s.dropped)
+			s.count("dropped", &s.n.dropped)
 		default:
 			return
 		}
@@ -143,15 +164,15 @@ func (s *shadower) compare(ctx context.Context, it shadowItem) {
 	defer cancel()
 	status, resp, err := s.ctl.link.forward(ctx, s.target, xks.OpDecrypt, it.keyID, it.body)
 	if err != nil || status != http.StatusOK {
-		s.count("error", &s.errs)
+		s.count("error", &s.n.errs)
 		return
 	}
 	d := sha256.Sum256(resp)
 	clear(resp) // the target's plaintext
 	if subtle.ConstantTimeCompare(d[:], it.digest[:]) == 1 {
-		s.count("match", &s.match)
+		s.count("match", &s.n.match)
 	} else {
-		s.count("mismatch", &s.mismatch)
+		s.count("mismatch", &s.n.mismatch)
 		s.log.Error("cutover: shadow mismatch: the target decrypted a live ciphertext to different plaintext", "key_id", it.keyID, "target", s.target)
 	}
 }
@@ -166,7 +187,7 @@ func (s *shadower) mirror(keyID string, reqBody, respBody []byte) {
 		return
 	}
 	if len(reqBody) > maxMirrorBody || validKeyID(keyID) != nil {
-		s.count("error", &s.errs)
+		s.count("error", &s.n.errs)
 		return
 	}
 	it := shadowItem{keyID: keyID, body: append([]byte(nil), reqBody...), digest: sha256.Sum256(respBody)}
@@ -174,6 +195,6 @@ func (s *shadower) mirror(keyID string, reqBody, respBody []byte) {
 	case s.queue <- it:
 	default:
 		clear(it.body)
-		s.count("dropped", &s.dropped)
+		s.count("dropped", &s.n.dropped)
 	}
 }

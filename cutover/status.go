@@ -15,7 +15,9 @@ type KeyCounts struct {
 	Verified  int `json:"verified"`
 	Conflicts int `json:"conflicts"`
 	Errors    int `json:"errors"`
-	Pending   int `json:"pending"`
+	// Kept: keys that cannot be exported, left served by the source (Status.Kept names them).
+	Kept    int `json:"kept,omitempty"`
+	Pending int `json:"pending"`
 	// GrantsCopied counts (key, user) grants this process applied on the target, the
 	// [aws-xks-service] grant included; it restarts at zero with the process.
 	GrantsCopied int `json:"grants_copied"`
@@ -78,6 +80,9 @@ type Status struct {
 	Fallbacks       uint64           `json:"fallbacks"`
 	SharedStorage   bool             `json:"shared_storage,omitempty"`
 	Notes           []string         `json:"notes,omitempty"` // shared storage, ids never migrated
+	// Kept are the keys that cannot be exported and are served for good by the backend each
+	// names (from every migration so far): that backend cannot be retired while any remain.
+	Kept []KeptKey `json:"kept,omitempty"`
 	// Fleet is set in fleet mode: this member, the driver, every registered member.
 	Fleet *FleetStatus `json:"fleet,omitempty"`
 }

@@ -40,8 +40,11 @@ type Header struct {
 	// ProbationPassed is set once the probation window ended without breach.
 	ProbationPassed bool         `json:"probation_passed,omitempty"`
 	Options         StartOptions `json:"options"`
-	Reason          string       `json:"reason,omitempty"`     // rollback reason
-	LastError       string       `json:"last_error,omitempty"` // why the machine stopped, if it did
+	Reason          string       `json:"reason,omitempty"` // rollback reason
+	// Kept are keys that cannot be exported, served for good by the backend named (Selection's
+	// UnmovableKeep): their route survives finalize and the next migrations.
+	Kept      []KeptKey `json:"kept,omitempty"`
+	LastError string    `json:"last_error,omitempty"` // why the machine stopped, if it did
 }
 
 // Route is the route this header's state serves (the state table's routes): primary and
@@ -100,3 +103,14 @@ type Change struct {
 	// Created are new created-key notes (add only).
 	Created []CreatedKey
 }
+
+// KeptKey is a key that cannot be exported and stays served by backend On.
+type KeptKey struct {
+	ID     string `json:"id"`
+	On     string `json:"on"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// MaxKept bounds the keys kept on a backend for good: they live in the journal's header, which
+// every epoch writes whole.
+const MaxKept = 1000

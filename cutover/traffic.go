@@ -38,7 +38,7 @@ func (c *Controller) Traffic() *Traffic {
 // rollback), never who may use it: the caller's principal is not recorded, and every right the
 // migration writes is copied from the access list the other backend holds (copyGrants).
 func (c *Traffic) NoteCreateKey(keyID, backend string) {
-	if validKeyID(keyID) != nil || slices.Contains(c.sides.sel.Exclude, keyID) {
+	if validKeyID(keyID) != nil || slices.Contains(c.sides.sel.Exclude, keyID) || c.book.keptOn(keyID) != "" {
 		return
 	}
 	onSource := backend == c.sides.src.name
@@ -199,6 +199,39 @@ func (c *Traffic) NoteCreateKeyRefused(keyID, backend, reason string) {
 	c.book.setKey(keyID, KeyProgress{Phase: PhaseCopy, Result: ResultConflict,
 		Error: truncate("CreateKey refused on " + backend + ": " + reason)})
 }
+
+// TrialOn names the backend other than servedBy that runs an Encrypt's CDIV trial decrypt
+// while a migration holds keyID on both sides (verified, shadowing or switched: every key was
+// copied and verified), "" otherwise: live traffic then proves the target decrypts what the
+// source encrypts, and the reverse.
+func (c *Traffic) TrialOn(keyID, servedBy string) string {
+	switch c.book.state() {
+	case StateVerified, StateShadowing, StateSwitched:
+	default:
+		return ""
+	}
+	var other *backend
+	var s side
+	switch servedBy {
+	case c.sides.src.name:
+		other, s = c.sides.tgt, sideTarget
+	case c.sides.tgt.name:
+		other, s = c.sides.src, sideSource
+	default:
+		return ""
+	}
+	if c.book.keptOn(keyID) != "" || c.book.mayLack(keyID, s) || c.book.marks.grantsPending(keyID, other.name) {
+		return ""
+	}
+	return other.name
+}
+
+// CrossChecked counts a CDIV trial decrypt run on the other backend, beside the shadow figures.
+func (c *Traffic) CrossChecked(backend string, ok bool) { c.shadow.crossChecked(backend, ok) }
+
+// KeptOn names the backend that serves keyID for good because it cannot be exported ("" for
+// any other key): the proxy routes it there alone.
+func (c *Traffic) KeptOn(keyID string) string { return c.book.keptOn(keyID) }
 
 // Reserved reports whether keyID names one of the proxy's own objects on the backends (this key
 // store's marker, a canary alive now): the proxy answers an XKS call for it KeyNotFoundException

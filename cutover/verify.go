@@ -188,7 +188,7 @@ func (c *verifier) checkTarget(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("target %s does not answer: %v", c.tgt.name, err)
 	}
-	ids := c.book.keyIDs(nil)
+	ids := c.book.keyIDs(isCopied) // a key kept on the source is not on the target
 	if len(ids) == 0 {
 		return nil
 	}

@@ -366,3 +366,67 @@ func TestCallerNamesOwnObjects(t *testing.T) {
 		})
 	}
 }
+
+// A key Cosmian 5.28 will not export, in a fleet of three replicas with unmovable =
+// "keep-on-source": the migration finalizes with every other key on B and that key still served
+// by A, through every replica, before and after a restart of the whole fleet.
+func TestFleetUnexportableKeyKeptOnSource(t *testing.T) {
+	const locked = "locked-key"
+	f := startFleet(t, 4, 3, func(c *devstack.Config) {
+		c.CosmianA, c.CosmianB = kmsemu.Cosmian528, kmsemu.Cosmian528
+		c.Keys = append(c.Keys, devstack.Key{ID: locked, Usage: devstack.UsageEncryptDecrypt, Grants: []string{principal}, Unexportable: true})
+		c.Select.Unmovable = cutover.UnmovableKeep
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	cts := map[string]*xks.EncryptResponse{}
+	for _, r := range f.running() {
+		ct, err := newXKSAsAt(t, f.st, r.Endpoint, principal).encrypt(ctx, locked)
+		if err != nil {
+			t.Fatalf("%s: encrypt with the unexportable key: %v", r.Name, err)
+		}
+		cts[r.Name] = ct
+	}
+	p, err := f.admin(f.driver()).Plan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(p.Keys, func(k cutover.PlanKey) bool { return k.KeyID == locked }); i < 0 || p.Keys[i].Action != cutover.ActionUnmovable {
+		t.Fatalf("plan: %+v", p.Keys)
+	}
+	if _, err := f.admin(f.driver()).Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitAll(t, cutover.StateSwitched)
+	if _, err := f.admin(f.driver()).Finalize(ctx, cutover.FinalizeOptions{Force: true, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitAll(t, cutover.StateFinalized)
+	if len(st.Kept) != 1 || st.Kept[0].ID != locked || st.Kept[0].On != "a" {
+		t.Fatalf("kept %+v", st.Kept)
+	}
+	if _, ok := f.st.B.Object(locked); ok {
+		t.Fatal("the unexportable key is on B")
+	}
+	check := func(when string) {
+		for _, r := range f.running() {
+			x := newXKSAsAt(t, f.st, r.Endpoint, principal)
+			for name, ct := range cts {
+				if err := x.decrypt(ctx, locked, ct); err != nil {
+					t.Errorf("%s: %s: decrypting what %s encrypted with the kept key: %v", when, r.Name, name, err)
+				}
+			}
+			if _, err := x.encrypt(ctx, f.ids[0]); err != nil {
+				t.Errorf("%s: %s: a migrated key: %v", when, r.Name, err)
+			}
+		}
+	}
+	check("after finalize")
+	for _, r := range f.running() {
+		if err := r.Restart(ctx); err != nil {
+			t.Fatalf("restarting %s: %v", r.Name, err)
+		}
+	}
+	f.waitMembers(t, 3)
+	check("after a restart of every replica")
+}

@@ -15,36 +15,65 @@ import (
 // request's budget — and checks that the plaintext is the one sent. Requests without a CDIV
 // never come here.
 
-// trialDecryptBackend returns the backend that runs the trial decrypt of an Encrypt that the
-// backend named encryptedOn answered: that same backend. It is the seam for a migration that
-// wants the other backend to prove it decrypts what this one encrypted; such a choice must keep a
-// refusal there from failing a request the serving backend answered.
-func (p *Proxy) trialDecryptBackend(encryptedOn string) *backend { return p.backends[encryptedOn] }
-
 // verifyEncrypt checks a successful Encrypt reply out that asked for a CDIV (ex.v.WantCDIV) and
-// returns it unchanged, or the XKS error that replaces it.
+// returns it unchanged, or the XKS error that replaces it. While a migration holds the key on
+// both sides (Migration.TrialOn), the trial decrypt runs on the other backend first: live traffic
+// then proves the target decrypts what the source encrypts (and the reverse). A failure there is
+// counted and logged (Migration.CrossChecked) and the serving backend's own trial decides, so it
+// is never the caller's failure.
 func (p *Proxy) verifyEncrypt(ex *exchange, status int, out []byte) (int, []byte, error) {
 	if err := xks.CheckCDIV(ex.body, out); err != nil {
 		e := &xks.Error{Name: xks.NameOf(err), Message: xks.MessageOf(err) + " (backend " + ex.res.Backend + ")", Err: err}
 		return p.replaceReply(ex, e)
 	}
-	b := p.trialDecryptBackend(ex.res.Backend)
+	b := p.backends[ex.res.Backend]
 	if b == nil {
 		return p.replaceReply(ex, xks.Errorf(xks.InternalException, "no backend %q to run the trial decrypt on", ex.res.Backend))
 	}
+	if mig := p.cfg.Migration; mig != nil {
+		if other := p.backends[mig.TrialOn(ex.keyID, b.name)]; other != nil && other != b {
+			same, ran, err := p.trial(ex, other, out)
+			if ran {
+				mig.CrossChecked(other.name, same && err == nil)
+				if same && err == nil {
+					return status, out, nil
+				}
+				p.log.Warn("the other backend did not decrypt what the serving one encrypted (the serving backend's own trial decides)",
+					"keyId", ex.keyID, "encrypted_on", b.name, "trial_on", other.name, "error", xks.NameOf(err))
+			}
+		}
+	}
+	same, ran, err := p.trial(ex, b, out)
+	switch {
+	case !ran && err != nil:
+		return p.replaceReply(ex, err.(*xks.Error))
+	case err != nil:
+		return p.replaceReply(ex, p.trialError(ex, b, err))
+	case !same:
+		return p.replaceReply(ex, xks.Errorf(xks.InternalException,
+			"the trial decrypt on backend %s returned other plaintext than the Encrypt request's", b.name))
+	}
+	return status, out, nil
+}
+
+// trial decrypts the Encrypt reply out on backend b, within the request's budget, and compares
+// the plaintext with the request's; the trial's plaintext is cleared at once. ran is false when
+// no call was made (no time left, or the reply cannot be turned into a Decrypt): err is then
+// the *xks.Error to answer with.
+func (p *Proxy) trial(ex *exchange, b *backend, out []byte) (same, ran bool, err error) {
 	remaining := time.Until(ex.start.Add(p.cfg.Limits.Budget))
 	if remaining < minAttempt {
-		return p.replaceReply(ex, xks.Errorf(xks.DependencyTimeoutException,
-			"no time left in the request's budget for the trial decrypt that a ciphertextDataIntegrityValue needs"))
+		return false, false, xks.Errorf(xks.DependencyTimeoutException,
+			"no time left in the request's budget for the trial decrypt that a ciphertextDataIntegrityValue needs")
 	}
 	body, raw, dec := p.getBuf(), p.getBuf(), p.getBuf()
 	defer p.putBuf(body, true)
-	tb, err := xks.AppendTrialDecrypt((*body)[:0], ex.body, out, ex.v.Metadata)
+	tb, terr := xks.AppendTrialDecrypt((*body)[:0], ex.body, out, ex.v.Metadata)
 	*body = tb
-	if err != nil {
+	if terr != nil {
 		p.putBuf(raw, false)
 		p.putBuf(dec, false)
-		return p.replaceReply(ex, &xks.Error{Name: xks.NameOf(err), Message: xks.MessageOf(err), Err: err})
+		return false, false, &xks.Error{Name: xks.NameOf(terr), Message: xks.MessageOf(terr), Err: terr}
 	}
 	tex := exchange{
 		ctx: ex.ctx, op: xks.OpDecrypt, keyID: ex.keyID, body: tb, bodySum: sha256.Sum256(tb),
@@ -52,20 +81,13 @@ func (p *Proxy) verifyEncrypt(ex *exchange, status int, out []byte) (int, []byte
 		start: ex.start, rawBuf: raw, outBuf: dec,
 	}
 	_, plain, derr := p.attempt(&tex, b, min(b.cfg.Timeout, remaining))
-	same := derr == nil && xks.SamePlaintext(ex.body, plain)
+	same = derr == nil && xks.SamePlaintext(ex.body, plain)
 	// The trial's plaintext goes at once, whatever the outcome.
 	clear((*raw)[:cap(*raw)])
 	clear((*dec)[:cap(*dec)])
 	p.putBuf(raw, false)
 	p.putBuf(dec, false)
-	if derr != nil {
-		return p.replaceReply(ex, p.trialError(ex, b, derr))
-	}
-	if !same {
-		return p.replaceReply(ex, xks.Errorf(xks.InternalException,
-			"the trial decrypt on backend %s returned other plaintext than the Encrypt request's", b.name))
-	}
-	return status, out, nil
+	return same, true, derr
 }
 
 // trialError turns the failure of a trial decrypt into the error the Encrypt answers with. The

@@ -149,6 +149,12 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	}
 
 	rt := p.route.Load()
+	kept := false
+	if mig := p.cfg.Migration; mig != nil {
+		if on := mig.KeptOn(keyID); on != "" {
+			rt, kept = p.keptRoute(rt, on), true
+		}
+	}
 	ex.ctx, ex.op, ex.keyID, ex.body, ex.v = r.Context(), op, keyID, body, v
 	ex.rawBuf, ex.outBuf = p.getBuf(), p.getBuf()
 	defer p.putBuf(ex.rawBuf, true)
@@ -172,7 +178,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, status, out)
 	p.done(r.Context(), ps, res, start, berr)
-	if berr == nil && p.cfg.Migration != nil && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
+	if berr == nil && p.cfg.Migration != nil && !kept && op == xks.OpDecrypt && res.FellBackFrom == "" && res.Backend == rt.primary.name {
 		p.cfg.Migration.Mirror(*res, body, out)
 	}
 	if berr != nil && p.cfg.Migration != nil && res.FellBackFrom == "" && res.Backend != "" && definiteRefusal(res.ErrorName) {

@@ -25,6 +25,7 @@ type hooks struct {
 	onCreateKey        func(ctx context.Context, ev CreateKeyEvent)
 	onCreateKeyRefused func(keyID, backend, message string)
 	ready              func() bool
+	crossChecked       func(backend string, ok bool)
 	admin, peer        http.Handler
 }
 
@@ -48,6 +49,23 @@ func (h *hooks) MintOn() string {
 	return h.rules.MintOn()
 }
 func (h *hooks) Reserved(id string) bool { return h.rules != nil && h.rules.Reserved(id) }
+func (h *hooks) TrialOn(id, servedBy string) string {
+	if k, ok := h.rules.(interface{ TrialOn(string, string) string }); ok {
+		return k.TrialOn(id, servedBy)
+	}
+	return ""
+}
+func (h *hooks) CrossChecked(backend string, ok bool) {
+	if h.crossChecked != nil {
+		h.crossChecked(backend, ok)
+	}
+}
+func (h *hooks) KeptOn(id string) string {
+	if k, ok := h.rules.(interface{ KeptOn(string) string }); ok {
+		return k.KeptOn(id)
+	}
+	return ""
+}
 func (h *hooks) Observe(r Result) {
 	if h.onResult != nil {
 		h.onResult(r)

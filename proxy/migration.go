@@ -33,6 +33,17 @@ type Migration interface {
 	// ("" = the primary): the migration keeps every new key's rights ones a backend gave and
 	// the other can express.
 	MintOn() string
+	// TrialOn names the other backend when it holds keyID during a migration (verified,
+	// shadowing or switched) so that an Encrypt's CDIV trial decrypt runs there: live traffic
+	// then proves the other side decrypts what this one encrypts. "" for none.
+	TrialOn(keyID, servedBy string) string
+	// CrossChecked is told the outcome of such a trial on the other backend (counted beside
+	// the shadow figures; never the caller's failure).
+	CrossChecked(backend string, ok bool)
+	// KeptOn names the backend that serves keyID for good because the key cannot be exported
+	// ("" for every other key): such a key is routed there alone, whatever the route. Called
+	// on every request: fast, no allocation.
+	KeptOn(keyID string) string
 	// Reserved reports whether keyID names one of the migration's own objects on the
 	// backends (its markers, its canaries): the proxy refuses XKS calls for them. Called on the
 	// request path: fast for every id that does not start with "xksproxy-".
@@ -178,4 +189,14 @@ func (p *Proxy) HealthKeyIDs() []string {
 		out[i] = b.healthKey
 	}
 	return out
+}
+
+// keptRoute is the route of a key kept on backend on: that backend alone, at the route's epoch.
+// A backend the proxy does not know (a configuration changed since) leaves the route as it is.
+func (p *Proxy) keptRoute(rt *routeTable, on string) *routeTable {
+	b := p.backends[on]
+	if b == nil || (rt.primary == b && rt.fallback == nil) {
+		return rt
+	}
+	return &routeTable{Route: Route{Epoch: rt.Epoch, Primary: on}, primary: b}
 }

@@ -278,3 +278,16 @@ func TestRenderFleet(t *testing.T) {
 		}
 	}
 }
+
+// Keys kept on a backend for good are named in every status, with the backend that must keep
+// running.
+func TestRenderKept(t *testing.T) {
+	var out bytes.Buffer
+	RenderStatus(&out, &cutover.Status{JournalState: cutover.JournalState{State: cutover.StateFinalized, Source: "a", Target: "b", Primary: "b"},
+		Keys: cutover.KeyCounts{Kept: 1}, Kept: []cutover.KeptKey{{ID: "locked", On: "a", Reason: "not extractable"}}})
+	for _, w := range []string{"kept for good (1 key(s)", "must keep running", "1 on a", "locked on a: not extractable"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("status lacks %q:\n%s", w, out.String())
+		}
+	}
+}

@@ -3,6 +3,8 @@ package adminapi
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -81,6 +83,25 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		tw.Flush()
 		if s.FailuresTotal > len(s.Failures) {
 			fmt.Fprintf(w, "  … and %d more\n", s.FailuresTotal-len(s.Failures))
+		}
+	}
+	if len(s.Kept) > 0 {
+		// Keys that cannot be exported stay served where they are, for good: say it every time,
+		// so that nobody retires that backend.
+		on := map[string]int{}
+		for _, k := range s.Kept {
+			on[k.On]++
+		}
+		fmt.Fprintf(w, "\nkept for good (%d key(s) cannot be exported; their backend must keep running):\n", len(s.Kept))
+		for _, b := range slices.Sorted(maps.Keys(on)) {
+			fmt.Fprintf(w, "  %d on %s\n", on[b], esc(b))
+		}
+		for i, k := range s.Kept {
+			if i == 10 {
+				fmt.Fprintf(w, "  … and %d more\n", len(s.Kept)-10)
+				break
+			}
+			fmt.Fprintf(w, "  %s on %s: %s\n", esc(k.ID), esc(k.On), esc(k.Reason))
 		}
 	}
 }

@@ -65,6 +65,9 @@ type Key struct {
 	Tags    []string // extra user tags; "aws-xks" is always added
 	Grants  []string // principals granted encrypt, decrypt, getattributes; default "*"
 	Revoked string   // "" or a KMIP revocation reason code (revoked right after creation)
+	// Unexportable marks the key Extractable = false: from Cosmian 5.28 on it cannot be
+	// exported, so a migration cannot move it.
+	Unexportable bool
 }
 
 // ParseKey reads `ID[:USAGE]`.
@@ -245,7 +248,12 @@ func (b *backend) seed(k Key, material []byte, gen kmsemu.Generation) error {
 		return err
 	}
 	tags := append([]string{cosmian.XKSTag}, k.Tags...)
-	if err := b.emu.CreateKey("admin", k.ID, kmsemu.KeyOptions{UsageMask: mask, Tags: tags, Material: material}); err != nil {
+	opts := kmsemu.KeyOptions{UsageMask: mask, Tags: tags, Material: material}
+	if k.Unexportable {
+		no := false
+		opts.Extractable = &no
+	}
+	if err := b.emu.CreateKey("admin", k.ID, opts); err != nil {
 		return err
 	}
 	grants := k.Grants
