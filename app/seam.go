@@ -41,6 +41,9 @@ func (s *seam) Holds(ctx context.Context, keyID, backend string) (bool, error) {
 }
 
 func (s *seam) Observe(r proxy.Result) {
+	if r.CallerGone {
+		return // the caller closed the request: no backend is judged by it
+	}
 	if r.FellBackFrom != "" {
 		// The failed attempt counts against the backend that failed (probation must see B's
 		// errors even when A's fallback answered), unless the fallback refused the same way (the

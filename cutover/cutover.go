@@ -111,7 +111,7 @@ func New(cfg Config) (*Controller, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registry)
+	m, err := newMetrics(cfg.Registry, cfg.Fleet != nil)
 	if err != nil {
 		return nil, err
 	}

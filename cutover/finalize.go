@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 	"sync"
 )
 
@@ -27,13 +28,16 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 	if !passed {
 		reason := strings.TrimSpace(opts.Reason)
 		if !opts.Force || reason == "" {
-			return fmt.Errorf("%w: probation has not passed (%d of %d requests reached %s so far); finalizing now needs force and a reason",
-				ErrRefused, c.probation.evidence(c.cfg.Now()), *c.cfg.Probation.MinRequests, c.sides.tgt.name)
+			return fmt.Errorf("%w: probation has not passed (%s); finalizing now needs force and a reason", ErrRefused, c.probationLeft())
 		}
 		c.log.Warn("cutover: finalizing before probation passed", "reason", truncate(reason), "requests", c.probation.seen.Load())
 	}
 	opts.RevokeSourceGrants = opts.RevokeSourceGrants || c.cfg.RevokeSourceGrantsOnFinalize
-	return c.withRunnerStopped(held, func() error { return c.finalize(ctx, held, opts) })
+	err = c.withRunnerStopped(held, func() error { return c.finalize(ctx, held, opts) })
+	if err == nil {
+		c.settle(ctx)
+	}
+	return err
 }
 
 func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOptions) error {
@@ -98,4 +102,24 @@ func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOp
 		c.rights.revokeSource(ctx)
 	}
 	return nil
+}
+
+// probationLeft says what probation still waits for: the rest of its duration, the requests it
+// needs as evidence, or both.
+func (c *Controller) probationLeft() string {
+	now := c.cfg.Now()
+	p := c.cfg.Probation
+	var missing []string
+	if sw := c.book.header().SwitchedAt; !sw.IsZero() {
+		if left := sw.Add(p.Duration).Sub(now); left > 0 {
+			missing = append(missing, fmt.Sprintf("%s of its %s left", left.Round(time.Second), p.Duration))
+		}
+	}
+	seen := c.probation.evidence(now)
+	if need := int64(*p.MinRequests); seen < need {
+		missing = append(missing, fmt.Sprintf("%d of the %d requests it needs reached %s so far", seen, need, c.sides.tgt.name))
+	} else {
+		missing = append(missing, fmt.Sprintf("the %d requests it needs reached %s (%d so far)", need, c.sides.tgt.name, seen))
+	}
+	return strings.Join(missing, "; ")
 }

@@ -121,6 +121,18 @@ func (c *Controller) barrier(ctx context.Context) error {
 	return c.fleet.barrier(ctx, c.book.header().Epoch)
 }
 
+// settle waits, at most a few seconds, until every member acknowledged the epoch an operator
+// call just took, so that its reply shows the fleet at that epoch (not as the last heartbeat
+// read it). Best effort: the call's outcome does not depend on it.
+func (c *Controller) settle(ctx context.Context) {
+	if c.fleet == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = c.barrier(sctx)
+}
+
 // adopt makes a journal read from the fleet store current, once it fits the configuration (a
 // member that starts driving, or becomes ready).
 func (c *Controller) adopt(j *journal) error {

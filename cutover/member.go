@@ -432,6 +432,7 @@ func (m *member) barrier(ctx context.Context, epoch uint64) error {
 			}
 			sort.Strings(behind)
 			m.view.waiting.Store(&behind)
+			m.view.members.Store(&ms) // what status shows is what was just read
 			if len(behind) == 0 {
 				return nil
 			}

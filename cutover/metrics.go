@@ -26,7 +26,9 @@ type metrics struct {
 	fleetMetrics
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics builds the controller's metrics and registers them on reg (nil: none); the fleet's
+// (xks_fleet_*) only in fleet mode, where they mean something.
+func newMetrics(reg prometheus.Registerer, fleet bool) (*metrics, error) {
 	m := &metrics{
 		epoch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xks_cutover_epoch",
 			Help: "Epoch of the cutover state machine (bumped on every transition)."}),
@@ -48,7 +50,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Definite refusals from the target while switched (KeyNotFound, InvalidCiphertext, InvalidKeyUsage, InvalidState, AccessDenied) sent to the source for a second opinion, by verdict: caller (the source refused the same: not counted against the target), target (counted), unjudged (too many at once: counted)."}, []string{"verdict"}),
 	}
 	var err error
-	if m.fleetMetrics, err = newFleetMetrics(reg); err != nil {
+	fleetReg := reg
+	if !fleet {
+		fleetReg = nil
+	}
+	if m.fleetMetrics, err = newFleetMetrics(fleetReg); err != nil {
 		return nil, err
 	}
 	if reg == nil {

@@ -3,6 +3,7 @@ package cutover
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -50,6 +51,13 @@ func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
 	}
 	p := &Plan{Source: c.sides.src.name, Target: c.sides.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{},
 		SharedStorage: shared, Notes: c.notes()}
+	if h := c.book.header(); !h.State.inMigration() {
+		if serving, _ := h.Route(); serving != c.sides.src.name {
+			// A plan from a backend that no longer serves describes nothing that can start.
+			p.Notes = append([]string{fmt.Sprintf("%s serves (state %s, epoch %d): a migration %s → %s cannot start; to migrate from %s, configure [cutover] source = %q",
+				serving, h.State, h.Epoch, c.sides.src.name, c.sides.tgt.name, serving, serving)}, p.Notes...)
+		}
+	}
 	var mu sync.Mutex
 	err = c.sides.forEach(ctx, ids, func(ctx context.Context, id string) error {
 		pk := PlanKey{KeyID: id, Action: ActionSkip, Reason: SharedStorageNote}

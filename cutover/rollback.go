@@ -30,7 +30,11 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 		return err
 	}
 	c.log.Info("cutover: rollback asked", "reason", reason)
-	return c.withRunnerStopped(held, func() error { return c.rollback(ctx, held, reason, "manual") })
+	err = c.withRunnerStopped(held, func() error { return c.rollback(ctx, held, reason, "manual") })
+	if err == nil {
+		c.settle(ctx)
+	}
+	return err
 }
 
 func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, category string) error {

@@ -61,6 +61,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 			return err
 		}
 		c.rights.reset()
+		c.shadow.reset() // this migration's shadow figures, not the last one's
 	case StateCopyFailed, StateVerifyFailed:
 		err := c.transition(held, evRetry, func(h *Header) {
 			h.Options = opts

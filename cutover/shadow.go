@@ -85,6 +85,14 @@ type shadowCounts struct {
 	match, mismatch, errs, dropped, crossOK, crossFailed atomic.Uint64
 }
 
+// reset zeroes the counters: a new migration reports its own figures (a member's published
+// counters follow at its next heartbeat).
+func (s *shadower) reset() {
+	for _, n := range []*atomic.Uint64{&s.n.match, &s.n.mismatch, &s.n.errs, &s.n.dropped, &s.n.crossOK, &s.n.crossFailed} {
+		n.Store(0)
+	}
+}
+
 // crossChecked counts a CDIV trial decrypt run on the other backend.
 func (s *shadower) crossChecked(backend string, ok bool) {
 	if ok {

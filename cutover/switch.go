@@ -22,7 +22,11 @@ func (c *Controller) Switch(ctx context.Context) error {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
 	// A runner in verified is finishing (or about to auto-switch): we switch instead.
-	return c.withRunnerStopped(held, func() error { return c.doSwitch(ctx, held) })
+	err = c.withRunnerStopped(held, func() error { return c.doSwitch(ctx, held) })
+	if err == nil {
+		c.settle(ctx)
+	}
+	return err
 }
 
 // doSwitch: final catch-up, target reachability check, journal, route.

@@ -73,11 +73,9 @@ func (c *Traffic) NoteCreateKey(keyID, backend string) {
 	if !noted {
 		return
 	}
-	lv := slog.LevelInfo
-	if st == StateFinalized {
-		lv = slog.LevelDebug
-	}
-	c.log.Log(context.Background(), lv, "cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", st)
+	// Debug: AWS repeats CreateKey for keys that exist, and a line each would drown the log; the
+	// copy, when there is one, logs its own result.
+	c.log.Debug("cutover: CreateKey noted", "key_id", keyID, "backend", backend, "state", st)
 }
 
 // CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side

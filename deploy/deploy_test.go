@@ -6,6 +6,7 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -82,9 +83,35 @@ func liveRegistry(t *testing.T) *prometheus.Registry {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Cutover.Close() })
+	// Fleet mode adds its own (xks_fleet_*): a controller built as a fleet member registers them
+	// (New only builds; nothing reads the stub store).
+	fc, err := cutover.New(cutover.Config{
+		Source:      cutover.Backend{Name: "a", KMIP: kmip("http://127.0.0.1:1")},
+		Target:      cutover.Backend{Name: "b", KMIP: kmip("http://127.0.0.1:2")},
+		JournalPath: filepath.Join(t.TempDir(), "local.json"), Fleet: stubFleet{}, Registry: reg,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fc.Close() })
 	certs.NewMetrics(reg)
 	return reg
 }
+
+// stubFleet is a fleet store that is never called (the controller is only built).
+type stubFleet struct{}
+
+func (stubFleet) Load(context.Context) (*cutover.Snapshot, error)       { return nil, nil }
+func (stubFleet) Save(context.Context, cutover.Change) error            { return nil }
+func (stubFleet) Where() string                                         { return "stub" }
+func (stubFleet) Member() string                                        { return "m1" }
+func (stubFleet) Campaign(ctx context.Context) (context.Context, error) { return ctx, nil }
+func (stubFleet) Watch(context.Context, func(cutover.WatchEvent))       {}
+func (stubFleet) Publish(context.Context, cutover.MemberRecord) error   { return nil }
+func (stubFleet) Members(context.Context) ([]cutover.MemberInfo, error) { return nil, nil }
+func (stubFleet) Forget(context.Context, string) error                  { return nil }
+func (stubFleet) Driver(context.Context) (string, string, error)        { return "", "", nil }
 
 var fqNameRe = regexp.MustCompile(`^Desc\{fqName: "([^"]+)"`)
 

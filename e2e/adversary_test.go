@@ -201,8 +201,15 @@ func TestForgedCreatedRecordGrantsNothing(t *testing.T) {
 	if got := principalsOn(f.st.A, id); !slices.Equal(got, []string{victim}) {
 		t.Errorf("A grants %v on the victim's key, want only the victim", got)
 	}
-	if _, err := f.admin(f.driver()).Rollback(ctx, "test"); err != nil {
+	rb, err := f.admin(f.driver()).Rollback(ctx, "test")
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The reply shows the fleet at the epoch the rollback took, not as the last heartbeat read it.
+	for _, m := range rb.Fleet.Members {
+		if m.Live && (m.AppliedEpoch != rb.Epoch || m.Primary != "a") {
+			t.Errorf("rollback reply: member %s at epoch %d serving %s, the rollback's epoch is %d", m.Name, m.AppliedEpoch, m.Primary, rb.Epoch)
+		}
 	}
 	f.waitAll(t, cutover.StateRolledBack)
 	for _, r := range f.running() {

@@ -168,6 +168,7 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 	}
 	res.Status = status
 	res.ErrorName = xks.NameOf(berr)
+	res.CallerGone = berr != nil && r.Context().Err() != nil
 	if berr == nil && op == xks.OpMetadata && res.KMSOperation == "CreateKey" && p.cfg.Migration != nil {
 		// Before the reply: during a migration the hook copies the new key to the other side,
 		// so that AWS's first Encrypt with it can already fall back. It gets what is left of the
@@ -282,12 +283,21 @@ func (p *Proxy) attempt(ex *exchange, b *backend, timeout time.Duration) (int, [
 	*rawBuf = raw
 	var e *xks.Error
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		label := xks.ErrorName("")
+		switch {
+		case ex.ctx.Err() != nil && !errors.Is(ex.ctx.Err(), context.DeadlineExceeded):
+			// The caller went away: the backend did nothing wrong.
+			e = &xks.Error{Name: xks.InternalException, Message: "the caller closed the request before key manager " + b.name + " answered", Err: err}
+			label = callerGoneLabel
+		case errors.Is(err, context.DeadlineExceeded):
 			e = &xks.Error{Name: xks.DependencyTimeoutException, Message: "key manager " + b.name + " did not answer within " + timeout.String(), Err: err}
-		} else {
+		default:
 			e = &xks.Error{Name: xks.InternalException, Message: "key manager " + b.name + " is unreachable", Err: err}
 		}
-		p.m.backendObserve(b.name, op, time.Since(t0), e.Name)
+		if label == "" {
+			label = e.Name
+		}
+		p.m.backendObserve(b.name, op, time.Since(t0), label)
 		out := xks.AppendErrorBody((*outBuf)[:0], e.Name, e.Message)
 		*outBuf = out
 		return e.Name.Status(), out, e

@@ -155,7 +155,11 @@ func (m *metrics) observe(prefix string, res *Result) {
 	if be == "" {
 		be = labelProxy
 	}
-	rk := reqKey{prefix, op, be, errLabel(res.ErrorName)}
+	n := res.ErrorName
+	if res.CallerGone {
+		n = callerGoneLabel
+	}
+	rk := reqKey{prefix, op, be, errLabel(n)}
 	dk := durKey{op, be}
 	m.mu.RLock()
 	c, ok1 := m.reqCache[rk]

@@ -89,7 +89,13 @@ type Result struct {
 	ErrorName      xks.ErrorName // "" on success
 	Status         int
 	Latency        time.Duration
+	// CallerGone: the caller closed the request before it was answered; what failed then is
+	// nobody's fault but the caller's (never counted against a backend).
+	CallerGone bool
 }
+
+// callerGoneLabel is the error label of a backend call the caller's own cancellation ended.
+const callerGoneLabel xks.ErrorName = "CallerGone"
 
 // Errors returned by New, SetRoute and SetCredentials.
 var (

@@ -47,7 +47,8 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 			k.Total, k.Copied, k.Skipped, k.Verified, k.Pending, k.Conflicts, k.Errors)
 	}
 	if s.CreatedDuring > 0 || len(s.CreatedOnTarget) > 0 {
-		fmt.Fprintf(tw, "created:\t%d during the migration, %d on the target after the switch\n", s.CreatedDuring, len(s.CreatedOnTarget))
+		fmt.Fprintf(tw, "CreateKey ids:\t%d seen while %s served, %d while %s served (each is copied to the other side when it is not there: AWS repeats CreateKey for keys that exist)\n",
+			s.CreatedDuring, s.Source, len(s.CreatedOnTarget), s.Target)
 	}
 	sh := s.Shadow
 	if sh.Match+sh.Mismatch+sh.Errors+sh.Dropped > 0 {
