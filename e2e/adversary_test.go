@@ -36,6 +36,11 @@ const (
 	bystander = "arn:aws:iam::111122223333:user/p3-bystander"
 )
 
+// arnsOn is principalsOn without the reserved service identity of the newer Cosmian releases.
+func arnsOn(srv *kmsemu.Server, id string) []string {
+	return slices.DeleteFunc(principalsOn(srv, id), func(u string) bool { return u == cosmian.XKSServiceUser })
+}
+
 // principalsOn lists the users other than the owner holding any right on id on srv, sorted.
 func principalsOn(srv *kmsemu.Server, id string) []string {
 	var out []string
@@ -53,9 +58,15 @@ func principalsOn(srv *kmsemu.Server, id string) []string {
 // the operator rolls back (Cosmian 5.26 on both sides, an explicit key list, so that keys noted
 // after finalize are remembered for a rollback).
 func TestCreateKeyAfterFinalizeEarnsNoGrantOnRollback(t *testing.T) {
+	for _, gen := range []kmsemu.Generation{kmsemu.Cosmian526, kmsemu.Cosmian528} {
+		t.Run(string(gen), func(t *testing.T) { createKeyAfterFinalize(t, gen) })
+	}
+}
+
+func createKeyAfterFinalize(t *testing.T, genB kmsemu.Generation) {
 	const id = "victim-key"
 	st, keys := startStack(t, 2, devstack.Config{
-		CosmianA: kmsemu.Cosmian526, CosmianB: kmsemu.Cosmian526,
+		CosmianA: kmsemu.Cosmian526, CosmianB: genB,
 		Keys:      []devstack.Key{{ID: id, Usage: devstack.UsageEncryptDecrypt, Grants: []string{victim}}},
 		Select:    cutover.Selection{Mode: cutover.SelectList, Keys: []string{id, "e2e-key-000", "e2e-key-001"}},
 		Probation: testProbation(time.Second),
@@ -63,7 +74,6 @@ func TestCreateKeyAfterFinalizeEarnsNoGrantOnRollback(t *testing.T) {
 	if len(keys) != 2 {
 		t.Fatalf("keys %v", keys)
 	}
-	ctrl := st.App.Cutover
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
 	asVictim, asAttacker := newXKSAs(t, st, victim), newXKSAs(t, st, attacker)
@@ -71,22 +81,28 @@ func TestCreateKeyAfterFinalizeEarnsNoGrantOnRollback(t *testing.T) {
 	if err != nil {
 		t.Fatalf("victim encrypting with its key: %v", err)
 	}
-	if err := ctrl.Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
+	if err := st.App.Cutover.Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, st, cutover.StateSwitched, stuck...)
-	if err := ctrl.Finalize(ctx, cutover.FinalizeOptions{Force: true, Reason: "test"}); err != nil {
+	if err := st.App.Cutover.Finalize(ctx, cutover.FinalizeOptions{Force: true, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := asAttacker.createKey(ctx, id); err != nil {
 		t.Fatalf("attacker's CreateKey for the victim's key: %v", err)
 	}
-	if err := ctrl.Rollback(ctx, "test: back to A"); err != nil {
+	// A restart between the CreateKey and the rollback: nothing the process remembered of it
+	// may come back as a right.
+	if err := st.RestartProxy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	asVictim, asAttacker = newXKSAs(t, st, victim), newXKSAs(t, st, attacker)
+	if err := st.App.Cutover.Rollback(ctx, "test: back to A"); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, st, cutover.StateRolledBack)
 	for name, srv := range map[string]*kmsemu.Server{"A": st.A, "B": st.B} {
-		if got := principalsOn(srv, id); !slices.Equal(got, []string{victim}) {
+		if got := arnsOn(srv, id); !slices.Equal(got, []string{victim}) {
 			t.Errorf("%s grants %v on the victim's key, want only the victim", name, got)
 		}
 	}
@@ -436,4 +452,105 @@ func TestFleetUnexportableKeyKeptOnSource(t *testing.T) {
 	}
 	f.waitMembers(t, 3)
 	check("after a restart of every replica")
+}
+
+// Two callers race a CreateKey for each of many new ids through two replicas, while B serves:
+// whichever minted it holds the rights on both backends, the other none, through a finalize, a
+// restart of every replica and a rollback — with B on 5.26 (minted on B) and on 5.28 (minted on
+// A: a 5.26 source cannot express B's [aws-xks-service] grant).
+func TestFleetRacedCreateKeysThroughFinalizeRestartRollback(t *testing.T) {
+	for _, gen := range []kmsemu.Generation{kmsemu.Cosmian526, kmsemu.Cosmian528} {
+		t.Run(string(gen), func(t *testing.T) {
+			f := startFleet(t, 2, 2, func(c *devstack.Config) {
+				c.CosmianA, c.CosmianB = kmsemu.Cosmian526, gen
+				c.Probation = testProbation(10 * time.Minute)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 3*waitLong)
+			defer cancel()
+			if _, err := f.admin(f.driver()).Start(ctx, cutover.StartOptions{AutoSwitch: true}); err != nil {
+				t.Fatal(err)
+			}
+			f.waitAll(t, cutover.StateSwitched)
+			reps := f.running()
+			one, three := newXKSAsAt(t, f.st, reps[0].Endpoint, attacker), newXKSAsAt(t, f.st, reps[1].Endpoint, bystander)
+			var ids []string
+			for i := range 20 {
+				id := fmt.Sprintf("fleet-race-%02d", i)
+				ids = append(ids, id)
+				var wg sync.WaitGroup
+				errs := make([]error, 2)
+				for j, x := range []*xksAs{one, three} {
+					wg.Go(func() { errs[j] = x.createKey(ctx, id) })
+				}
+				wg.Wait()
+				for _, err := range errs {
+					if err != nil {
+						t.Fatalf("CreateKey %s: %v", id, err)
+					}
+				}
+			}
+			check := func(when string) {
+				t.Helper()
+				for _, id := range ids {
+					var union []string
+					var lists [][]string
+					for _, srv := range []*kmsemu.Server{f.st.A, f.st.B} {
+						if _, ok := srv.Object(id); !ok {
+							continue
+						}
+						ps := arnsOn(srv, id)
+						lists = append(lists, ps)
+						for _, p := range ps {
+							if !slices.Contains(union, p) {
+								union = append(union, p)
+							}
+						}
+					}
+					if len(union) > 1 {
+						t.Errorf("%s: %s: both racers hold rights: %v", when, id, union)
+					}
+					if len(lists) == 2 && !slices.Equal(lists[0], lists[1]) {
+						t.Errorf("%s: %s: A grants %v, B %v", when, id, lists[0], lists[1])
+					}
+				}
+			}
+			for _, id := range ids {
+				waitFor(t, waitLong, id+" on both sides with its grants", func() bool {
+					_, a := f.st.A.Object(id)
+					_, b := f.st.B.Object(id)
+					return a && b && !f.driver().App.Cutover.Traffic().GrantsPending(id, "a") && !f.driver().App.Cutover.Traffic().GrantsPending(id, "b")
+				})
+			}
+			check("switched")
+			if _, err := f.admin(f.driver()).Finalize(ctx, cutover.FinalizeOptions{Force: true, Reason: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			f.waitAll(t, cutover.StateFinalized)
+			for _, r := range f.running() {
+				if err := r.Restart(ctx); err != nil {
+					t.Fatalf("restarting %s: %v", r.Name, err)
+				}
+			}
+			f.waitMembers(t, 2)
+			if _, err := f.admin(f.driver()).Rollback(ctx, "test"); err != nil {
+				t.Fatal(err)
+			}
+			f.waitAll(t, cutover.StateRolledBack)
+			check("rolled back")
+			// Through A (5.26), the racer that did not mint a key cannot use it.
+			for _, id := range ids {
+				minter, other := one, three
+				if slices.Contains(arnsOn(f.st.A, id), bystander) {
+					minter, other = three, one
+				}
+				ct, err := minter.encrypt(ctx, id)
+				if err != nil {
+					t.Errorf("%s: the minter encrypting after the rollback: %v", id, err)
+					continue
+				}
+				refusedAs(t, id+": the other racer decrypting through A", other.decrypt(ctx, id, ct),
+					xks.KeyNotFoundException, xks.InvalidKeyUsageException, xks.AccessDeniedException)
+			}
+		})
+	}
 }
