@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 	"sync"
+	"time"
 )
 
 // Finalize stops falling back to the source. It first copies to the target
