@@ -34,8 +34,21 @@ type Plan struct {
 	Notes         []string `json:"notes,omitempty"` // for the operator: shared storage, ids never migrated
 }
 
-// Plan lists the selected keys on the source and compares each with the target.
-func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
+// PlanOptions name the pair to plan; empty names are the controller's own (as in StartOptions).
+type PlanOptions struct {
+	Source string `json:"source,omitempty"`
+	Target string `json:"target,omitempty"`
+}
+
+// Plan lists the selected keys on the source and compares each with the target. opts, at most
+// one (optional so that a plan of the controller's own pair needs none), may name the pair: one
+// other than the controller's is refused with ErrOtherPair.
+func (c *Controller) Plan(ctx context.Context, opts ...PlanOptions) (*Plan, error) {
+	for _, o := range opts {
+		if err := c.checkPair(o.Source, o.Target); err != nil {
+			return nil, err
+		}
+	}
 	shared, err := c.probe.checkShared(ctx)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,12 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if opts.Shadow < 0 {
 		return errors.New("cutover: negative shadow duration")
 	}
+	if err := c.checkPair(opts.Source, opts.Target); err != nil {
+		return err
+	}
+	// The journal's header names the pair; its options keep the earlier form, which a release
+	// rolled back to still reads.
+	opts.Source, opts.Target = "", ""
 	switch {
 	case opts.NoShadow && opts.Shadow > 0:
 		return errors.New("cutover: a shadow duration and no shadowing both asked for")
