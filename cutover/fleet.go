@@ -131,6 +131,14 @@ func (c *Controller) adopt(j *journal) error {
 	return nil
 }
 
+// firstJournal writes the fleet store's first journal for a member that started before the
+// store answered (member.heartbeat), with the same checks as Load's.
+func (c *Controller) firstJournal(ctx context.Context) (*Snapshot, error) {
+	ld := &loader{src: c.sides.src.name, tgt: c.sides.tgt.name, store: c.store, file: c.file, markers: c.markers,
+		book: c.book, log: c.log, now: c.cfg.Now}
+	return ld.createFleetJournal(ctx)
+}
+
 // stopDriving stops the runner and the shadowing of a member that lost the lead.
 func (c *Controller) stopDriving() {
 	if held, err := c.control.lock(context.Background()); err == nil {
