@@ -13,9 +13,9 @@
 //
 // Under systemd (Type=notify, NotifyAccess=all) the process says READY=1 once it serves, the
 // child names itself the main PID, and a reload says RELOADING=1 then READY=1. Sockets systemd
-// opened (socket activation: deploy/systemd/xksproxy.socket) are taken by their
-// FileDescriptorName, so even `systemctl restart` refuses no connection: systemd holds the
-// sockets while no process runs.
+// opened (socket activation: deploy/systemd/xksproxy.socket) are taken for the listener
+// configured on their address, so even `systemctl restart` refuses no connection: systemd holds
+// the sockets while no process runs.
 package upgrade
 
 import (
@@ -61,7 +61,7 @@ type Upgrader struct {
 	cfg     Config
 	log     *slog.Logger
 	upg     *tableflip.Upgrader
-	systemd map[string]net.Listener // sockets systemd passed, by FileDescriptorName
+	systemd []net.Listener // sockets systemd passed (socket activation), not taken yet
 	parent  net.Conn                // the handover with the process this one replaces; nil for the first
 	pr      *bufio.Reader
 	gone    chan struct{} // the parent exited (closed at once for the first process)
@@ -81,17 +81,17 @@ func New(cfg Config) (*Upgrader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
-	u := &Upgrader{cfg: cfg, log: cfg.Logger, upg: upg, gone: make(chan struct{}), systemd: map[string]net.Listener{}}
+	u := &Upgrader{cfg: cfg, log: cfg.Logger, upg: upg, gone: make(chan struct{})}
 	if !upg.HasParent() {
 		close(u.gone)
-		named, err := activation.ListenersWithNames()
+		lns, err := activation.Listeners()
 		if err != nil {
 			upg.Stop()
 			return nil, fmt.Errorf("upgrade: sockets from systemd: %w", err)
 		}
-		for name, lns := range named {
-			if len(lns) > 0 && lns[0] != nil {
-				u.systemd[name] = lns[0]
+		for _, ln := range lns {
+			if ln != nil {
+				u.systemd = append(u.systemd, ln)
 			}
 		}
 		return u, nil
@@ -119,24 +119,41 @@ func New(cfg Config) (*Upgrader, error) {
 func (u *Upgrader) HasParent() bool { return u.parent != nil }
 
 // Listen returns the listening socket for addr: the one the parent passed, else the one systemd
-// passed under name, else a new one. Each is passed on to the next process.
-func (u *Upgrader) Listen(name, addr string) (net.Listener, error) {
+// passed on that address, else a new one. Each is passed on to the next process.
+func (u *Upgrader) Listen(addr string) (net.Listener, error) {
 	if ln, err := u.upg.Fds.Listener("tcp", addr); err != nil || ln != nil {
 		return ln, err
 	}
-	if ln := u.systemd[name]; ln != nil {
-		delete(u.systemd, name)
+	for i, ln := range u.systemd {
+		if !sameAddr(ln.Addr(), addr) {
+			continue
+		}
+		u.systemd = append(u.systemd[:i], u.systemd[i+1:]...)
 		tl, ok := ln.(tableflip.Listener)
 		if !ok {
-			return nil, fmt.Errorf("upgrade: systemd's socket %q is not a TCP listener", name)
+			return nil, fmt.Errorf("upgrade: systemd's socket on %s is not a TCP listener", addr)
 		}
 		if err := u.upg.Fds.AddListener("tcp", addr, tl); err != nil {
 			return nil, err
 		}
-		u.log.Info("listening on the socket systemd passed", "name", name, "addr", ln.Addr().String())
+		u.log.Info("listening on the socket systemd passed", "addr", ln.Addr().String())
 		return ln, nil
 	}
 	return u.upg.Fds.Listen("tcp", addr)
+}
+
+// sameAddr reports whether a bound socket is the one a configured host:port names (same port;
+// same address, or both every address).
+func sameAddr(a net.Addr, addr string) bool {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	want, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil || want.Port != ta.Port {
+		return false
+	}
+	return want.IP.Equal(ta.IP) || (len(want.IP) == 0 || want.IP.IsUnspecified()) && ta.IP.IsUnspecified()
 }
 
 // Acquire asks the parent for the journal and waits until it stopped writing it (nothing to do

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,7 +18,6 @@ import (
 	"github.com/xksproxy/xksproxy/app"
 	"github.com/xksproxy/xksproxy/config"
 	"github.com/xksproxy/xksproxy/cosmian"
-	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/upgrade"
 )
 
@@ -82,13 +79,8 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	defer up.Stop()
 	// The sockets outlive configurations (a reload keeps them) and processes (an upgrade
-	// passes them on); systemd's are found by the FileDescriptorName of xksproxy.socket.
-	names := map[string]string{
-		cmp.Or(f.Server.Listen, proxy.DefaultListen):               "xks",
-		cmp.Or(f.Server.MetricsListen, proxy.DefaultMetricsListen): "metrics",
-		f.Admin.Listen: "admin",
-	}
-	sockets := app.NewSockets(func(addr string) (net.Listener, error) { return up.Listen(names[addr], addr) })
+	// passes them on); those of xksproxy.socket are found by their address.
+	sockets := app.NewSockets(up.Listen)
 	defer sockets.Close()
 	live, err := app.NewLive(ctx, app.LiveConfig{
 		Path: path, Version: version, Logger: log, Level: level, Sockets: sockets, Acquire: up.Acquire,
