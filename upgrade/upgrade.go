@@ -62,7 +62,7 @@ type Upgrader struct {
 	log     *slog.Logger
 	upg     *tableflip.Upgrader
 	systemd []net.Listener // sockets systemd passed (socket activation), not taken yet
-	parent  net.Conn                // the handover with the process this one replaces; nil for the first
+	parent  net.Conn       // the handover with the process this one replaces; nil for the first
 	pr      *bufio.Reader
 	gone    chan struct{} // the parent exited (closed at once for the first process)
 	mu      sync.Mutex
