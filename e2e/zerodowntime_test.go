@@ -52,8 +52,11 @@ func TestZeroDowntimeProcesses(t *testing.T) {
 	ca := testpki.NewCA(t, "zero-downtime CA", time.Now().Add(24*time.Hour))
 	ca.WriteLeaf(t, filepath.Join(dir, "xks.crt"), filepath.Join(dir, "xks.key"), 0, time.Now().Add(24*time.Hour), "localhost", "127.0.0.1")
 	cfgPath := filepath.Join(dir, "xksproxy.toml")
-	writeConfig := func(n int, withCutover bool) {
+	writeConfig := func(n int, withCutover bool, metrics ...string) {
 		t.Helper()
+		if len(metrics) > 0 {
+			metricsPort = metrics[0]
+		}
 		var b strings.Builder
 		fmt.Fprintf(&b, `[server]
 listen = "127.0.0.1:%s"
@@ -187,6 +190,27 @@ probation_max_p99 = "2s"
 		t.Fatal(err)
 	}
 	oldPID := px.pid()
+
+	// First an upgrade that fails after the new process took the journal: its metrics address
+	// is taken. The old process takes the journal back and goes on serving, and migrating.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodMetrics := metricsPort
+	writeConfig(3, true, strconv.Itoa(taken.Addr().(*net.TCPAddr).Port))
+	if err := syscall.Kill(oldPID, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitLong, "the failed upgrade reported", func() bool { return px.count("upgrade failed; this process goes on serving") == 1 })
+	taken.Close()
+	if !strings.Contains(px.tail(), "upgrade: the journal is back with this process") {
+		t.Fatalf("the journal was not taken back after the failed upgrade:\n%s", px.tail())
+	}
+	if s := status(); s.State != cutover.StateSwitched || s.Epoch != epoch {
+		t.Fatalf("after the failed upgrade: %s epoch %d, want switched epoch %d", s.State, s.Epoch, epoch)
+	}
+	writeConfig(3, true, goodMetrics)
 	if err := syscall.Kill(oldPID, syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
