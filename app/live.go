@@ -440,6 +440,10 @@ type liveMetrics struct {
 	last    string // the hash label set now
 }
 
+// RegisterReloadMetrics registers the metrics of a Live's reloads on reg, as serve exports them
+// (for what lists the exported metrics).
+func RegisterReloadMetrics(reg prometheus.Registerer) { newLiveMetrics(reg) }
+
 func newLiveMetrics(reg prometheus.Registerer) *liveMetrics {
 	m := &liveMetrics{
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_config_reloads_total",

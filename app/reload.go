@@ -208,11 +208,9 @@ func (l *Live) check(f *config.File, changes []string) (rebuild bool, err error)
 				st.Source, st.Target, st.State))
 		}
 	}
-	if len(ctl) > 0 && l.ac.Fleet != nil && f.Fleet != nil {
-		for _, k := range ctl {
-			if k == "fleet" || strings.HasPrefix(k, "fleet.") {
-				errs = append(errs, located(f, k, "a replica's fleet settings change with a restart or a binary upgrade (SIGUSR2), not a reload"))
-			}
+	for _, k := range ctl {
+		if k == "fleet" || strings.HasPrefix(k, "fleet.") {
+			errs = append(errs, located(f, k, "a replica's fleet settings change with a binary upgrade (SIGUSR2) or a restart, not a reload"))
 		}
 	}
 	if len(errs) > 0 {

@@ -42,6 +42,7 @@ import (
 func liveRegistry(t *testing.T) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
+	app.RegisterReloadMetrics(reg) // serve runs an app.Live, which exports them
 	src, err := certs.SelfSigned("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
