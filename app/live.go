@@ -39,6 +39,7 @@ type Live struct {
 	gen      *generation
 	ctl      *running // nil without migrations, and while the journal is released
 	released bool
+	mayRun   bool // StartController was called: controllers run as soon as they are opened
 	relayMu  sync.Mutex
 	relayed  [][2]string // CreateKeys answered while released
 	runCtx   context.Context
@@ -244,8 +245,17 @@ func (l *Live) Run(ctx context.Context, ready func()) error {
 func (l *Live) StartController() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.mayRun = true
 	if l.ctl != nil && l.ctl.cancel == nil {
 		l.startController(l.ctl)
+	}
+}
+
+// runController runs r's controller, unless the process may not write the journal yet
+// (StartController then runs it).
+func (l *Live) runController(r *running) {
+	if l.mayRun {
+		l.startController(r)
 	}
 }
 
@@ -262,12 +272,8 @@ func (l *Live) stop() error {
 	}
 	l.draining.Wait()
 	if l.ctl != nil {
-		if l.ctl.cancel != nil {
-			if err := l.ctl.stop(); err != nil {
-				errs = append(errs, fmt.Errorf("app: cutover controller: %w", err))
-			}
-		} else {
-			l.ctl.o.close()
+		if err := l.ctl.stop(); err != nil {
+			errs = append(errs, fmt.Errorf("app: cutover controller: %w", err))
 		}
 		l.ctl = nil
 	}
@@ -316,12 +322,7 @@ func (l *Live) Release(created func(keyID, backend string)) error {
 	if l.ctl == nil {
 		return nil
 	}
-	var err error
-	if l.ctl.cancel != nil {
-		err = l.ctl.stop()
-	} else {
-		l.ctl.o.close()
-	}
+	err := l.ctl.stop()
 	l.ctl = nil
 	l.log.Info("upgrade: the journal is released to the new process")
 	return err
@@ -354,7 +355,7 @@ func (l *Live) Resume() error {
 		t.NoteCreateKey(n[0], n[1])
 	}
 	l.ctl = r
-	l.startController(r)
+	l.runController(r)
 	l.log.Info("upgrade: the journal is back with this process", "created_keys_meanwhile", len(notes))
 	return nil
 }

@@ -27,8 +27,13 @@ type running struct {
 }
 
 // stop ends the controller's Run (its last progress written, the journal closed) and closes its
-// fleet store.
+// fleet store; a controller whose Run has not started (after an upgrade, until the previous
+// process has gone) releases what its Load opened.
 func (r *running) stop() error {
+	if r.cancel == nil {
+		r.o.close()
+		return nil
+	}
 	r.cancel()
 	err := <-r.done
 	if r.o.store != nil {

@@ -135,7 +135,7 @@ func (l *Live) reload(ctx context.Context) ([]string, error) {
 	switch {
 	case opened != nil:
 		l.ctl = opened
-		l.startController(opened)
+		l.runController(opened)
 	case ac.Cutover == nil && old != nil:
 		if err := old.stop(); err != nil {
 			l.log.Error("reload: the controller's last journal write failed", "err", err)
@@ -157,7 +157,7 @@ func (l *Live) resumeOld(old *running) {
 		return
 	}
 	l.ctl = r
-	l.startController(r)
+	l.runController(r)
 }
 
 // check refuses what a reload cannot do, each problem on its line: remove a backend that the
@@ -363,7 +363,7 @@ func (l *Live) pairController(ctx context.Context, source, target string, start 
 		return nil, err
 	}
 	l.ctl = r
-	l.startController(r)
+	l.runController(r)
 	l.log.Info("cutover: the controller migrates another pair now", "source", source, "target", target)
 	return r.o.ctrl, nil
 }
