@@ -110,62 +110,12 @@ func New(cfg Config) (*App, error) {
 		return nil, errors.New("app: fleet mode needs the cutover controller (two backends and a [cutover] section)")
 	}
 	if cfg.Cutover != nil {
-		cc := *cfg.Cutover
-		// Each backend has its own health-check key with its own material: never migrate it.
-		// Its id is one no caller can name (proxy.HealthKeyID), so nothing a caller made is
-		// left behind by this.
-		cc.Select.Exclude = slices.Clone(cc.Select.Exclude)
-		for _, b := range pc.Backends {
-			cc.Select.Exclude = append(cc.Select.Exclude, proxy.HealthKeyID(pc.Health, b))
-		}
-		if cc.Registry == nil && pc.Registry != nil {
-			cc.Registry = pc.Registry
-		}
-		if cfg.Fleet != nil {
-			st, err := fleet.Open(*cfg.Fleet)
-			if err != nil {
-				return nil, err
-			}
-			cc.Fleet = st
-			a.fleet = st
-		}
-		ctrl, err := cutover.New(cc)
+		oc, err := openController(cfg, &pc, nil, a.adminAddr, log)
 		if err != nil {
-			a.closeFleet()
 			return nil, err
 		}
-		r, err := ctrl.Load(context.Background())
-		if err != nil {
-			a.closeFleet()
-			return nil, err
-		}
-		a.Cutover = ctrl
-		if r.Primary != "" { // "": a fleet member with no epoch yet (not ready)
-			if r.Primary != pc.Route.Primary || r.Fallback != pc.Route.Fallback {
-				log.Warn("the cutover journal overrides the configured route",
-					"configured_primary", pc.Route.Primary, "journal_primary", r.Primary,
-					"journal_fallback", r.Fallback, "epoch", r.Epoch)
-			}
-			pc.Route = proxy.Route{Epoch: r.Epoch, Primary: r.Primary, Fallback: r.Fallback}
-		}
-		mig := &seam{t: ctrl.Traffic(), admin: adminapi.Handler(ctrl)}
-		if cfg.Fleet != nil {
-			fa := cfg.FleetAdmin
-			if fa.OwnNames == nil {
-				fa.OwnNames = certNames(pc.Admin.TLS)
-			}
-			fw, err := newForwarder(ctrl, mig.admin, a.fleet.Member(), fa, pc.Admin.TLS != nil, a.adminAddr, log)
-			if err != nil {
-				_ = ctrl.Close()
-				a.closeFleet()
-				return nil, err
-			}
-			mig.admin = fw.operatorHandler()
-			if fw.auth != nil {
-				mig.peer = fw.peerHandler()
-			}
-		}
-		pc.Migration = mig
+		a.Cutover, a.fleet = oc.ctrl, oc.store
+		pc.Migration = newSeam(oc.parts)
 	}
 	p, err := proxy.New(pc)
 	if err != nil {
@@ -244,4 +194,91 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.closeFleet()
 	return err
+}
+
+// openedController is a loaded controller, its fleet store, and its sides of the seam.
+type openedController struct {
+	ctrl  *cutover.Controller
+	store fleet.Store // nil without a fleet
+	parts *migrationParts
+}
+
+// close releases what openController opened, for a controller that will not run.
+func (o *openedController) close() {
+	_ = o.ctrl.Close()
+	if o.store != nil {
+		_ = o.store.Close()
+	}
+}
+
+// openController builds the controller of cfg (and its fleet store), loads the journal, puts
+// the proxy configuration pc on the route the journal names, and builds the operator handlers
+// (local: adminapi over local, or over the controller when nil). On error nothing stays open.
+func openController(cfg Config, pc *proxy.Config, local adminapi.Controller, adminAddr func() net.Addr, log *slog.Logger) (*openedController, error) {
+	cc := *cfg.Cutover
+	// Each backend has its own health-check key with its own material: never migrate it. Its
+	// id is one no caller can name (proxy.HealthKeyID), so nothing a caller made is left
+	// behind by this.
+	cc.Select.Exclude = slices.Clone(cc.Select.Exclude)
+	for _, b := range pc.Backends {
+		cc.Select.Exclude = append(cc.Select.Exclude, proxy.HealthKeyID(pc.Health, b))
+	}
+	if cc.Registry == nil && pc.Registry != nil {
+		cc.Registry = pc.Registry
+	}
+	o := &openedController{}
+	if cfg.Fleet != nil {
+		st, err := fleet.Open(*cfg.Fleet)
+		if err != nil {
+			return nil, err
+		}
+		cc.Fleet = st
+		o.store = st
+	}
+	fail := func(err error) (*openedController, error) {
+		if o.ctrl != nil {
+			_ = o.ctrl.Close()
+		}
+		if o.store != nil {
+			_ = o.store.Close()
+		}
+		return nil, err
+	}
+	ctrl, err := cutover.New(cc)
+	if err != nil {
+		return fail(err)
+	}
+	o.ctrl = ctrl
+	r, err := ctrl.Load(context.Background())
+	if err != nil {
+		o.ctrl = nil // Load released what it opened
+		return fail(err)
+	}
+	if r.Primary != "" { // "": a fleet member with no epoch yet (not ready)
+		if r.Primary != pc.Route.Primary || r.Fallback != pc.Route.Fallback {
+			log.Warn("the cutover journal overrides the configured route",
+				"configured_primary", pc.Route.Primary, "journal_primary", r.Primary,
+				"journal_fallback", r.Fallback, "epoch", r.Epoch)
+		}
+		pc.Route = proxy.Route{Epoch: r.Epoch, Primary: r.Primary, Fallback: r.Fallback}
+	}
+	if local == nil {
+		local = ctrl
+	}
+	o.parts = &migrationParts{t: ctrl.Traffic(), admin: adminapi.Handler(local)}
+	if cfg.Fleet != nil {
+		fa := cfg.FleetAdmin
+		if fa.OwnNames == nil {
+			fa.OwnNames = certNames(pc.Admin.TLS)
+		}
+		fw, err := newForwarder(ctrl, o.parts.admin, o.store.Member(), fa, pc.Admin.TLS != nil, adminAddr, log)
+		if err != nil {
+			return fail(err)
+		}
+		o.parts.admin = fw.operatorHandler()
+		if fw.auth != nil {
+			o.parts.peer = fw.peerHandler()
+		}
+	}
+	return o, nil
 }

@@ -66,6 +66,31 @@ type StartOptions struct {
 	AutoSwitch bool `json:"auto_switch"`
 	// AutoFinalize finalizes once probation passed.
 	AutoFinalize bool `json:"auto_finalize"`
+	// Source and Target name the pair to migrate; empty: the controller's own
+	// (Config.Source and Config.Target). A controller migrates one pair: another is refused
+	// with ErrOtherPair, and the app builds a controller for that pair.
+	Source string `json:"source,omitempty"`
+	Target string `json:"target,omitempty"`
+}
+
+// Pair reports the source and target backends this controller migrates between.
+func (c *Controller) Pair() (source, target string) { return c.sides.src.name, c.sides.tgt.name }
+
+// checkPair refuses a pair other than the controller's (empty names take the controller's).
+func (s *sides) checkPair(source, target string) error {
+	src, tgt := s.src.name, s.tgt.name
+	if (source == "" || source == src) && (target == "" || target == tgt) {
+		return nil
+	}
+	return fmt.Errorf("%w: asked for %s → %s, this controller migrates %s → %s", ErrOtherPair,
+		orDefault(source, src), orDefault(target, tgt), src, tgt)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // FinalizeOptions configure Finalize.

@@ -89,7 +89,7 @@ func TestHappyPath(t *testing.T) {
 			// A restarted controller serves what the journal says.
 			e.stop(c)
 			c2 := e.controller(t, nil)
-			if ep, p, f := c2.journalRoute(); p != "B" || f != "" || ep != st.Epoch {
+			if ep, p, f := journalRoute(c2); p != "B" || f != "" || ep != st.Epoch {
 				t.Errorf("InitialRoute after restart: %d %s %s", ep, p, f)
 			}
 		})

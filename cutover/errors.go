@@ -45,6 +45,8 @@ var (
 	ErrMemberAlive = newError(http.StatusConflict, "member_alive", "cutover: member is alive")
 	// ErrUnknownMember: Forget was asked for a member the fleet never registered.
 	ErrUnknownMember = newError(http.StatusNotFound, "unknown_member", "cutover: no such member")
+	// ErrOtherPair: a start or plan named another source and target than the controller's.
+	ErrOtherPair = newError(http.StatusConflict, "other_pair", "cutover: another pair of backends")
 	// ErrSharedStorage refuses what makes no sense when source and target share storage.
 	ErrSharedStorage = newError(http.StatusConflict, "shared_storage", "cutover: source and target share storage")
 )
@@ -53,7 +55,7 @@ var (
 // turns an error reply back into it.
 func ErrorByCode(code string) error {
 	for _, e := range []*Error{ErrWrongState, ErrRunning, ErrRefused, ErrUnreachable, ErrNotDriver, ErrStopped,
-		ErrFenced, ErrMemberAlive, ErrUnknownMember, ErrSharedStorage, ErrIllegalMove} {
+		ErrFenced, ErrMemberAlive, ErrUnknownMember, ErrSharedStorage, ErrIllegalMove, ErrOtherPair} {
 		if e.code == code {
 			return e
 		}

@@ -91,6 +91,21 @@ func journalFrom(s *Snapshot) *journal {
 	return j
 }
 
+// ReadJournalHeader reads the header of the file journal at path without taking the journal
+// (nil and no error when there is none). The app reads in it which pair a migration in flight
+// migrates, to build the controller for that pair.
+func ReadJournalHeader(path string) (*Header, error) {
+	j, ok, err := loadJournal(path)
+	if err != nil || !ok {
+		return nil, err
+	}
+	h := j.Header
+	return &h, nil
+}
+
+// InMigration reports whether the header's state belongs to a migration that has not ended.
+func (h *Header) InMigration() bool { return h.State.inMigration() }
+
 // minCompact is the appended size below which the journal file is never rewritten.
 const minCompact = 1 << 20
 

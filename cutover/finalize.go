@@ -18,7 +18,7 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 		return err
 	}
 	defer c.control.unlock(held)
-	if err := c.mustDrive(); err != nil {
+	if err := c.fleet.mustDrive(); err != nil {
 		return err
 	}
 	if st := c.book.state(); st != StateSwitched {

@@ -106,8 +106,9 @@ func (c *Controller) SetAdminAddress(u string) {
 }
 
 // mustDrive refuses control operations on a member that is not the driver.
-func (c *Controller) mustDrive() error {
-	if c.fleet != nil && !c.fleet.isDriver() {
+// mustDrive refuses a control call on a member that does not drive (nil: one process, which always drives).
+func (m *member) mustDrive() error {
+	if m != nil && !m.isDriver() {
 		return ErrNotDriver
 	}
 	return nil
@@ -141,6 +142,14 @@ func (c *Controller) adopt(j *journal) error {
 	}
 	c.book.adopt(j)
 	return nil
+}
+
+// firstJournal writes the fleet store's first journal for a member that started before the
+// store answered (member.heartbeat), with the same checks as Load's.
+func (c *Controller) firstJournal(ctx context.Context) (*Snapshot, error) {
+	ld := &loader{src: c.sides.src.name, tgt: c.sides.tgt.name, store: c.store, file: c.file, markers: c.markers,
+		book: c.book, log: c.log, now: c.cfg.Now}
+	return ld.createFleetJournal(ctx)
 }
 
 // stopDriving stops the runner and the shadowing of a member that lost the lead.

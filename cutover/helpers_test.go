@@ -251,7 +251,7 @@ func (e *env) controller(tb testing.TB, mut func(*Config)) *Controller {
 }
 
 // journalRoute is the route the journal names now (the proxy is built on it at start).
-func (c *Controller) journalRoute() (epoch uint64, primary, fallback string) {
+func journalRoute(c *Controller) (epoch uint64, primary, fallback string) {
 	h := c.book.header()
 	p, f := h.Route()
 	return h.Epoch, p, f

@@ -110,7 +110,7 @@ func TestMarkerJournalLost(t *testing.T) {
 			}
 			defer c.Close()
 			// One epoch past the backends', recorded on them first.
-			if ep, p, f := c.journalRoute(); ep != epoch+1 || p != "B" || f != "" {
+			if ep, p, f := journalRoute(c); ep != epoch+1 || p != "B" || f != "" {
 				t.Errorf("route epoch %d %q/%q, want epoch %d B alone", ep, p, f, epoch+1)
 			}
 			if m := markerOn(t, e.B, "B", epoch+1); m.State != StateServing || m.Primary != "B" {
@@ -126,7 +126,7 @@ func TestMarkerFreshInstall(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 3)
 	c := e.controller(t, nil)
-	if ep, p, _ := c.journalRoute(); ep != 1 || p != "A" {
+	if ep, p, _ := journalRoute(c); ep != 1 || p != "A" {
 		t.Errorf("fresh start: epoch %d primary %q", ep, p)
 	}
 	ks := c.Traffic().keyStore()

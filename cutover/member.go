@@ -52,6 +52,9 @@ type markerChecks interface {
 // to stop it when the lead is lost.
 type driverHost interface {
 	adopt(j *journal) error
+	// firstJournal writes the store's first journal (judged against the backends' markers, as
+	// at start), or loads the one another member wrote first.
+	firstJournal(ctx context.Context) (*Snapshot, error)
 	resume(lead context.Context) error
 	stopDriving()
 }
@@ -295,9 +298,16 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 	if m.ready() {
 		return
 	}
-	// Not ready yet (started without store nor local copy): the store answers now.
+	// Not ready yet (started without store nor local copy): the store answers now. A store that
+	// holds no journal yet gets its first one here, as at a start with the store up: a fleet
+	// whose members all started before etcd would otherwise wait for a member to restart.
 	lctx, lcancel := context.WithTimeout(ctx, 15*time.Second)
 	snap, err := m.f.Load(lctx)
+	if err == nil && snap == nil {
+		if snap, err = m.host.firstJournal(lctx); err != nil {
+			m.log.Warn("fleet: the store holds no journal and the first one cannot be written yet; retrying", "err", truncate(err.Error()))
+		}
+	}
 	if err == nil && snap != nil {
 		err = m.markers.verifyHeader(lctx, &snap.Header, m.book.header().KeyStore)
 		if err != nil {

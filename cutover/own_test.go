@@ -205,7 +205,7 @@ func TestPendingMarkerAhead(t *testing.T) {
 	must(t, c0.writeMarker(ctxT(t), &backend{name: "B", k: e.cB}, next))
 
 	c := e.controller(t, nil)
-	if ep, p, f := c.journalRoute(); ep != epoch || p != "B" || f != "A" {
+	if ep, p, f := journalRoute(c); ep != epoch || p != "B" || f != "A" {
 		t.Fatalf("route %d %s/%s, want the journal's epoch %d B with fallback A", ep, p, f, epoch)
 	}
 	must(t, c.Finalize(ctxT(t), FinalizeOptions{Force: true, Reason: "test"}))
@@ -255,7 +255,7 @@ func TestLegacyMarkerUpgrade(t *testing.T) {
 	if ks == "" {
 		t.Fatal("no key store identity after the upgrade")
 	}
-	if ep, p, _ := c.journalRoute(); ep != epoch || p != "B" {
+	if ep, p, _ := journalRoute(c); ep != epoch || p != "B" {
 		t.Errorf("route after the upgrade: epoch %d %s", ep, p)
 	}
 	for _, b := range []struct {

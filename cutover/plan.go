@@ -39,8 +39,21 @@ type Plan struct {
 	Notes         []string `json:"notes,omitempty"` // for the operator: shared storage, ids never migrated
 }
 
-// Plan lists the selected keys on the source and compares each with the target.
-func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
+// PlanOptions name the pair to plan; empty names are the controller's own (as in StartOptions).
+type PlanOptions struct {
+	Source string `json:"source,omitempty"`
+	Target string `json:"target,omitempty"`
+}
+
+// Plan lists the selected keys on the source and compares each with the target. opts, at most
+// one (optional so that a plan of the controller's own pair needs none), may name the pair: one
+// other than the controller's is refused with ErrOtherPair.
+func (c *Controller) Plan(ctx context.Context, opts ...PlanOptions) (*Plan, error) {
+	for _, o := range opts {
+		if err := c.sides.checkPair(o.Source, o.Target); err != nil {
+			return nil, err
+		}
+	}
 	shared, err := c.probe.checkShared(ctx)
 	if err != nil {
 		return nil, err
@@ -50,12 +63,14 @@ func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
 		return nil, err
 	}
 	p := &Plan{Source: c.sides.src.name, Target: c.sides.tgt.name, Keys: make([]PlanKey, 0, len(ids)), Counts: map[string]int{},
-		SharedStorage: shared, Notes: c.notes()}
-	if h := c.book.header(); !h.State.inMigration() {
-		if serving, _ := h.Route(); serving != c.sides.src.name {
+		SharedStorage: shared, Notes: c.sides.notes(c.probe.isShared(), c.cfg.Select.Exclude)}
+	// A controller built only to plan another pair has no journal of its own.
+	if c.book.loaded() {
+		h := c.book.header()
+		if serving, _ := h.Route(); !h.State.inMigration() && serving != c.sides.src.name {
 			// A plan from a backend that no longer serves describes nothing that can start.
-			p.Notes = append([]string{fmt.Sprintf("%s serves (state %s, epoch %d): a migration %s → %s cannot start; to migrate from %s, configure [cutover] source = %q",
-				serving, h.State, h.Epoch, c.sides.src.name, c.sides.tgt.name, serving, serving)}, p.Notes...)
+			p.Notes = append([]string{fmt.Sprintf("%s serves (state %s, epoch %d): a migration %s → %s cannot start; to migrate from %s, run cutover plan --source %s (or configure [cutover] source = %q)",
+				serving, h.State, h.Epoch, c.sides.src.name, c.sides.tgt.name, serving, serving, serving)}, p.Notes...)
 		}
 	}
 	var mu sync.Mutex

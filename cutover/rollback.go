@@ -26,7 +26,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 		return err
 	}
 	defer c.control.unlock(held)
-	if err := c.mustDrive(); err != nil {
+	if err := c.fleet.mustDrive(); err != nil {
 		return err
 	}
 	c.log.Info("cutover: rollback asked", "reason", reason)

@@ -22,6 +22,12 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if opts.Shadow < 0 {
 		return errors.New("cutover: negative shadow duration")
 	}
+	if err := c.sides.checkPair(opts.Source, opts.Target); err != nil {
+		return err
+	}
+	// The journal's header names the pair; its options keep the earlier form, which a release
+	// rolled back to still reads.
+	opts.Source, opts.Target = "", ""
 	switch {
 	case opts.NoShadow && opts.Shadow > 0:
 		return errors.New("cutover: a shadow duration and no shadowing both asked for")
@@ -34,7 +40,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 		return err
 	}
 	defer c.control.unlock(held)
-	if err := c.mustDrive(); err != nil {
+	if err := c.fleet.mustDrive(); err != nil {
 		return err
 	}
 	h := c.book.header()

@@ -155,18 +155,18 @@ func (c *storageProbe) ensureShared(ctx context.Context) {
 }
 
 // notes are the plan's and status's remarks for the operator.
-func (c *Controller) notes() []string {
+func (s *sides) notes(shared bool, exclude []string) []string {
 	var n []string
-	if c.probe.isShared() {
-		n = append(n, SharedStorageNote+" ("+c.sides.src.name+" and "+c.sides.tgt.name+" are nodes over one database); verification still runs")
+	if shared {
+		n = append(n, SharedStorageNote+" ("+s.src.name+" and "+s.tgt.name+" are nodes over one database); verification still runs")
 	}
-	if c.sides.mintOnSource() {
-		n = append(n, "from a per-principal source ("+c.sides.src.name+", Cosmian 5.26) to an [aws-xks-service] target ("+c.sides.tgt.name+"): while switched, keys AWS creates are minted on "+
-			c.sides.src.name+" (5.26 grants the principal that minted them there; the copy gives "+c.sides.tgt.name+" that grant and [aws-xks-service]), so a rollback carries nothing the source cannot express; once finalized they are minted on "+
-			c.sides.tgt.name+", and a rollback from finalized carries those back only with grant_everyone_for_service_keys = true")
+	if s.mintOnSource() {
+		n = append(n, "from a per-principal source ("+s.src.name+", Cosmian 5.26) to an [aws-xks-service] target ("+s.tgt.name+"): while switched, keys AWS creates are minted on "+
+			s.src.name+" (5.26 grants the principal that minted them there; the copy gives "+s.tgt.name+" that grant and [aws-xks-service]), so a rollback carries nothing the source cannot express; once finalized they are minted on "+
+			s.tgt.name+", and a rollback from finalized carries those back only with grant_everyone_for_service_keys = true")
 	}
-	if len(c.cfg.Select.Exclude) > 0 {
-		n = append(n, "never migrated, each backend holds its own: "+strings.Join(c.cfg.Select.Exclude, ", "))
+	if len(exclude) > 0 {
+		n = append(n, "never migrated, each backend holds its own: "+strings.Join(exclude, ", "))
 	}
 	return n
 }

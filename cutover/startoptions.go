@@ -15,7 +15,9 @@ func (o StartOptions) MarshalJSON() ([]byte, error) {
 		NoShadow     bool   `json:"no_shadow,omitempty"`
 		AutoSwitch   bool   `json:"auto_switch"`
 		AutoFinalize bool   `json:"auto_finalize"`
-	}{o.Shadow.String(), o.NoShadow, o.AutoSwitch, o.AutoFinalize})
+		Source       string `json:"source,omitempty"`
+		Target       string `json:"target,omitempty"`
+	}{o.Shadow.String(), o.NoShadow, o.AutoSwitch, o.AutoFinalize, o.Source, o.Target})
 }
 
 // UnmarshalJSON reads Shadow as a duration string or a number of nanoseconds.
@@ -25,13 +27,20 @@ func (o *StartOptions) UnmarshalJSON(b []byte) error {
 		NoShadow     bool            `json:"no_shadow"`
 		AutoSwitch   bool            `json:"auto_switch"`
 		AutoFinalize bool            `json:"auto_finalize"`
+		Source       string          `json:"source"`
+		Target       string          `json:"target"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
 		return err
 	}
-	*o = StartOptions{NoShadow: v.NoShadow, AutoSwitch: v.AutoSwitch, AutoFinalize: v.AutoFinalize}
+	*o = StartOptions{NoShadow: v.NoShadow, AutoSwitch: v.AutoSwitch, AutoFinalize: v.AutoFinalize, Source: v.Source, Target: v.Target}
+	for _, n := range []string{v.Source, v.Target} {
+		if len(n) > 32 {
+			return errors.New("source, target: a backend name is at most 32 characters")
+		}
+	}
 	if len(v.Shadow) == 0 || string(v.Shadow) == "null" {
 		return nil
 	}

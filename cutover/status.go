@@ -89,7 +89,7 @@ type Status struct {
 
 // Status returns a snapshot of the controller.
 func (c *Controller) Status() Status {
-	s := Status{SharedStorage: c.probe.shared.Load(), Notes: c.notes()}
+	s := Status{SharedStorage: c.probe.shared.Load(), Notes: c.sides.notes(c.probe.isShared(), c.cfg.Select.Exclude)}
 	passed := c.book.fill(&s)
 	s.Running = c.control.isRunning()
 	s.Keys.GrantsCopied = int(c.copier.grantsCopied.Load())

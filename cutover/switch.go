@@ -15,7 +15,7 @@ func (c *Controller) Switch(ctx context.Context) error {
 		return err
 	}
 	defer c.control.unlock(held)
-	if err := c.mustDrive(); err != nil {
+	if err := c.fleet.mustDrive(); err != nil {
 		return err
 	}
 	if st := c.book.state(); st != StateVerified {

@@ -43,6 +43,7 @@ import (
 func liveRegistry(t *testing.T) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
+	app.RegisterReloadMetrics(reg) // serve runs an app.Live, which exports them
 	src, err := certs.SelfSigned("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -428,6 +429,8 @@ func TestSystemdUnit(t *testing.T) {
 		"ProtectKernelModules=yes", "RestrictAddressFamilies=", "MemoryDenyWriteExecute=yes",
 		"LockPersonality=yes", "SystemCallFilter=@system-service", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
 		"AmbientCapabilities=CAP_NET_BIND_SERVICE", "StateDirectory=xksproxy", "ConfigurationDirectory=xksproxy",
+		// Readiness, and the main PID handed over by a binary upgrade (SIGUSR2).
+		"Type=notify", "NotifyAccess=all",
 	} {
 		if !bytes.Contains(unit, []byte("\n"+want)) {
 			t.Errorf("unit lacks %q", want)
@@ -450,9 +453,25 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("fleet drop-in lacks %q", want)
 		}
 	}
-	for name, text := range map[string]string{"plain": patched, "fleet": patched + "\n" + string(dropIn)} {
+	socket, err := os.ReadFile("systemd/xksproxy.socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ListenStream=", "Accept=no", "Service=xksproxy.service"} {
+		if !bytes.Contains(socket, []byte("\n"+want)) {
+			t.Errorf("socket unit lacks %q", want)
+		}
+	}
+	for name, text := range map[string]string{"plain": patched, "fleet": patched + "\n" + string(dropIn), "socket": string(socket)} {
 		t.Run(name, func(t *testing.T) {
-			unitPath := filepath.Join(t.TempDir(), "xksproxy.service")
+			dir := t.TempDir()
+			unitPath := filepath.Join(dir, "xksproxy.service")
+			if err := os.WriteFile(unitPath, []byte(patched), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if name == "socket" {
+				unitPath = filepath.Join(dir, "xksproxy.socket")
+			}
 			if err := os.WriteFile(unitPath, []byte(text), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -710,6 +729,12 @@ func TestKubernetesManifests(t *testing.T) {
 				t.Error("runAsNonRoot not true")
 			}
 			c := list(t, get(t, pod, "spec", "containers"))[0]
+			// A replica leaves the Service before SIGTERM, and has the time to drain after it.
+			stopWait, _ := strconv.Atoi(str(t, get(t, c, "lifecycle", "preStop", "sleep", "seconds")))
+			grace, _ := strconv.Atoi(str(t, get(t, pod, "spec", "terminationGracePeriodSeconds")))
+			if stopWait < 5 || grace < stopWait+15 {
+				t.Errorf("preStop sleep %ds and grace %ds: want a sleep of 5 s or more and 15 s to drain after it", stopWait, grace)
+			}
 			for probe, path := range map[string]string{"readinessProbe": "/ready", "livenessProbe": "/ping"} {
 				if get(t, c, probe, "httpGet", "path") != path || get(t, c, probe, "httpGet", "scheme") != "HTTPS" {
 					t.Errorf("%s is not HTTPS %s", probe, path)

@@ -410,7 +410,7 @@ func TestFleetUnexportableKeyKeptOnSource(t *testing.T) {
 		}
 		cts[r.Name] = ct
 	}
-	p, err := f.admin(f.driver()).Plan(ctx)
+	p, err := f.admin(f.driver()).Plan(ctx, cutover.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,12 +17,17 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/xksproxy/xksproxy/cutover"
 )
 
 // maxTxnOps stays under etcd's default --max-txn-ops (128) with room for the fence and header.
 const maxTxnOps = 120
+
+// reconnectMax bounds the wait between two attempts to reach an unreachable etcd.
+const reconnectMax = 2 * time.Second
 
 // pageSize bounds one range read of per-key records (each well under 1 KiB).
 const pageSize = 1000
@@ -70,6 +75,13 @@ func Open(cfg Config) (*Etcd, error) {
 		AutoSyncInterval:     0,
 		RejectOldCluster:     false,
 		PermitWithoutStream:  true,
+		// gRPC's default reconnect backoff grows to 2 minutes: replicas started while etcd was
+		// down for a minute would try again up to a minute after it came back. Capped, they are
+		// ready within seconds of etcd answering.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMax},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fleet: etcd client: %w", err)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -32,6 +33,12 @@ type Config struct {
 	Logger    *slog.Logger
 	Registry  *prometheus.Registry // default: a new one (nothing registered globally)
 	Now       func() time.Time
+	// ListenFunc, when set, gives Run its listening sockets instead of binding them: it is called
+	// once for Listen, MetricsListen and Admin.Listen each (when enabled). The app passes sockets
+	// inherited from the process it replaces or from systemd, or shared by the proxies of two
+	// configurations during a reload. Run closes what it returns when it stops accepting, so
+	// that Close must end this proxy's accepting only. Default: bind the address.
+	ListenFunc func(ctx context.Context, addr string) (net.Listener, error)
 	// PreferHTTP1 offers "http/1.1" before "h2" in TLS ALPN (moved first in TLS.NextProtos):
 	// a client offering both then gets HTTP/1.1, which costs the proxy less CPU per request
 	// than Go's HTTP/2 server (bench/README.md); an h2-only client still gets h2. Default

@@ -122,6 +122,10 @@ type Proxy struct {
 	inFlight atomic.Int64
 	// slowBodies counts requests still reading their body after SlowBodyAfter (admission.go).
 	slowBodies atomic.Int64
+	// openConns counts the main listener's connections; draining marks the last replies
+	// (drain.go).
+	openConns  atomic.Int64
+	draining   atomic.Bool
 	guards     sync.Pool      // *bodyGuard
 	handshakes *handshakeGate // the main listener's TLS handshakes (handshake.go)
 	m          *metrics
@@ -339,8 +343,12 @@ func preferHTTP1(protos []string) []string {
 // Run serves the main, metrics and admin listeners and runs the health loop until ctx is done,
 // then shuts down gracefully, letting in-flight requests finish (up to WriteTimeout).
 func (p *Proxy) Run(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", p.cfg.Listen)
+	listen := p.cfg.ListenFunc
+	if listen == nil {
+		var lc net.ListenConfig
+		listen = func(ctx context.Context, addr string) (net.Listener, error) { return lc.Listen(ctx, "tcp", addr) }
+	}
+	ln, err := listen(ctx, p.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("proxy: listen %s: %w", p.cfg.Listen, err)
 	}
@@ -351,7 +359,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		tlsCfg.NextProtos = preferHTTP1(tlsCfg.NextProtos)
 	}
 	main := &http.Server{
-		Handler:           p.handler,
+		Handler:           p.drainable(p.handler),
 		TLSConfig:         p.handshakes.config(tlsCfg),
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
@@ -361,6 +369,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		// limit is the documented one (it cannot go below the 4096-byte slack itself).
 		MaxHeaderBytes: max(l.MaxHeaderBytes-4096, 1),
 		ConnContext:    connContext,
+		ConnState:      p.countConn,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	servers := []*http.Server{main}
@@ -378,7 +387,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	a := ln.Addr()
 	p.addr.Store(&a)
 	if p.cfg.MetricsListen != "" {
-		mln, err := lc.Listen(ctx, "tcp", p.cfg.MetricsListen)
+		mln, err := listen(ctx, p.cfg.MetricsListen)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("proxy: listen metrics %s: %w", p.cfg.MetricsListen, err)
@@ -390,7 +399,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.metAddr.Store(&ma)
 	}
 	if p.cfg.Admin.Listen != "" {
-		aln, err := lc.Listen(ctx, "tcp", p.cfg.Admin.Listen)
+		aln, err := listen(ctx, p.cfg.Admin.Listen)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("proxy: listen admin %s: %w", p.cfg.Admin.Listen, err)
@@ -446,6 +455,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), l.WriteTimeout)
 	defer cancel()
+	// Stop accepting first (the sockets may live on in another proxy or process), then let each
+	// open connection end after its next reply before Shutdown closes what is left.
+	closeAll()
+	p.drain(sctx, l.WriteTimeout/2)
 	for _, s := range servers {
 		_ = s.Shutdown(sctx)
 	}

@@ -119,28 +119,37 @@ func cutoverCommands() []command {
 		force        bool
 		verbose      bool
 		forgetFS     *flag.FlagSet
+		source       string
+		target       string
 	)
+	pairFlags := func(fs *flag.FlagSet) {
+		fs.StringVar(&source, "source", "", "the backend to migrate from (default: [cutover] source; the backend that serves)")
+		fs.StringVar(&target, "target", "", "the backend to migrate to (default: [cutover] target)")
+	}
 	return []command{
-		adminCommand("plan", "[--verbose]", "count what a migration would copy, skip or refuse, and list the keys that need attention",
+		adminCommand("plan", "[--source NAME --target NAME] [--verbose]", "count what a migration would copy, skip or refuse, and list the keys that need attention",
 			func(fs *flag.FlagSet) {
 				fs.BoolVar(&verbose, "verbose", false, "list every key, not only those that need attention")
+				pairFlags(fs)
 			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
-				p, err := c.Plan(ctx)
+				p, err := c.Plan(ctx, cutover.PlanOptions{Source: source, Target: target})
 				if err != nil {
 					return err
 				}
 				return a.print(stdout, p, func() { adminapi.RenderPlan(stdout, p, verbose) })
 			}),
-		adminCommand("start", "[--shadow 5m | --no-shadow] [--no-auto-switch] [--auto-finalize]", "copy, verify, [shadow], switch, probation",
+		adminCommand("start", "[--source NAME --target NAME] [--shadow 5m | --no-shadow] [--no-auto-switch] [--auto-finalize]", "copy, verify, [shadow], switch, probation",
 			func(fs *flag.FlagSet) {
+				pairFlags(fs)
 				durationVar(fs, &shadow, "shadow", 0, "mirror live Decrypts to the target for this `duration` before switching (default: [cutover] shadow_duration)")
 				fs.BoolVar(&noShadow, "no-shadow", false, "switch without shadowing, whatever [cutover] shadow_duration says")
 				fs.BoolVar(&noAuto, "no-auto-switch", false, "stop after verification; switch with 'cutover switch'")
 				fs.BoolVar(&autoFinalize, "auto-finalize", false, "finalize automatically once probation passes")
 			},
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
-				opts := cutover.StartOptions{Shadow: shadow, NoShadow: noShadow, AutoSwitch: !noAuto, AutoFinalize: autoFinalize}
+				opts := cutover.StartOptions{Shadow: shadow, NoShadow: noShadow, AutoSwitch: !noAuto, AutoFinalize: autoFinalize,
+					Source: source, Target: target}
 				st, err := c.Start(ctx, opts)
 				if err != nil {
 					return err

@@ -192,7 +192,11 @@ func usageErr(format string, args ...any) error {
 
 // newLogger builds the process logger: JSON or text on stderr at the given level.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
+	return newLevelLogger(w, new(slog.LevelVar), level, format)
+}
+
+// newLevelLogger is newLogger with its level in lv, which a reload sets again.
+func newLevelLogger(w io.Writer, lv *slog.LevelVar, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
 		return nil, usageErr("log level %q: want debug, info, warn or error", level)
 	}

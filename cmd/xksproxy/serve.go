@@ -10,16 +10,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
-	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/xksproxy/xksproxy/app"
-	"github.com/xksproxy/xksproxy/certs"
 	"github.com/xksproxy/xksproxy/config"
 	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/upgrade"
 )
 
 func serveCommand() command {
@@ -66,111 +65,125 @@ func serveConfig(ctx context.Context, path string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, f.Log.Level, f.Log.Format)
+	level := new(slog.LevelVar)
+	log, err := newLevelLogger(stderr, level, f.Log.Level, f.Log.Format)
 	if err != nil {
 		return fmt.Errorf("%s: log: %w", path, err)
 	}
 	for _, w := range warnings {
 		log.Warn("configuration", "warning", w)
 	}
-	ac, err := app.FromFile(ctx, f, "xksproxy "+version, log, nil)
+	up, err := upgrade.New(upgrade.Config{Logger: log})
 	if err != nil {
-		return f.Locate(err)
+		return err
 	}
-	checkKMIP(ctx, ac, log)
-	a, err := app.New(ac)
+	defer up.Stop()
+	// The sockets outlive configurations (a reload keeps them) and processes (an upgrade
+	// passes them on); those of xksproxy.socket are found by their address.
+	sockets := app.NewSockets(up.Listen)
+	defer sockets.Close()
+	live, err := app.NewLive(ctx, app.LiveConfig{
+		Path: path, Version: version, Logger: log, Level: level, Sockets: sockets, Acquire: up.Acquire,
+		Setup: func(ctx context.Context, f *config.File) (app.Config, error) {
+			ac, err := app.FromFile(ctx, f, "xksproxy "+version, log, nil)
+			if err != nil {
+				return app.Config{}, f.Locate(err)
+			}
+			checkKMIP(ctx, ac, log)
+			return ac, nil
+		},
+	}, f)
 	if err != nil {
 		return proxyConfigErr(filepath.Base(path), err)
 	}
-	go reloadOnHUP(ctx, path, f, a, log)
-	log.Info("xksproxy starting", "version", version, "config", path, "listen", ac.Proxy.Listen)
-	return a.Run(ctx)
+	// The process stops on SIGTERM, or once the process that replaces it serves: it stops
+	// accepting first (the sockets live on there, or in systemd), then drains.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-up.Exit():
+			log.Info("upgrade: the new process serves; draining")
+		case <-runCtx.Done():
+		}
+		_ = sockets.Close()
+		stop()
+	}()
+	go onSignals(runCtx, live, up, log)
+	ready := func() {
+		if err := up.Ready(live.NoteCreated); err != nil {
+			log.Error("readiness not reported", "err", err)
+		}
+		// The controller runs once no other process serves: a route it moves is then the one
+		// every connection sees.
+		go func() {
+			select {
+			case <-up.ParentGone():
+				live.StartController()
+			case <-runCtx.Done():
+			}
+		}()
+	}
+	log.Info("xksproxy starting", "version", version, "config", path, "listen", f.Server.Listen, "pid", os.Getpid(), "upgraded", up.HasParent())
+	return proxyConfigErr(filepath.Base(path), live.Run(runCtx, ready))
 }
 
-// reloadOnHUP applies SIGHUP (systemctl reload): it re-reads the configuration file and applies
-// the SigV4 credential sets of every prefix without dropping connections — the spec's rotation
-// procedure (add the new set, update the key store in AWS, wait, remove the old set) is two edits
-// and two SIGHUPs — updates xks_sigv4_credential_age_seconds, and re-reads the certificate files
-// (tls.mode = "files"; a bad replacement is refused and the current certificate kept). Every
-// other change is compared with the running configuration and logged key by key as needing a
-// restart.
-func reloadOnHUP(ctx context.Context, path string, running *config.File, a *app.App, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// onSignals serves SIGHUP (systemctl reload: read the file again and apply it) and SIGUSR2
+// (replace the binary: start the one at the same path on the same sockets, then drain).
+func onSignals(ctx context.Context, live *app.Live, up *upgrade.Upgrader, log *slog.Logger) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sig)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
+		case s := <-sig:
+			if s == syscall.SIGUSR2 {
+				go func() {
+					if err := up.Upgrade(live); err != nil {
+						log.Error("upgrade failed; this process goes on serving", "err", err)
+					}
+				}()
+				continue
+			}
+			up.Reloading()
+			up.Reloaded(reload(ctx, live, log))
 		}
-		reload(path, running, a, log)
 	}
 }
 
-// credentialKey matches the keys a reload applies: a prefix's credential sets.
-var credentialKey = regexp.MustCompile(`^prefix\[(\d+)\]\.credential`)
-
-// reload is one SIGHUP. The certificate files are re-read even when the configuration file is
-// refused: renewing a certificate must not depend on an unrelated edit. running is the
-// configuration in effect; reload updates the credential sets it applied.
-func reload(path string, running *config.File, a *app.App, log *slog.Logger) {
-	log.Info("reload: SIGHUP received", "config", path)
-	if f, warnings, err := config.Load(path); err != nil {
-		log.Error("reload: configuration refused; keeping the current credentials", "err", err)
-	} else {
-		for _, w := range warnings {
-			log.Warn("reload: configuration", "warning", w)
+// reload is one SIGHUP: the file is read again and applied (app.Live.Reload), and the
+// certificate files are read again even when the file is refused: renewing a certificate must
+// not depend on an unrelated edit. It returns a one-line status for systemd.
+func reload(ctx context.Context, live *app.Live, log *slog.Logger) string {
+	log.Info("reload: SIGHUP received")
+	status := "reload applied"
+	notApplied, err := live.Reload(ctx)
+	switch {
+	case errors.Is(err, app.ErrReloadRefused):
+		status = "reload refused; the previous configuration serves"
+		log.Error("reload: refused; the previous configuration serves", "problems", strings.Count(err.Error(), "\n"))
+		for _, line := range strings.Split(err.Error(), "\n")[1:] {
+			log.Error("reload: refused", "problem", line)
 		}
-		applied := map[string]bool{} // prefix paths whose credential sets are now f's
-		for _, p := range f.Prefix {
-			ids := make([]string, 0, len(p.Credential))
-			ages := make([]certs.CredentialAge, 0, len(p.Credential))
-			var noAge []string
-			for _, c := range p.Credential {
-				ids = append(ids, c.AccessKeyID)
-				if c.Created.IsZero() {
-					noAge = append(noAge, c.AccessKeyID)
-					continue
-				}
-				ages = append(ages, certs.CredentialAge{AccessKeyID: c.AccessKeyID, Created: c.Created.Time})
-			}
-			if err := a.SetCredentials(p.Path, p.Credentials(), ages); err != nil {
-				log.Error("reload: credentials refused", "prefix", p.Path, "err", err)
-				continue
-			}
-			applied[p.Path] = true
-			log.Info("reload: credentials applied", "prefix", p.Path, "access_key_ids", ids,
-				"age_metric_sets", len(ages), "no_created_date", noAge)
-		}
-		changes := config.Changes(running, f)
-		if len(changes) == 0 {
-			log.Info("reload: configuration file unchanged")
-		}
-		for _, key := range changes {
-			if m := credentialKey.FindStringSubmatch(key); m != nil {
-				i, _ := strconv.Atoi(m[1])
-				if i < len(f.Prefix) && applied[f.Prefix[i].Path] {
-					log.Info("reload: applied", "key", key)
-					continue
-				}
-			}
-			log.Warn("reload: changed but not applied: restart to apply", "key", key)
-		}
-		for i := range running.Prefix {
-			if i < len(f.Prefix) && f.Prefix[i].Path == running.Prefix[i].Path && applied[f.Prefix[i].Path] {
-				running.Prefix[i].Credential = f.Prefix[i].Credential
-			}
+	case err != nil:
+		status = "reload failed; the previous configuration serves"
+		log.Error("reload: failed; the previous configuration serves", "err", err)
+	default:
+		log.Info("reload: applied")
+		for _, k := range notApplied {
+			log.Warn("reload: changed but not applied: a binary upgrade (SIGUSR2) or a restart applies it (the listening sockets and the log format stay)", "key", k)
 		}
 	}
-	switch err := a.ReloadTLS(); {
+	switch err := live.ReloadTLS(); {
 	case errors.Is(err, app.ErrNothingToReload):
-		log.Info("reload: certificate not reloaded (not from files)")
 	case err != nil:
 		log.Error("reload: certificate files refused; still serving the previous certificate", "err", err)
 	default:
 		log.Info("reload: certificate files checked (reloaded if changed)")
 	}
+	return status
 }
 
 // checkKMIP says at start-up, for every backend with a ckms_config, whether its KMIP side works:

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xksproxy/xksproxy/app"
 	"github.com/xksproxy/xksproxy/config"
+	"github.com/xksproxy/xksproxy/internal/metrictest"
 )
 
 const testSecret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
@@ -94,7 +98,11 @@ const (
 	credNew = "[[prefix.credential]]\naccess_key_id = \"AKIAXKSPROXYNEWKEY02\"\nsecret_access_key = \"" + testSecret + "\"\n"
 )
 
-// TestReload drives one SIGHUP's work (reload) through its three outcomes.
+// TestReload drives SIGHUPs (reload) on a running configuration: a credential rotation and a
+// new certificate apply to the proxy in service; other edits start a new proxy on the same
+// socket; a listen address is not applied and says so; a refused file still re-reads the
+// certificate; a certificate that does not load refuses the reload and keeps the previous one.
+// xks_config_reloads_total counts each outcome.
 func TestReload(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "xksproxy.toml")
@@ -109,60 +117,78 @@ func TestReload(t *testing.T) {
 	}
 	var logs syncBuf
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	ac, err := app.FromFile(context.Background(), f, "test", log, nil)
+	reg := prometheus.NewRegistry()
+	sockets := app.NewSockets(func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) })
+	defer sockets.Close()
+	live, err := app.NewLive(context.Background(), app.LiveConfig{Path: path, Version: "test", Logger: log, Sockets: sockets, Registry: reg,
+		Setup: func(ctx context.Context, f *config.File) (app.Config, error) {
+			ac, err := app.FromFile(ctx, f, "test", log, nil)
+			return ac, f.Locate(err)
+		}}, f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := app.New(ac)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() { done <- live.Run(ctx, func() { close(ready) }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	<-ready
+	addr := live.Proxy().Addr().String()
 	logs.take()
 
 	steps := []struct {
-		name   string
-		prep   func()
-		want   []string
-		absent []string
+		name     string
+		prep     func()
+		newProxy bool
+		want     []string
+		absent   []string
 	}{
 		{"rotation and new certificate", func() {
 			if err := os.WriteFile(path, []byte(serveTestConfig(credOld+credNew)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			writeSelfSignedPair(t, certFile, keyFile, 2)
-		}, []string{
-			"reload: credentials applied", "AKIAXKSPROXYNEWKEY02", "no_created_date=[AKIAXKSPROXYNEWKEY02]",
-			"age_metric_sets=1", "tls certificate reloaded", "reload: certificate files checked",
-			"reload: applied\" key=prefix[0].credential",
-		}, []string{"level=ERROR", "restart to apply"}},
-		{"other edits need a restart, each named", func() {
+		}, false, []string{
+			"credentials replaced", "AKIAXKSPROXYNEWKEY02", "reload: applied", "tls certificate reloaded", "reload: certificate files checked",
+		}, []string{"level=ERROR", "not applied", "xksproxy serving"}},
+		{"other edits start a new proxy on the same socket", func() {
 			doc := strings.Replace(serveTestConfig(credOld+credNew), "[health]\n", "timeout = \"150ms\"\n[health]\ninterval = \"20s\"\n", 1)
 			if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{
-			`msg="reload: changed but not applied: restart to apply" key=backend[0].timeout`,
-			`msg="reload: changed but not applied: restart to apply" key=health.interval`,
-		}, []string{"reload: applied\" key=prefix", "level=ERROR"}},
+		}, true, []string{"reload: applied", "xksproxy serving"}, []string{"level=ERROR", "not applied"}},
+		{"a listen address is not applied", func() {
+			doc := strings.Replace(serveTestConfig(credOld+credNew), `listen = "127.0.0.1:0"`, `listen = "127.0.0.1:1"`, 1)
+			if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, true, []string{"reload: applied", `msg="reload: changed but not applied`, "key=server.listen"}, []string{"level=ERROR"}},
 		{"refused configuration still reloads the certificate", func() {
 			if err := os.WriteFile(path, []byte("[server\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			writeSelfSignedPair(t, certFile, keyFile, 3)
-		}, []string{"reload: configuration refused", "tls certificate reloaded"}, []string{"credentials applied"}},
-		{"bad certificate is refused", func() {
+		}, false, []string{"reload: refused", "xksproxy.toml:2", "tls certificate reloaded"}, []string{"reload: applied", "credentials replaced"}},
+		{"a certificate that does not load refuses the reload", func() {
 			if err := os.WriteFile(path, []byte(serveTestConfig(credNew)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.WriteFile(certFile, []byte("garbage"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{"reload: credentials applied", "reload: certificate files refused"}, []string{"tls certificate reloaded"}},
+		}, false, []string{"reload: refused", "tls", "reload: certificate files refused"}, []string{"reload: applied", "tls certificate reloaded"}},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
+			before := live.Proxy()
 			st.prep()
-			reload(path, f, a, log)
+			reload(context.Background(), live, log)
 			out := logs.take()
 			for _, w := range st.want {
 				if !strings.Contains(out, w) {
@@ -177,6 +203,17 @@ func TestReload(t *testing.T) {
 			if strings.Contains(out, testSecret) {
 				t.Errorf("log leaks the secret")
 			}
+			if got := live.Proxy() != before; got != st.newProxy {
+				t.Errorf("new proxy: %v, want %v", got, st.newProxy)
+			}
+			if a := live.Proxy().Addr().String(); a != addr {
+				t.Errorf("the proxy serves %s, not the socket it started on (%s)", a, addr)
+			}
 		})
+	}
+	for result, want := range map[string]float64{"applied": 3, "refused": 2, "failed": 0} {
+		if got, _ := metrictest.Value(t, reg, "xks_config_reloads_total", map[string]string{"result": result}); got != want {
+			t.Errorf("xks_config_reloads_total{result=%q} = %v, want %v", result, got, want)
+		}
 	}
 }

@@ -33,7 +33,7 @@ func (f *fakeController) record(s string) error {
 }
 
 func (f *fakeController) Status() cutover.Status { return f.st }
-func (f *fakeController) Plan(ctx context.Context) (*cutover.Plan, error) {
+func (f *fakeController) Plan(ctx context.Context, _ ...cutover.PlanOptions) (*cutover.Plan, error) {
 	if err := f.record("plan"); err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func TestRoundTrip(t *testing.T) {
 	_, c := newServer(t, f)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if p, err := c.Plan(ctx); err != nil || p.Source != "A" {
+	if p, err := c.Plan(ctx, cutover.PlanOptions{}); err != nil || p.Source != "A" {
 		t.Fatalf("plan %+v %v", p, err)
 	}
 	for _, call := range []func() (*cutover.Status, error){

@@ -97,10 +97,10 @@ func (a *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// Plan asks the proxy for a migration plan.
-func (a *Client) Plan(ctx context.Context) (*cutover.Plan, error) {
+// Plan asks the proxy for a migration plan of opts' pair (empty names: the configured one).
+func (a *Client) Plan(ctx context.Context, opts cutover.PlanOptions) (*cutover.Plan, error) {
 	var p cutover.Plan
-	if err := a.do(ctx, http.MethodPost, "/v1/cutover/plan", struct{}{}, &p); err != nil {
+	if err := a.do(ctx, http.MethodPost, "/v1/cutover/plan", opts, &p); err != nil {
 		return nil, err
 	}
 	return &p, nil

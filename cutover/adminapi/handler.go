@@ -17,7 +17,7 @@ import (
 // Controller is what the API drives: *cutover.Controller.
 type Controller interface {
 	Status() cutover.Status
-	Plan(ctx context.Context) (*cutover.Plan, error)
+	Plan(ctx context.Context, opts ...cutover.PlanOptions) (*cutover.Plan, error)
 	Start(ctx context.Context, opts cutover.StartOptions) error
 	Switch(ctx context.Context) error
 	Rollback(ctx context.Context, reason string) error
@@ -58,12 +58,13 @@ func Handler(c Controller) http.Handler {
 		WriteJSON(w, http.StatusOK, c.Status())
 	})
 	mux.HandleFunc("POST /v1/cutover/plan", func(w http.ResponseWriter, r *http.Request) {
-		if !readBody(w, r, nil) {
+		var o cutover.PlanOptions
+		if !readBody(w, r, &o) {
 			return
 		}
 		ctx, cancel := controlCall(w, r)
 		defer cancel()
-		p, err := c.Plan(ctx)
+		p, err := c.Plan(ctx, o)
 		if err != nil {
 			WriteError(w, err)
 			return
