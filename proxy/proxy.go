@@ -89,6 +89,12 @@ type Result struct {
 	ErrorName      xks.ErrorName // "" on success
 	Status         int
 	Latency        time.Duration
+	// BackendLatency is Backend's own attempt, without the proxy's work around it (checks,
+	// the CreateKey hook, a failed primary attempt): what a backend is judged on.
+	BackendLatency time.Duration
+	// InFlight is how many requests the proxy held when this one was admitted (0 when it was
+	// answered before admission).
+	InFlight int
 }
 
 // Errors returned by New, SetRoute and SetCredentials.
