@@ -42,17 +42,19 @@ func (s *seam) Observe(r proxy.Result) {
 		// The failed attempt counts against the backend that failed (probation must see B's
 		// errors even when A's fallback answered), unless the fallback refused the same way (the
 		// caller's mistake).
-		s.t.ObserveFellBack(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, r.ErrorName)
+		s.t.ObserveFellBack(r.FellBackFrom, r.KeyID, r.PrimaryError, r.PrimaryLatency, r.ErrorName)
 	}
 	if r.Backend != "" { // "" when the proxy answered itself ("proxy" is only its metric label)
-		s.t.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
+		// The backend is judged on its own attempt, not on the proxy's work around it (the
+		// CreateKey checks and copy, a failed primary attempt before this one).
+		s.t.Observe(r.Backend, r.ErrorName, r.BackendLatency, r.FellBackFrom != "")
 	}
 }
 
 func (s *seam) Mirror(r proxy.Result, req, resp []byte) { s.t.Mirror(r.KeyID, req, resp) }
 
 func (s *seam) Recheck(r proxy.Result, req []byte) {
-	s.t.Recheck(r.Backend, r.Op, r.KMSOperation == "CreateKey", r.KeyID, r.ErrorName, r.Latency, req)
+	s.t.Recheck(r.Backend, r.Op, r.KMSOperation == "CreateKey", r.KeyID, r.ErrorName, r.BackendLatency, req)
 }
 
 func (s *seam) CreateKey(ctx context.Context, ev proxy.CreateKeyEvent) {

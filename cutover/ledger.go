@@ -305,6 +305,14 @@ func (l *ledger) createdOnTarget(id string) bool {
 	return slices.Contains(l.j.CreatedOnTarget, id)
 }
 
+// isCreated reports whether id has a created-key note: a key made during the migration, which
+// the migration is still placing on the other side (or has placed).
+func (l *ledger) isCreated(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.created[id]
+}
+
 // mayLack reports whether the backend on side s may not hold keyID yet. The target holds every
 // key the copy reported copied and every key created on it; the source holds every key the
 // migration found there and every key the source answered a CreateKey for.

@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_shadow_results_total",
 			Help: "Mirrored Decrypts by result (match, mismatch, error, dropped)."}, []string{"result"}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rollbacks_total",
-			Help: "Rollbacks by reason (manual, error_rate, p99)."}, []string{"reason"}),
+			Help: "Rollbacks by reason (manual, error_rate, p99, hard_ceiling, resumed)."}, []string{"reason"}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "xks_cutover_fallbacks_total",
 			Help: "Calls retried on the fallback backend after the switch."}),
 		rightsCarried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rights_carried_total",

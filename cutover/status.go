@@ -105,7 +105,12 @@ func (c *Controller) Status() Status {
 			MaxErrorRate: *p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: *p.MinRequests,
 			SinceSwitch: c.probation.evidence(c.cfg.Now()),
 		}
-		if pr := s.Probation; !pr.Passed && !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests) {
+		pr := s.Probation
+		switch v := c.probation.verdict(c.cfg.Now()); {
+		case pr.Passed:
+		case v.watching != "":
+			pr.Waiting = v.watching
+		case !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests):
 			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.sides.tgt.name, pr.SinceSwitch)
 		}
 	}

@@ -97,15 +97,17 @@ func (c *Traffic) Observe(backend string, errName xks.ErrorName, latency time.Du
 	c.probation.observe(backend, errName, latency, fellBack)
 }
 
-// ObserveFellBack is the proxy's hook for a request the primary failed and the fallback then
-// answered (with fallbackErr, "" on success): the primary's attempt is recorded like Observe's,
-// except that a definite refusal the fallback answered the same way is the caller's (an id
-// neither side holds), not the primary's. The fallback's own attempt goes to Observe.
-func (c *Traffic) ObserveFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
+// ObserveFellBack is the proxy's hook for a request for keyID the primary failed and the
+// fallback then answered (with fallbackErr, "" on success): the primary's attempt is recorded
+// like Observe's, except that a definite refusal the fallback answered the same way is the
+// caller's (an id neither side holds), and a KeyNotFound for a key created during the migration
+// is the migration's (not copied there yet), not the primary's. The fallback's own attempt goes
+// to Observe.
+func (c *Traffic) ObserveFellBack(primary, keyID string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
 	if c.fleet != nil {
 		c.fleet.view.count()
 	}
-	c.probation.observeFellBack(primary, primaryErr, latency, fallbackErr)
+	c.probation.observeFellBack(primary, keyID, primaryErr, latency, fallbackErr)
 }
 
 // Recheck is the proxy's hook for a request the backend that served it refused definitely (no

@@ -59,8 +59,8 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		if p.Waiting != "" {
 			verdict = "not passed: " + p.Waiting
 		}
-		fmt.Fprintf(tw, "probation:\t%s; %d requests, error rate %.2f%% (max %.2f%%), p99 %s (max %s)\n",
-			verdict, p.Requests, 100*p.ErrorRate, 100*p.MaxErrorRate, p.P99.Round(time.Microsecond), p.MaxP99)
+		fmt.Fprintf(tw, "probation:\t%s; %d requests, error rate %.2f%% (%d timeouts; max %.2f%%), p99 %s (max %s)\n",
+			verdict, p.Requests, 100*p.ErrorRate, p.Timeouts, 100*p.MaxErrorRate, p.P99.Round(time.Microsecond), p.MaxP99)
 	}
 	fmt.Fprintf(tw, "fallbacks:\t%d\n", s.Fallbacks)
 	if s.Reason != "" {
