@@ -889,6 +889,51 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 	}
 }
 
+// A CreateKey's existence check is answered from the migration's own records for an id it has
+// seen (a migrated key: both sides; a key created during the migration: the side that answered
+// its CreateKey), with no backend call; only an id it does not know is read on the backend.
+func TestCreateKeyCheckFromRecords(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 5)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{}))
+	mustWait(t, c, StateVerified)
+	const made = "made-while-verified"
+	must(t, e.A.CreateKey("admin", made, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	c.Traffic().NoteCreateKey(made, "A")
+	calls := func() int64 { // attribute reads: the markers' background writes make other calls
+		return e.A.Stats().KMIP["GetAttributes"] + e.B.Stats().KMIP["GetAttributes"]
+	}
+	for _, tc := range []struct {
+		name, id, backend string
+		held              bool
+		kmip              int64
+		answer            string
+	}{
+		{"a migrated key on A", "key-000", "A", true, 0, "records"},
+		{"a migrated key on B", "key-001", "B", true, 0, "records"},
+		{"a key created on A during the migration", made, "A", true, 0, "records"},
+		{"the same key on B: not known there", made, "B", false, 1, "backend"},
+		{"an id nobody holds", "nobody-holds-this", "A", false, 1, "backend"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, checks := calls(), c.Status().CreateKeyChecks
+			held, err := c.Traffic().Holds(ctx, tc.id, tc.backend)
+			if err != nil || held != tc.held {
+				t.Fatalf("Holds = %v, %v; want %v", held, err, tc.held)
+			}
+			if n := calls() - before; n != tc.kmip {
+				t.Errorf("%d KMIP calls, want %d", n, tc.kmip)
+			}
+			after := c.Status().CreateKeyChecks
+			if got := map[string]uint64{"records": after.Records - checks.Records, "backend": after.Backend - checks.Backend}; got[tc.answer] != 1 {
+				t.Errorf("checks %+v → %+v: want one answered by %s", checks, after, tc.answer)
+			}
+		})
+	}
+}
+
 // A copy that finds the id taken on the other side by a key it cannot see (another owner's)
 // leaves nothing pending there: that key's refusals are its owner's policy, and the proxy must
 // not fall back past them.

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -54,6 +55,35 @@ type sides struct {
 	workers  int // keys worked on at once (Concurrency)
 	log      *slog.Logger
 	book     *ledger
+	checks   createKeyChecks // the CreateKey existence checks (Traffic.Holds)
+}
+
+// createKeyChecks counts how the existence checks of CreateKeys during a migration were
+// answered (the status's figures; xks_cutover_createkey_checks_total is the metric).
+type createKeyChecks struct{ records, backend, failed atomic.Uint64 }
+
+func (c *createKeyChecks) note(answer string) {
+	switch answer {
+	case "records":
+		c.records.Add(1)
+	case "backend":
+		c.backend.Add(1)
+	case "failed":
+		c.failed.Add(1)
+	}
+}
+
+// CreateKeyChecks are the figures of the CreateKey existence checks this process made since it
+// started: answered from the migration's records, by a backend, or not in time (the CreateKey
+// was refused with a retryable error).
+type CreateKeyChecks struct {
+	Records uint64 `json:"records"`
+	Backend uint64 `json:"backend"`
+	Failed  uint64 `json:"failed"`
+}
+
+func (c *createKeyChecks) snapshot() CreateKeyChecks {
+	return CreateKeyChecks{Records: c.records.Load(), Backend: c.backend.Load(), Failed: c.failed.Load()}
 }
 
 // byName is the side named name, nil if neither.

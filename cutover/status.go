@@ -76,8 +76,10 @@ type Status struct {
 	Shadow          ShadowStats      `json:"shadow"`
 	Probation       *ProbationStatus `json:"probation,omitempty"`
 	Fallbacks       uint64           `json:"fallbacks"`
-	SharedStorage   bool             `json:"shared_storage,omitempty"`
-	Notes           []string         `json:"notes,omitempty"` // shared storage, ids never migrated
+	// CreateKeyChecks: how this process answered whether a backend holds a CreateKey's id.
+	CreateKeyChecks CreateKeyChecks `json:"createkey_checks"`
+	SharedStorage   bool            `json:"shared_storage,omitempty"`
+	Notes           []string        `json:"notes,omitempty"` // shared storage, ids never migrated
 	// Fleet is set in fleet mode: this member, the driver, every registered member.
 	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
@@ -97,6 +99,7 @@ func (c *Controller) Status() Status {
 		s.Fleet = c.fleet.status(c.cfg.Now(), s.State.inMigration())
 	}
 	s.Fallbacks = c.probation.fallbacks.Load()
+	s.CreateKeyChecks = c.sides.checks.snapshot()
 	if s.State == StateSwitched {
 		p := c.cfg.Probation
 		s.Probation = &ProbationStatus{

@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -25,12 +26,13 @@ type Traffic struct {
 	shadow    *shadower
 	fleet     *member // nil: one process
 	log       *slog.Logger
+	m         *metrics
 }
 
 // Traffic returns the controller's request-path side.
 func (c *Controller) Traffic() *Traffic {
 	return &Traffic{book: c.book, sides: c.sides, copier: c.copier, probe: c.probe, probation: c.probation,
-		shadow: c.shadow, fleet: c.fleet, log: c.log}
+		shadow: c.shadow, fleet: c.fleet, log: c.log, m: c.m}
 }
 
 // NoteCreateKey is the proxy's hook for a CreateKey it forwarded: backend answered it. The id
@@ -169,7 +171,9 @@ func (c *Traffic) MayLack(keyID, backend string) bool {
 	return true
 }
 
-// Holds reports whether backend holds keyID in any state, read as the keys' owner (KMIP).
+// Holds reports whether backend holds keyID in any state: from the migration's own records for
+// an id it has seen (a copied key, a key created during the migration; no backend call), else
+// read as the keys' owner (KMIP, one attempt within ctx). Only a CreateKey asks (proxy.Migration).
 func (c *Traffic) Holds(ctx context.Context, keyID, name string) (bool, error) {
 	b := c.sides.byName(name)
 	if b == nil {
@@ -178,7 +182,26 @@ func (c *Traffic) Holds(ctx context.Context, keyID, name string) (bool, error) {
 	if validKeyID(keyID) != nil {
 		return false, fmt.Errorf("cutover: invalid key id")
 	}
+	s := sideSource
+	if b == c.sides.tgt {
+		s = sideTarget
+	}
+	if c.book.holds(keyID, s) {
+		c.sides.checks.note("records")
+		c.m.createKeyChecks.WithLabelValues("records").Inc()
+		return true, nil
+	}
 	a, err := c.sides.attrs(ctx, b, keyID, 1)
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		// The caller no longer needs the answer (the other side's was enough): not a failure.
+	case err != nil:
+		c.sides.checks.note("failed")
+		c.m.createKeyChecks.WithLabelValues("failed").Inc()
+	default:
+		c.sides.checks.note("backend")
+		c.m.createKeyChecks.WithLabelValues("backend").Inc()
+	}
 	if err != nil {
 		return false, err
 	}

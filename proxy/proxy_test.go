@@ -600,6 +600,40 @@ func TestResultSeparatesTheBackendsTime(t *testing.T) {
 	}
 }
 
+// During a migration a CreateKey asks whether the primary and the fallback hold the id at the
+// same time: an id nobody holds costs one round trip, not two. The primary's answer waits here
+// until the fallback has been asked; asked one after the other, the check would run out of its
+// half of the budget and the CreateKey would be refused.
+func TestCreateKeyAsksBothSidesAtOnce(t *testing.T) {
+	fallbackAsked := make(chan struct{})
+	rules := &askedRules{held: map[string]bool{}, release: map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{})}}
+	close(rules.release["b"])
+	e := newEnv(t, func(c *Config) {
+		c.Health.Disabled = true
+		c.Route = Route{Epoch: 1, Primary: "a", Fallback: "b"}
+		c.Migration = &hooks{rules: rules}
+	})
+	go func() {
+		for {
+			if n, ok := rules.asked.Load("b"); ok && n.(*atomic.Int64).Load() > 0 {
+				close(fallbackAsked)
+				close(rules.release["a"])
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	a0, b0 := e.fa.calls.Load(), e.fb.calls.Load()
+	st, body := e.post(t, keysPath+"fresh-id/metadata", []byte(`{"requestMetadata":`+meta("CreateKey")+`}`))
+	if st != 200 {
+		t.Fatalf("CreateKey of an id neither side holds: %d %s", st, body)
+	}
+	<-fallbackAsked
+	if a, b := e.fa.calls.Load()-a0, e.fb.calls.Load()-b0; a != 1 || b != 0 {
+		t.Errorf("minted on a %d times, on b %d times: want the primary once", a, b)
+	}
+}
+
 func TestMetricsScrape(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Route.Fallback = "b" })
 	e.encrypt(t, "k1", []byte("hello"), nil)
