@@ -38,6 +38,7 @@ func (s *seam) Holds(ctx context.Context, keyID, backend string) (bool, error) {
 }
 
 func (s *seam) Observe(r proxy.Result) {
+	s.t.ObserveRequest(r.Latency, r.InFlight)
 	if r.FellBackFrom != "" {
 		// The failed attempt counts against the backend that failed (probation must see B's
 		// errors even when A's fallback answered), unless the fallback refused the same way (the

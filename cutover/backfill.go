@@ -44,13 +44,15 @@ func (c backfill) loop(ctx context.Context) {
 			}
 		}
 		for _, jb := range jobs {
-			if ctx.Err() != nil {
+			release, err := c.pace.slot(ctx)
+			if err != nil {
 				return
 			}
 			// copyKey even when the key is already on jb.to: a copy cut short after its import
 			// (at CreateKey time, or a pass before) left it there without its grants, and
 			// copyKey, given an identical key, only completes the grants.
 			res, err := c.copyKey(ctx, jb.from, jb.to, jb.id, controlAttempts)
+			release()
 			if err != nil {
 				c.log.Warn("cutover: copying a key created during the switch failed; will retry",
 					"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", err)

@@ -46,6 +46,9 @@ func (s State) valid() bool {
 var allStates = []State{StateServing, StateCopying, StateCopyFailed, StateVerifying, StateVerifyFailed,
 	StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRollingBack, StateRolledBack}
 
+// InMigration reports whether s belongs to a migration that has not ended.
+func (s State) InMigration() bool { return s.inMigration() }
+
 // inMigration reports whether s belongs to a migration that has not ended.
 func (s State) inMigration() bool {
 	switch s {
@@ -115,6 +118,10 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
+	pm, err := newPaceMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "cutover"), m: m,
 		file: newFileStorage(cfg.JournalPath), control: newControl()}
 	c.store = c.file
@@ -124,9 +131,9 @@ func New(cfg Config) (*Controller, error) {
 	c.sides = &sides{
 		src: &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt: &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
-		sel: cfg.Select, workers: cfg.Concurrency, log: c.log,
+		sel: cfg.Select, pace: newPace(cfg.Pace, pm), log: c.log,
 	}
-	c.markers = newMarkerWriter(&markerBook{src: c.sides.src, tgt: c.sides.tgt, timeout: cfg.MarkerTimeout, log: c.log})
+	c.markers = newMarkerWriter(&markerBook{src: c.sides.src, tgt: c.sides.tgt, timeout: cfg.MarkerTimeout, log: c.log, pace: c.sides.pace})
 	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
 	c.sides.book = c.book
 	c.probe = &storageProbe{sides: c.sides}
@@ -140,6 +147,7 @@ func New(cfg Config) (*Controller, error) {
 		c.fleet = newMember(cfg.Fleet, c.book, c.markers, c, c.shadow, c.probation, &c.control.link, c.file, m, c.log, cfg.Now)
 		c.probation.peers = c.fleet.view.peerProbation
 		c.shadow.peers = c.fleet.view.peerShadow
+		c.fleet.pace, c.sides.pace.peers = c.sides.pace, c.fleet.view.peerPace
 	}
 	return c, nil
 }
@@ -206,6 +214,10 @@ func (c *Controller) Run(ctx context.Context, p Proxy) error {
 	markersDone := make(chan struct{})
 	go func() { defer close(markersDone); c.markers.loop() }()
 	c.control.spawn(c.flushLoop)
+	c.sides.pace.setPaused(c.book.header().Paused) // before anything resumes
+	c.control.spawn(func(ctx context.Context) {
+		c.sides.pace.loop(ctx, func() bool { return c.book.state().inMigration() }, func() bool { return c.book.header().Paused })
+	})
 	if c.fleet != nil {
 		c.fleet.run(c.control)
 	} else if err := c.resume(ctx); err != nil {

@@ -248,7 +248,7 @@ func TestSourceDownDuringCopy(t *testing.T) {
 func TestRestartMidCopy(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 40)
-	slow := func(cfg *Config) { cfg.Concurrency = 1 }
+	slow := func(cfg *Config) { cfg.Pace.MaxConcurrency = 1 }
 	c1 := e.controller(t, slow)
 	ctx := ctxT(t)
 	e.A.SetFaults(kmsemu.Faults{Latency: 2 * time.Millisecond})
@@ -288,7 +288,7 @@ func TestRestartBetweenImportAndGrants(t *testing.T) {
 			ctx := ctxT(t)
 			e.failB.set("access/grant")
 			// One copy in flight per key: each gets as far as its grants and retries them.
-			wide := func(cfg *Config) { cfg.Concurrency = len(ids) }
+			wide := func(cfg *Config) { cfg.Pace.MaxConcurrency = len(ids) }
 			c1 := e.controller(t, wide)
 			must(t, c1.Start(ctx, StartOptions{}))
 			imported := func() int {

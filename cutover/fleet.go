@@ -66,6 +66,9 @@ type MemberRecord struct {
 	Probation ProbationStats `json:"probation"`
 	// Shadow counts the member's mirrored Decrypts since it started.
 	Shadow ShadowStats `json:"shadow"`
+	// Pace is what the member's live traffic says of the migration's load: the driver's pace
+	// backs off on any member's pressure.
+	Pace MemberPace `json:"pace"`
 }
 
 // MemberInfo is a registered member as the store sees it.
@@ -128,6 +131,7 @@ func (c *Controller) adopt(j *journal) error {
 		return err
 	}
 	c.book.adopt(j)
+	c.sides.pace.setPaused(j.Paused) // a pause outlives a change of driver
 	return nil
 }
 

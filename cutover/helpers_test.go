@@ -174,6 +174,8 @@ func (e *env) config(mut func(*Config)) Config {
 		Target:      Backend{Name: "B", KMIP: e.cB, ACL: cutoverACL(e.aclB)},
 		JournalPath: e.journal,
 		Probation:   ProbationConfig{Duration: time.Hour, MinRequests: new(20), MaxP99: 200 * time.Millisecond},
+		// A fixed pace no test reaches: the tests of the adaptive pace set their own.
+		Pace: PaceConfig{Rate: MaxPaceRate},
 	}
 	if mut != nil {
 		mut(&cfg)

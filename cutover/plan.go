@@ -36,6 +36,7 @@ type Plan struct {
 
 // Plan lists the selected keys on the source and compares each with the target.
 func (c *Controller) Plan(ctx context.Context) (*Plan, error) {
+	ctx = withClass(ctx, classUrgent) // the operator waits for it: within the pace, never paused
 	shared, err := c.probe.checkShared(ctx)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 }
 
 func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, category string) error {
+	ctx = withClass(ctx, classUrgent) // within the pace, never paused
 	st := c.book.state()
 	if st == StateServing || st == StateRolledBack {
 		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.sides.src.name)

@@ -56,6 +56,18 @@ func (r *roster) peerProbation() []ProbationStats {
 	return out
 }
 
+// peerPace are the other live members' pace reports, each with the member's name.
+func (r *roster) peerPace() []MemberPace {
+	peers := r.peers()
+	out := make([]MemberPace, 0, len(peers))
+	for _, p := range peers {
+		mp := p.Pace
+		mp.Member = p.Name
+		out = append(out, mp)
+	}
+	return out
+}
+
 // peerShadow are the other live members' shadow counters.
 func (r *roster) peerShadow() []ShadowStats {
 	peers := r.peers()

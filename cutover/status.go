@@ -78,8 +78,10 @@ type Status struct {
 	Fallbacks       uint64           `json:"fallbacks"`
 	// CreateKeyChecks: how this process answered whether a backend holds a CreateKey's id.
 	CreateKeyChecks CreateKeyChecks `json:"createkey_checks"`
-	SharedStorage   bool            `json:"shared_storage,omitempty"`
-	Notes           []string        `json:"notes,omitempty"` // shared storage, ids never migrated
+	// Pace: the background work's budget now, what limits it, and the time left.
+	Pace          PaceStatus `json:"pace"`
+	SharedStorage bool       `json:"shared_storage,omitempty"`
+	Notes         []string   `json:"notes,omitempty"` // shared storage, ids never migrated
 	// Fleet is set in fleet mode: this member, the driver, every registered member.
 	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
@@ -100,6 +102,18 @@ func (c *Controller) Status() Status {
 	}
 	s.Fallbacks = c.probation.fallbacks.Load()
 	s.CreateKeyChecks = c.sides.checks.snapshot()
+	s.Pace = c.sides.pace.status()
+	left := 0
+	switch s.State {
+	case StateCopying:
+		left = s.Keys.Pending
+	case StateVerifying:
+		left = max(0, s.Keys.Copied-s.Keys.Verified)
+	}
+	if kps := s.Pace.KeysPerSecond; left > 0 && kps > 0 {
+		s.Pace.TimeLeft = time.Duration(float64(left) / kps * float64(time.Second)).Round(time.Second)
+	}
+	c.sides.pace.m.left.Set(s.Pace.TimeLeft.Seconds())
 	if s.State == StateSwitched {
 		p := c.cfg.Probation
 		s.Probation = &ProbationStatus{

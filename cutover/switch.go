@@ -30,6 +30,7 @@ func (c *Controller) Switch(ctx context.Context) error {
 // state stays verified with the reason in last_error, and Switch (or the
 // automatic switch of a later Start) can be tried again.
 func (c *Controller) doSwitch(ctx context.Context, held ctlHeld) error {
+	ctx = withClass(ctx, classUrgent) // within the pace, never paused
 	if st := c.book.state(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
@@ -119,6 +120,9 @@ func (c *Controller) watchProbation(ctx context.Context) {
 		}
 	}
 	if autoFinal {
+		if c.sides.pace.unpaused(ctx) != nil { // paused: no automatic finalize until a resume
+			return
+		}
 		held, err := c.control.lock(ctx)
 		if err != nil {
 			return

@@ -87,7 +87,7 @@ func (c *Traffic) NoteCreateKey(keyID, backend string) {
 // is on both sides before it is first used. Failures are left to the catch-up before the switch
 // and to the backfill loop after it.
 func (c *Traffic) CopyCreated(ctx context.Context, keyID, backend string) {
-	c.copier.copyCreated(ctx, keyID, backend)
+	c.copier.copyCreated(withClass(ctx, classLive), keyID, backend)
 }
 
 // Observe is the proxy's hook, called once per backend attempt: errName is that attempt's XKS
@@ -96,7 +96,25 @@ func (c *Traffic) Observe(backend string, errName xks.ErrorName, latency time.Du
 	if c.fleet != nil && !fellBack {
 		c.fleet.view.count()
 	}
+	c.observeAttempt(backend, errName, latency)
 	c.probation.observe(backend, errName, latency, fellBack)
+}
+
+// ObserveRequest is the proxy's hook for every finished XKS request: its whole latency and the
+// requests in flight when it was admitted, the live signals the pace backs off on.
+func (c *Traffic) ObserveRequest(latency time.Duration, inFlight int) {
+	c.sides.pace.sig.request(latency, inFlight)
+}
+
+// observeAttempt gives the pace a backend attempt's own time and whether the backend was
+// overloaded or out of reach.
+func (c *Traffic) observeAttempt(backend string, errName xks.ErrorName, latency time.Duration) {
+	switch backend {
+	case c.sides.src.name:
+		c.sides.pace.sig.live[0].add(latency, overload(errName))
+	case c.sides.tgt.name:
+		c.sides.pace.sig.live[1].add(latency, overload(errName))
+	}
 }
 
 // ObserveFellBack is the proxy's hook for a request for keyID the primary failed and the
@@ -109,6 +127,7 @@ func (c *Traffic) ObserveFellBack(primary, keyID string, primaryErr xks.ErrorNam
 	if c.fleet != nil {
 		c.fleet.view.count()
 	}
+	c.observeAttempt(primary, primaryErr, latency)
 	c.probation.observeFellBack(primary, keyID, primaryErr, latency, fallbackErr)
 }
 
@@ -191,7 +210,7 @@ func (c *Traffic) Holds(ctx context.Context, keyID, name string) (bool, error) {
 		c.m.createKeyChecks.WithLabelValues("records").Inc()
 		return true, nil
 	}
-	a, err := c.sides.attrs(ctx, b, keyID, 1)
+	a, err := c.sides.attrs(withClass(ctx, classLive), b, keyID, 1)
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
 		// The caller no longer needs the answer (the other side's was enough): not a failure.
