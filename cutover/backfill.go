@@ -11,8 +11,11 @@ import (
 // then fall back to the source when the target fails, and a rollback has less to copy.
 type backfill struct{ *copier }
 
-// loop runs until ctx ends or the state is no longer switched.
+// loop runs until ctx ends or the state is no longer switched. Its copies go ahead of the rest
+// of the background work and through a pause (within the budget): they come as fast as AWS
+// creates keys, and they keep the fallback complete.
 func (c backfill) loop(ctx context.Context) {
+	ctx = withClass(ctx, classUrgent)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -108,6 +108,12 @@ func (c *Controller) SetAdminAddress(u string) {
 	}
 }
 
+// settled reports whether this member and every registered one, as last read, applied epoch or
+// a newer one: none may route by an older epoch's route.
+func (m *member) settled(epoch uint64) bool {
+	return m.epochs.applied() >= epoch && m.view.applied(epoch)
+}
+
 // mustDrive refuses control operations on a member that is not the driver.
 func (c *Controller) mustDrive() error {
 	if c.fleet != nil && !c.fleet.isDriver() {

@@ -439,6 +439,12 @@ func Truncate(s string) string {
 	return s
 }
 
+// listable reports whether listing a side finds every key XKS creates (Cosmian tags them
+// aws-xks, owned by the keys' owner): a selection by that tag, or of every owned key.
+func (c *sides) listable() bool {
+	return c.sel.Mode == SelectOwned || c.sel.Mode == SelectTag && c.sel.Tag == cosmian.XKSTag
+}
+
 // mintOnSource: the source may authorize per principal and the target may be of the
 // [aws-xks-service] generation (either known, or not known: "both").
 func (c *sides) mintOnSource() bool {

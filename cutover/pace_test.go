@@ -241,3 +241,41 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("rollback while paused: %s", st.State)
 	}
 }
+
+// In fleet mode a key made on the target while switched is copied after the reply only once
+// this member and every registered one (an expired one too: it would come back on its epoch)
+// applied the switched epoch: until then some replica may route to the source alone.
+func TestSettledNeedsEveryMember(t *testing.T) {
+	m := &member{view: roster{self: "r1"}}
+	set := func(ms ...MemberInfo) { m.view.members.Store(&ms) }
+	rec := func(name string, epoch uint64, live bool) MemberInfo {
+		return MemberInfo{MemberRecord: MemberRecord{Name: name, AppliedEpoch: epoch}, Live: live}
+	}
+	m.epochs.epoch.Store(5)
+	for _, tc := range []struct {
+		name    string
+		members []MemberInfo
+		want    bool
+	}{
+		{"not read yet", nil, false},
+		{"one behind", []MemberInfo{rec("r1", 5, true), rec("r2", 4, true)}, false},
+		{"an expired one behind", []MemberInfo{rec("r1", 5, true), rec("r2", 5, true), rec("r3", 4, false)}, false},
+		{"all there", []MemberInfo{rec("r1", 5, true), rec("r2", 6, true), rec("r3", 5, false)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.members == nil {
+				m.view.members.Store(nil)
+			} else {
+				set(tc.members...)
+			}
+			if got := m.settled(5); got != tc.want {
+				t.Errorf("settled = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	set(rec("r1", 5, true), rec("r2", 5, true))
+	m.epochs.epoch.Store(4)
+	if m.settled(5) {
+		t.Error("settled while this member itself has not applied the epoch")
+	}
+}

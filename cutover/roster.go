@@ -78,6 +78,21 @@ func (r *roster) peerShadow() []ShadowStats {
 	return out
 }
 
+// applied reports whether every registered member, as last read, applied epoch or a newer one
+// (false before the first read).
+func (r *roster) applied(epoch uint64) bool {
+	p := r.members.Load()
+	if p == nil {
+		return false
+	}
+	for _, x := range *p {
+		if x.AppliedEpoch < epoch {
+			return false
+		}
+	}
+	return true
+}
+
 // size is the number of live members (at least 1: this one): health's xksProxyFleetSize.
 func (r *roster) size() int {
 	n := 0

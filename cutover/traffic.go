@@ -83,11 +83,42 @@ func (c *Traffic) NoteCreateKey(keyID, backend string) {
 }
 
 // CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side
-// while a migration runs, within ctx. The proxy calls it before replying to AWS, so that the key
-// is on both sides before it is first used. Failures are left to the catch-up before the switch
-// and to the backfill loop after it.
+// while a migration runs, within ctx, when the key must be there before AWS hears back
+// (copyNow); otherwise it returns at once and the catch-up, the backfill (woken by the key's
+// note), a finalize or a rollback copies it. Failures are left to them too.
 func (c *Traffic) CopyCreated(ctx context.Context, keyID, backend string) {
+	if !c.copyNow(backend) {
+		return
+	}
 	c.copier.copyCreated(withClass(ctx, classLive), keyID, backend)
+}
+
+// copyNow reports whether a key a CreateKey made or found on backend must be on the other side
+// before the reply: whether some replica could route a call for it to the other side alone, or a
+// rollback complete without it, before the background work copies it. The rule:
+//   - a selection that does not list the keys XKS creates (a tag other than aws-xks, an explicit
+//     list): only the created-key notes know the key, and a note lives in memory until flushed
+//     (a crash loses it): copied now;
+//   - before the switch the key is on the source, which every route reaches until the switch,
+//     whose catch-up copies it (and a KeyNotFound on the target falls back to the source): later;
+//   - switched, made on the target: every replica routes to the target first once all of them
+//     applied the switch, and a rollback lists the target before its last pass: later; while
+//     some replica may still be on the epoch before (the source alone), now;
+//   - switched, made on the source (a 5.26 source, MintOn): a finalize may route to the target
+//     alone before the backfill copied it: now;
+//   - rolling back: made on the source, which serves; or found on the target, which held it
+//     since the switch, and which the rollback's last pass lists: later.
+func (c *Traffic) copyNow(backend string) bool {
+	if !c.sides.listable() {
+		return true
+	}
+	if c.book.state() != StateSwitched {
+		return false
+	}
+	if backend != c.sides.tgt.name {
+		return true
+	}
+	return c.fleet != nil && !c.fleet.settled(c.book.header().Epoch)
 }
 
 // Observe is the proxy's hook, called once per backend attempt: errName is that attempt's XKS
