@@ -5,6 +5,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -219,6 +220,9 @@ func openController(cfg Config, pc *proxy.Config, local adminapi.Controller, adm
 	// Each backend has its own health-check key with its own material: never migrate it. Its
 	// id is one no caller can name (proxy.HealthKeyID), so nothing a caller made is left
 	// behind by this.
+	// The pace keeps live p99 within the request's budget, and a rollback waits one budget out
+	// for the CreateKeys sent under the previous route.
+	cc.Pace.RequestBudget = cmp.Or(cc.Pace.RequestBudget, pc.Limits.Budget)
 	cc.Select.Exclude = slices.Clone(cc.Select.Exclude)
 	for _, b := range pc.Backends {
 		cc.Select.Exclude = append(cc.Select.Exclude, proxy.HealthKeyID(pc.Health, b))

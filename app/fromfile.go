@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -131,7 +132,8 @@ func FromFile(ctx context.Context, f *config.File, version string, log *slog.Log
 		Target:      cutover.Backend{Name: co.Target, KMIP: dst, ACL: co.TargetACL},
 		JournalPath: co.JournalPath,
 		Select:      cutover.Selection{Mode: cutover.SelectMode(co.Select), Tag: co.Tag, Keys: co.Keys, Unmovable: co.Unmovable},
-		Concurrency: co.Concurrency,
+		Pace: cutover.PaceConfig{Rate: co.PaceRate(), MinConcurrency: co.MinConcurrency,
+			MaxConcurrency: cmp.Or(co.MaxConcurrency, co.Concurrency)},
 
 		RevokeSourceGrantsOnFinalize: co.RevokeSourceGrantsOnFinalize,
 		GrantEveryoneForServiceKeys:  co.GrantEveryoneForServiceKeys,

@@ -99,7 +99,9 @@ target = "a"
 select = "list"
 tag = "t1"
 keys = ["k1", "k2"]
-concurrency = 3
+pace = 120.0
+min_concurrency = 2
+max_concurrency = 3
 rights_sync_rate = 40.0
 target_acl = "arn"
 shadow_duration = "10m"
@@ -179,7 +181,9 @@ format = "text"
 		{"cutover.select", c.Select.Mode == cutover.SelectList},
 		{"cutover.tag", c.Select.Tag == "t1"},
 		{"cutover.keys", len(c.Select.Keys) == 2 && c.Select.Keys[1] == "k2"},
-		{"cutover.concurrency", c.Concurrency == 3},
+		{"cutover.pace", c.Pace.Rate == 120},
+		{"cutover.min_concurrency", c.Pace.MinConcurrency == 2},
+		{"cutover.max_concurrency", c.Pace.MaxConcurrency == 3},
 		{"cutover.rights_sync_rate", c.RightsSync.Rate == 40},
 		{"cutover.target_acl", c.Target.ACL == cutover.ACLARN},
 		{"cutover.shadow_duration", c.Shadow.Duration == 10*time.Minute},
@@ -219,8 +223,8 @@ func TestControllerDefaults(t *testing.T) {
 	}
 	p, s := c.Probation, c.Shadow
 	if p.Duration != 10*time.Minute || *p.MaxErrorRate != 0.01 || p.MaxP99 != 100*time.Millisecond || *p.MinRequests != 100 ||
-		*s.SampleRate != 1 || s.Duration != 0 || c.Concurrency != 8 || c.Select.Mode != cutover.SelectTag || c.Target.ACL != cutover.ACLBoth {
-		t.Errorf("defaults: probation %+v shadow %+v concurrency %d select %+v", p, s, c.Concurrency, c.Select)
+		*s.SampleRate != 1 || s.Duration != 0 || c.Pace != (cutover.PaceConfig{MinConcurrency: 1, MaxConcurrency: 8, RequestBudget: 250 * time.Millisecond}) || c.Select.Mode != cutover.SelectTag || c.Target.ACL != cutover.ACLBoth {
+		t.Errorf("defaults: probation %+v shadow %+v pace %+v select %+v", p, s, c.Pace, c.Select)
 	}
 }
 

@@ -279,6 +279,10 @@ func (s *pairSwitch) Finalize(ctx context.Context, o cutover.FinalizeOptions) er
 	return s.with(func(c *cutover.Controller) error { return c.Finalize(ctx, o) })
 }
 
+func (s *pairSwitch) SetPaused(ctx context.Context, paused bool) error {
+	return s.with(func(c *cutover.Controller) error { return c.SetPaused(ctx, paused) })
+}
+
 func (s *pairSwitch) with(f func(*cutover.Controller) error) error {
 	c := s.ctrl()
 	if c == nil {

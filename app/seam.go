@@ -74,6 +74,7 @@ func (s *seam) Holds(ctx context.Context, keyID, backend string) (bool, error) {
 }
 
 func (s *seam) Observe(r proxy.Result) {
+	s.p().t.ObserveRequest(r.Latency, r.InFlight)
 	if r.CallerGone {
 		return // the caller closed the request: no backend is judged by it
 	}
@@ -81,17 +82,19 @@ func (s *seam) Observe(r proxy.Result) {
 		// The failed attempt counts against the backend that failed (probation must see B's
 		// errors even when A's fallback answered), unless the fallback refused the same way (the
 		// caller's mistake).
-		s.p().t.ObserveFellBack(r.FellBackFrom, r.PrimaryError, r.PrimaryLatency, r.ErrorName)
+		s.p().t.ObserveFellBack(r.FellBackFrom, r.KeyID, r.PrimaryError, r.PrimaryLatency, r.ErrorName)
 	}
 	if r.Backend != "" { // "" when the proxy answered itself ("proxy" is only its metric label)
-		s.p().t.Observe(r.Backend, r.ErrorName, r.Latency, r.FellBackFrom != "")
+		// The backend is judged on its own attempt, not on the proxy's work around it (the
+		// CreateKey checks and copy, a failed primary attempt before this one).
+		s.p().t.Observe(r.Backend, r.ErrorName, r.BackendLatency, r.FellBackFrom != "")
 	}
 }
 
 func (s *seam) Mirror(r proxy.Result, req, resp []byte) { s.p().t.Mirror(r.KeyID, req, resp) }
 
 func (s *seam) Recheck(r proxy.Result, req []byte) {
-	s.p().t.Recheck(r.Backend, r.Op, r.KMSOperation == "CreateKey", r.KeyID, r.ErrorName, r.Latency, req)
+	s.p().t.Recheck(r.Backend, r.Op, r.KMSOperation == "CreateKey", r.KeyID, r.ErrorName, r.BackendLatency, req)
 }
 
 func (s *seam) CreateKey(ctx context.Context, ev proxy.CreateKeyEvent) {

@@ -347,6 +347,11 @@ secret_access_key = "` + testSecret + `"
 		{"rights sync rate 0", minimal(two + "[cutover]\nrights_sync_rate = 0.0\n"), "x.toml:24: cutover.rights_sync_rate: must be above 0"},
 		{"rights sync rate huge", minimal(two + "[cutover]\nrights_sync_rate = 1e9\n"), "x.toml:24: cutover.rights_sync_rate: "},
 		{"cutover acl", minimal(two + "[cutover]\ntarget_acl = \"x\"\n"), "x.toml:24: cutover.target_acl: "},
+		{"pace word", minimal(two + "[cutover]\npace = \"fast\"\n"), "x.toml:24: cutover.pace: must be \"auto\" or a number"},
+		{"pace 0", minimal(two + "[cutover]\npace = 0\n"), "x.toml:24: cutover.pace: must be \"auto\" or a number"},
+		{"pace kind", minimal(two + "[cutover]\npace = true\n"), "x.toml:24: cutover.pace: must be \"auto\" or a number"},
+		{"concurrency both names", minimal(two + "[cutover]\nconcurrency = 4\nmax_concurrency = 5\n"), "x.toml:24: cutover.concurrency: is the older name of max_concurrency"},
+		{"concurrency bounds", minimal(two + "[cutover]\nmin_concurrency = 9\nmax_concurrency = 4\n"), "x.toml:24: cutover.min_concurrency: the minimum concurrency 9 is above the maximum 4"},
 		{"log", minimal("[log]\nformat = \"xml\"\n"), "x.toml:17: log.format: "},
 	}
 	for _, tc := range cases {

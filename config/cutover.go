@@ -16,7 +16,10 @@ type Cutover struct {
 	Tag                          string   `toml:"tag"`
 	Keys                         []string `toml:"keys"`
 	Unmovable                    string   `toml:"unmovable"`
-	Concurrency                  int      `toml:"concurrency"`
+	Pace                         any      `toml:"pace"` // "auto" or a number (checked: PaceRate)
+	MinConcurrency               int      `toml:"min_concurrency"`
+	MaxConcurrency               int      `toml:"max_concurrency"`
+	Concurrency                  int      `toml:"concurrency"` // the older name of max_concurrency
 	RightsSyncRate               *float64 `toml:"rights_sync_rate"`
 	TargetACL                    string   `toml:"target_acl"`
 	ShadowDuration               Duration `toml:"shadow_duration"`
@@ -60,8 +63,33 @@ func (c *checker) cutover(f *File, names map[string]int) {
 	if co.Unmovable != "" {
 		c.rule("cutover.unmovable", cutover.CheckUnmovable(co.Unmovable))
 	}
+	switch v := co.Pace.(type) {
+	case nil:
+	case string:
+		if v != "auto" {
+			c.fail("cutover.pace", "must be \"auto\" or a number of backend calls a second, not %q", v)
+		}
+	case int64:
+		c.rule("cutover.pace", cutover.CheckPaceRate(float64(v)))
+	case float64:
+		c.rule("cutover.pace", cutover.CheckPaceRate(v))
+	default:
+		c.fail("cutover.pace", "must be \"auto\" or a number of backend calls a second")
+	}
 	if co.Concurrency != 0 {
 		c.rule("cutover.concurrency", cutover.CheckConcurrency(co.Concurrency))
+		if co.MaxConcurrency != 0 {
+			c.fail("cutover.concurrency", "is the older name of max_concurrency: write only max_concurrency")
+		}
+	}
+	if co.MinConcurrency != 0 {
+		c.rule("cutover.min_concurrency", cutover.CheckConcurrency(co.MinConcurrency))
+	}
+	if co.MaxConcurrency != 0 {
+		c.rule("cutover.max_concurrency", cutover.CheckConcurrency(co.MaxConcurrency))
+	}
+	if hi := max(co.MaxConcurrency, co.Concurrency); co.MinConcurrency != 0 && hi != 0 {
+		c.rule("cutover.min_concurrency", cutover.CheckConcurrencyBounds(co.MinConcurrency, hi))
 	}
 	if co.RightsSyncRate != nil { // a written 0 would stop the sync: refused, not defaulted
 		c.rule("cutover.rights_sync_rate", cutover.CheckRightsSyncRate(*co.RightsSyncRate))
@@ -81,6 +109,18 @@ func (c *checker) cutover(f *File, names map[string]int) {
 	if co.ProbationMinRequests != nil {
 		c.rule("cutover.probation_min_requests", cutover.CheckMinRequests(*co.ProbationMinRequests))
 	}
+}
+
+// PaceRate is pace as the controller takes it: 0 for "auto" (or unset), else the fixed rate.
+// The file was checked: any other value is not there.
+func (co *Cutover) PaceRate() float64 {
+	switch v := co.Pace.(type) {
+	case int64:
+		return float64(v)
+	case float64:
+		return v
+	}
+	return 0
 }
 
 // sectionUsed: the cutover backends are checked when [cutover] is written or there are two or

@@ -11,8 +11,11 @@ import (
 // then fall back to the source when the target fails, and a rollback has less to copy.
 type backfill struct{ *copier }
 
-// loop runs until ctx ends or the state is no longer switched.
+// loop runs until ctx ends or the state is no longer switched. Its copies go ahead of the rest
+// of the background work and through a pause (within the budget): they come as fast as AWS
+// creates keys, and they keep the fallback complete.
 func (c backfill) loop(ctx context.Context) {
+	ctx = withClass(ctx, classUrgent)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -44,13 +47,15 @@ func (c backfill) loop(ctx context.Context) {
 			}
 		}
 		for _, jb := range jobs {
-			if ctx.Err() != nil {
+			release, err := c.pace.slot(ctx)
+			if err != nil {
 				return
 			}
 			// copyKey even when the key is already on jb.to: a copy cut short after its import
 			// (at CreateKey time, or a pass before) left it there without its grants, and
 			// copyKey, given an identical key, only completes the grants.
 			res, err := c.copyKey(ctx, jb.from, jb.to, jb.id, controlAttempts)
+			release()
 			if err != nil {
 				c.log.Warn("cutover: copying a key created during the switch failed; will retry",
 					"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", err)

@@ -82,6 +82,7 @@ const (
 	DefaultProbationMaxP99       = 100 * time.Millisecond
 	DefaultProbationMinRequests  = 100
 	DefaultConcurrency           = 8
+	DefaultRequestBudget         = 250 * time.Millisecond
 	// DefaultRightsSyncRate bounds the rights sync's reads on the serving backend (two calls a
 	// key): low enough to leave that backend to live traffic, high enough that a fleet of a
 	// thousand keys is re-read every 10 s.
@@ -120,11 +121,12 @@ type Config struct {
 	JournalPath    string // required (in fleet mode: the local copy of the last applied epoch)
 	// Fleet coordinates this controller with the other replicas' and keeps their shared journal
 	// (package fleet); nil: one process, the file journal at JournalPath.
-	Fleet       Fleet
-	Select      Selection
-	Concurrency int // default DefaultConcurrency
-	Shadow      ShadowConfig
-	Probation   ProbationConfig
+	Fleet  Fleet
+	Select Selection
+	// Pace bounds the one budget all background work draws from (pace.go).
+	Pace      PaceConfig
+	Shadow    ShadowConfig
+	Probation ProbationConfig
 	// RevokeSourceGrantsOnFinalize makes every finalize (asked for or automatic) revoke the
 	// migrated keys' grants on the source, as FinalizeOptions.RevokeSourceGrants does for one.
 	RevokeSourceGrantsOnFinalize bool
@@ -174,11 +176,8 @@ func (c *Config) CheckAndSetDefaults() error {
 	if err := c.markerDefaults(); err != nil {
 		return err
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultConcurrency
-	}
-	if err := CheckConcurrency(c.Concurrency); err != nil {
-		return fmt.Errorf("cutover: Concurrency: %w", err)
+	if err := c.Pace.checkAndSetDefaults(); err != nil {
+		return err
 	}
 	s := &c.Shadow
 	if s.Duration < 0 {
@@ -238,6 +237,36 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (p *PaceConfig) checkAndSetDefaults() error {
+	if p.MinConcurrency == 0 {
+		p.MinConcurrency = 1
+	}
+	if p.MaxConcurrency == 0 {
+		p.MaxConcurrency = max(DefaultConcurrency, p.MinConcurrency)
+	}
+	if err := CheckConcurrency(p.MinConcurrency); err != nil {
+		return fmt.Errorf("cutover: Pace.MinConcurrency: %w", err)
+	}
+	if err := CheckConcurrency(p.MaxConcurrency); err != nil {
+		return fmt.Errorf("cutover: Pace.MaxConcurrency: %w", err)
+	}
+	if err := CheckConcurrencyBounds(p.MinConcurrency, p.MaxConcurrency); err != nil {
+		return fmt.Errorf("cutover: Pace: %w", err)
+	}
+	if p.Rate != 0 {
+		if err := CheckPaceRate(p.Rate); err != nil {
+			return fmt.Errorf("cutover: Pace.Rate: %w", err)
+		}
+	}
+	if p.RequestBudget < 0 {
+		return errors.New("cutover: Pace.RequestBudget must not be negative")
+	}
+	if p.RequestBudget == 0 {
+		p.RequestBudget = DefaultRequestBudget
 	}
 	return nil
 }

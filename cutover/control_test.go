@@ -58,7 +58,7 @@ func TestRunReturnsWithItsRunner(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	seedMixed(t, e.A, 20)
 	e.A.SetFaults(kmsemu.Faults{Latency: 5 * time.Millisecond})
-	c := e.controller(t, func(cfg *Config) { cfg.Concurrency = 1 })
+	c := e.controller(t, func(cfg *Config) { cfg.Pace.MaxConcurrency = 1 })
 	if _, err := c.Load(ctxT(t)); !errors.Is(err, errLoaded) {
 		t.Errorf("second Load: %v", err)
 	}

@@ -103,7 +103,7 @@ func (c *copier) copyKey(ctx context.Context, from, to *backend, uid string, att
 		// leaves it pending: the key is on to without its grants until a later copyKey (the
 		// backfill, the catch-up, a rollback) completes them and clears it.
 		c.book.marks.markPending(uid, to.name)
-		_, err := retry(ctx, c.sides, attempts, "import on "+to.name, func(ctx context.Context) (string, error) {
+		_, err := retry(ctx, c.sides, to, attempts, "import on "+to.name, func(ctx context.Context) (string, error) {
 			return to.k.Import(ctx, req)
 		})
 		switch {
@@ -133,7 +133,7 @@ func (c *copier) copyKey(ctx context.Context, from, to *backend, uid string, att
 	// Lifecycle: a revoked key stays revoked (Compromised stays Compromised).
 	if revoked(sa.State) && ta.State != sa.State {
 		reason := revokeReason(sa.State)
-		err := retryErr(ctx, c.sides, attempts, "revoke on "+to.name, func(ctx context.Context) error {
+		err := retryErr(ctx, c.sides, to, attempts, "revoke on "+to.name, func(ctx context.Context) error {
 			return to.k.Revoke(ctx, uid, reason, "revoked on "+from.name+"; replicated by xksproxy cutover")
 		})
 		if err != nil {
@@ -165,7 +165,7 @@ var xksServiceOps = []string{cosmian.OpEncrypt, cosmian.OpDecrypt, cosmian.OpGet
 // and nothing a store holds (journal, etcd) is a source of rights: who may use a key is the
 // owner's decision, as recorded by the backends.
 func (c *copier) copyGrants(ctx context.Context, from, to *backend, uid string, attempts int) error {
-	list, err := retry(ctx, c.sides, attempts, "list access on "+from.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
+	list, err := retry(ctx, c.sides, from, attempts, "list access on "+from.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
 		return from.k.ListAccess(ctx, uid)
 	})
 	if err != nil {
@@ -207,7 +207,7 @@ func (c *copier) copyGrants(ctx context.Context, from, to *backend, uid string, 
 			continue
 		}
 		a := cosmian.Access{UID: uid, UserID: u, Operations: ops}
-		if err := retryErr(ctx, c.sides, attempts, "grant on "+to.name, func(ctx context.Context) error {
+		if err := retryErr(ctx, c.sides, to, attempts, "grant on "+to.name, func(ctx context.Context) error {
 			return to.k.Grant(ctx, a)
 		}); err != nil {
 			return wrapKMS(err, "grant %v to %q on %s", ops, u, to.name)
@@ -223,6 +223,9 @@ func (c *copier) copyGrants(ctx context.Context, from, to *backend, uid string, 
 // context error is returned; everything else is a per-key result.
 func (c *copier) copyOne(ctx context.Context, id string) error {
 	res, err := c.copyKey(ctx, c.src, c.tgt, id, forever)
+	if err == nil || ctx.Err() == nil {
+		c.pace.keyDone()
+	}
 	var ke *keyError
 	switch {
 	case err == nil:

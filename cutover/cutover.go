@@ -46,6 +46,9 @@ func (s State) valid() bool {
 var allStates = []State{StateServing, StateCopying, StateCopyFailed, StateVerifying, StateVerifyFailed,
 	StateVerified, StateShadowing, StateSwitched, StateFinalized, StateRollingBack, StateRolledBack}
 
+// InMigration reports whether s belongs to a migration that has not ended.
+func (s State) InMigration() bool { return s.inMigration() }
+
 // inMigration reports whether s belongs to a migration that has not ended.
 func (s State) inMigration() bool {
 	switch s {
@@ -140,6 +143,10 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
+	pm, err := newPaceMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "cutover"), m: m,
 		file: newFileStorage(cfg.JournalPath), control: newControl()}
 	c.store = c.file
@@ -149,9 +156,9 @@ func New(cfg Config) (*Controller, error) {
 	c.sides = &sides{
 		src: &backend{name: cfg.Source.Name, k: cfg.Source.KMIP, acl: cfg.Source.ACL},
 		tgt: &backend{name: cfg.Target.Name, k: cfg.Target.KMIP, acl: cfg.Target.ACL},
-		sel: cfg.Select, workers: cfg.Concurrency, log: c.log,
+		sel: cfg.Select, pace: newPace(cfg.Pace, pm), log: c.log,
 	}
-	c.markers = newMarkerWriter(&markerBook{src: c.sides.src, tgt: c.sides.tgt, timeout: cfg.MarkerTimeout, log: c.log})
+	c.markers = newMarkerWriter(&markerBook{src: c.sides.src, tgt: c.sides.tgt, timeout: cfg.MarkerTimeout, log: c.log, pace: c.sides.pace})
 	c.book = newLedger(c.log, m, cfg.Now, c.store, c.markers, 2*cfg.MarkerTimeout)
 	c.sides.book = c.book
 	c.probe = &storageProbe{sides: c.sides}
@@ -165,6 +172,7 @@ func New(cfg Config) (*Controller, error) {
 		c.fleet = newMember(cfg.Fleet, c.book, c.markers, c, c.shadow, c.probation, &c.control.link, c.file, m, c.log, cfg.Now)
 		c.probation.peers = c.fleet.view.peerProbation
 		c.shadow.peers = c.fleet.view.peerShadow
+		c.fleet.pace, c.sides.pace.peers = c.sides.pace, c.fleet.view.peerPace
 	}
 	return c, nil
 }
@@ -231,6 +239,10 @@ func (c *Controller) Run(ctx context.Context, p Proxy) error {
 	markersDone := make(chan struct{})
 	go func() { defer close(markersDone); c.markers.loop() }()
 	c.control.spawn(c.flushLoop)
+	c.sides.pace.setPaused(c.book.header().Paused) // before anything resumes
+	c.control.spawn(func(ctx context.Context) {
+		c.sides.pace.loop(ctx, func() bool { return c.book.state().inMigration() }, func() bool { return c.book.header().Paused })
+	})
 	if c.fleet != nil {
 		c.fleet.run(c.control)
 	} else if err := c.resume(ctx); err != nil {
@@ -239,7 +251,7 @@ func (c *Controller) Run(ctx context.Context, p Proxy) error {
 	<-ctx.Done()
 	c.control.end()
 	c.shadow.stop()
-	err := c.book.flush(c.writesJournal())
+	err := c.book.flush(c.fleet.writesJournal())
 	c.markers.close()
 	<-markersDone
 	c.file.close()
@@ -281,7 +293,7 @@ func (c *Controller) applyRoute(epoch uint64, primary, fallback string, st State
 
 // writesJournal reports whether this process writes the journal's header and key records (a
 // fleet member that does not drive writes only its created-key notes).
-func (c *Controller) writesJournal() bool { return c.fleet == nil || c.fleet.isDriver() }
+func (m *member) writesJournal() bool { return m == nil || m.isDriver() }
 
 // flushLoop writes per-key progress at most every 200ms: a restart loses at most that much
 // progress, and re-copying a key is idempotent (it is found identical on the target and
@@ -298,7 +310,7 @@ func (c *Controller) flushLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := c.book.flush(c.writesJournal()); err != nil {
+		if err := c.book.flush(c.fleet.writesJournal()); err != nil {
 			c.log.Error("journal flush failed", "err", err)
 		}
 		st := c.Status()

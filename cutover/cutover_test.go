@@ -248,7 +248,7 @@ func TestSourceDownDuringCopy(t *testing.T) {
 func TestRestartMidCopy(t *testing.T) {
 	e := newEnv(t, kmsemu.Cosmian526)
 	ids := seedMixed(t, e.A, 40)
-	slow := func(cfg *Config) { cfg.Concurrency = 1 }
+	slow := func(cfg *Config) { cfg.Pace.MaxConcurrency = 1 }
 	c1 := e.controller(t, slow)
 	ctx := ctxT(t)
 	e.A.SetFaults(kmsemu.Faults{Latency: 2 * time.Millisecond})
@@ -288,7 +288,7 @@ func TestRestartBetweenImportAndGrants(t *testing.T) {
 			ctx := ctxT(t)
 			e.failB.set("access/grant")
 			// One copy in flight per key: each gets as far as its grants and retries them.
-			wide := func(cfg *Config) { cfg.Concurrency = len(ids) }
+			wide := func(cfg *Config) { cfg.Pace.MaxConcurrency = len(ids) }
 			c1 := e.controller(t, wide)
 			must(t, c1.Start(ctx, StartOptions{}))
 			imported := func() int {
@@ -768,18 +768,25 @@ func TestCutShortCopyGetsItsGrants(t *testing.T) {
 	}
 }
 
-// A key created on the source while the migration has not switched yet is on the target when
-// the CreateKey is answered: created after the switch's last catch-up pass, it would otherwise
-// reach the target, once switched, before the backfill copied it.
-func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
+// A key created on the source before the switch is on the target before the target serves. In
+// a selection that lists the keys XKS creates, the CreateKey does not wait for its copy: the
+// switch's catch-up copies it (and a KeyNotFound on the target would fall back to the source
+// meanwhile). In one that does not (an explicit list), only the key's note knows it, which a
+// crash could lose: it is copied before the CreateKey is answered.
+func TestCreatedBeforeSwitch(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		state State
-	}{{"copying", StateCopying}, {"verified", StateVerified}} {
+		list  bool
+	}{{"copying", StateCopying, false}, {"verified", StateVerified, false}, {"verified, explicit list", StateVerified, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, kmsemu.Cosmian526)
-			seedMixed(t, e.A, 20)
-			c := e.controller(t, nil)
+			ids := seedMixed(t, e.A, 20)
+			c := e.controller(t, func(cfg *Config) {
+				if tc.list {
+					cfg.Select = Selection{Mode: SelectList, Keys: ids}
+				}
+			})
 			ctx := ctxT(t)
 			if tc.state == StateCopying {
 				// A slow target keeps the copy under way.
@@ -795,8 +802,14 @@ func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			c.Traffic().CopyCreated(cctx, uid, "A")
 			cancel()
-			if st := c.Status().State; tc.state == StateVerified && st != StateVerified {
-				t.Fatalf("state moved to %s during the test", st)
+			if _, onB := e.B.Object(uid); tc.state == StateVerified && onB != tc.list {
+				t.Fatalf("on B when the CreateKey is answered: %v, want %v", onB, tc.list)
+			}
+			switch {
+			case tc.state == StateCopying:
+				mustWait(t, c, StateVerified)
+			case !tc.list:
+				must(t, c.Switch(ctx))
 			}
 			if eq, err := e.A.KeyMaterialEqual(uid, e.B); err != nil || !eq {
 				t.Fatalf("after CreateKey in %s the key is not on B as on A (equal=%v, err=%v)", tc.state, eq, err)
@@ -805,6 +818,53 @@ func TestCreatedBeforeSwitchCopiedAtCreateKey(t *testing.T) {
 				t.Errorf("creator's grant on B: %v, want %v", ops, want)
 			}
 		})
+	}
+}
+
+// While switched, a key AWS creates on the target is copied to the source after the reply (the
+// backfill, woken by its note), once every replica routes to the target first; a key made on the
+// source (from a 5.26 source, MintOn) is copied before, since a finalize may route to the target
+// alone before the backfill gets to it. A rollback that starts while a CreateKey sent under the
+// switched route is still minting on the target copies that key too: its last pass waits out a
+// request budget after every replica routes to the source, then lists the target.
+func TestCreatedWhileSwitched(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 3)
+	c := e.controller(t, func(cfg *Config) { cfg.Pace.RequestBudget = time.Second })
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{AutoSwitch: true}))
+	mustWait(t, c, StateSwitched)
+	const onB, onA = "made-on-b", "made-on-a"
+	must(t, e.B.CreateKey("admin", onB, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	must(t, e.A.CreateKey("admin", onA, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	getAttrs := func() int64 { return e.A.Stats().KMIP["Import"] + e.B.Stats().KMIP["Import"] }
+	before := getAttrs()
+	c.Traffic().NoteCreateKey(onB, "B")
+	c.Traffic().CopyCreated(ctx, onB, "B")
+	if n := getAttrs() - before; n != 0 {
+		t.Errorf("the CreateKey on B imported %d keys before its reply", n)
+	}
+	waitCond(t, onB+" copied to A by the backfill", func() bool { eq, err := e.B.KeyMaterialEqual(onB, e.A); return err == nil && eq })
+	c.Traffic().NoteCreateKey(onA, "A")
+	c.Traffic().CopyCreated(ctx, onA, "A")
+	if eq, err := e.A.KeyMaterialEqual(onA, e.B); err != nil || !eq {
+		t.Errorf("a key made on the source while switched is not on B when its CreateKey is answered (equal=%v, err=%v)", eq, err)
+	}
+
+	const late = "minted-during-rollback"
+	e.router.onRoute(func(r route) {
+		if r.primary == "A" && r.fallback == "B" { // rolling back: a CreateKey sent under the switched route lands now
+			go func() {
+				time.Sleep(c.cfg.Pace.RequestBudget / 4)
+				if err := e.B.CreateKey("admin", late, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+	})
+	must(t, c.Rollback(ctx, "a CreateKey in flight on B"))
+	if eq, err := e.B.KeyMaterialEqual(late, e.A); err != nil || !eq {
+		t.Errorf("a key minted on B as the rollback began was stranded there (on A: equal=%v, err=%v)", eq, err)
 	}
 }
 
@@ -820,7 +880,7 @@ func TestCutShortCopyStaysPendingUntilGranted(t *testing.T) {
 	e.failA.set("access/grant")
 	c.Traffic().NoteCreateKey(uid, "B")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	c.Traffic().CopyCreated(cctx, uid, "B")
+	c.copier.copyCreated(cctx, uid, "B") // the copy at CreateKey time, when it is needed
 	cancel()
 	if _, ok := e.A.Object(uid); !ok {
 		t.Fatalf("setup: the import to A did not happen")
@@ -860,7 +920,7 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 	const uid, creator = "made-while-verified", "arn:aws:iam::123456789012:role/creator"
 	must(t, e.A.CreateKey("admin", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	c.Traffic().NoteCreateKey(uid, "A")
-	c.Traffic().CopyCreated(ctx, uid, "A")
+	c.copier.copyCreated(ctx, uid, "A") // the copy at CreateKey time, when it is needed
 	if _, ok := e.B.Object(uid); !ok {
 		t.Fatalf("setup: the new key was not copied to B")
 	}
@@ -889,6 +949,51 @@ func TestRepeatedCreateKeyCopiesNothing(t *testing.T) {
 	}
 }
 
+// A CreateKey's existence check is answered from the migration's own records for an id it has
+// seen (a migrated key: both sides; a key created during the migration: the side that answered
+// its CreateKey), with no backend call; only an id it does not know is read on the backend.
+func TestCreateKeyCheckFromRecords(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 5)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	must(t, c.Start(ctx, StartOptions{}))
+	mustWait(t, c, StateVerified)
+	const made = "made-while-verified"
+	must(t, e.A.CreateKey("admin", made, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	c.Traffic().NoteCreateKey(made, "A")
+	calls := func() int64 { // attribute reads: the markers' background writes make other calls
+		return e.A.Stats().KMIP["GetAttributes"] + e.B.Stats().KMIP["GetAttributes"]
+	}
+	for _, tc := range []struct {
+		name, id, backend string
+		held              bool
+		kmip              int64
+		answer            string
+	}{
+		{"a migrated key on A", "key-000", "A", true, 0, "records"},
+		{"a migrated key on B", "key-001", "B", true, 0, "records"},
+		{"a key created on A during the migration", made, "A", true, 0, "records"},
+		{"the same key on B: not known there", made, "B", false, 1, "backend"},
+		{"an id nobody holds", "nobody-holds-this", "A", false, 1, "backend"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, checks := calls(), c.Status().CreateKeyChecks
+			held, err := c.Traffic().Holds(ctx, tc.id, tc.backend)
+			if err != nil || held != tc.held {
+				t.Fatalf("Holds = %v, %v; want %v", held, err, tc.held)
+			}
+			if n := calls() - before; n != tc.kmip {
+				t.Errorf("%d KMIP calls, want %d", n, tc.kmip)
+			}
+			after := c.Status().CreateKeyChecks
+			if got := map[string]uint64{"records": after.Records - checks.Records, "backend": after.Backend - checks.Backend}; got[tc.answer] != 1 {
+				t.Errorf("checks %+v → %+v: want one answered by %s", checks, after, tc.answer)
+			}
+		})
+	}
+}
+
 // A copy that finds the id taken on the other side by a key it cannot see (another owner's)
 // leaves nothing pending there: that key's refusals are its owner's policy, and the proxy must
 // not fall back past them.
@@ -899,7 +1004,7 @@ func TestForeignKeyUnderIDNeverPending(t *testing.T) {
 	must(t, e.A.CreateKey("someone-else", uid, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	c.Traffic().NoteCreateKey(uid, "B")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	c.Traffic().CopyCreated(cctx, uid, "B")
+	c.copier.copyCreated(cctx, uid, "B") // the copy at CreateKey time, when it is needed
 	cancel()
 	if c.Traffic().GrantsPending(uid, "A") {
 		t.Errorf("another owner's key under the id on A is pending: the proxy would fall back past its refusals")

@@ -41,6 +41,7 @@ func (c *Controller) Finalize(ctx context.Context, opts FinalizeOptions) error {
 }
 
 func (c *Controller) finalize(ctx context.Context, held ctlHeld, opts FinalizeOptions) error {
+	ctx = withClass(ctx, classUrgent) // within the pace, never paused
 	if opts.RevokeSourceGrants {
 		if err := c.probe.refuseRevokeShared(ctx); err != nil {
 			c.book.setError(truncate(err.Error()))

@@ -66,6 +66,9 @@ type MemberRecord struct {
 	Probation ProbationStats `json:"probation"`
 	// Shadow counts the member's mirrored Decrypts since it started.
 	Shadow ShadowStats `json:"shadow"`
+	// Pace is what the member's live traffic says of the migration's load: the driver's pace
+	// backs off on any member's pressure.
+	Pace MemberPace `json:"pace"`
 }
 
 // MemberInfo is a registered member as the store sees it.
@@ -105,6 +108,12 @@ func (c *Controller) SetAdminAddress(u string) {
 	}
 }
 
+// settled reports whether this member and every registered one, as last read, applied epoch or
+// a newer one: none may route by an older epoch's route.
+func (m *member) settled(epoch uint64) bool {
+	return m.epochs.applied() >= epoch && m.view.applied(epoch)
+}
+
 // mustDrive refuses control operations on a member that is not the driver.
 // mustDrive refuses a control call on a member that does not drive (nil: one process, which always drives).
 func (m *member) mustDrive() error {
@@ -141,6 +150,7 @@ func (c *Controller) adopt(j *journal) error {
 		return err
 	}
 	c.book.adopt(j)
+	c.sides.pace.setPaused(j.Paused) // a pause outlives a change of driver
 	return nil
 }
 

@@ -31,6 +31,14 @@ type fakeRouter struct {
 	routes []route
 	fail   bool
 	fwd    func(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error)
+	onSet  func(route) // called with each route applied
+}
+
+// onRoute calls f with each route applied from now on.
+func (r *fakeRouter) onRoute(f func(route)) {
+	r.mu.Lock()
+	r.onSet = f
+	r.mu.Unlock()
 }
 
 func (r *fakeRouter) Forward(ctx context.Context, backend string, op xks.Operation, keyID string, body []byte) (int, []byte, error) {
@@ -59,6 +67,9 @@ func (r *fakeRouter) SetRoute(epoch uint64, primary, fallback string) error {
 		return fmt.Errorf("epoch %d not above %d", epoch, r.routes[n-1].epoch)
 	}
 	r.routes = append(r.routes, route{epoch, primary, fallback})
+	if r.onSet != nil {
+		r.onSet(route{epoch, primary, fallback})
+	}
 	return nil
 }
 
@@ -174,6 +185,8 @@ func (e *env) config(mut func(*Config)) Config {
 		Target:      Backend{Name: "B", KMIP: e.cB, ACL: cutoverACL(e.aclB)},
 		JournalPath: e.journal,
 		Probation:   ProbationConfig{Duration: time.Hour, MinRequests: new(20), MaxP99: 200 * time.Millisecond},
+		// A fixed pace no test reaches: the tests of the adaptive pace set their own.
+		Pace: PaceConfig{Rate: MaxPaceRate},
 	}
 	if mut != nil {
 		mut(&cfg)

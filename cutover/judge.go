@@ -43,7 +43,13 @@ func (c *probation) recheck(source string, backend string, op xks.Operation, cre
 		return
 	}
 	at := c.now()
-	count := func(failed bool) { c.record(at, latency, failed) }
+	count := func(failed bool) {
+		o := outcomeOK
+		if failed {
+			o = classify(errName)
+		}
+		c.record(at, latency, o)
+	}
 	if createKey || op == xks.OpHealth || len(body) > maxMirrorBody || validKeyID(keyID) != nil {
 		count(true)
 		return

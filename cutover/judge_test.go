@@ -36,9 +36,9 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 	wait := func(n int64) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for c.probation.win.stats(c.cfg.Now(), time.Hour).Requests < int(n) {
+		for c.probation.win.stats(c.cfg.Now(), time.Time{}, time.Hour).Requests < int(n) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d judged, want %d", c.probation.win.stats(c.cfg.Now(), time.Hour).Requests, n)
+				t.Fatalf("%d judged, want %d", c.probation.win.stats(c.cfg.Now(), time.Time{}, time.Hour).Requests, n)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -66,7 +66,7 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 			c.Traffic().Observe("B", tc.target, time.Millisecond, false) // Recheck records it, not Observe
 			c.Traffic().Recheck("B", xks.OpDecrypt, tc.createKey, "key-000", tc.target, time.Millisecond, body)
 			wait(1)
-			st := c.probation.win.stats(c.cfg.Now(), time.Hour)
+			st := c.probation.win.stats(c.cfg.Now(), time.Time{}, time.Hour)
 			if st.Requests != 1 || (st.Errors == 1) != tc.wantFailed {
 				t.Errorf("window %+v, want failed=%v", st, tc.wantFailed)
 			}
@@ -77,9 +77,9 @@ func TestProbationJudgesRefusalsOnTheSourcesAnswer(t *testing.T) {
 	}
 	// A request that fell back: the source's answer is already there.
 	c.probation.reset()
-	c.Traffic().ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, xks.KeyNotFoundException)
-	c.Traffic().ObserveFellBack("B", xks.KeyNotFoundException, time.Millisecond, "")
-	if st := c.probation.win.stats(c.cfg.Now(), time.Hour); st.Requests != 2 || st.Errors != 1 {
+	c.Traffic().ObserveFellBack("B", "key-000", xks.KeyNotFoundException, time.Millisecond, xks.KeyNotFoundException)
+	c.Traffic().ObserveFellBack("B", "key-000", xks.KeyNotFoundException, time.Millisecond, "")
+	if st := c.probation.win.stats(c.cfg.Now(), time.Time{}, time.Hour); st.Requests != 2 || st.Errors != 1 {
 		t.Errorf("fell back: window %+v, want 2 requests, 1 error", st)
 	}
 }

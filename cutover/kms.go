@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,9 +52,38 @@ type backend struct {
 type sides struct {
 	src, tgt *backend
 	sel      Selection
-	workers  int // keys worked on at once (Concurrency)
+	pace     *pace // every call and every key of the background work draws from it
 	log      *slog.Logger
 	book     *ledger
+	checks   createKeyChecks // the CreateKey existence checks (Traffic.Holds)
+}
+
+// createKeyChecks counts how the existence checks of CreateKeys during a migration were
+// answered (the status's figures; xks_cutover_createkey_checks_total is the metric).
+type createKeyChecks struct{ records, backend, failed atomic.Uint64 }
+
+func (c *createKeyChecks) note(answer string) {
+	switch answer {
+	case "records":
+		c.records.Add(1)
+	case "backend":
+		c.backend.Add(1)
+	case "failed":
+		c.failed.Add(1)
+	}
+}
+
+// CreateKeyChecks are the figures of the CreateKey existence checks this process made since it
+// started: answered from the migration's records, by a backend, or not in time (the CreateKey
+// was refused with a retryable error).
+type CreateKeyChecks struct {
+	Records uint64 `json:"records"`
+	Backend uint64 `json:"backend"`
+	Failed  uint64 `json:"failed"`
+}
+
+func (c *createKeyChecks) snapshot() CreateKeyChecks {
+	return CreateKeyChecks{Records: c.records.Load(), Backend: c.backend.Load(), Failed: c.failed.Load()}
 }
 
 // byName is the side named name, nil if neither.
@@ -137,13 +167,24 @@ func transient(ctx context.Context, err error) bool {
 // that is down makes the copy wait, then resume).
 const forever = 0
 
-// retry runs f until it succeeds, fails permanently, attempts run out
-// (attempts > 0) or ctx ends, backing off from 50ms to 2s.
-func retry[T any](ctx context.Context, c *sides, attempts int, what string, f func(context.Context) (T, error)) (T, error) {
+// retry runs f until it succeeds, fails permanently, attempts run out (attempts > 0) or ctx
+// ends, backing off from 50ms to 2s. Each attempt on b takes a token of the pace (ctx's class
+// says how) and tells it how long b took.
+func retry[T any](ctx context.Context, c *sides, b *backend, attempts int, what string, f func(context.Context) (T, error)) (T, error) {
 	backoff := 50 * time.Millisecond
+	live := classOf(ctx) == classLive
 	for n := 1; ; n++ {
+		if err := c.pace.call(ctx); err != nil {
+			var zero T
+			return zero, fmt.Errorf("%w (waiting for the pace before %s)", err, what)
+		}
+		t0 := time.Now()
 		v, err := f(ctx)
-		if err == nil || !transient(ctx, err) || (attempts > 0 && n >= attempts) {
+		tr := transient(ctx, err)
+		if !live {
+			c.pace.observeCall(c.sideOf(b), time.Since(t0), tr)
+		}
+		if err == nil || !tr || (attempts > 0 && n >= attempts) {
 			if err != nil && ctx.Err() != nil {
 				err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 			}
@@ -164,11 +205,19 @@ func retry[T any](ctx context.Context, c *sides, attempts int, what string, f fu
 	}
 }
 
-func retryErr(ctx context.Context, c *sides, attempts int, what string, f func(context.Context) error) error {
-	_, err := retry(ctx, c, attempts, what, func(ctx context.Context) (struct{}, error) {
+func retryErr(ctx context.Context, c *sides, b *backend, attempts int, what string, f func(context.Context) error) error {
+	_, err := retry(ctx, c, b, attempts, what, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, f(ctx)
 	})
 	return err
+}
+
+// sideOf is b's side.
+func (c *sides) sideOf(b *backend) side {
+	if b == c.tgt {
+		return sideTarget
+	}
+	return sideSource
 }
 
 // list returns the ids the selection names on b, sorted.
@@ -179,7 +228,7 @@ func (c *sides) list(ctx context.Context, b *backend, attempts int) ([]string, e
 	case SelectList:
 		ids = slices.Clone(sel.Keys)
 	case SelectOwned:
-		objs, err := retry(ctx, c, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
+		objs, err := retry(ctx, c, b, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
 			return b.k.Owned(ctx)
 		})
 		if err != nil {
@@ -193,7 +242,7 @@ func (c *sides) list(ctx context.Context, b *backend, attempts int) ([]string, e
 		}
 	default:
 		var err error
-		ids, err = retry(ctx, c, attempts, "locate on "+b.name, func(ctx context.Context) ([]string, error) {
+		ids, err = retry(ctx, c, b, attempts, "locate on "+b.name, func(ctx context.Context) ([]string, error) {
 			return b.k.Locate(ctx, cosmian.LocateRequest{Tags: []string{sel.Tag}, ObjectType: "SymmetricKey", PageSize: 1000})
 		})
 		if errors.Is(err, cosmian.ErrLocateIncomplete) {
@@ -222,7 +271,7 @@ func (c *sides) list(ctx context.Context, b *backend, attempts int) ([]string, e
 
 // ownedTagged lists the live objects b's identity owns that carry tag.
 func (c *sides) ownedTagged(ctx context.Context, b *backend, tag string, attempts int) ([]string, error) {
-	objs, err := retry(ctx, c, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
+	objs, err := retry(ctx, c, b, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
 		return b.k.Owned(ctx)
 	})
 	if err != nil {
@@ -295,7 +344,7 @@ func exportErr(b *backend, err error) error {
 // export reads a key's material in clear (KeyWrapType NotWrapped). The
 // caller must Wipe the result.
 func (c *sides) export(ctx context.Context, b *backend, uid string, attempts int) (*cosmian.ExportedKey, error) {
-	exp, err := retry(ctx, c, attempts, "export from "+b.name, func(ctx context.Context) (*cosmian.ExportedKey, error) {
+	exp, err := retry(ctx, c, b, attempts, "export from "+b.name, func(ctx context.Context) (*cosmian.ExportedKey, error) {
 		return b.k.Export(ctx, uid, true)
 	})
 	if err != nil {
@@ -317,7 +366,7 @@ func (c *sides) export(ctx context.Context, b *backend, uid string, attempts int
 
 // attrs reads a key's attributes; a missing key is reported as (nil, nil).
 func (c *sides) attrs(ctx context.Context, b *backend, uid string, attempts int) (*cosmian.KeyAttributes, error) {
-	a, err := retry(ctx, c, attempts, "get attributes on "+b.name, func(ctx context.Context) (*cosmian.KeyAttributes, error) {
+	a, err := retry(ctx, c, b, attempts, "get attributes on "+b.name, func(ctx context.Context) (*cosmian.KeyAttributes, error) {
 		return b.k.GetAttributes(ctx, uid)
 	})
 	if errors.Is(err, cosmian.ErrNotFound) {
@@ -363,16 +412,19 @@ func missing(want, have []string) []string {
 	return out
 }
 
-// forEach runs f over ids with the configured concurrency. f's per-key
-// errors are its own business; a non-nil return stops the whole pass.
+// forEach runs f over ids, each key holding one of the pace's slots while f works on it. f's
+// per-key errors are its own business; a non-nil return stops the whole pass.
 func (c *sides) forEach(ctx context.Context, ids []string, f func(ctx context.Context, id string) error) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(c.workers)
 	for _, id := range ids {
-		if gctx.Err() != nil {
+		release, err := c.pace.slot(gctx)
+		if err != nil {
 			break
 		}
-		g.Go(func() error { return f(gctx, id) })
+		g.Go(func() error {
+			defer release()
+			return f(gctx, id)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -414,6 +466,12 @@ func Truncate(s string) string {
 		return s[:max] + "…"
 	}
 	return s
+}
+
+// listable reports whether listing a side finds every key XKS creates (Cosmian tags them
+// aws-xks, owned by the keys' owner): a selection by that tag, or of every owned key.
+func (c *sides) listable() bool {
+	return c.sel.Mode == SelectOwned || c.sel.Mode == SelectTag && c.sel.Tag == cosmian.XKSTag
 }
 
 // mintOnSource: the source may authorize per principal and the target may be of the

@@ -36,7 +36,7 @@ type ledger struct {
 	mu      sync.Mutex
 	j       *journal
 	unsaved unsaved
-	created map[string]bool      // CreatedDuring ∪ CreatedOnTarget, for dedupe
+	created map[string]side      // CreatedDuring (source) ∪ CreatedOnTarget (target): dedupe, and where
 	changed chan struct{}        // closed and replaced when the state changed (and its route was applied)
 	listed  int                  // size of the current work list (progress)
 	cur     atomic.Pointer[live] // what the request path reads without a lock
@@ -55,7 +55,7 @@ type recorder interface {
 
 func newLedger(log *slog.Logger, m *metrics, now func() time.Time, store Storage, rec recorder, recordTimeout time.Duration) *ledger {
 	return &ledger{log: log, m: m, now: now, store: store, rec: rec, recordTimeout: recordTimeout,
-		unsaved: unsaved{keys: map[string]bool{}}, created: map[string]bool{}, changed: make(chan struct{}),
+		unsaved: unsaved{keys: map[string]bool{}}, created: map[string]side{}, changed: make(chan struct{}),
 		onCreated: make(chan struct{}, 1), marks: keyMarks{pending: map[string]string{}, completed: map[string]bool{}}}
 }
 
@@ -77,10 +77,14 @@ func (l *ledger) adopt(j *journal) {
 func (l *ledger) rebuildCreatedLocked() {
 	clear(l.created)
 	for _, id := range l.j.CreatedDuring {
-		l.created[id] = true
+		if l.created[id] == sideNone {
+			l.created[id] = sideSource
+		}
 	}
 	for _, id := range l.j.CreatedOnTarget {
-		l.created[id] = true
+		if l.created[id] == sideNone {
+			l.created[id] = sideTarget
+		}
 	}
 }
 
@@ -361,6 +365,14 @@ func (l *ledger) createdOnTarget(id string) bool {
 	return slices.Contains(l.j.CreatedOnTarget, id)
 }
 
+// isCreated reports whether id has a created-key note: a key made during the migration, which
+// the migration is still placing on the other side (or has placed).
+func (l *ledger) isCreated(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.created[id] != sideNone
+}
+
 // mayLack reports whether the backend on side s may not hold keyID yet. The target holds every
 // key the copy reported copied and every key created on it; the source holds every key the
 // migration found there and every key the source answered a CreateKey for.
@@ -372,14 +384,27 @@ func (l *ledger) mayLack(keyID string, s side) bool {
 		if k, ok := l.j.Keys[keyID]; ok && copied(*k, true) {
 			return false
 		}
-		return !slices.Contains(l.j.CreatedOnTarget, keyID)
 	case sideSource:
 		if _, ok := l.j.Keys[keyID]; ok {
 			return false
 		}
-		return !slices.Contains(l.j.CreatedDuring, keyID)
 	}
-	return true
+	return l.created[keyID] != s
+}
+
+// holds reports whether the migration's records say the backend on side s holds keyID: a key
+// the copy reported copied is on both sides, a key created during the migration on the side
+// that answered its CreateKey, and on both once this process completed its copy. false means
+// the records do not know (it may or may not be there).
+func (l *ledger) holds(keyID string, s side) bool {
+	l.mu.Lock()
+	k, copiedKey := l.j.Keys[keyID]
+	on := l.created[keyID]
+	l.mu.Unlock()
+	if copiedKey && copied(*k, true) || on == s {
+		return true
+	}
+	return on != sideNone && l.marks.isCompleted(keyID)
 }
 
 // noteCreated records a created-key note for id, once: decide says, from the state, what the
@@ -389,7 +414,7 @@ func (l *ledger) noteCreated(id string, decide func(State) (CreatedKey, bool)) (
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.j.State
-	if l.created[id] {
+	if l.created[id] != sideNone {
 		return st, false
 	}
 	n, ok := decide(st)
@@ -404,10 +429,13 @@ func (l *ledger) noteCreated(id string, decide func(State) (CreatedKey, bool)) (
 // addCreatedLocked records a created-key note (noticed here or, in fleet mode, by another
 // member) once.
 func (l *ledger) addCreatedLocked(n CreatedKey) {
-	if l.created[n.ID] {
+	if l.created[n.ID] != sideNone {
 		return
 	}
-	l.created[n.ID] = true
+	l.created[n.ID] = sideSource
+	if n.OnTarget {
+		l.created[n.ID] = sideTarget
+	}
 	l.j.addCreated(n)
 	if st := l.j.State; st == StateSwitched || st == StateFinalized {
 		select {

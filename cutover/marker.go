@@ -259,6 +259,7 @@ type markerBook struct {
 	src, tgt *backend
 	timeout  time.Duration
 	log      *slog.Logger
+	pace     *pace // a write takes a token, ahead of the background's (nil: none)
 }
 
 // readMarker returns b's marker of key store ks, nil if it has none.
@@ -327,6 +328,9 @@ func (c *markerBook) writeMarker(ctx context.Context, b *backend, m *Marker) err
 	defer clear(material)
 	if _, err := rand.Read(material); err != nil {
 		return err
+	}
+	if c.pace != nil {
+		_ = c.pace.call(withClass(ctx, classUrgent))
 	}
 	// No activation date: the object stays PreActive, unusable for any cryptographic call.
 	_, err := b.k.Import(ctx, cosmian.ImportRequest{

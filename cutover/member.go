@@ -66,6 +66,7 @@ type member struct {
 	host      driverHost
 	shadow    *shadower  // followed by a member that does not drive; its counters are published
 	probation *probation // its window is published
+	pace      *pace      // its live signals are published
 	log       *slog.Logger
 	m         *metrics
 	now       func() time.Time
@@ -270,6 +271,9 @@ func (m *member) heartbeat(ctx context.Context, now time.Time) {
 		RequestsPerSec: m.view.rate(),
 		Probation:      m.probation.local(now),
 		Shadow:         m.shadow.snapshot(),
+	}
+	if m.pace != nil {
+		rec.Pace = m.pace.report()
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -23,6 +23,10 @@ type metrics struct {
 	// by verdict (caller: the source refused the same; target: it did not; unjudged: too many
 	// at once, counted against the target).
 	rechecks *prometheus.CounterVec
+	// createKeyChecks counts the existence checks of CreateKeys during a migration by how they
+	// were answered: records (the migration's own, no call), backend (a KMIP read), failed (the
+	// backend could not be read in time: the CreateKey is refused).
+	createKeyChecks *prometheus.CounterVec
 	fleetMetrics
 }
 
@@ -39,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, fleet bool) (*metrics, error) {
 		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_shadow_results_total",
 			Help: "Mirrored Decrypts by result (match, mismatch, error, dropped)."}, []string{"result"}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rollbacks_total",
-			Help: "Rollbacks by reason (manual, error_rate, p99)."}, []string{"reason"}),
+			Help: "Rollbacks by reason (manual, error_rate, p99, hard_ceiling, resumed)."}, []string{"reason"}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "xks_cutover_fallbacks_total",
 			Help: "Calls retried on the fallback backend after the switch."}),
 		rightsCarried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_rights_carried_total",
@@ -48,6 +52,8 @@ func newMetrics(reg prometheus.Registerer, fleet bool) (*metrics, error) {
 			Help: "Seconds the last rights-sync pass took while switched (paced at rights_sync_rate keys a second); with the 1 s interval, how long a rights change on the target takes to reach the source."}),
 		rechecks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_probation_rechecks_total",
 			Help: "Definite refusals from the target while switched (KeyNotFound, InvalidCiphertext, InvalidKeyUsage, InvalidState, AccessDenied) sent to the source for a second opinion, by verdict: caller (the source refused the same: not counted against the target), target (counted), unjudged (too many at once: counted)."}, []string{"verdict"}),
+		createKeyChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xks_cutover_createkey_checks_total",
+			Help: "Whether a backend holds the id of a CreateKey made during a migration, by how it was answered: records (the migration's own, no backend call), backend (read as the keys' owner), failed (no answer in time: the CreateKey is refused with a retryable error)."}, []string{"answer"}),
 	}
 	var err error
 	fleetReg := reg
@@ -70,6 +76,9 @@ func newMetrics(reg prometheus.Registerer, fleet bool) (*metrics, error) {
 		return nil, err
 	}
 	if m.rechecks, err = register(reg, m.rechecks); err != nil {
+		return nil, err
+	}
+	if m.createKeyChecks, err = register(reg, m.createKeyChecks); err != nil {
 		return nil, err
 	}
 	if m.shadow, err = register(reg, m.shadow); err != nil {

@@ -54,6 +54,7 @@ func (c *Controller) Plan(ctx context.Context, opts ...PlanOptions) (*Plan, erro
 			return nil, err
 		}
 	}
+	ctx = withClass(ctx, classUrgent) // the operator waits for it: within the pace, never paused
 	shared, err := c.probe.checkShared(ctx)
 	if err != nil {
 		return nil, err

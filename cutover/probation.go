@@ -42,13 +42,20 @@ func (c *probation) reset() {
 	c.seen.Store(0)
 }
 
-func (c *probation) record(at time.Time, latency time.Duration, failed bool) {
+func (c *probation) record(at time.Time, latency time.Duration, o outcome) {
 	c.seen.Add(1)
-	c.win.record(at, latency, failed)
+	c.win.record(at, latency, o)
 }
 
-// local is this process's own window (what a member publishes).
-func (c *probation) local(now time.Time) ProbationStats { return c.win.stats(now, c.cfg.Window) }
+// local is this process's own window (what a member publishes): since the switch, over at most
+// the configured window.
+func (c *probation) local(now time.Time) ProbationStats {
+	from := now.Add(-c.cfg.Window)
+	if sw := c.book.header().SwitchedAt; sw.After(from) {
+		from = sw
+	}
+	return c.win.stats(now, from, c.cfg.MaxP99)
+}
 
 // stats aggregates the probation window over the fleet: requests and errors add up, and the p99
 // is that of every request the fleet sent to the target (mergeProbation).
@@ -62,6 +69,11 @@ func (c *probation) stats(now time.Time) ProbationStats {
 	qs := make([]ProbationStats, 0, len(peers))
 	qs = append(qs, peers...)
 	return mergeProbation(st, qs)
+}
+
+// verdict reads the fleet's window at now (evidence.go).
+func (c *probation) verdict(now time.Time) verdict {
+	return judgeEvidence(c.stats(now), c.cfg, c.target, now.Sub(c.book.header().SwitchedAt))
 }
 
 // evidence is how many requests reached the target since the switch: this process's count or,
@@ -85,23 +97,40 @@ func (c *probation) observe(backend string, errName xks.ErrorName, latency time.
 	if backend != c.target || c.book.state() != StateSwitched || c.judged(backend, errName, fellBack) {
 		return // not the target on probation, or recheck records it once the source answered
 	}
-	c.record(c.now(), latency, countsAsFailure(errName))
+	c.record(c.now(), latency, classify(errName))
 }
 
 // observeFellBack is the proxy's hook for a request the primary failed and the fallback then
 // answered (with fallbackErr, "" on success): the primary's attempt is recorded like observe's,
-// except that a definite refusal the fallback answered the same way is the caller's (an id
-// neither side holds), not the primary's. The fallback's own attempt goes to observe.
-func (c *probation) observeFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
+// except when it is not the primary's doing: a definite refusal the fallback answered the same
+// way is the caller's (an id neither side holds), and a KeyNotFound for a key created during the
+// migration that the fallback served is the migration's (its copy to the primary is under way).
+// The fallback's own attempt goes to observe.
+func (c *probation) observeFellBack(primary, keyID string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
 	if primary != c.target || c.book.state() != StateSwitched {
 		return
 	}
-	failed := countsAsFailure(primaryErr)
-	if Refusal(primaryErr) && fallbackErr == primaryErr {
-		failed = false
+	o := classify(primaryErr)
+	switch {
+	case Refusal(primaryErr) && fallbackErr == primaryErr:
+		o = outcomeOK
 		c.m.rechecks.WithLabelValues("caller").Inc()
+	case primaryErr == xks.KeyNotFoundException && fallbackErr == "" && c.book.isCreated(keyID):
+		o = outcomeOK
 	}
-	c.record(c.now(), latency, failed)
+	c.record(c.now(), latency, o)
+}
+
+// classify says how a target's answer counts: errors the source would return too (a malformed
+// request, a bad signature) do not; no answer in time is a timeout; any other error is definite.
+func classify(n xks.ErrorName) outcome {
+	switch {
+	case !countsAsFailure(n):
+		return outcomeOK
+	case n == xks.DependencyTimeoutException || n == xks.ThrottlingException:
+		return outcomeTimeout
+	}
+	return outcomeError
 }
 
 // countsAsFailure says which target errors speak against the target. Errors

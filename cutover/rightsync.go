@@ -169,7 +169,7 @@ func (c *rightsSync) snapshot(ctx context.Context, b *backend, id string, attemp
 	if err != nil || a == nil {
 		return nil, err
 	}
-	list, err := retry(ctx, c.sides, attempts, "list access on "+b.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
+	list, err := retry(ctx, c.sides, b, attempts, "list access on "+b.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
 		return b.k.ListAccess(ctx, id)
 	})
 	if err != nil {
@@ -221,20 +221,30 @@ func (c *rightsSync) syncIDs() []string {
 	return slices.Compact(ids)
 }
 
-// pass runs syncRights over every key, RightsSyncRate keys a second at most so the
-// serving backend stays free for live traffic; failures are retried on the next pass.
+// pass runs syncRights over every key, RightsSyncRate keys a second at most and within the
+// pace, so the serving backend stays free for live traffic; failures are retried on the next
+// pass. A key waits for the rate before it takes a slot of the pace: the slots go to work, not
+// to waiting.
 func (c *rightsSync) pass(ctx context.Context, attempts int) {
 	start := c.now()
 	defer func() { c.m.rightsSyncPass.Set(c.now().Sub(start).Seconds()) }()
-	_ = c.forEach(ctx, c.syncIDs(), func(ctx context.Context, id string) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, id := range c.syncIDs() {
 		if err := c.lim.Wait(ctx); err != nil || c.book.state() != StateSwitched {
-			return nil // cancelled, or a rollback or finalize (which sync themselves) ended the switch
+			return // cancelled, or a rollback or finalize (which sync themselves) ended the switch
 		}
-		if err := c.syncRights(ctx, id, attempts, false); err != nil && ctx.Err() == nil {
-			c.log.Warn("cutover: carrying a rights change to the source failed; will retry", "key_id", id, "err", truncate(err.Error()))
+		release, err := c.pace.slot(ctx)
+		if err != nil {
+			return
 		}
-		return nil
-	})
+		wg.Go(func() {
+			defer release()
+			if err := c.syncRights(ctx, id, attempts, false); err != nil && ctx.Err() == nil {
+				c.log.Warn("cutover: carrying a rights change to the source failed; will retry", "key_id", id, "err", truncate(err.Error()))
+			}
+		})
+	}
 }
 
 // syncRights carries to the source what changed on the target for id since its baseline. With
@@ -277,7 +287,7 @@ func (c *rightsSync) syncRights(ctx context.Context, id string, attempts int, no
 	for _, u := range users {
 		if add := missing(cur.acl[u], base.acl[u]); len(add) > 0 {
 			a := cosmian.Access{UID: id, UserID: u, Operations: add}
-			if err := retryErr(ctx, c.sides, attempts, "grant on "+c.src.name, func(ctx context.Context) error { return c.src.k.Grant(ctx, a) }); err != nil {
+			if err := retryErr(ctx, c.sides, c.src, attempts, "grant on "+c.src.name, func(ctx context.Context) error { return c.src.k.Grant(ctx, a) }); err != nil {
 				return wrapKMS(err, "grant %v to %q on %s", add, u, c.src.name)
 			}
 			c.m.rightsCarried.WithLabelValues("grant").Inc()
@@ -286,7 +296,7 @@ func (c *rightsSync) syncRights(ctx context.Context, id string, attempts int, no
 		if ok {
 			if del := missing(base.acl[u], cur.acl[u]); len(del) > 0 {
 				a := cosmian.Access{UID: id, UserID: u, Operations: del}
-				err := retryErr(ctx, c.sides, attempts, "revoke access on "+c.src.name, func(ctx context.Context) error { return c.src.k.RevokeAccess(ctx, a) })
+				err := retryErr(ctx, c.sides, c.src, attempts, "revoke access on "+c.src.name, func(ctx context.Context) error { return c.src.k.RevokeAccess(ctx, a) })
 				if err != nil && !errors.Is(err, cosmian.ErrNotFound) {
 					return wrapKMS(err, "revoke %v from %q on %s", del, u, c.src.name)
 				}
@@ -306,7 +316,7 @@ func (c *rightsSync) syncRights(ctx context.Context, id string, attempts int, no
 			if cur.state == cosmian.StateDestroyedCompromised {
 				reason = "KeyCompromise"
 			}
-			if err := retryErr(ctx, c.sides, attempts, "revoke on "+c.src.name, func(ctx context.Context) error {
+			if err := retryErr(ctx, c.sides, c.src, attempts, "revoke on "+c.src.name, func(ctx context.Context) error {
 				return c.src.k.Revoke(ctx, id, reason, "revoked on "+c.tgt.name+" after the switch; replicated by xksproxy cutover")
 			}); err != nil {
 				return wrapKMS(err, "revoke on %s", c.src.name)
@@ -321,7 +331,7 @@ func (c *rightsSync) syncRights(ctx context.Context, id string, attempts int, no
 			return err
 		}
 		if sa != nil && !destroyed(sa.State) {
-			if err := retryErr(ctx, c.sides, attempts, "destroy on "+c.src.name, func(ctx context.Context) error { return c.src.k.Destroy(ctx, id, false) }); err != nil {
+			if err := retryErr(ctx, c.sides, c.src, attempts, "destroy on "+c.src.name, func(ctx context.Context) error { return c.src.k.Destroy(ctx, id, false) }); err != nil {
 				return wrapKMS(err, "destroy on %s", c.src.name)
 			}
 			c.m.rightsCarried.WithLabelValues("destroy").Inc()
@@ -340,7 +350,7 @@ func (c *rightsSync) revokeSource(ctx context.Context) {
 	var mu sync.Mutex
 	var failed []string
 	_ = c.forEach(ctx, ids, func(ctx context.Context, id string) error {
-		list, err := retry(ctx, c.sides, controlAttempts, "list access on "+c.src.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
+		list, err := retry(ctx, c.sides, c.src, controlAttempts, "list access on "+c.src.name, func(ctx context.Context) ([]cosmian.UserAccess, error) {
 			return c.src.k.ListAccess(ctx, id)
 		})
 		for _, ua := range list {
@@ -349,7 +359,7 @@ func (c *rightsSync) revokeSource(ctx context.Context) {
 			}
 			c.base.drop(id)
 			a := cosmian.Access{UID: id, UserID: ua.UserID, Operations: ua.Operations}
-			err = retryErr(ctx, c.sides, controlAttempts, "revoke access on "+c.src.name, func(ctx context.Context) error {
+			err = retryErr(ctx, c.sides, c.src, controlAttempts, "revoke access on "+c.src.name, func(ctx context.Context) error {
 				return c.src.k.RevokeAccess(ctx, a)
 			})
 		}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Rollback returns traffic to the source from any migration state. After a
@@ -38,6 +39,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string) error {
 }
 
 func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, category string) error {
+	ctx = withClass(ctx, classUrgent) // within the pace, never paused
 	st := c.book.state()
 	if st == StateServing || st == StateRolledBack {
 		return fmt.Errorf("%w: nothing to roll back (state %s, %s serves)", ErrWrongState, st, c.sides.src.name)
@@ -62,7 +64,20 @@ func (c *Controller) rollback(ctx context.Context, held ctlHeld, reason, categor
 	if st == StateRollingBack {
 		// Second pass with the source serving and the target as fallback: keys created on the
 		// target while the first pass ran. Until it succeeds they stay reachable through the
-		// fallback, and Rollback can be called again.
+		// fallback, and Rollback can be called again. It starts once every replica routes to the
+		// source first and one request budget has passed: a CreateKey sent to the target under
+		// the switched route has minted its key by then, and the pass (which lists the target)
+		// sees it, whether or not its copy or its note reached this process.
+		if err := c.barrier(ctx); err != nil {
+			return err
+		}
+		t := time.NewTimer(c.cfg.Pace.RequestBudget)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 		if err := (restorer{c.copier}).copyBack(ctx); err != nil {
 			c.book.setError(truncate("rolling back: the target stays the fallback until its remaining keys are copied back: " + err.Error()))
 			return fmt.Errorf("%w: rollback: %v", ErrRefused, err)

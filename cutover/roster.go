@@ -56,6 +56,18 @@ func (r *roster) peerProbation() []ProbationStats {
 	return out
 }
 
+// peerPace are the other live members' pace reports, each with the member's name.
+func (r *roster) peerPace() []MemberPace {
+	peers := r.peers()
+	out := make([]MemberPace, 0, len(peers))
+	for _, p := range peers {
+		mp := p.Pace
+		mp.Member = p.Name
+		out = append(out, mp)
+	}
+	return out
+}
+
 // peerShadow are the other live members' shadow counters.
 func (r *roster) peerShadow() []ShadowStats {
 	peers := r.peers()
@@ -64,6 +76,21 @@ func (r *roster) peerShadow() []ShadowStats {
 		out = append(out, p.Shadow)
 	}
 	return out
+}
+
+// applied reports whether every registered member, as last read, applied epoch or a newer one
+// (false before the first read).
+func (r *roster) applied(epoch uint64) bool {
+	p := r.members.Load()
+	if p == nil {
+		return false
+	}
+	for _, x := range *p {
+		if x.AppliedEpoch < epoch {
+			return false
+		}
+	}
+	return true
 }
 
 // size is the number of live members (at least 1: this one): health's xksProxyFleetSize.

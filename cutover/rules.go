@@ -41,6 +41,26 @@ func CheckConcurrency(n int) error {
 	return nil
 }
 
+// MaxPaceRate bounds a fixed pace (background backend calls a second).
+const MaxPaceRate = 100000
+
+// CheckPaceRate: a fixed pace is above 0 and at most MaxPaceRate calls a second (0 in a Config
+// means "auto").
+func CheckPaceRate(r float64) error {
+	if math.IsNaN(r) || r <= 0 || r > MaxPaceRate {
+		return fmt.Errorf("must be \"auto\" or a number of backend calls a second above 0 and at most %d", MaxPaceRate)
+	}
+	return nil
+}
+
+// CheckConcurrencyBounds: the pace's minimum concurrency is at most its maximum.
+func CheckConcurrencyBounds(lo, hi int) error {
+	if lo > hi {
+		return fmt.Errorf("the minimum concurrency %d is above the maximum %d", lo, hi)
+	}
+	return nil
+}
+
 // CheckRightsSyncRate: keys per second the rights sync may read on the serving backend,
 // above 0 and at most MaxRightsSyncRate (0 in a Config means the default).
 func CheckRightsSyncRate(r float64) error {

@@ -61,7 +61,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 			h.StartedAt, h.SwitchedAt = now, time.Time{}
 			h.Options = opts
 			h.Reason, h.LastError = "", ""
-			h.ProbationPassed = false
+			h.ProbationPassed, h.Paused = false, false
 		})
 		if err != nil {
 			return err
@@ -153,6 +153,9 @@ func (c *Controller) run(ctx context.Context) {
 			err = c.phaseShadow(ctx)
 		case StateVerified:
 			if !c.book.header().Options.AutoSwitch {
+				return
+			}
+			if c.sides.pace.unpaused(ctx) != nil { // paused: no automatic switch until a resume
 				return
 			}
 			held, lerr := c.control.lock(ctx)

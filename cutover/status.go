@@ -78,8 +78,12 @@ type Status struct {
 	Shadow          ShadowStats      `json:"shadow"`
 	Probation       *ProbationStatus `json:"probation,omitempty"`
 	Fallbacks       uint64           `json:"fallbacks"`
-	SharedStorage   bool             `json:"shared_storage,omitempty"`
-	Notes           []string         `json:"notes,omitempty"` // shared storage, ids never migrated
+	// CreateKeyChecks: how this process answered whether a backend holds a CreateKey's id.
+	CreateKeyChecks CreateKeyChecks `json:"createkey_checks"`
+	// Pace: the background work's budget now, what limits it, and the time left.
+	Pace          PaceStatus `json:"pace"`
+	SharedStorage bool       `json:"shared_storage,omitempty"`
+	Notes         []string   `json:"notes,omitempty"` // shared storage, ids never migrated
 	// Kept are the keys that cannot be exported and are served for good by the backend each
 	// names (from every migration so far): that backend cannot be retired while any remain.
 	Kept []KeptKey `json:"kept,omitempty"`
@@ -102,6 +106,19 @@ func (c *Controller) Status() Status {
 		s.Fleet = c.fleet.status(c.cfg.Now(), s.State.inMigration())
 	}
 	s.Fallbacks = c.probation.fallbacks.Load()
+	s.CreateKeyChecks = c.sides.checks.snapshot()
+	s.Pace = c.sides.pace.status()
+	left := 0
+	switch s.State {
+	case StateCopying:
+		left = s.Keys.Pending
+	case StateVerifying:
+		left = max(0, s.Keys.Copied-s.Keys.Verified)
+	}
+	if kps := s.Pace.KeysPerSecond; left > 0 && kps > 0 {
+		s.Pace.TimeLeft = time.Duration(float64(left) / kps * float64(time.Second)).Round(time.Second)
+	}
+	c.sides.pace.m.left.Set(s.Pace.TimeLeft.Seconds())
 	if s.State == StateSwitched {
 		p := c.cfg.Probation
 		s.Probation = &ProbationStatus{
@@ -110,7 +127,12 @@ func (c *Controller) Status() Status {
 			MaxErrorRate: *p.MaxErrorRate, MaxP99: p.MaxP99, MinRequests: *p.MinRequests,
 			SinceSwitch: c.probation.evidence(c.cfg.Now()),
 		}
-		if pr := s.Probation; !pr.Passed && !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests) {
+		pr := s.Probation
+		switch v := c.probation.verdict(c.cfg.Now()); {
+		case pr.Passed:
+		case v.watching != "":
+			pr.Waiting = v.watching
+		case !s.SwitchedAt.IsZero() && !c.cfg.Now().Before(s.SwitchedAt.Add(p.Duration)) && pr.SinceSwitch < int64(*p.MinRequests):
 			pr.Waiting = fmt.Sprintf("duration over; waiting for %d requests to %s (%d so far) before judging", *p.MinRequests, c.sides.tgt.name, pr.SinceSwitch)
 		}
 	}

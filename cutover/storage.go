@@ -45,6 +45,9 @@ type Header struct {
 	// UnmovableKeep): their route survives finalize and the next migrations.
 	Kept      []KeptKey `json:"kept,omitempty"`
 	LastError string    `json:"last_error,omitempty"` // why the machine stopped, if it did
+	// Paused: the operator paused the background work (`cutover pause`) until a resume; a
+	// driver elected meanwhile stays paused.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // Route is the route this header's state serves (the state table's routes): primary and

@@ -34,6 +34,7 @@ func (c *Controller) Switch(ctx context.Context) error {
 // state stays verified with the reason in last_error, and Switch (or the
 // automatic switch of a later Start) can be tried again.
 func (c *Controller) doSwitch(ctx context.Context, held ctlHeld) error {
+	ctx = withClass(ctx, classUrgent) // within the pace, never paused
 	if st := c.book.state(); st != StateVerified {
 		return fmt.Errorf("%w: switch needs state verified, not %s", ErrWrongState, st)
 	}
@@ -91,20 +92,8 @@ func (c *Controller) watchProbation(ctx context.Context) {
 		case <-t.C:
 		}
 		now := c.cfg.Now()
-		st := c.probation.stats(now)
-		var reason, category string
-		if st.Requests >= *p.MinRequests {
-			switch {
-			case st.ErrorRate > *p.MaxErrorRate:
-				category = "error_rate"
-				reason = fmt.Sprintf("probation: error rate %.2f%% (%d of %d requests) on %s exceeds %.2f%%",
-					100*st.ErrorRate, st.Errors, st.Requests, c.sides.tgt.name, 100**p.MaxErrorRate)
-			case st.P99 > p.MaxP99:
-				category = "p99"
-				reason = fmt.Sprintf("probation: p99 latency %s on %s exceeds %s (%d requests)",
-					st.P99.Round(time.Microsecond), c.sides.tgt.name, p.MaxP99, st.Requests)
-			}
-		}
+		v := c.probation.verdict(now)
+		reason, category := v.reason, v.category
 		if reason != "" {
 			c.log.Error("cutover: probation breached; rolling back", "reason", reason)
 			held, err := c.control.lock(ctx)
@@ -123,9 +112,10 @@ func (c *Controller) watchProbation(ctx context.Context) {
 			return
 		}
 		if !now.Before(end) {
-			if seen := c.probation.evidence(now); seen < int64(*p.MinRequests) {
-				// No evidence yet: probation goes on past its duration until the target
-				// has served MinRequests (status says so).
+			if seen := c.probation.evidence(now); seen < int64(*p.MinRequests) || v.watching != "" {
+				// Not enough evidence yet: probation goes on past its duration until the
+				// target has served MinRequests, and while a rate above its threshold is
+				// neither significant nor gone (status says so).
 				continue
 			}
 			passed = true
@@ -134,6 +124,9 @@ func (c *Controller) watchProbation(ctx context.Context) {
 		}
 	}
 	if autoFinal {
+		if c.sides.pace.unpaused(ctx) != nil { // paused: no automatic finalize until a resume
+			return
+		}
 		held, err := c.control.lock(ctx)
 		if err != nil {
 			return

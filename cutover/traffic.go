@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -25,12 +26,13 @@ type Traffic struct {
 	shadow    *shadower
 	fleet     *member // nil: one process
 	log       *slog.Logger
+	m         *metrics
 }
 
 // Traffic returns the controller's request-path side.
 func (c *Controller) Traffic() *Traffic {
 	return &Traffic{book: c.book, sides: c.sides, copier: c.copier, probe: c.probe, probation: c.probation,
-		shadow: c.shadow, fleet: c.fleet, log: c.log}
+		shadow: c.shadow, fleet: c.fleet, log: c.log, m: c.m}
 }
 
 // NoteCreateKey is the proxy's hook for a CreateKey it forwarded: backend answered it. The id
@@ -79,11 +81,42 @@ func (c *Traffic) NoteCreateKey(keyID, backend string) {
 }
 
 // CopyCreated copies a key that a CreateKey just made (or found) on backend to the other side
-// while a migration runs, within ctx. The proxy calls it before replying to AWS, so that the key
-// is on both sides before it is first used. Failures are left to the catch-up before the switch
-// and to the backfill loop after it.
+// while a migration runs, within ctx, when the key must be there before AWS hears back
+// (copyNow); otherwise it returns at once and the catch-up, the backfill (woken by the key's
+// note), a finalize or a rollback copies it. Failures are left to them too.
 func (c *Traffic) CopyCreated(ctx context.Context, keyID, backend string) {
-	c.copier.copyCreated(ctx, keyID, backend)
+	if !c.copyNow(backend) {
+		return
+	}
+	c.copier.copyCreated(withClass(ctx, classLive), keyID, backend)
+}
+
+// copyNow reports whether a key a CreateKey made or found on backend must be on the other side
+// before the reply: whether some replica could route a call for it to the other side alone, or a
+// rollback complete without it, before the background work copies it. The rule:
+//   - a selection that does not list the keys XKS creates (a tag other than aws-xks, an explicit
+//     list): only the created-key notes know the key, and a note lives in memory until flushed
+//     (a crash loses it): copied now;
+//   - before the switch the key is on the source, which every route reaches until the switch,
+//     whose catch-up copies it (and a KeyNotFound on the target falls back to the source): later;
+//   - switched, made on the target: every replica routes to the target first once all of them
+//     applied the switch, and a rollback lists the target before its last pass: later; while
+//     some replica may still be on the epoch before (the source alone), now;
+//   - switched, made on the source (a 5.26 source, MintOn): a finalize may route to the target
+//     alone before the backfill copied it: now;
+//   - rolling back: made on the source, which serves; or found on the target, which held it
+//     since the switch, and which the rollback's last pass lists: later.
+func (c *Traffic) copyNow(backend string) bool {
+	if !c.sides.listable() {
+		return true
+	}
+	if c.book.state() != StateSwitched {
+		return false
+	}
+	if backend != c.sides.tgt.name {
+		return true
+	}
+	return c.fleet != nil && !c.fleet.settled(c.book.header().Epoch)
 }
 
 // Observe is the proxy's hook, called once per backend attempt: errName is that attempt's XKS
@@ -92,18 +125,39 @@ func (c *Traffic) Observe(backend string, errName xks.ErrorName, latency time.Du
 	if c.fleet != nil && !fellBack {
 		c.fleet.view.count()
 	}
+	c.observeAttempt(backend, errName, latency)
 	c.probation.observe(backend, errName, latency, fellBack)
 }
 
-// ObserveFellBack is the proxy's hook for a request the primary failed and the fallback then
-// answered (with fallbackErr, "" on success): the primary's attempt is recorded like Observe's,
-// except that a definite refusal the fallback answered the same way is the caller's (an id
-// neither side holds), not the primary's. The fallback's own attempt goes to Observe.
-func (c *Traffic) ObserveFellBack(primary string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
+// ObserveRequest is the proxy's hook for every finished XKS request: its whole latency and the
+// requests in flight when it was admitted, the live signals the pace backs off on.
+func (c *Traffic) ObserveRequest(latency time.Duration, inFlight int) {
+	c.sides.pace.sig.request(latency, inFlight)
+}
+
+// observeAttempt gives the pace a backend attempt's own time and whether the backend was
+// overloaded or out of reach.
+func (c *Traffic) observeAttempt(backend string, errName xks.ErrorName, latency time.Duration) {
+	switch backend {
+	case c.sides.src.name:
+		c.sides.pace.sig.live[0].add(latency, overload(errName))
+	case c.sides.tgt.name:
+		c.sides.pace.sig.live[1].add(latency, overload(errName))
+	}
+}
+
+// ObserveFellBack is the proxy's hook for a request for keyID the primary failed and the
+// fallback then answered (with fallbackErr, "" on success): the primary's attempt is recorded
+// like Observe's, except that a definite refusal the fallback answered the same way is the
+// caller's (an id neither side holds), and a KeyNotFound for a key created during the migration
+// is the migration's (not copied there yet), not the primary's. The fallback's own attempt goes
+// to Observe.
+func (c *Traffic) ObserveFellBack(primary, keyID string, primaryErr xks.ErrorName, latency time.Duration, fallbackErr xks.ErrorName) {
 	if c.fleet != nil {
 		c.fleet.view.count()
 	}
-	c.probation.observeFellBack(primary, primaryErr, latency, fallbackErr)
+	c.observeAttempt(primary, primaryErr, latency)
+	c.probation.observeFellBack(primary, keyID, primaryErr, latency, fallbackErr)
 }
 
 // Recheck is the proxy's hook for a request the backend that served it refused definitely (no
@@ -165,7 +219,9 @@ func (c *Traffic) MayLack(keyID, backend string) bool {
 	return true
 }
 
-// Holds reports whether backend holds keyID in any state, read as the keys' owner (KMIP).
+// Holds reports whether backend holds keyID in any state: from the migration's own records for
+// an id it has seen (a copied key, a key created during the migration; no backend call), else
+// read as the keys' owner (KMIP, one attempt within ctx). Only a CreateKey asks (proxy.Migration).
 func (c *Traffic) Holds(ctx context.Context, keyID, name string) (bool, error) {
 	b := c.sides.byName(name)
 	if b == nil {
@@ -174,7 +230,26 @@ func (c *Traffic) Holds(ctx context.Context, keyID, name string) (bool, error) {
 	if validKeyID(keyID) != nil {
 		return false, fmt.Errorf("cutover: invalid key id")
 	}
-	a, err := c.sides.attrs(ctx, b, keyID, 1)
+	s := sideSource
+	if b == c.sides.tgt {
+		s = sideTarget
+	}
+	if c.book.holds(keyID, s) {
+		c.sides.checks.note("records")
+		c.m.createKeyChecks.WithLabelValues("records").Inc()
+		return true, nil
+	}
+	a, err := c.sides.attrs(withClass(ctx, classLive), b, keyID, 1)
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		// The caller no longer needs the answer (the other side's was enough): not a failure.
+	case err != nil:
+		c.sides.checks.note("failed")
+		c.m.createKeyChecks.WithLabelValues("failed").Inc()
+	default:
+		c.sides.checks.note("backend")
+		c.m.createKeyChecks.WithLabelValues("backend").Inc()
+	}
 	if err != nil {
 		return false, err
 	}

@@ -87,13 +87,13 @@ func (c *verifier) crossCheck(ctx context.Context, enc, dec *backend, uid string
 	rand.Read(buf[:])
 	pt, aad := buf[:32], buf[32:]
 	defer clear(buf[:])
-	res, err := retry(ctx, c.sides, attempts, "encrypt on "+enc.name, func(ctx context.Context) (*cosmian.EncryptResult, error) {
+	res, err := retry(ctx, c.sides, enc, attempts, "encrypt on "+enc.name, func(ctx context.Context) (*cosmian.EncryptResult, error) {
 		return enc.k.Encrypt(ctx, uid, pt, aad)
 	})
 	if err != nil {
 		return wrapKMS(err, "encrypt on %s", enc.name)
 	}
-	got, err := retry(ctx, c.sides, attempts, "decrypt on "+dec.name, func(ctx context.Context) ([]byte, error) {
+	got, err := retry(ctx, c.sides, dec, attempts, "decrypt on "+dec.name, func(ctx context.Context) ([]byte, error) {
 		return dec.k.Decrypt(ctx, uid, res.Ciphertext, res.IV, res.Tag, aad)
 	})
 	if err != nil {
@@ -150,6 +150,9 @@ func sortedTags(a *cosmian.KeyAttributes) []string {
 // verifyOne verifies id and journals the result; only a context error is returned.
 func (c *verifier) verifyOne(ctx context.Context, id string) error {
 	err := c.verifyKey(ctx, id, forever)
+	if err == nil || ctx.Err() == nil {
+		c.pace.keyDone()
+	}
 	var ke *keyError
 	switch {
 	case err == nil:
@@ -182,7 +185,7 @@ func (c *verifier) verifyShared(ctx context.Context, uid string, attempts int) e
 // checkTarget proves the target answers KMIP right now and still holds a
 // migrated key.
 func (c *verifier) checkTarget(ctx context.Context) error {
-	_, err := retry(ctx, c.sides, controlAttempts, "version of "+c.tgt.name, func(ctx context.Context) (string, error) {
+	_, err := retry(ctx, c.sides, c.tgt, controlAttempts, "version of "+c.tgt.name, func(ctx context.Context) (string, error) {
 		return c.tgt.k.Version(ctx)
 	})
 	if err != nil {

@@ -7,24 +7,33 @@ import (
 	"time"
 )
 
-// window keeps the last n target observations (bounded memory) for the
-// probation error rate and p99 over a sliding time window.
+// outcome is how one request to the target counts in the probation window.
+type outcome uint8
+
+const (
+	outcomeOK      outcome = iota // answered, or refused the way the source refuses it too
+	outcomeError                  // a definite error the source would not have given
+	outcomeTimeout                // no answer in time: DependencyTimeout, Throttling
+)
+
+// window keeps the last n target observations (bounded memory) for the probation's evidence
+// over a sliding time window.
 type window struct {
 	mu      sync.Mutex
 	at      []time.Time
 	lat     []time.Duration
-	err     []bool
+	out     []outcome
 	next, n int
 	scratch []time.Duration
 }
 
 func newWindow(size int) *window {
-	return &window{at: make([]time.Time, size), lat: make([]time.Duration, size), err: make([]bool, size)}
+	return &window{at: make([]time.Time, size), lat: make([]time.Duration, size), out: make([]outcome, size)}
 }
 
-func (w *window) record(at time.Time, lat time.Duration, failed bool) {
+func (w *window) record(at time.Time, lat time.Duration, o outcome) {
 	w.mu.Lock()
-	w.at[w.next], w.lat[w.next], w.err[w.next] = at, lat, failed
+	w.at[w.next], w.lat[w.next], w.out[w.next] = at, lat, o
 	w.next = (w.next + 1) % len(w.at)
 	w.n = min(w.n+1, len(w.at))
 	w.mu.Unlock()
@@ -36,12 +45,51 @@ func (w *window) reset() {
 	w.mu.Unlock()
 }
 
-// ProbationStats are the target's figures over the probation window.
+// Tally counts a part of the window: requests, every failure counted against the target
+// (timeouts included), the timeouts among them, and the answers slower than the probation's
+// maximum p99.
+type Tally struct {
+	Requests int `json:"requests"`
+	Errors   int `json:"errors"`
+	Timeouts int `json:"timeouts,omitempty"`
+	Slow     int `json:"slow,omitempty"`
+}
+
+func (t *Tally) add(o outcome, slow bool) {
+	t.Requests++
+	switch o {
+	case outcomeError:
+		t.Errors++
+	case outcomeTimeout:
+		t.Errors++
+		t.Timeouts++
+	}
+	if slow && o != outcomeTimeout {
+		t.Slow++
+	}
+}
+
+func (t Tally) plus(o Tally) Tally {
+	return Tally{Requests: t.Requests + o.Requests, Errors: t.Errors + o.Errors, Timeouts: t.Timeouts + o.Timeouts, Slow: t.Slow + o.Slow}
+}
+
+// ProbationStats are the target's figures over the probation window: since the switch, over at
+// most the configured window (and what the bounded window holds).
 type ProbationStats struct {
-	Requests  int           `json:"requests"`
+	Requests int `json:"requests"`
+	// Errors counts every failure against the target, Timeouts those among them that were no
+	// answer in time; the others are definite errors.
 	Errors    int           `json:"errors"`
+	Timeouts  int           `json:"timeouts"`
 	ErrorRate float64       `json:"error_rate"`
 	P99       time.Duration `json:"p99_ns"`
+	// Slow counts the answers (timeouts aside) slower than the maximum p99.
+	Slow int `json:"slow"`
+	// Halves are the window's older and newer halves (its requests in the order they came): a
+	// failure rate or a latency that persists shows in both, a burst in one.
+	Halves [2]Tally `json:"halves"`
+	// Recent is the last hardSpan (the hard ceiling's).
+	Recent Tally `json:"recent"`
 	// Buckets counts the window's latencies by latBucket (only the non-empty ones): what a
 	// member publishes so that the driver computes the fleet's p99 from every request, not
 	// from the members' own p99s.
@@ -104,6 +152,10 @@ func mergeProbation(local ProbationStats, peers []ProbationStats) ProbationStats
 		others = true
 		st.Requests += q.Requests
 		st.Errors += q.Errors
+		st.Timeouts += q.Timeouts
+		st.Slow += q.Slow
+		st.Halves[0], st.Halves[1] = st.Halves[0].plus(q.Halves[0]), st.Halves[1].plus(q.Halves[1])
+		st.Recent = st.Recent.plus(q.Recent)
 		if q.Buckets == nil {
 			floor = max(floor, q.P99)
 			continue
@@ -122,20 +174,20 @@ func mergeProbation(local ProbationStats, peers []ProbationStats) ProbationStats
 	return st
 }
 
-func (w *window) stats(now time.Time, span time.Duration) ProbationStats {
+// stats are the window's figures for the requests recorded since from (an answer slower than
+// slow is Slow); the halves split those requests in the order they came.
+func (w *window) stats(now, from time.Time, slow time.Duration) ProbationStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	from := now.Add(-span)
 	w.scratch = w.scratch[:0]
 	var st ProbationStats
-	for i := range w.n {
+	size, oldest := len(w.at), (w.next-w.n+len(w.at))%len(w.at)
+	for k := range w.n {
+		i := (oldest + k) % size
 		if w.at[i].Before(from) {
 			continue
 		}
 		st.Requests++
-		if w.err[i] {
-			st.Errors++
-		}
 		w.scratch = append(w.scratch, w.lat[i])
 		if st.Buckets == nil {
 			st.Buckets = map[int]int{}
@@ -145,6 +197,27 @@ func (w *window) stats(now time.Time, span time.Duration) ProbationStats {
 	if st.Requests == 0 {
 		return st
 	}
+	recent, seen := now.Add(-hardSpan), 0
+	var all Tally
+	for k := range w.n {
+		i := (oldest + k) % size
+		at := w.at[i]
+		if at.Before(from) {
+			continue
+		}
+		s := w.lat[i] > slow
+		all.add(w.out[i], s)
+		h := 0
+		if seen >= st.Requests/2 {
+			h = 1
+		}
+		seen++
+		st.Halves[h].add(w.out[i], s)
+		if !at.Before(recent) {
+			st.Recent.add(w.out[i], s)
+		}
+	}
+	st.Errors, st.Timeouts, st.Slow = all.Errors, all.Timeouts, all.Slow
 	st.ErrorRate = float64(st.Errors) / float64(st.Requests)
 	slices.Sort(w.scratch)
 	idx := (99*len(w.scratch)+99)/100 - 1

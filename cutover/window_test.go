@@ -6,8 +6,12 @@ import (
 )
 
 func fill(w *window, now time.Time, n int, lat time.Duration, failed bool) {
+	o := outcomeOK
+	if failed {
+		o = outcomeError
+	}
 	for range n {
-		w.record(now, lat, failed)
+		w.record(now, lat, o)
 	}
 }
 
@@ -21,7 +25,7 @@ func TestMergeProbation(t *testing.T) {
 	fill(a, now, 1000, fast, false)
 	fill(b, now, 985, fast, false)
 	fill(b, now, 15, slow, true)
-	sa, sb := a.stats(now, time.Minute), b.stats(now, time.Minute)
+	sa, sb := a.stats(now, now.Add(-time.Minute), time.Second), b.stats(now, now.Add(-time.Minute), time.Second)
 	if sb.P99 != slow {
 		t.Fatalf("member b alone: p99 %v, want %v", sb.P99, slow)
 	}

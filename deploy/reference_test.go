@@ -321,7 +321,7 @@ func sameCutover(t *testing.T, left, written cutover.Config) {
 	type view struct {
 		Source, Target, SourceACL, TargetACL, Journal string
 		Select                                        cutover.Selection
-		Concurrency                                   int
+		Pace                                          cutover.PaceConfig
 		RightsSyncRate                                float64
 		ShadowDuration                                time.Duration
 		SampleRate                                    float64
@@ -335,7 +335,7 @@ func sameCutover(t *testing.T, left, written cutover.Config) {
 		}
 		return view{
 			Source: c.Source.Name, Target: c.Target.Name, SourceACL: c.Source.ACL, TargetACL: c.Target.ACL,
-			Journal: filepath.Base(c.JournalPath), Select: c.Select, Concurrency: c.Concurrency,
+			Journal: filepath.Base(c.JournalPath), Select: c.Select, Pace: c.Pace,
 			RightsSyncRate: c.RightsSync.Rate, ShadowDuration: c.Shadow.Duration, SampleRate: *c.Shadow.SampleRate,
 			Probation:   [3]string{c.Probation.Duration.String(), fmt.Sprint(*c.Probation.MaxErrorRate), c.Probation.MaxP99.String()},
 			MinRequests: *c.Probation.MinRequests, Revoke: c.RevokeSourceGrantsOnFinalize, Everyone: c.GrantEveryoneForServiceKeys,

@@ -239,6 +239,9 @@ func TestFleetSameCreateKeyOnTwoReplicas(t *testing.T) {
 		wg.Wait()
 	}
 	for _, id := range ids {
+		// Copied to A before the reply, or just after it by the backfill (once every replica
+		// routes to B first): never two keys under one id.
+		waitFor(t, waitLong, id+" on A and B", func() bool { _, ok := f.st.A.Object(id); return ok })
 		if eq, err := f.st.A.KeyMaterialEqual(id, f.st.B); err != nil || !eq {
 			t.Errorf("%s: on A and B with different material (or missing): equal=%v err=%v", id, eq, err)
 		}

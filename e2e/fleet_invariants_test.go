@@ -16,8 +16,8 @@ import (
 
 // watchInvariants samples the backends and the replicas every 250 ms until the returned stop
 // is called. (a) is checked while every running replica routes to both sides (switched): an id
-// on one side only in two samples a second apart is a violation (a CreateKey in flight is
-// copied before its reply, well within that). (b) and (d) are checked at every sample. Only for
+// on one side only in two samples a second apart is a violation (a new key is copied before
+// its CreateKey's reply, or by the backfill right after it, well within that). (b) and (d) are checked at every sample. Only for
 // scenarios that start and stop no replica while it watches (it reads them unlocked).
 func (f *fleetEnv) watchInvariants(t *testing.T) (stop func()) {
 	t.Helper()

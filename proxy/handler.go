@@ -123,11 +123,13 @@ func (p *Proxy) serveXKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Authenticated: only now does the request hold an in-flight slot.
-	if n := p.inFlight.Add(1); n > int64(p.cfg.Limits.MaxInFlight) {
+	n := p.inFlight.Add(1)
+	if n > int64(p.cfg.Limits.MaxInFlight) {
 		p.inFlight.Add(-1)
 		p.reply(w, r, ps, res, start, errThrottled)
 		return
 	}
+	res.InFlight = int(n)
 	defer p.inFlight.Add(-1)
 	if perr != nil {
 		p.reply(w, r, ps, res, start, perr)
@@ -263,7 +265,7 @@ func (p *Proxy) forward(ex *exchange, rt *routeTable) (int, []byte, error) {
 	if xks.NameOf(ferr) == xks.KeyNotFoundException && res.PrimaryError.Retryable() {
 		// The key exists only on the primary, which failed transiently: its retryable error is
 		// the truth (AWS retries it); the fallback's KeyNotFound would tell AWS the key is gone.
-		res.Backend = rt.primary.name
+		res.Backend, res.BackendLatency = rt.primary.name, res.PrimaryLatency
 		var xe *xks.Error
 		if !errors.As(err, &xe) {
 			xe = &xks.Error{Name: res.PrimaryError, Err: err}
@@ -297,14 +299,16 @@ func (p *Proxy) attempt(ex *exchange, b *backend, timeout time.Duration) (int, [
 		if label == "" {
 			label = e.Name
 		}
-		p.m.backendObserve(b.name, op, time.Since(t0), label)
+		ex.res.BackendLatency = time.Since(t0)
+		p.m.backendObserve(b.name, op, ex.res.BackendLatency, label)
 		out := xks.AppendErrorBody((*outBuf)[:0], e.Name, e.Message)
 		*outBuf = out
 		return e.Name.Status(), out, e
 	}
 	outStatus, out, nerr := xks.NormalizeResponse((*outBuf)[:0], op, status, raw, ex.v)
 	*outBuf = out
-	p.m.backendObserve(b.name, op, time.Since(t0), xks.NameOf(nerr))
+	ex.res.BackendLatency = time.Since(t0)
+	p.m.backendObserve(b.name, op, ex.res.BackendLatency, xks.NameOf(nerr))
 	return outStatus, out, nerr
 }
 

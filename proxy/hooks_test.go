@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"sync"
+	"sync/atomic"
 )
 
 // rules are the request-path questions a Migration answers (emuMigration is one).
@@ -100,3 +102,27 @@ func (h *hooks) AdminHandler() http.Handler {
 	return h.admin
 }
 func (h *hooks) PeerHandler() http.Handler { return h.peer }
+
+// askedRules is a migration in progress whose Holds answers are scripted per backend: each call
+// waits for release (closed: answer at once) and is counted.
+type askedRules struct {
+	held    map[string]bool
+	release map[string]chan struct{}
+	asked   sync.Map // backend → *atomic.Int64
+}
+
+func (r *askedRules) Active() bool                   { return true }
+func (r *askedRules) GrantsPending(_, _ string) bool { return false }
+func (r *askedRules) MayLack(_, _ string) bool       { return true }
+func (r *askedRules) MintOn() string                 { return "" }
+func (r *askedRules) Reserved(string) bool           { return false }
+func (r *askedRules) Holds(ctx context.Context, _, b string) (bool, error) {
+	n, _ := r.asked.LoadOrStore(b, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
+	select {
+	case <-r.release[b]:
+		return r.held[b], nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}

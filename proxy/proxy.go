@@ -92,6 +92,12 @@ type Result struct {
 	// CallerGone: the caller closed the request before it was answered; what failed then is
 	// nobody's fault but the caller's (never counted against a backend).
 	CallerGone bool
+	// BackendLatency is Backend's own attempt, without the proxy's work around it (checks,
+	// the CreateKey hook, a failed primary attempt): what a backend is judged on.
+	BackendLatency time.Duration
+	// InFlight is how many requests the proxy held when this one was admitted (0 when it was
+	// answered before admission).
+	InFlight int
 }
 
 // callerGoneLabel is the error label of a backend call the caller's own cancellation ended.

@@ -564,6 +564,76 @@ func TestHooksAndForward(t *testing.T) {
 	}
 }
 
+// The migration is told each backend's own attempt time apart from the request's: the proxy's
+// work around the attempt (here a CreateKey hook that takes 30 ms, and a failed primary attempt
+// before a fallback) is in Latency, never in BackendLatency. InFlight counts this request.
+func TestResultSeparatesTheBackendsTime(t *testing.T) {
+	const hookTime = 30 * time.Millisecond
+	var mu sync.Mutex
+	var results []Result
+	e := newEnv(t, func(c *Config) {
+		c.Health.Disabled = true
+		c.Route.Fallback = "b"
+		c.Migration = &hooks{
+			onResult:    func(r Result) { mu.Lock(); results = append(results, r); mu.Unlock() },
+			onCreateKey: func(context.Context, CreateKeyEvent) { time.Sleep(hookTime) },
+		}
+	})
+	e.fa.latency.Store(int64(20 * time.Millisecond))
+	if st, _ := e.post(t, keysPath+"new-key/metadata", []byte(`{"requestMetadata":`+meta("CreateKey")+`}`)); st != 200 {
+		t.Fatal(st)
+	}
+	e.fa.latency.Store(0)
+	e.fa.status.Store(http.StatusInternalServerError) // a falls, b answers
+	e.encrypt(t, "k1", []byte("hello"), nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(results) != 2 {
+		t.Fatalf("results %+v", results)
+	}
+	ck, fb := results[0], results[1]
+	if ck.BackendLatency < 20*time.Millisecond || ck.Latency < ck.BackendLatency+hookTime || ck.InFlight != 1 {
+		t.Errorf("CreateKey: backend %v, request %v (the hook's %v is not the backend's), in flight %d", ck.BackendLatency, ck.Latency, hookTime, ck.InFlight)
+	}
+	if fb.FellBackFrom != "a" || fb.Backend != "b" || fb.BackendLatency <= 0 || fb.Latency < fb.BackendLatency+fb.PrimaryLatency {
+		t.Errorf("fallback: %+v: b's own attempt must exclude a's", fb)
+	}
+}
+
+// During a migration a CreateKey asks whether the primary and the fallback hold the id at the
+// same time: an id nobody holds costs one round trip, not two. The primary's answer waits here
+// until the fallback has been asked; asked one after the other, the check would run out of its
+// half of the budget and the CreateKey would be refused.
+func TestCreateKeyAsksBothSidesAtOnce(t *testing.T) {
+	fallbackAsked := make(chan struct{})
+	rules := &askedRules{held: map[string]bool{}, release: map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{})}}
+	close(rules.release["b"])
+	e := newEnv(t, func(c *Config) {
+		c.Health.Disabled = true
+		c.Route = Route{Epoch: 1, Primary: "a", Fallback: "b"}
+		c.Migration = &hooks{rules: rules}
+	})
+	go func() {
+		for {
+			if n, ok := rules.asked.Load("b"); ok && n.(*atomic.Int64).Load() > 0 {
+				close(fallbackAsked)
+				close(rules.release["a"])
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	a0, b0 := e.fa.calls.Load(), e.fb.calls.Load()
+	st, body := e.post(t, keysPath+"fresh-id/metadata", []byte(`{"requestMetadata":`+meta("CreateKey")+`}`))
+	if st != 200 {
+		t.Fatalf("CreateKey of an id neither side holds: %d %s", st, body)
+	}
+	<-fallbackAsked
+	if a, b := e.fa.calls.Load()-a0, e.fb.calls.Load()-b0; a != 1 || b != 0 {
+		t.Errorf("minted on a %d times, on b %d times: want the primary once", a, b)
+	}
+}
+
 func TestMetricsScrape(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Route.Fallback = "b" })
 	e.encrypt(t, "k1", []byte("hello"), nil)

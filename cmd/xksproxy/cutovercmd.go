@@ -233,6 +233,22 @@ func cutoverCommands() []command {
 				}
 				return a.done(stdout, st, did)
 			}),
+		adminCommand("pause", "[flags]", "pause the migration's background work (copy, verification, backfill, rights sync) and its automatic steps", nil,
+			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
+				st, err := c.Pause(ctx)
+				if err != nil {
+					return err
+				}
+				return a.done(stdout, st, fmt.Sprintf("paused in %s: the background work waits for `xksproxy cutover resume`; switch, rollback and finalize still work", st.State))
+			}),
+		adminCommand("resume", "[flags]", "let the paused background work go on at the pace", nil,
+			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {
+				st, err := c.Resume(ctx)
+				if err != nil {
+					return err
+				}
+				return a.done(stdout, st, fmt.Sprintf("resumed in %s", st.State))
+			}),
 		adminCommand("forget", "NAME", "fleet mode: stop waiting for a member whose lease expired (refused while it is alive)",
 			func(fs *flag.FlagSet) { forgetFS = fs },
 			func(ctx context.Context, c *adminapi.Client, a *adminFlags, stdout, stderr io.Writer) error {

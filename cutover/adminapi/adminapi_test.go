@@ -50,6 +50,10 @@ func (f *fakeController) Finalize(ctx context.Context, o cutover.FinalizeOptions
 	return f.record(fmt.Sprintf("finalize revoke=%v", o.RevokeSourceGrants))
 }
 
+func (f *fakeController) SetPaused(ctx context.Context, paused bool) error {
+	return f.record(map[bool]string{true: "pause", false: "resume"}[paused])
+}
+
 func newServer(t *testing.T, f *fakeController) (*httptest.Server, *Client) {
 	t.Helper()
 	srv := httptest.NewServer(Handler(f))
@@ -76,6 +80,8 @@ func TestRoundTrip(t *testing.T) {
 		func() (*cutover.Status, error) {
 			return c.Finalize(ctx, cutover.FinalizeOptions{RevokeSourceGrants: true})
 		},
+		func() (*cutover.Status, error) { return c.Pause(ctx) },
+		func() (*cutover.Status, error) { return c.Resume(ctx) },
 	} {
 		st, err := call()
 		if err != nil {
@@ -85,7 +91,7 @@ func TestRoundTrip(t *testing.T) {
 			t.Errorf("reply status %+v, want the controller's", st)
 		}
 	}
-	want := []string{"plan", "start shadow=30s auto_switch=true", "switch", "rollback slow", "finalize revoke=true"}
+	want := []string{"plan", "start shadow=30s auto_switch=true", "switch", "rollback slow", "finalize revoke=true", "pause", "resume"}
 	if strings.Join(f.calls, "|") != strings.Join(want, "|") {
 		t.Errorf("calls %q, want %q", f.calls, want)
 	}

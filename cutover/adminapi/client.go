@@ -135,6 +135,16 @@ func (a *Client) Finalize(ctx context.Context, opts cutover.FinalizeOptions) (*c
 	return a.call(ctx, "/v1/cutover/finalize", opts)
 }
 
+// Pause pauses the migration's background work and returns the new status.
+func (a *Client) Pause(ctx context.Context) (*cutover.Status, error) {
+	return a.call(ctx, "/v1/cutover/pause", struct{}{})
+}
+
+// Resume lets the background work go on at the pace and returns the new status.
+func (a *Client) Resume(ctx context.Context) (*cutover.Status, error) {
+	return a.call(ctx, "/v1/cutover/resume", struct{}{})
+}
+
 // call POSTs in to an operation that answers with the controller's status.
 func (a *Client) call(ctx context.Context, path string, in any) (*cutover.Status, error) {
 	var s cutover.Status

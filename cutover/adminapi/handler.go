@@ -22,6 +22,7 @@ type Controller interface {
 	Switch(ctx context.Context) error
 	Rollback(ctx context.Context, reason string) error
 	Finalize(ctx context.Context, opts cutover.FinalizeOptions) error
+	SetPaused(ctx context.Context, paused bool) error
 }
 
 var _ Controller = (*cutover.Controller)(nil)
@@ -52,6 +53,8 @@ func controlCall(w http.ResponseWriter, r *http.Request) (context.Context, conte
 //	POST /v1/cutover/switch
 //	POST /v1/cutover/rollback  {"reason": "..."}
 //	POST /v1/cutover/finalize  {"revoke_source_grants": bool}
+//	POST /v1/cutover/pause
+//	POST /v1/cutover/resume
 func Handler(c Controller) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/cutover/status", func(w http.ResponseWriter, r *http.Request) {
@@ -123,6 +126,18 @@ func Handler(c Controller) http.Handler {
 		}
 		WriteJSON(w, http.StatusOK, c.Status())
 	})
+	for path, paused := range map[string]bool{"pause": true, "resume": false} {
+		mux.HandleFunc("POST /v1/cutover/"+path, func(w http.ResponseWriter, r *http.Request) {
+			if !readBody(w, r, nil) {
+				return
+			}
+			if err := c.SetPaused(r.Context(), paused); err != nil {
+				WriteError(w, err)
+				return
+			}
+			WriteJSON(w, http.StatusOK, c.Status())
+		})
+	}
 	mux.HandleFunc("/v1/cutover/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "no such admin endpoint"))
 	})

@@ -62,8 +62,24 @@ func RenderStatus(w io.Writer, s *cutover.Status) {
 		if p.Waiting != "" {
 			verdict = "not passed: " + p.Waiting
 		}
-		fmt.Fprintf(tw, "probation:\t%s; %d requests, error rate %.2f%% (max %.2f%%), p99 %s (max %s)\n",
-			verdict, p.Requests, 100*p.ErrorRate, 100*p.MaxErrorRate, p.P99.Round(time.Microsecond), p.MaxP99)
+		fmt.Fprintf(tw, "probation:\t%s; %d requests, error rate %.2f%% (%d timeouts; max %.2f%%), p99 %s (max %s)\n",
+			verdict, p.Requests, 100*p.ErrorRate, p.Timeouts, 100*p.MaxErrorRate, p.P99.Round(time.Microsecond), p.MaxP99)
+	}
+	if pc := s.Pace; s.State.InMigration() || pc.Paused {
+		line := fmt.Sprintf("%s, %.0f calls/s, %d of %d..%d keys at once", pc.Mode, pc.CallsPerSecond, pc.Concurrency, pc.MinConcurrency, pc.MaxConcurrency)
+		if pc.Paused {
+			line = "PAUSED (xksproxy cutover resume); " + line
+		}
+		if pc.KeysPerSecond > 0 {
+			line += fmt.Sprintf(", %.1f keys/s", pc.KeysPerSecond)
+		}
+		if pc.TimeLeft > 0 {
+			line += ", about " + pc.TimeLeft.String() + " left"
+		}
+		fmt.Fprintf(tw, "pace:\t%s\n", line)
+		if pc.LimitedBy != "" {
+			fmt.Fprintf(tw, "limited by:\t%s\n", esc(pc.LimitedBy))
+		}
 	}
 	fmt.Fprintf(tw, "fallbacks:\t%d\n", s.Fallbacks)
 	if s.Reason != "" {

@@ -70,6 +70,23 @@ type Report struct {
 	FinalState          string           `json:"final_state"`
 	ServingBackend      string           `json:"serving_backend"`
 	Errors              map[string]int64 `json:"errors,omitempty"`
+	// The migration's own figures: keys migrated a second from the start to the switch; the
+	// CreateKeys that failed (createkey_checks.failed: refused because a backend could not be
+	// asked in time); the process's resident memory (every replica, both emulators and the load
+	// generator together) before the start and at its peak, and its growth per key; the fleet
+	// store's writes (etcd revisions) per key from the start to the end; the pace's range while
+	// copying and verifying, and what held it, tick by tick.
+	SwitchSeconds         float64                 `json:"switch_seconds"`
+	KeysPerSecond         float64                 `json:"keys_per_second"`
+	CreateKeyFailed       int64                   `json:"createkey_failed"`
+	CreateKeyChecks       cutover.CreateKeyChecks `json:"createkey_checks"`
+	RSSBeforeMB           float64                 `json:"rss_before_mb"`
+	RSSPeakMB             float64                 `json:"rss_peak_mb"`
+	RSSGrowthBytesPerKey  float64                 `json:"rss_growth_bytes_per_key"`
+	EtcdWritesPerKey      float64                 `json:"etcd_writes_per_key,omitempty"`
+	PaceMinCallsPerSecond float64                 `json:"pace_min_calls_per_second"`
+	PaceMaxCallsPerSecond float64                 `json:"pace_max_calls_per_second"`
+	PaceLimitedTicks      map[string]int          `json:"pace_limited_ticks,omitempty"`
 	// Fleet figures (Replicas > 1): how often the elected driver changed, how many members
 	// acknowledged the final epoch, and what each replica served.
 	Replicas      int                     `json:"replicas"`
@@ -215,6 +232,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	say("traffic at %.0f req/s; starting the migration A → B (shadow %s, probation %s)", o.RPS, o.Shadow, o.Probation)
 
 	ctrl := st.App.Cutover
+	smp := startSampler(func() (cutover.Status, bool) { return ctrl.Status(), true })
+	rssStart := rssBytes()
 	cutStart := time.Now()
 	var switchedAt, finalizedAt time.Time
 	if err := ctrl.Start(ctx, cutover.StartOptions{Shadow: o.Shadow, AutoSwitch: true}); err != nil {
@@ -253,7 +272,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		end = time.Now()
 	}
 
-	rep.measure(ctx, st, ctrl.Status(), lg, lg, lrep, hp, cutStart, switchedAt, end)
+	smp.finish()
+	s := ctrl.Status()
+	rep.measure(ctx, st, s, lg, lg, lrep, hp, cutStart, switchedAt, end)
+	rep.CreateKeyChecks = s.CreateKeyChecks
+	smp.fill(rep, rssStart)
 	return rep, nil
 }
 
@@ -281,7 +304,12 @@ func (rep *Report) measure(ctx context.Context, st *devstack.Stack, s cutover.St
 	rep.P99BeforeCutoverMs = ms(lg.Window(lrep.Started, cutStart).P99)
 	if !switchedAt.IsZero() {
 		rep.CutoverSeconds = round(end.Sub(cutStart).Seconds())
+		rep.SwitchSeconds = round(switchedAt.Sub(cutStart).Seconds())
+		if d := switchedAt.Sub(cutStart).Seconds(); d > 0 {
+			rep.KeysPerSecond = round(float64(s.Keys.Total) / d)
+		}
 	}
+	rep.CreateKeyFailed = lrep.ByOperation["CreateKey"].Failed
 	rep.DisconnectedSeconds = round(hp.Disconnected().Seconds())
 	rep.HealthPolls, _ = hp.Polls()
 	if len(lrep.ByError) > 0 {
@@ -421,12 +449,21 @@ xksproxy demo — live migration A → B under AWS-like load: %s
   shadow          %d match, %d mismatch
   re-decryption   %d ciphertexts made before the switch decrypted through B, %d failed
   final state     %s, serving from %s
+  pace            %.1f keys/s to the switch (%.0f s); %.0f to %.0f background calls/s while copying and verifying
+  CreateKey       %d failed; existence checks: %d from records, %d asked a backend, %d not answered in time
+  memory          %.1f MB resident before the start, %.1f MB at the peak (%.0f bytes a key, the whole process)
 `, verdict, r.KeysTotal, r.KeysCopied, r.KeysVerified, r.KeysIdentical, r.KeysOnA, r.GrantsCopied, r.CreatedDuring,
 		r.RequestsTotal, r.RequestsFailed, r.RequestsOver250ms,
 		r.P50ms, r.P99ms, r.P99BeforeCutoverMs, r.P99DuringCutoverMs,
 		r.CutoverSeconds, r.DisconnectedSeconds, r.HealthPolls,
 		r.Fallbacks, r.ShadowMatch, r.ShadowMismatch, r.Redecrypted, r.RedecryptFailed,
-		r.FinalState, r.ServingBackend)
+		r.FinalState, r.ServingBackend,
+		r.KeysPerSecond, r.SwitchSeconds, r.PaceMinCallsPerSecond, r.PaceMaxCallsPerSecond,
+		r.CreateKeyFailed, r.CreateKeyChecks.Records, r.CreateKeyChecks.Backend, r.CreateKeyChecks.Failed,
+		r.RSSBeforeMB, r.RSSPeakMB, r.RSSGrowthBytesPerKey)
+	if r.EtcdWritesPerKey > 0 {
+		fmt.Fprintf(w, "  fleet store     %.2f etcd writes a key\n", r.EtcdWritesPerKey)
+	}
 	if r.Replicas > 1 {
 		fmt.Fprintf(w, "  fleet           %d replicas, %d acknowledged the final epoch; driver changed %d time(s)\n", r.Replicas, r.MembersAcked, r.DriverChanges)
 		fmt.Fprintf(w, "  per replica     %s\n", r.perReplicaText())

@@ -90,6 +90,13 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	drv, _ := f.driver()
 	say("traffic at %.0f req/s round-robin over %d replicas; starting the migration A → B through %s, the driver (shadow %s, probation %s)",
 		o.RPS, o.Replicas, drv.name, o.Shadow, o.Probation)
+	smp := startSampler(func() (cutover.Status, bool) {
+		if d, ok := f.driver(); ok {
+			return d.ctrl.Status(), true
+		}
+		return cutover.Status{}, false
+	})
+	rssStart, revStart := rssBytes(), etcd.e.Server.KV().Rev()
 	cutStart := time.Now()
 	var switchedAt, finalizedAt time.Time
 	final := drv
@@ -149,7 +156,19 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	smp.finish()
+	revs := etcd.e.Server.KV().Rev() - revStart
 	rep.measure(ctx, st, final.ctrl.Status(), tr.lg, rd, lrep, tr.hp, cutStart, switchedAt, end)
+	smp.fill(rep, rssStart)
+	if rep.KeysTotal > 0 {
+		rep.EtcdWritesPerKey = round(float64(revs) / float64(rep.KeysTotal))
+	}
+	for _, m := range f.running() {
+		c := m.ctrl.Status().CreateKeyChecks
+		rep.CreateKeyChecks.Records += c.Records
+		rep.CreateKeyChecks.Backend += c.Backend
+		rep.CreateKeyChecks.Failed += c.Failed
+	}
 	rep.DriverChanges = f.driverChanges()
 	rep.MembersAcked = f.membersAcked(ctx, final)
 	rep.PerReplica = map[string]ReplicaStats{}

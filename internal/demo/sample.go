@@ -1,0 +1,98 @@
+package demo
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xksproxy/xksproxy/cutover"
+)
+
+// sampler follows the run every half second: the process's resident memory, and the pace of
+// whichever controller drives.
+type sampler struct {
+	mu      sync.Mutex
+	rssMax  uint64
+	paceMin float64
+	paceMax float64
+	limited map[string]int // ticks by what limited the pace (its first words)
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// startSampler samples until stop; status is the driving controller's (ok false: none now).
+func startSampler(status func() (cutover.Status, bool)) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{}), limited: map[string]int{}}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+			rss := rssBytes()
+			st, ok := status()
+			s.mu.Lock()
+			s.rssMax = max(s.rssMax, rss)
+			if ok && st.State.InMigration() && st.State != cutover.StateSwitched {
+				r := st.Pace.CallsPerSecond
+				if s.paceMin == 0 || r < s.paceMin {
+					s.paceMin = r
+				}
+				s.paceMax = max(s.paceMax, r)
+				word, _, _ := strings.Cut(st.Pace.LimitedBy, ":")
+				word, _, _ = strings.Cut(word, " ")
+				s.limited[word]++
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *sampler) finish() {
+	close(s.stop)
+	<-s.done
+}
+
+// rssBytes is this process's resident set (Linux; 0 elsewhere).
+func rssBytes() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// fill adds the samples to the report: memory per key (the whole process: every replica, both
+// emulators and the load generator; before is the resident set when the migration started).
+func (s *sampler) fill(rep *Report, before uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rep.RSSBeforeMB = round(float64(before) / (1 << 20))
+	rep.RSSPeakMB = round(float64(s.rssMax) / (1 << 20))
+	if rep.KeysTotal > 0 && s.rssMax > before {
+		rep.RSSGrowthBytesPerKey = round(float64(s.rssMax-before) / float64(rep.KeysTotal))
+	}
+	rep.PaceMinCallsPerSecond, rep.PaceMaxCallsPerSecond = s.paceMin, s.paceMax
+	if len(s.limited) > 0 {
+		rep.PaceLimitedTicks = s.limited
+	}
+}
