@@ -23,7 +23,12 @@ func (r *run) build(ctx context.Context) error {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(bctx, goTool(), "build", "-o", r.bin+"/", "./cmd/kmsemu", "./cmd/xksproxy", "./bench/cmd/xksload")
+	pkgs := []string{"./cmd/kmsemu", "./cmd/xksproxy", "./bench/cmd/xksload"}
+	if !r.o.SkipDemo {
+		// `xksproxy demo` runs xksproxy-dev, which it finds next to itself.
+		pkgs = append(pkgs, "./cmd/xksproxy-dev")
+	}
+	cmd := exec.CommandContext(bctx, goTool(), append([]string{"build", "-o", r.bin + "/"}, pkgs...)...)
 	cmd.Dir = r.o.RepoDir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, out)

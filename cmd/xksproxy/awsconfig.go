@@ -2,27 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 
 	"github.com/xksproxy/xksproxy/config"
-	"github.com/xksproxy/xksproxy/xks"
+	"github.com/xksproxy/xksproxy/internal/cli"
 )
-
-// ProxyConfigFile is the JSON file the AWS KMS console accepts when creating or updating an
-// external key store ("proxy configuration file").
-type ProxyConfigFile struct {
-	XksProxyURIPath                  string          `json:"XksProxyUriPath"`
-	XksProxyAuthenticationCredential AWSCredentialJS `json:"XksProxyAuthenticationCredential"`
-}
-
-// AWSCredentialJS is the credential part of ProxyConfigFile.
-type AWSCredentialJS struct {
-	AccessKeyID        string `json:"AccessKeyId"`
-	RawSecretAccessKey string `json:"RawSecretAccessKey"`
-}
 
 func awsConfigCommand() command {
 	return command{
@@ -69,16 +55,7 @@ func awsConfig(cfgPath, prefix, akid string, stdout io.Writer) error {
 				return fmt.Errorf("%s: prefix %q has no credential with access key id %q", cfgPath, p.Path, akid)
 			}
 		}
-		return writeProxyConfig(stdout, p.Path, c.AccessKeyID, c.SecretAccessKey)
+		return cli.WriteProxyConfig(stdout, p.Path, c.AccessKeyID, c.SecretAccessKey)
 	}
 	return fmt.Errorf("%s: no [[prefix]] with path %q", cfgPath, prefix)
-}
-
-func writeProxyConfig(w io.Writer, prefix, akid, secret string) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(ProxyConfigFile{
-		XksProxyURIPath:                  prefix + xks.APIPathSuffix,
-		XksProxyAuthenticationCredential: AWSCredentialJS{AccessKeyID: akid, RawSecretAccessKey: secret},
-	})
 }

@@ -10,7 +10,9 @@
 //	xksproxy handoff check           check that a Cosmian server answers AWS directly before a handoff
 //	xksproxy version
 //
-// This package only parses flags and wires packages together. Every command is a row of a
+// demo and serve --dev run in xksproxy-dev (cmd/xksproxy-dev, devtool.go), so that this binary
+// links none of the demo and dev tooling. This package only parses flags and wires packages
+// together. Every command is a row of a
 // table (commands, cutoverCommands): its own flag set and its run function, so `--help` lists
 // only the flags that command reads. Asked-for help goes to stdout and exits 0; flags are
 // written --name in help and messages.
@@ -28,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/xksproxy/xksproxy/internal/cli"
 )
 
 // version is set with -ldflags "-X main.version=…" by release builds.
@@ -86,7 +90,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	err := dispatch(ctx, "xksproxy", commands(), args, stdout, stderr)
+	var exited exitStatus
 	switch {
+	case errors.As(err, &exited):
+		return int(exited) // the dev tool's own status; it has said why
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
@@ -184,31 +191,18 @@ func usageText(path, title string, cmds []command) string {
 	return b.String()
 }
 
-var errUsage = errors.New("usage")
+var errUsage = cli.ErrUsage
 
-func usageErr(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
-}
+func usageErr(format string, args ...any) error { return cli.UsageErr(format, args...) }
 
 // newLogger builds the process logger: JSON or text on stderr at the given level.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	return newLevelLogger(w, new(slog.LevelVar), level, format)
+	return cli.NewLogger(w, level, format)
 }
 
 // newLevelLogger is newLogger with its level in lv, which a reload sets again.
 func newLevelLogger(w io.Writer, lv *slog.LevelVar, level, format string) (*slog.Logger, error) {
-	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, usageErr("log level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	default:
-		return nil, usageErr("log format %q: want json or text", format)
-	}
+	return cli.NewLevelLogger(w, lv, level, format)
 }
 
 func defaultStr(s, def string) string {
@@ -218,37 +212,7 @@ func defaultStr(s, def string) string {
 	return s
 }
 
-// repeated is a repeatable string flag.
-type repeated []string
-
-func (r *repeated) String() string     { return strings.Join(*r, ",") }
-func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
-
-// duration is a time.Duration flag that refuses a negative value: every duration flag here is a
-// length of time, and "-5s" is a mistake to report, not a value to run with.
-type duration struct{ d *time.Duration }
-
 // durationVar registers a non-negative duration flag.
 func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
-	*p = value
-	fs.Var(duration{p}, name, usage)
-}
-
-func (v duration) String() string {
-	if v.d == nil {
-		return "0s"
-	}
-	return v.d.String()
-}
-
-func (v duration) Set(s string) error {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return errors.New("not a duration (e.g. 2s, 5m)")
-	}
-	if d < 0 {
-		return errors.New("must not be negative")
-	}
-	*v.d = d
-	return nil
+	cli.DurationVar(fs, p, name, value, usage)
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xksproxy/xksproxy/internal/cli"
 )
 
 const cliTestConfig = `
@@ -190,7 +192,7 @@ func TestServeDevAndCutoverCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pc ProxyConfigFile
+	var pc cli.ProxyConfigFile
 	if err := json.Unmarshal(b, &pc); err != nil || pc.XksProxyURIPath != "/aws/kms/xks/v1" || pc.XksProxyAuthenticationCredential.AccessKeyID == "" {
 		t.Fatalf("proxy configuration file %s: %v", b, err)
 	}

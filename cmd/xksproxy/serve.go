@@ -18,6 +18,7 @@ import (
 	"github.com/xksproxy/xksproxy/app"
 	"github.com/xksproxy/xksproxy/config"
 	"github.com/xksproxy/xksproxy/cosmian"
+	"github.com/xksproxy/xksproxy/internal/cli"
 	"github.com/xksproxy/xksproxy/upgrade"
 )
 
@@ -28,26 +29,26 @@ func serveCommand() command {
 		summary:  "run from a configuration file, or (--dev) in front of two in-process emulated Cosmian servers",
 		flagGroups: []flagGroup{{
 			heading: "Flags with --dev only (two in-process emulated Cosmian servers; a configuration file says all this itself):",
-			names:   devFlagNames,
+			names:   cli.DevFlagNames,
 		}},
 		setup: func(fs *flag.FlagSet) runFunc {
 			cfgPath := fs.String("config", "", "TOML configuration file")
 			dev := fs.Bool("dev", false, "run in front of two in-process emulated Cosmian KMS servers (no configuration file)")
-			var d devFlags
-			d.register(fs)
+			var d cli.DevFlags
+			d.Register(fs)
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				switch {
 				case *dev && *cfgPath != "":
 					return usageErr("serve: --dev and --config are exclusive")
 				case *dev:
-					return serveDev(ctx, d, stdout, stderr)
+					return serveDev(ctx, fs, &d, stdout, stderr)
 				case *cfgPath == "":
 					return usageErr("serve: --config FILE is required (or --dev)")
 				}
 				// The --dev flags would be silently ignored with a file: say so instead.
 				var stray string
 				fs.Visit(func(f *flag.Flag) {
-					if stray == "" && d.owns(f.Name) {
+					if stray == "" && d.Owns(f.Name) {
 						stray = f.Name
 					}
 				})

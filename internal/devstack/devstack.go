@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +25,7 @@ import (
 	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/fleet"
+	"github.com/xksproxy/xksproxy/internal/cli"
 	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/sigv4"
 )
@@ -70,20 +70,13 @@ type Key struct {
 	Unexportable bool
 }
 
-// ParseKey reads `ID[:USAGE]`.
+// ParseKey reads `ID[:USAGE]` (the rule xksproxy checks its --dev-key flags with).
 func ParseKey(s string) (Key, error) {
-	id, usage, _ := strings.Cut(s, ":")
-	k := Key{ID: id, Usage: Usage(usage)}
-	if k.Usage == "" {
-		k.Usage = UsageEncryptDecrypt
+	id, usage, err := cli.SplitKey(s)
+	if err != nil {
+		return Key{}, err
 	}
-	if id == "" {
-		return Key{}, fmt.Errorf("--dev-key %q: empty key id", s)
-	}
-	if _, err := k.Usage.Mask(); err != nil {
-		return Key{}, fmt.Errorf("--dev-key %q: %w", s, err)
-	}
-	return k, nil
+	return Key{ID: id, Usage: Usage(usage)}, nil
 }
 
 // DefaultKeys is the key set of `serve --dev` when no --dev-key is given: one of each usage.
