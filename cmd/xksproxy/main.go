@@ -12,10 +12,9 @@
 //
 // demo and serve --dev run in xksproxy-dev (cmd/xksproxy-dev, devtool.go), so that this binary
 // links none of the demo and dev tooling. This package only parses flags and wires packages
-// together. Every command is a row of a
-// table (commands, cutoverCommands): its own flag set and its run function, so `--help` lists
-// only the flags that command reads. Asked-for help goes to stdout and exits 0; flags are
-// written --name in help and messages.
+// together. Every command is a row of a table (commands, cutoverCommands): its own flag set and
+// its run function, so `--help` lists only the flags that command reads. Asked-for help goes to
+// stdout and exits 0; flags are written --name in help and messages.
 package main
 
 import (
