@@ -47,6 +47,9 @@ var (
 	ErrUnknownMember = newError(http.StatusNotFound, "unknown_member", "cutover: no such member")
 	// ErrOtherPair: a start or plan named another source and target than the controller's.
 	ErrOtherPair = newError(http.StatusConflict, "other_pair", "cutover: another pair of backends")
+	// ErrBackendAccess: a backend's KMIP side (its ckms_config) does not answer, or does not
+	// accept the credential: nothing of the migration can run on it.
+	ErrBackendAccess = newError(http.StatusServiceUnavailable, "backend_access", "cutover: a backend's KMIP access does not work")
 	// ErrSharedStorage refuses what makes no sense when source and target share storage.
 	ErrSharedStorage = newError(http.StatusConflict, "shared_storage", "cutover: source and target share storage")
 )
@@ -55,7 +58,7 @@ var (
 // turns an error reply back into it.
 func ErrorByCode(code string) error {
 	for _, e := range []*Error{ErrWrongState, ErrRunning, ErrRefused, ErrUnreachable, ErrNotDriver, ErrStopped,
-		ErrFenced, ErrMemberAlive, ErrUnknownMember, ErrSharedStorage, ErrIllegalMove, ErrOtherPair} {
+		ErrFenced, ErrMemberAlive, ErrUnknownMember, ErrSharedStorage, ErrIllegalMove, ErrOtherPair, ErrBackendAccess} {
 		if e.code == code {
 			return e
 		}

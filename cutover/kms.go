@@ -39,6 +39,37 @@ type kmipAPI interface {
 	Destroy(ctx context.Context, uid string, remove bool) error
 }
 
+// accessChecker is *cosmian.Client's check of its KMIP side: the server answers and accepts the
+// credential (cosmian.Client.Check). Fakes of kmipAPI need not have it.
+type accessChecker interface {
+	Check(ctx context.Context) (cosmian.Identity, error)
+}
+
+// accessCheckTimeout bounds each side's check of a plan or a start.
+const accessCheckTimeout = 10 * time.Second
+
+// checkAccess refuses a plan or a start while either side's KMIP access is broken, with the
+// check's own words (which name the ckms_config file and its server_url), instead of a plan
+// that reads a broken side as holding no key.
+func (s *sides) checkAccess(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, b := range []*backend{s.src, s.tgt} {
+		c, ok := b.k.(accessChecker)
+		if !ok {
+			continue
+		}
+		g.Go(func() error {
+			cctx, cancel := context.WithTimeout(ctx, accessCheckTimeout)
+			defer cancel()
+			if _, err := c.Check(cctx); err != nil {
+				return fmt.Errorf("%w: backend %s: %w", ErrBackendAccess, b.name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
 // backend is one side of the migration as the keys' owner reaches it (KMIP).
 type backend struct {
 	name string

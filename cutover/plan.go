@@ -55,6 +55,9 @@ func (c *Controller) Plan(ctx context.Context, opts ...PlanOptions) (*Plan, erro
 		}
 	}
 	ctx = withClass(ctx, classUrgent) // the operator waits for it: within the pace, never paused
+	if err := c.sides.checkAccess(ctx); err != nil {
+		return nil, err
+	}
 	shared, err := c.probe.checkShared(ctx)
 	if err != nil {
 		return nil, err

@@ -49,11 +49,14 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if c.control.isRunning() {
 		return ErrRunning
 	}
+	if err := c.sides.checkAccess(ctx); err != nil {
+		return err
+	}
 	c.probe.ensureShared(ctx)
 	switch st {
 	case StateServing, StateRolledBack, StateFinalized:
 		if active != c.sides.src.name {
-			return fmt.Errorf("%w: backend %q serves (state %s); configure it as the migration source", ErrWrongState, active, st)
+			return fmt.Errorf("%w: backend %q serves (state %s); start from it (cutover start --source %s, or [cutover] source)", ErrWrongState, active, st, active)
 		}
 		now := c.cfg.Now().UTC()
 		err := c.transition(held, evStart, func(h *Header) {
