@@ -821,8 +821,10 @@ func TestCreatedBeforeSwitch(t *testing.T) {
 	}
 }
 
-// While switched, a key AWS creates on the target is copied to the source after the reply (the
-// backfill, woken by its note), once every replica routes to the target first; a key made on the
+// While switched and on probation, a key AWS creates on the target is copied to the source
+// before the reply: the source is the fallback for the target's failures. Once probation
+// passed, it is copied after the reply (the backfill, woken by its note), once every replica
+// routes to the target first; a key made on the
 // source (from a 5.26 source, MintOn) is copied before, since a finalize may route to the target
 // alone before the backfill gets to it. A rollback that starts while a CreateKey sent under the
 // switched route is still minting on the target copies that key too: its last pass waits out a
@@ -838,6 +840,14 @@ func TestCreatedWhileSwitched(t *testing.T) {
 	must(t, e.B.CreateKey("admin", onB, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	must(t, e.A.CreateKey("admin", onA, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
 	getAttrs := func() int64 { return e.A.Stats().KMIP["Import"] + e.B.Stats().KMIP["Import"] }
+	const onProbation = "made-on-b-on-probation"
+	must(t, e.B.CreateKey("admin", onProbation, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+	c.Traffic().NoteCreateKey(onProbation, "B")
+	c.Traffic().CopyCreated(ctx, onProbation, "B")
+	if eq, err := e.B.KeyMaterialEqual(onProbation, e.A); err != nil || !eq {
+		t.Errorf("a key made on the target on probation is not on the source, its fallback, when its CreateKey is answered (equal=%v, err=%v)", eq, err)
+	}
+	c.book.edit(func(h *Header) { h.ProbationPassed = true })
 	before := getAttrs()
 	c.Traffic().NoteCreateKey(onB, "B")
 	c.Traffic().CopyCreated(ctx, onB, "B")

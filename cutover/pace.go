@@ -91,6 +91,7 @@ type pace struct {
 	mu       sync.Mutex
 	limit    int // slots
 	inUse    int
+	urgent   int  // slots urgent work holds: its own, up to max_concurrency
 	waiting  int  // work waiting for a slot or a token
 	paused   bool // `cutover pause`: background work waits
 	wake     chan struct{}
@@ -134,15 +135,24 @@ func (p *pace) broadcastLocked() {
 }
 
 // slot takes one of the slots (a key worked on) for ctx's class, waiting while they are all
-// taken or, for background work, while paused. Live work takes none.
+// taken or, for background work, while paused. Live work takes none. Urgent work (a rollback,
+// a switch's or a finalize's pass, a plan) has slots of its own, up to max_concurrency whatever
+// the adaptive limit is: a rollback set off because the target fails must not queue behind the
+// backfill holding the one slot the pressure left to the background.
 func (p *pace) slot(ctx context.Context) (release func(), err error) {
 	cls := classOf(ctx)
 	if cls == classLive {
 		return func() {}, nil
 	}
+	busy := func() bool { return p.inUse >= p.limit || (p.paused && cls == classBackground) }
+	held := &p.inUse
+	if cls == classUrgent {
+		busy = func() bool { return p.urgent >= p.cfg.MaxConcurrency }
+		held = &p.urgent
+	}
 	p.mu.Lock()
 	counted := false
-	for p.inUse >= p.limit || (p.paused && cls == classBackground) {
+	for busy() {
 		if !counted {
 			p.waiting++
 			counted = true
@@ -162,13 +172,13 @@ func (p *pace) slot(ctx context.Context) (release func(), err error) {
 	if counted {
 		p.waiting--
 	}
-	p.inUse++
+	*held++
 	p.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			p.mu.Lock()
-			p.inUse--
+			*held--
 			p.broadcastLocked()
 			p.mu.Unlock()
 		})

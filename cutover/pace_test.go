@@ -171,6 +171,20 @@ func TestPaceGate(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("a slot freed did not go to the waiter: %v", err)
 	}
+	// Urgent work has slots of its own: a rollback does not queue behind background work
+	// holding every slot the pressure left.
+	uctx, ucancel := context.WithTimeout(withClass(ctx, classUrgent), 50*time.Millisecond)
+	u1, err := p.slot(uctx)
+	if err != nil {
+		t.Fatalf("urgent work waited for the background's slots: %v", err)
+	}
+	u2, _ := p.slot(uctx)
+	if _, err := p.slot(uctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a third urgent slot of max_concurrency 2: %v", err)
+	}
+	ucancel()
+	u1()
+	u2()
 	r2()
 	live, _ := p.slot(withClass(ctx, classLive))
 	live()

@@ -99,9 +99,12 @@ func (c *Traffic) CopyCreated(ctx context.Context, keyID, backend string) {
 //     (a crash loses it): copied now;
 //   - before the switch the key is on the source, which every route reaches until the switch,
 //     whose catch-up copies it (and a KeyNotFound on the target falls back to the source): later;
-//   - switched, made on the target: every replica routes to the target first once all of them
-//     applied the switch, and a rollback lists the target before its last pass: later; while
-//     some replica may still be on the epoch before (the source alone), now;
+//   - switched, made on the target, on probation: the source is the fallback that answers when
+//     the target fails, which is what probation watches for; a key only the target holds has
+//     none: now;
+//   - switched, made on the target, probation passed: every replica routes to the target first
+//     once all of them applied the switch, and a rollback lists the target before its last
+//     pass: later; while some replica may still be on the epoch before (the source alone), now;
 //   - switched, made on the source (a 5.26 source, MintOn): a finalize may route to the target
 //     alone before the backfill copied it: now;
 //   - rolling back: made on the source, which serves; or found on the target, which held it
@@ -116,7 +119,11 @@ func (c *Traffic) copyNow(backend string) bool {
 	if backend != c.sides.tgt.name {
 		return true
 	}
-	return c.fleet != nil && !c.fleet.settled(c.book.header().Epoch)
+	h := c.book.header()
+	if !h.ProbationPassed {
+		return true
+	}
+	return c.fleet != nil && !c.fleet.settled(h.Epoch)
 }
 
 // Observe is the proxy's hook, called once per backend attempt: errName is that attempt's XKS

@@ -254,7 +254,11 @@ probation_max_p99 = "2s"
 		t.Errorf("%d requests failed: %v\nproxy log:\n%s", rep.Failed, rep.ByError, px.tail())
 	}
 	if refused != 0 || probeFailed != 0 {
-		t.Errorf("%d connections refused, %d failed otherwise", refused, probeFailed)
+		first := ""
+		if e := probe.firstErr.Load(); e != nil {
+			first = *e
+		}
+		t.Errorf("%d connections refused, %d failed otherwise; the first: %s", refused, probeFailed, first)
 	}
 	if probed < 100 {
 		t.Errorf("only %d connections probed", probed)
