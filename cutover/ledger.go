@@ -139,13 +139,6 @@ func (l *ledger) keep(keyID, on, reason string) error {
 	return nil
 }
 
-// kept lists the keys kept on a backend for good.
-func (l *ledger) kept() []KeptKey {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.j.Kept)
-}
-
 // state is the current state, without a lock (the request path reads it).
 func (l *ledger) state() State { return l.cur.Load().state }
 
