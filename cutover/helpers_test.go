@@ -114,16 +114,27 @@ type env struct {
 
 // failPath is a RoundTripper that fails the requests whose URL path contains a set string.
 type failPath struct {
-	next http.RoundTripper
-	sub  atomic.Pointer[string]
+	next   http.RoundTripper
+	sub    atomic.Pointer[string]
+	denied atomic.Bool // answer 401 instead of losing the connection
 }
 
 func (f *failPath) set(sub string) { f.sub.Store(&sub) }
+
+// deny makes the calls to paths containing sub answer 401, as a server refusing the credential.
+func (f *failPath) deny(sub string) {
+	f.denied.Store(true)
+	f.set(sub)
+}
 
 func (f *failPath) RoundTrip(r *http.Request) (*http.Response, error) {
 	if s := f.sub.Load(); s != nil && *s != "" && strings.Contains(r.URL.Path, *s) {
 		if r.Body != nil {
 			r.Body.Close()
+		}
+		if f.denied.Load() {
+			return &http.Response{StatusCode: http.StatusUnauthorized, Status: "401 Unauthorized", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: http.Header{}, Body: http.NoBody, Request: r}, nil
 		}
 		return nil, errors.New("test: connection lost")
 	}

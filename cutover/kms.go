@@ -48,10 +48,11 @@ type accessChecker interface {
 // accessCheckTimeout bounds each side's check of a plan or a start.
 const accessCheckTimeout = 10 * time.Second
 
-// checkAccess refuses a plan or a start while either side's KMIP access is broken, with the
-// check's own words (which name the ckms_config file and its server_url), instead of a plan
-// that reads a broken side as holding no key.
-func (s *sides) checkAccess(ctx context.Context) error {
+// checkAccess refuses a plan or a start while a side's KMIP access is broken, with the check's
+// own words (which name the ckms_config file and its server_url), instead of a plan that reads a
+// broken side as holding no key. With deniedOnly (a start), only a credential the server refuses
+// counts: a server that does not answer now may later, and the copy waits for it.
+func (s *sides) checkAccess(ctx context.Context, deniedOnly bool) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, b := range []*backend{s.src, s.tgt} {
 		c, ok := b.k.(accessChecker)
@@ -61,10 +62,11 @@ func (s *sides) checkAccess(ctx context.Context) error {
 		g.Go(func() error {
 			cctx, cancel := context.WithTimeout(ctx, accessCheckTimeout)
 			defer cancel()
-			if _, err := c.Check(cctx); err != nil {
-				return fmt.Errorf("%w: backend %s: %w", ErrBackendAccess, b.name, err)
+			_, err := c.Check(cctx)
+			if err == nil || deniedOnly && !errors.Is(err, cosmian.ErrAccessDenied) {
+				return nil
 			}
-			return nil
+			return fmt.Errorf("%w: backend %s: %w", ErrBackendAccess, b.name, err)
 		})
 	}
 	return g.Wait()

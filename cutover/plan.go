@@ -55,7 +55,7 @@ func (c *Controller) Plan(ctx context.Context, opts ...PlanOptions) (*Plan, erro
 		}
 	}
 	ctx = withClass(ctx, classUrgent) // the operator waits for it: within the pace, never paused
-	if err := c.sides.checkAccess(ctx); err != nil {
+	if err := c.sides.checkAccess(ctx, false); err != nil {
 		return nil, err
 	}
 	shared, err := c.probe.checkShared(ctx)

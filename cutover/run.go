@@ -49,7 +49,7 @@ func (c *Controller) Start(ctx context.Context, opts StartOptions) error {
 	if c.control.isRunning() {
 		return ErrRunning
 	}
-	if err := c.sides.checkAccess(ctx); err != nil {
+	if err := c.sides.checkAccess(ctx, true); err != nil {
 		return err
 	}
 	c.probe.ensureShared(ctx)

@@ -18,16 +18,19 @@ import (
 // BenchmarkCreateKey is a CreateKey of a new id through the proxy on loopback (signed, TLS,
 // the emulators behind), with no migration and while switched: the figures are each CreateKey's
 // own time, p50 and p99 (ms), one at a time. While switched a CreateKey asks both sides whether
-// they hold the id (at once) and mints on the target; the copy to the source is the backfill's.
+// they hold the id (at once) and mints on the target; on probation it copies the key to the
+// source before the reply (the source is the fallback for the target's failures), once
+// probation passed the copy is the backfill's.
 //
 //	go test -run '^$' -bench BenchmarkCreateKey -benchtime 400x ./e2e/
 func BenchmarkCreateKey(b *testing.B) {
-	for _, switched := range []bool{false, true} {
-		name := "plain"
-		if switched {
-			name = "switched"
-		}
+	for _, name := range []string{"plain", "switched-on-probation", "switched-probation-passed"} {
+		switched, passed := name != "plain", name == "switched-probation-passed"
 		b.Run(name, func(b *testing.B) {
+			probation := cutover.ProbationConfig{Duration: time.Hour, MaxP99: 5 * time.Second}
+			if passed {
+				probation = cutover.ProbationConfig{Duration: 500 * time.Millisecond, MaxP99: 5 * time.Second, MinRequests: new(1)}
+			}
 			var keys []devstack.Key
 			for i := range 20 {
 				keys = append(keys, devstack.Key{ID: fmt.Sprintf("bench-key-%02d", i), Grants: []string{principal}})
@@ -35,7 +38,7 @@ func BenchmarkCreateKey(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			st, err := devstack.Start(ctx, devstack.Config{Listen: "127.0.0.1:0", Keys: keys, JournalPath: b.TempDir() + "/j.json",
-				Logger: slog.New(slog.DiscardHandler), Probation: cutover.ProbationConfig{Duration: time.Hour, MaxP99: 5 * time.Second}})
+				Logger: slog.New(slog.DiscardHandler), Probation: probation})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -62,6 +65,19 @@ func BenchmarkCreateKey(b *testing.B) {
 			for i := range 20 { // warm the connections
 				if _, err := c.Metadata(ctx, fmt.Sprintf("warm-%s-%d", name, i), md); err != nil {
 					b.Fatal(err)
+				}
+			}
+			if passed {
+				for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+					if p := st.App.Cutover.Status().Probation; p != nil && p.Passed {
+						break
+					}
+					if time.Now().After(deadline) {
+						b.Fatal("probation did not pass")
+					}
+					if _, err := c.Metadata(ctx, "bench-key-00", xks.RequestMetadata{AWSPrincipalArn: principal, KMSOperation: "Encrypt", KMSRequestID: "bench"}); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
 			lat := make([]time.Duration, 0, b.N)
