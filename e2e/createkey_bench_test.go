@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xksproxy/xksproxy/cosmian/kmsemu"
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/internal/devstack"
 	"github.com/xksproxy/xksproxy/sigv4"
@@ -37,7 +38,10 @@ func BenchmarkCreateKey(b *testing.B) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
+			// One generation on both sides: from 5.26 to a newer B, keys are minted on A while
+			// switched (cutover.MintOn) and always copied before the reply.
 			st, err := devstack.Start(ctx, devstack.Config{Listen: "127.0.0.1:0", Keys: keys, JournalPath: b.TempDir() + "/j.json",
+				CosmianA: kmsemu.Cosmian528, CosmianB: kmsemu.Cosmian528,
 				Logger: slog.New(slog.DiscardHandler), Probation: probation})
 			if err != nil {
 				b.Fatal(err)
@@ -75,7 +79,7 @@ func BenchmarkCreateKey(b *testing.B) {
 					if time.Now().After(deadline) {
 						b.Fatal("probation did not pass")
 					}
-					if _, err := c.Metadata(ctx, "bench-key-00", xks.RequestMetadata{AWSPrincipalArn: principal, KMSOperation: "Encrypt", KMSRequestID: "bench"}); err != nil {
+					if _, err := c.Metadata(ctx, "bench-key-00", xks.RequestMetadata{AWSPrincipalArn: principal, KMSOperation: "DescribeKey", KMSRequestID: "bench"}); err != nil {
 						b.Fatal(err)
 					}
 				}
