@@ -23,6 +23,7 @@ import (
 	"github.com/xksproxy/xksproxy/bench/loadgen"
 	"github.com/xksproxy/xksproxy/cutover"
 	"github.com/xksproxy/xksproxy/internal/testpki"
+	"github.com/xksproxy/xksproxy/proxy"
 	"github.com/xksproxy/xksproxy/sigv4"
 )
 
@@ -47,7 +48,11 @@ func TestZeroDowntimeProcesses(t *testing.T) {
 	// Three emulated Cosmian servers: A holds the keys.
 	var backends []emuBackend
 	for i, name := range []string{"a", "b", "c"} {
-		backends = append(backends, startEmu(t, bin, dir, name, ports[3+i], i == 0))
+		seed := 0
+		if i == 0 {
+			seed = 10
+		}
+		backends = append(backends, startEmu(t, bin, dir, name, ports[3+i], seed))
 	}
 	ca := testpki.NewCA(t, "zero-downtime CA", time.Now().Add(24*time.Hour))
 	ca.WriteLeaf(t, filepath.Join(dir, "xks.crt"), filepath.Join(dir, "xks.key"), 0, time.Now().Add(24*time.Hour), "localhost", "127.0.0.1")
@@ -301,17 +306,23 @@ func freePorts(t *testing.T, n int) []string {
 }
 
 // emuBackend is one emulated Cosmian server process and its [[backend]] entry.
-type emuBackend struct{ toml string }
+type emuBackend struct {
+	toml      string
+	name      string
+	ckms      string // the ckms.toml of its owner identity (KMIP access, as the proxy has)
+	healthKey string // the proxy's health-check key id on it (never migrated)
+}
 
-func startEmu(t *testing.T, bin, dir, name, port string, seed bool) emuBackend {
+// startEmu runs kmsemu as backend name on port, with seedKeys keys key-000001 … (0: none).
+func startEmu(t *testing.T, bin, dir, name, port string, seedKeys int) emuBackend {
 	t.Helper()
 	keyID := "AKIABACKEND" + strings.ToUpper(name) + "00000001"
 	secret := "YmFja2VuZC1zZWNyZXQtYmFja2VuZC1zZWNyZXQtYmFja2Vu" + name + name
 	owner := "owner-token-" + name + "-0123456789abcdef"
 	args := []string{"--listen", "127.0.0.1:" + port, "--tls-self-signed", "--cosmian-version", "5.28",
 		"--xks-region", "us-east-1", "--xks-access-key-id", keyID, "--xks-secret-access-key", secret, "--token", "admin=" + owner}
-	if seed {
-		args = append(args, "--seed-keys", "10")
+	if seedKeys > 0 {
+		args = append(args, "--seed-keys", strconv.Itoa(seedKeys))
 	}
 	cmd := exec.Command(filepath.Join(bin, "kmsemu"), args...)
 	logf, err := os.Create(filepath.Join(dir, "kmsemu-"+name+".log"))
@@ -335,7 +346,8 @@ func startEmu(t *testing.T, bin, dir, name, port string, seed bool) emuBackend {
 		}
 		return err == nil
 	})
-	return emuBackend{toml: fmt.Sprintf(`[[backend]]
+	health := proxy.HealthKeyID(proxy.HealthConfig{}, proxy.BackendConfig{Name: name, Credential: sigv4.Credential{AccessKeyID: keyID, Secret: secret}})
+	return emuBackend{name: name, ckms: ckms, healthKey: health, toml: fmt.Sprintf(`[[backend]]
 name = %q
 xks_url = "https://127.0.0.1:%s/aws"
 region = "us-east-1"
@@ -404,6 +416,11 @@ func (p *proxyProcess) childPID(t *testing.T) int {
 // tail is the log without the line of every request.
 func (p *proxyProcess) tail() string {
 	b, _ := os.ReadFile(p.log)
+	return withoutRequests(b)
+}
+
+// withoutRequests drops the line of every request from a proxy log.
+func withoutRequests(b []byte) string {
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
 		if !strings.Contains(l, `msg="xks request"`) {
