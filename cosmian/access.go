@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -65,8 +66,7 @@ type UserAccess struct {
 type OwnedObject struct {
 	ObjectID string `json:"object_id"`
 	State    string `json:"state"`
-	// Attributes is Cosmian's serde JSON of the KMIP Attributes (PascalCase keys), kept raw.
-	Attributes json.RawMessage `json:"attributes,omitempty"`
+	// Its attributes, also in the reply, are not kept: GetAttributes reads one object's.
 }
 
 // ObtainedObject is one entry of GET /access/obtained.
@@ -149,11 +149,61 @@ func (c *Client) ListAccess(ctx context.Context, uid string) ([]UserAccess, erro
 	return out, nil
 }
 
-// Owned lists the objects the caller owns (GET /access/owned).
+// Owned lists the objects the caller owns (GET /access/owned): their ids and states. Cosmian
+// sends every object in one body with its attributes; it is decoded as it arrives (within
+// ListTimeout and MaxListBytes), so 100 000 keys cost their ids, not the body.
 func (c *Client) Owned(ctx context.Context) ([]OwnedObject, error) {
+	const op = "access/owned"
 	var out []OwnedObject
-	if err := c.getJSON(ctx, "access/owned", "/access/owned", &out); err != nil {
+	err := c.exchange(ctx, c.cfg.ListTimeout, op, http.MethodGet, "/access/owned", nil, "", func(resp *http.Response) error {
+		var err error
+		out, err = decodeOwned(resp.Body, c.cfg.MaxListBytes)
+		if errors.Is(err, ErrResponseTooLarge) {
+			return fmt.Errorf("cosmian: %s %s%s: reading reply: %w", op, c.cfg.BaseURL, c.from(), err)
+		}
+		if err != nil {
+			return fmt.Errorf("cosmian: %s: %w: %w", op, ErrBadResponse, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// decodeOwned decodes a JSON array of owned objects from r as it arrives, reading at most max
+// bytes (more is ErrResponseTooLarge).
+func decodeOwned(r io.Reader, max int64) ([]OwnedObject, error) {
+	lr := &io.LimitedReader{R: r, N: max + 1}
+	dec := json.NewDecoder(lr)
+	fail := func(err error) ([]OwnedObject, error) {
+		if lr.N <= 0 {
+			return nil, fmt.Errorf("%w (over %d bytes)", ErrResponseTooLarge, max)
+		}
+		return nil, err
+	}
+	if t, err := dec.Token(); err != nil {
+		return fail(err)
+	} else if d, ok := t.(json.Delim); !ok || d != '[' {
+		return fail(errors.New("not a JSON array"))
+	}
+	out := []OwnedObject{}
+	for dec.More() {
+		var o OwnedObject
+		if err := dec.Decode(&o); err != nil {
+			return fail(err)
+		}
+		out = append(out, o)
+	}
+	if _, err := dec.Token(); err != nil {
+		return fail(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fail(errors.New("data after the array"))
+	}
+	if lr.N <= 0 {
+		return fail(nil) // read max+1 bytes: too large
 	}
 	return out, nil
 }

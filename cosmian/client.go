@@ -25,6 +25,10 @@ const (
 	DefaultTimeout          = 10 * time.Second
 	DefaultMaxResponseBytes = 16 << 20
 	DefaultVendorID         = "cosmian"
+	// A listing (GET /access/owned) comes in one body of about 500 bytes an object, so its
+	// bounds are its own: 256 MiB is some 500 000 objects, read in at most two minutes.
+	DefaultListTimeout  = 2 * time.Minute
+	DefaultMaxListBytes = 256 << 20
 )
 
 // ClientConfig configures a Client. Build one by hand or with CKMSConfig.ClientConfig.
@@ -39,6 +43,10 @@ type ClientConfig struct {
 	Timeout time.Duration
 	// MaxResponseBytes bounds a reply body; larger replies are an error. Default 16 MiB.
 	MaxResponseBytes int64
+	// ListTimeout and MaxListBytes bound a listing of every owned object instead (defaults
+	// 2 minutes and 256 MiB); it is decoded as it arrives, keeping only ids and states.
+	ListTimeout  time.Duration
+	MaxListBytes int64
 	// VendorID is the vendor identification of the tag attribute; default "cosmian". It must
 	// match the server's vendor_identification.
 	VendorID string
@@ -81,6 +89,15 @@ func (c *ClientConfig) CheckAndSetDefaults() error {
 	}
 	if c.MaxResponseBytes == 0 {
 		c.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if c.ListTimeout < 0 || c.MaxListBytes < 0 {
+		return errors.New("cosmian: ClientConfig.ListTimeout and MaxListBytes must not be negative")
+	}
+	if c.ListTimeout == 0 {
+		c.ListTimeout = DefaultListTimeout
+	}
+	if c.MaxListBytes == 0 {
+		c.MaxListBytes = DefaultMaxListBytes
 	}
 	if c.VendorID == "" {
 		c.VendorID = DefaultVendorID
@@ -157,7 +174,25 @@ type response struct {
 // do sends one request. body (may be nil) is wiped before do returns. op names the operation in
 // errors. A non-2xx reply becomes a *KMSError.
 func (c *Client) do(ctx context.Context, op, method, path string, body []byte, contentType string) (*response, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	var r *response
+	err := c.exchange(ctx, c.cfg.Timeout, op, method, path, body, contentType, func(resp *http.Response) error {
+		data, err := readBounded(resp.Body, c.cfg.MaxResponseBytes, resp.ContentLength)
+		if err != nil {
+			clear(data)
+			return fmt.Errorf("cosmian: %s %s%s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, c.from(), resp.StatusCode, err)
+		}
+		r = &response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}
+		return nil
+	})
+	return r, err
+}
+
+// exchange sends one request within timeout and hands a 2xx reply to read, whose body it closes
+// after. body (may be nil) is wiped before exchange returns. A non-2xx reply (read within
+// MaxResponseBytes) becomes a *KMSError.
+func (c *Client) exchange(ctx context.Context, timeout time.Duration, op, method, path string, body []byte, contentType string,
+	read func(*http.Response) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	var sb *secretBuf
@@ -169,7 +204,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, c
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.cfg.BaseURL+path, rd)
 	if err != nil {
-		return nil, fmt.Errorf("cosmian: %s: building request: %w", op, err)
+		return fmt.Errorf("cosmian: %s: building request: %w", op, err)
 	}
 	if sb != nil {
 		req.ContentLength = int64(len(body))
@@ -185,22 +220,21 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, c
 
 	resp, err := c.cfg.HTTP.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cosmian: %s %s%s: %w", op, c.cfg.BaseURL, c.from(), err)
+		return fmt.Errorf("cosmian: %s %s%s: %w", op, c.cfg.BaseURL, c.from(), err)
 	}
 	defer resp.Body.Close()
-	data, err := readBounded(resp.Body, c.cfg.MaxResponseBytes, resp.ContentLength)
-	if err != nil {
-		clear(data)
-		return nil, fmt.Errorf("cosmian: %s %s%s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, c.from(), resp.StatusCode, err)
-	}
-	r := &response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		data, err := readBounded(resp.Body, c.cfg.MaxResponseBytes, resp.ContentLength)
+		if err != nil {
+			clear(data)
+			return fmt.Errorf("cosmian: %s %s%s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, c.from(), resp.StatusCode, err)
+		}
 		e := newKMSError(op, resp.StatusCode, data)
 		e.Where = c.where()
 		clear(data)
-		return nil, e
+		return e
 	}
-	return r, nil
+	return read(resp)
 }
 
 // where names the server and, when known, the file that configured this client.

@@ -56,9 +56,12 @@ func (c backfill) loop(ctx context.Context) {
 			// copyKey, given an identical key, only completes the grants.
 			res, err := c.copyKey(ctx, jb.from, jb.to, jb.id, controlAttempts)
 			release()
+			if ctx.Err() != nil {
+				return // this replica stopped driving or is stopping; the next driver checks again
+			}
 			if err != nil {
 				c.log.Warn("cutover: copying a key created during the switch failed; will retry",
-					"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", err)
+					"key_id", jb.id, "from", jb.from.name, "to", jb.to.name, "err", truncate(err.Error()))
 				continue
 			}
 			if res == ResultOK {

@@ -369,7 +369,7 @@ func (p *pace) step(g *governor, tk tick, active bool) {
 	p.limit = limit
 	p.state = PaceStatus{Mode: p.mode(), Paused: paused, CallsPerSecond: round2(g.rate), Concurrency: limit,
 		InUse: p.inUse, MinConcurrency: p.cfg.MinConcurrency, MaxConcurrency: p.cfg.MaxConcurrency,
-		LimitedBy: limited, KeysPerSecond: round2(g.keysRate), P99: f.p99, BaselineP99: time.Duration(median(g.base.p99))}
+		LimitedBy: limited, Limit: category(limited), KeysPerSecond: round2(g.keysRate), P99: f.p99, BaselineP99: time.Duration(median(g.base.p99))}
 	if math.IsNaN(median(g.base.p99)) {
 		p.state.BaselineP99 = 0
 	}
@@ -476,7 +476,9 @@ type PaceStatus struct {
 	MaxConcurrency int     `json:"max_concurrency"`
 	// LimitedBy says what holds the pace where it is: a live signal, the floor, the bounds, a
 	// pause, or the work itself.
-	LimitedBy     string        `json:"limited_by"`
+	LimitedBy string `json:"limited_by"`
+	// Limit is LimitedBy's category, the label of xks_cutover_pace_limited (for scripts).
+	Limit         string        `json:"limit"`
 	KeysPerSecond float64       `json:"keys_per_second"`
 	TimeLeft      time.Duration `json:"time_left_ns,omitempty"` // copying or verifying: at the current keys a second
 	P99           time.Duration `json:"p99_ns,omitempty"`       // live requests' p99 over the last 2 s (this replica)

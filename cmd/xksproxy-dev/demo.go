@@ -20,8 +20,9 @@ func runDemo(ctx context.Context, d cli.DemoFlags, stdout, stderr io.Writer) err
 	if d.NoShadow {
 		o.Shadow = -1 // demo.Options: negative is no shadowing
 	}
-	if !d.JSON {
-		o.Progress = stdout
+	o.Progress = stdout
+	if d.JSON {
+		o.Progress = stderr // stdout carries the one JSON object
 	}
 	rep, err := demo.Run(ctx, o)
 	if err != nil {

@@ -171,14 +171,24 @@ func (s *Server) attrJSON(o *object, now time.Time) map[string]any {
 
 func (s *Server) serveOwned(w http.ResponseWriter, user string) {
 	now := s.now()
+	// Copies taken under the lock, rendered outside it: Cosmian reads its database while it
+	// answers other requests, and a listing of 100 000 objects must not hold every other call
+	// (a plain copy of each object; its key material is not copied).
 	s.st.mu.Lock()
-	out := []ownedObject{}
+	objs := make([]object, 0, len(s.st.objects))
 	for _, o := range s.st.objects {
 		if o.owner == user {
-			out = append(out, ownedObject{ObjectID: o.uid, State: o.effectiveState(now), Attributes: s.attrJSON(o, now)})
+			cp := *o
+			cp.material = nil
+			objs = append(objs, cp)
 		}
 	}
 	s.st.mu.Unlock()
+	out := make([]ownedObject, 0, len(objs))
+	for i := range objs {
+		o := &objs[i]
+		out = append(out, ownedObject{ObjectID: o.uid, State: o.effectiveState(now), Attributes: s.attrJSON(o, now)})
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ObjectID < out[j].ObjectID })
 	writeJSON(w, http.StatusOK, out)
 }

@@ -1,6 +1,7 @@
 package kmsemu
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/xksproxy/xksproxy/cosmian/ttlv"
@@ -27,8 +28,12 @@ func (s *Server) opLocate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	if _, _, kerr := optChild(req, "OffsetItems", ttlv.Integer); kerr != nil {
 		return ttlv.Node{}, kerr
 	}
+	type hit struct {
+		uid string
+		seq int64
+	}
 	s.st.mu.Lock()
-	var found []*object
+	var found []hit
 	for _, o := range s.st.objects {
 		if o.owner != user && s.st.perms[o.uid][user] == 0 { // explicit grants only, not "*"
 			continue
@@ -58,9 +63,10 @@ func (s *Server) opLocate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 		} else if o.destroyed() {
 			continue
 		}
-		found = append(found, o)
+		found = append(found, hit{o.uid, o.seq})
 	}
-	slices.SortFunc(found, func(x, y *object) int { return int(x.seq - y.seq) })
+	s.st.mu.Unlock() // sorted and rendered outside the lock, as the listing in serveOwned
+	slices.SortFunc(found, func(x, y hit) int { return cmp.Compare(x.seq, y.seq) })
 	if len(found) > limit {
 		found = found[:limit]
 	}
@@ -68,6 +74,5 @@ func (s *Server) opLocate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 	for _, o := range found {
 		out = append(out, ttlv.Text("UniqueIdentifier", o.uid))
 	}
-	s.st.mu.Unlock()
 	return ttlv.Struct("LocateResponse", out...), nil
 }

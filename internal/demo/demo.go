@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -94,6 +95,10 @@ type Report struct {
 	MembersAcked  int                     `json:"members_acked"`
 	PerReplica    map[string]ReplicaStats `json:"per_replica,omitempty"`
 	Failures      []string                `json:"failures,omitempty"`
+	// The run's steps and the migration's states with their times, and the first failed
+	// requests, each with the last step or state before it.
+	Timeline       []Event         `json:"timeline,omitempty"`
+	FailedRequests []FailedRequest `json:"failed_requests,omitempty"`
 }
 
 // OK is the demo's verdict: no failed request, every migrated key verified, every key A holds
@@ -199,7 +204,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Replicas > 1 {
 		return runFleet(ctx, o)
 	}
-	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, format+"\n", args...) }
+	tl := newTimeline(o.Progress)
+	say := tl.say
 	keys, traffic := keySet(o.Keys)
 	st, err := devstack.Start(ctx, devstack.Config{
 		Listen: o.Listen, Keys: keys, Logger: o.Logger, Version: "xksproxy demo",
@@ -216,8 +222,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Endpoint: st.Endpoint, Prefix: st.Prefix, Region: st.Region, Credential: st.Credential,
 		TLS: st.ClientTLS(), Keys: traffic, Rate: o.RPS, Workers: 256, Conns: 16,
 		Principals: []string{trafficPrincipal}, CreateKeyPrefix: "demo-new-%d", Record: true,
-		Timeout: o.Timeout,
-		Logger:  o.Logger,
+		Timeout: o.Timeout, OnFailure: tl.onFailure,
+		Logger: o.Logger,
 	}
 	tr, err := startTraffic(ctx, o.Logger, lcfg)
 	if err != nil {
@@ -232,9 +238,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	say("traffic at %.0f req/s; starting the migration A → B (shadow %s, probation %s)", o.RPS, o.Shadow, o.Probation)
 
 	ctrl := st.App.Cutover
-	smp := startSampler(func() (cutover.Status, bool) { return ctrl.Status(), true })
+	smp := startSampler(tl, func() (cutover.Status, bool) { return ctrl.Status(), true })
 	rssStart := rssBytes()
 	cutStart := time.Now()
+	tl.started(cutStart)
 	var switchedAt, finalizedAt time.Time
 	if err := ctrl.Start(ctx, cutover.StartOptions{Shadow: o.Shadow, AutoSwitch: true}); err != nil {
 		fail("start: %v", err)
@@ -277,6 +284,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.measure(ctx, st, s, lg, lg, lrep, hp, cutStart, switchedAt, end)
 	rep.CreateKeyChecks = s.CreateKeyChecks
 	smp.fill(rep, rssStart)
+	tl.fill(rep)
 	return rep, nil
 }
 
@@ -420,7 +428,7 @@ func (t *loadRun) finish() (*loadgen.Report, error) {
 
 func ms(d time.Duration) float64 { return round(float64(d) / float64(time.Millisecond)) }
 
-func round(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+func round(f float64) float64 { return math.Round(f*1000) / 1000 }
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

@@ -27,7 +27,8 @@ type ReplicaStats struct {
 // migration driven through the elected driver, a non-driver killed and restarted during the
 // copy, the driver killed after the switch so that another one finalizes.
 func runFleet(ctx context.Context, o Options) (*Report, error) {
-	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, format+"\n", args...) }
+	tl := newTimeline(o.Progress)
+	say := tl.say
 	etcd, err := startEtcd()
 	if err != nil {
 		return nil, err
@@ -72,7 +73,7 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 		// those are sent again on another connection, as AWS's client does.
 		HTTP2:      true,
 		Principals: []string{trafficPrincipal}, CreateKeyPrefix: "demo-new-%d", Record: true,
-		Timeout: o.Timeout, Logger: o.Logger,
+		Timeout: o.Timeout, Logger: o.Logger, OnFailure: tl.onFailure,
 	}
 	tr, err := startTraffic(ctx, o.Logger, lcfg)
 	if err != nil {
@@ -90,7 +91,7 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	drv, _ := f.driver()
 	say("traffic at %.0f req/s round-robin over %d replicas; starting the migration A → B through %s, the driver (shadow %s, probation %s)",
 		o.RPS, o.Replicas, drv.name, o.Shadow, o.Probation)
-	smp := startSampler(func() (cutover.Status, bool) {
+	smp := startSampler(tl, func() (cutover.Status, bool) {
 		if d, ok := f.driver(); ok {
 			return d.ctrl.Status(), true
 		}
@@ -98,6 +99,7 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	})
 	rssStart, revStart := rssBytes(), etcd.e.Server.KV().Rev()
 	cutStart := time.Now()
+	tl.started(cutStart)
 	var switchedAt, finalizedAt time.Time
 	final := drv
 	if drv, err = f.drive(ctx, func(c *cutover.Controller) error {
@@ -160,6 +162,7 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 	revs := etcd.e.Server.KV().Rev() - revStart
 	rep.measure(ctx, st, final.ctrl.Status(), tr.lg, rd, lrep, tr.hp, cutStart, switchedAt, end)
 	smp.fill(rep, rssStart)
+	tl.fill(rep)
 	if rep.KeysTotal > 0 {
 		rep.EtcdWritesPerKey = round(float64(revs) / float64(rep.KeysTotal))
 	}

@@ -23,13 +23,18 @@ type sampler struct {
 	done    chan struct{}
 }
 
+// samplePeriod is how often the sampler looks.
+const samplePeriod = 500 * time.Millisecond
+
 // startSampler samples until stop; status is the driving controller's (ok false: none now).
-func startSampler(status func() (cutover.Status, bool)) *sampler {
+// Every change of state or driver goes to tl.
+func startSampler(tl *timeline, status func() (cutover.Status, bool)) *sampler {
 	s := &sampler{stop: make(chan struct{}), done: make(chan struct{}), limited: map[string]int{}}
 	go func() {
 		defer close(s.done)
-		t := time.NewTicker(500 * time.Millisecond)
+		t := time.NewTicker(samplePeriod)
 		defer t.Stop()
+		var last string
 		for {
 			select {
 			case <-s.stop:
@@ -38,6 +43,10 @@ func startSampler(status func() (cutover.Status, bool)) *sampler {
 			}
 			rss := rssBytes()
 			st, ok := status()
+			if now := stateLine(st, ok); now != last {
+				tl.note(now)
+				last = now
+			}
 			s.mu.Lock()
 			s.rssMax = max(s.rssMax, rss)
 			if ok && st.State.InMigration() && st.State != cutover.StateSwitched {
@@ -46,9 +55,7 @@ func startSampler(status func() (cutover.Status, bool)) *sampler {
 					s.paceMin = r
 				}
 				s.paceMax = max(s.paceMax, r)
-				word, _, _ := strings.Cut(st.Pace.LimitedBy, ":")
-				word, _, _ = strings.Cut(word, " ")
-				s.limited[word]++
+				s.limited[st.Pace.Limit]++
 			}
 			s.mu.Unlock()
 		}
@@ -95,4 +102,19 @@ func (s *sampler) fill(rep *Report, before uint64) {
 	if len(s.limited) > 0 {
 		rep.PaceLimitedTicks = s.limited
 	}
+}
+
+// stateLine is the migration's state as the timeline records it.
+func stateLine(st cutover.Status, ok bool) string {
+	if !ok {
+		return "no driver"
+	}
+	line := "state " + string(st.State)
+	if st.Fleet != nil {
+		line += " (driver " + st.Fleet.Member + ")"
+		if len(st.Fleet.WaitingFor) > 0 {
+			line += "; waiting for " + strings.Join(st.Fleet.WaitingFor, ", ")
+		}
+	}
+	return line
 }
