@@ -293,3 +293,39 @@ func TestSettledNeedsEveryMember(t *testing.T) {
 		t.Error("settled while this member itself has not applied the epoch")
 	}
 }
+
+// What live traffic would not notice does not cut the pace: a p99 of a few requests (their
+// slowest), or one above twice a small baseline but within a tenth of the budget of it. Past that
+// slack it does.
+func TestPaceIgnoresNoise(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hot  tick
+		cut  bool
+	}{
+		// 30 requests in a tick, 120 over the figure's 2 s: one a tick at 60 ms is the p99.
+		{"light traffic, a slow one a tick", liveTick(30, 2*time.Millisecond, 60*time.Millisecond, 0.04, 2*time.Millisecond), true},
+		// 20 requests a tick (80 in the figure): too few for a p99, whatever their slowest.
+		{"too few for a p99", liveTick(20, 2*time.Millisecond, 200*time.Millisecond, 0.05, 2*time.Millisecond), false},
+		{"twice the baseline, within the slack", liveTick(400, 2*time.Millisecond, 15*time.Millisecond, 0.05, 2*time.Millisecond), false},
+		{"past the slack", liveTick(400, 2*time.Millisecond, 40*time.Millisecond, 0.05, 2*time.Millisecond), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testPace(t, PaceConfig{MaxConcurrency: 16})
+			g := &governor{rate: paceStart, bgLat: 2 * time.Millisecond}
+			calm := liveTick(400, 2*time.Millisecond, 2*time.Millisecond, 0, 2*time.Millisecond)
+			drive(p, g, false, repeat(calm, 40)...)
+			drive(p, g, true, repeat(calm, 3)...)
+			before := g.rate
+			rates := drive(p, g, true, repeat(tc.hot, paceSpan)...)
+			cut := false
+			for _, r := range rates {
+				cut = cut || r < before
+				before = r
+			}
+			if cut != tc.cut {
+				t.Fatalf("rates %v (limited by %q): cut %v, want %v", rates, p.status().LimitedBy, cut, tc.cut)
+			}
+		})
+	}
+}

@@ -92,9 +92,11 @@ type figures struct {
 	enough, busy bool // enough requests for a p99; some background calls were made
 }
 
-// Least samples for a figure to mean something.
+// Least samples for a figure to mean something. A p99 of fewer than 100 requests is their
+// slowest one or two: at 30 requests a second a replica would cut the pace for one slow request
+// (its backends' latency still counts from minAttempts).
 const (
-	minRequests = 20
+	minRequests = 100
 	minAttempts = 10
 	minCalls    = 5
 )
