@@ -108,7 +108,7 @@ func runFleet(ctx context.Context, o Options) (*Report, error) {
 		fail("start: %v", err)
 	} else {
 		f.killDuringCopy(ctx, say, fail)
-		s, err := f.waitState(ctx, cutover.StateSwitched, cutover.StateCopyFailed, cutover.StateVerifyFailed, cutover.StateRolledBack)
+		s, err := f.waitState(ctx, switchDeadline(o.Keys), cutover.StateSwitched, cutover.StateCopyFailed, cutover.StateVerifyFailed, cutover.StateRolledBack)
 		switchedAt = time.Now()
 		switch {
 		case err != nil:
@@ -300,10 +300,16 @@ func (f *fleetRun) waitFor(ctx context.Context, d time.Duration, what string, co
 	return nil
 }
 
-// waitState waits until the driver (whichever it is) reports one of states.
-func (f *fleetRun) waitState(ctx context.Context, states ...cutover.State) (cutover.Status, error) {
+// switchDeadline is how long the demo waits for the switch: five minutes, or 20 ms a key for
+// more than 15 000 keys (100 000 keys: 33 minutes), well beyond what the copy takes.
+func switchDeadline(keys int) time.Duration {
+	return max(5*time.Minute, time.Duration(keys)*20*time.Millisecond)
+}
+
+// waitState waits until the driver (whichever it is) reports one of states, for at most d.
+func (f *fleetRun) waitState(ctx context.Context, d time.Duration, states ...cutover.State) (cutover.Status, error) {
 	var last cutover.Status
-	err := f.waitFor(ctx, 5*time.Minute, fmt.Sprintf("state %v", states), func() bool {
+	err := f.waitFor(ctx, d, fmt.Sprintf("state %v", states), func() bool {
 		d, ok := f.driver()
 		if !ok {
 			return false

@@ -23,8 +23,11 @@ type sampler struct {
 	done    chan struct{}
 }
 
-// samplePeriod is how often the sampler looks.
-const samplePeriod = 500 * time.Millisecond
+// samplePeriod is how often the sampler looks; progressEvery, how often it prints progress.
+const (
+	samplePeriod  = 500 * time.Millisecond
+	progressEvery = 10 * time.Second
+)
 
 // startSampler samples until stop; status is the driving controller's (ok false: none now).
 // Every change of state or driver goes to tl.
@@ -35,6 +38,7 @@ func startSampler(tl *timeline, status func() (cutover.Status, bool)) *sampler {
 		t := time.NewTicker(samplePeriod)
 		defer t.Stop()
 		var last string
+		var n int
 		for {
 			select {
 			case <-s.stop:
@@ -46,6 +50,11 @@ func startSampler(tl *timeline, status func() (cutover.Status, bool)) *sampler {
 			if now := stateLine(st, ok); now != last {
 				tl.note(now)
 				last = now
+			}
+			// A line of progress every 10 s while the migration runs: with 100 000 keys the
+			// listing and the copy take minutes.
+			if n++; n%int(progressEvery/samplePeriod) == 0 && ok && st.State.InMigration() {
+				tl.report(st)
 			}
 			s.mu.Lock()
 			s.rssMax = max(s.rssMax, rss)

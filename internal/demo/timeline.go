@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/xksproxy/xksproxy/cutover"
 )
 
 // The report lists at most maxFailedPerKind failed requests of each operation and error, and
@@ -60,6 +62,16 @@ func (t *timeline) say(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	fmt.Fprintln(t.progress, msg)
 	t.note(msg)
+}
+
+// report prints where the migration stands (not recorded: the states are).
+func (t *timeline) report(st cutover.Status) {
+	t.mu.Lock()
+	at := time.Since(t.zero).Seconds()
+	t.mu.Unlock()
+	k := st.Keys
+	fmt.Fprintf(t.progress, "  %6.1fs %s: %d keys, %d copied, %d verified; %.0f keys/s, pace %.0f calls/s (%s)\n",
+		at, st.State, k.Total, k.Copied, k.Verified, st.Pace.KeysPerSecond, st.Pace.CallsPerSecond, st.Pace.LimitedBy)
 }
 
 // note records an event without printing it.
