@@ -203,6 +203,17 @@ const forever = 0
 // retry runs f until it succeeds, fails permanently, attempts run out (attempts > 0) or ctx
 // ends, backing off from 50ms to 2s. Each attempt on b takes a token of the pace (ctx's class
 // says how) and tells it how long b took.
+// listingKey marks a call that lists every key of a backend: it takes seconds with 100 000
+// keys, which says nothing about the backend's latency to one call, so the pace does not take it
+// as a sample of it.
+type listingKey struct{}
+
+func withListing(ctx context.Context) context.Context {
+	return context.WithValue(ctx, listingKey{}, true)
+}
+
+func isListing(ctx context.Context) bool { v, _ := ctx.Value(listingKey{}).(bool); return v }
+
 func retry[T any](ctx context.Context, c *sides, b *backend, attempts int, what string, f func(context.Context) (T, error)) (T, error) {
 	backoff := 50 * time.Millisecond
 	live := classOf(ctx) == classLive
@@ -214,7 +225,7 @@ func retry[T any](ctx context.Context, c *sides, b *backend, attempts int, what 
 		t0 := time.Now()
 		v, err := f(ctx)
 		tr := transient(ctx, err)
-		if !live {
+		if !live && !isListing(ctx) {
 			c.pace.observeCall(c.sideOf(b), time.Since(t0), tr)
 		}
 		if err == nil || !tr || (attempts > 0 && n >= attempts) {
@@ -261,7 +272,7 @@ func (c *sides) list(ctx context.Context, b *backend, attempts int) ([]string, e
 	case SelectList:
 		ids = slices.Clone(sel.Keys)
 	case SelectOwned:
-		objs, err := retry(ctx, c, b, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
+		objs, err := retry(withListing(ctx), c, b, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
 			return b.k.Owned(ctx)
 		})
 		if err != nil {
@@ -275,7 +286,7 @@ func (c *sides) list(ctx context.Context, b *backend, attempts int) ([]string, e
 		}
 	default:
 		var err error
-		ids, err = retry(ctx, c, b, attempts, "locate on "+b.name, func(ctx context.Context) ([]string, error) {
+		ids, err = retry(withListing(ctx), c, b, attempts, "locate on "+b.name, func(ctx context.Context) ([]string, error) {
 			return b.k.Locate(ctx, cosmian.LocateRequest{Tags: []string{sel.Tag}, ObjectType: "SymmetricKey", PageSize: 1000})
 		})
 		if errors.Is(err, cosmian.ErrLocateIncomplete) {
@@ -304,7 +315,7 @@ func (c *sides) list(ctx context.Context, b *backend, attempts int) ([]string, e
 
 // ownedTagged lists the live objects b's identity owns that carry tag.
 func (c *sides) ownedTagged(ctx context.Context, b *backend, tag string, attempts int) ([]string, error) {
-	objs, err := retry(ctx, c, b, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
+	objs, err := retry(withListing(ctx), c, b, attempts, "owned on "+b.name, func(ctx context.Context) ([]cosmian.OwnedObject, error) {
 		return b.k.Owned(ctx)
 	})
 	if err != nil {
