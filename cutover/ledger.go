@@ -38,11 +38,11 @@ type ledger struct {
 	unsaved unsaved
 	created map[string]side      // CreatedDuring (source) ∪ CreatedOnTarget (target): dedupe, and where
 	changed chan struct{}        // closed and replaced when the state changed (and its route was applied)
-	listed  int                  // size of the current work list (progress)
 	cur     atomic.Pointer[live] // what the request path reads without a lock
 	// onCreated wakes the backfill: a key was created while the target serves.
 	onCreated chan struct{}
 	marks     keyMarks
+	tally     tally // the key records counted (status, metrics)
 }
 
 // recorder writes the backends' markers (markerWriter).
@@ -56,7 +56,7 @@ type recorder interface {
 func newLedger(log *slog.Logger, m *metrics, now func() time.Time, store Storage, rec recorder, recordTimeout time.Duration) *ledger {
 	return &ledger{log: log, m: m, now: now, store: store, rec: rec, recordTimeout: recordTimeout,
 		unsaved: unsaved{keys: map[string]bool{}}, created: map[string]side{}, changed: make(chan struct{}),
-		onCreated: make(chan struct{}, 1), marks: keyMarks{pending: map[string]string{}, completed: map[string]bool{}}}
+		onCreated: make(chan struct{}, 1), marks: keyMarks{pending: map[string]string{}, completed: map[string]bool{}}, tally: newTally()}
 }
 
 // adopt makes j the journal (loaded at start, or read from the fleet store by a member that
@@ -67,11 +67,12 @@ func (l *ledger) adopt(j *journal) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.j = j
+	l.tally.recount(j.Keys)
 	l.rebuildCreatedLocked()
 	l.unsaved = unsaved{keys: map[string]bool{}}
 	l.publishLocked()
 	l.m.setState(j.State, j.Epoch)
-	l.m.setKeys(j)
+	l.m.setKeys(l.tally.byPR)
 }
 
 func (l *ledger) rebuildCreatedLocked() {
@@ -180,15 +181,13 @@ func (l *ledger) move(ev event, mutate func(h *Header)) (moved, error) {
 	case keysReset:
 		// What the last migration completed or left half-copied says nothing of this one's keys
 		// (the same id may be a new key now, the sides may be swapped).
-		l.j.Keys = map[string]*KeyProgress{}
+		l.setKeysLocked(map[string]*KeyProgress{})
 		l.j.CreatedDuring, l.j.CreatedOnTarget = nil, nil
 		clear(l.created)
 		l.marks.reset()
 	case keysFailed:
-		for id, k := range l.j.Keys {
-			if k.Result == ResultError || k.Result == ResultConflict {
-				delete(l.j.Keys, id)
-			}
+		for id := range l.tally.failed {
+			l.deleteKeyLocked(id)
 		}
 	}
 	if mutate != nil {
@@ -214,15 +213,15 @@ func (l *ledger) move(ev event, mutate func(h *Header)) (moved, error) {
 	if err != nil {
 		l.j.Header = old.Header
 		if ch.ResetKeys {
-			l.j.Keys = old.Keys
+			l.setKeysLocked(old.Keys)
 			l.j.CreatedDuring, l.j.CreatedOnTarget = old.CreatedDuring, old.CreatedOnTarget
 			l.rebuildCreatedLocked()
 		} else {
 			for id := range ch.Keys {
 				if k, ok := old.Keys[id]; ok {
-					l.j.Keys[id] = k
+					l.putKeyLocked(id, k)
 				} else {
-					delete(l.j.Keys, id)
+					l.deleteKeyLocked(id)
 				}
 			}
 		}
@@ -235,7 +234,7 @@ func (l *ledger) move(ev event, mutate func(h *Header)) (moved, error) {
 	mv.primary, mv.fallback = l.j.Route()
 	l.publishLocked()
 	l.m.setState(to, mv.epoch)
-	l.m.setKeys(l.j)
+	l.m.setKeys(l.tally.byPR)
 	l.rec.note(markerOf(l.j)) // confirmed, in the background
 	l.mu.Unlock()
 	l.log.Info("cutover transition", "from", from, "event", ev, "to", to, "epoch", mv.epoch, "primary", mv.primary, "fallback", mv.fallback)
@@ -285,7 +284,7 @@ func (l *ledger) setKey(id string, kp KeyProgress) {
 	if old, ok := l.j.Keys[id]; ok && old.Existing {
 		kp.Existing = true
 	}
-	l.j.Keys[id] = &kp
+	l.putKeyLocked(id, &kp)
 	l.unsaved.keys[id] = true
 	l.mu.Unlock()
 }
@@ -333,10 +332,9 @@ func (l *ledger) split(ids []string) (known, unknown []string) {
 func (l *ledger) failures() []KeyFailure {
 	l.mu.Lock()
 	var out []KeyFailure
-	for id, k := range l.j.Keys {
-		if k.Result == ResultError || k.Result == ResultConflict {
-			out = append(out, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
-		}
+	for id := range l.tally.failed {
+		k := l.j.Keys[id]
+		out = append(out, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
 	}
 	l.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })
@@ -444,7 +442,7 @@ func (l *ledger) createdSignal() <-chan struct{} { return l.onCreated }
 // setListed records the size of the current work list (progress).
 func (l *ledger) setListed(n int) {
 	l.mu.Lock()
-	l.listed = n
+	l.tally.listed = n
 	l.mu.Unlock()
 }
 
@@ -463,29 +461,15 @@ func (l *ledger) fill(s *Status) (probationPassed bool) {
 	}
 	s.CreatedDuring = len(j.CreatedDuring)
 	s.CreatedOnTarget = slices.Clone(j.CreatedOnTarget)
-	for id, k := range j.Keys {
-		switch {
-		case k.Result == ResultConflict:
-			s.Keys.Conflicts++
-		case k.Result == ResultError:
-			s.Keys.Errors++
-		case k.Result == ResultKept:
-			s.Keys.Kept++
-		default:
-			s.Keys.Copied++
-			if k.Existing || k.Result == ResultSkipped {
-				s.Keys.Skipped++
-			}
-			if k.Phase == PhaseVerify {
-				s.Keys.Verified++
-			}
-		}
-		if k.Result == ResultConflict || k.Result == ResultError {
-			s.FailuresTotal++
-			s.Failures = append(s.Failures, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
-		}
+	c := l.tally.counts
+	s.Keys.Copied, s.Keys.Skipped, s.Keys.Verified = c.Copied, c.Skipped, c.Verified
+	s.Keys.Errors, s.Keys.Conflicts, s.Keys.Kept = c.Errors, c.Conflicts, c.Kept
+	for id := range l.tally.failed {
+		k := j.Keys[id]
+		s.FailuresTotal++
+		s.Failures = append(s.Failures, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
 	}
-	s.Keys.Total = max(l.listed, len(j.Keys))
+	s.Keys.Total = max(l.tally.listed, len(j.Keys))
 	s.Keys.Pending = max(0, s.Keys.Total-s.Keys.Copied-s.Keys.Errors-s.Keys.Conflicts-s.Keys.Kept)
 	s.Kept = slices.Clone(j.Kept)
 	return j.ProbationPassed
@@ -505,7 +489,7 @@ func (l *ledger) flush(all bool) error {
 		l.mu.Unlock()
 		return nil
 	}
-	l.m.setKeys(l.j)
+	l.m.setKeys(l.tally.byPR)
 	l.mu.Unlock()
 	if err := l.save(ch); err != nil {
 		l.mu.Lock()
@@ -571,7 +555,7 @@ func (l *ledger) take(h *Header, driver bool) bool {
 		// A new migration: the previous one's notes are gone from the store too.
 		l.j.CreatedDuring, l.j.CreatedOnTarget = nil, nil
 		clear(l.created)
-		l.j.Keys = map[string]*KeyProgress{}
+		l.setKeysLocked(map[string]*KeyProgress{})
 	}
 	l.j.Header = *h
 	l.publishLocked()
@@ -584,12 +568,12 @@ func (l *ledger) takeKey(ev KeyEvent) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.j.Keys == nil {
-		l.j.Keys = map[string]*KeyProgress{}
+		l.setKeysLocked(map[string]*KeyProgress{})
 	}
 	if ev.Progress == nil {
-		delete(l.j.Keys, ev.ID)
+		l.deleteKeyLocked(ev.ID)
 	} else {
-		l.j.Keys[ev.ID] = ev.Progress
+		l.putKeyLocked(ev.ID, ev.Progress)
 	}
 }
 
@@ -612,7 +596,7 @@ func (l *ledger) resync(snap *Snapshot) {
 		l.addCreatedLocked(n)
 	}
 	if snap.Keys != nil {
-		l.j.Keys = snap.Keys
+		l.setKeysLocked(snap.Keys)
 	}
 }
 

@@ -125,13 +125,9 @@ func (m *metrics) setState(s State, epoch uint64) {
 }
 
 // setKeys recomputes the per-key gauges; the caller holds the controller's mu.
-func (m *metrics) setKeys(j *journal) {
-	counts := map[[2]string]int{}
-	for _, k := range j.Keys {
-		counts[[2]string{string(k.Phase), k.Result}]++
-	}
+func (m *metrics) setKeys(byPR map[[2]string]int) {
 	m.keys.Reset()
-	for pr, n := range counts {
+	for pr, n := range byPR {
 		m.keys.WithLabelValues(pr[0], pr[1]).Set(float64(n))
 	}
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 
 	"github.com/xksproxy/xksproxy/internal/cli"
 	"github.com/xksproxy/xksproxy/internal/demo"
@@ -23,6 +26,17 @@ func runDemo(ctx context.Context, d cli.DemoFlags, stdout, stderr io.Writer) err
 	o.Progress = stdout
 	if d.JSON {
 		o.Progress = stderr // stdout carries the one JSON object
+	}
+	if d.CPUProfile != "" {
+		f, err := os.Create(d.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("demo: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("demo: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rep, err := demo.Run(ctx, o)
 	if err != nil {

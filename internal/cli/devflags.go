@@ -17,6 +17,7 @@ type DemoFlags struct {
 	Warmup, Shadow, Probation, Tail time.Duration
 	NoShadow, JSON                  bool
 	LogLevel                        string
+	CPUProfile                      string
 }
 
 // Register adds the demo's flags to fs, with their defaults.
@@ -31,6 +32,7 @@ func (d *DemoFlags) Register(fs *flag.FlagSet) {
 	DurationVar(fs, &d.Tail, "tail", 2*time.Second, "`duration` of traffic after finalizing")
 	fs.BoolVar(&d.JSON, "json", false, "print one JSON object instead of the summary")
 	fs.StringVar(&d.LogLevel, "log-level", "error", "log level for the components (logs go to stderr)")
+	fs.StringVar(&d.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run (every replica, both emulators, the load) to this `file`, for go tool pprof")
 }
 
 // Check reports the first usage error of the flags' values.
