@@ -171,19 +171,15 @@ func (s *Server) attrJSON(o *object, now time.Time) map[string]any {
 
 func (s *Server) serveOwned(w http.ResponseWriter, user string) {
 	now := s.now()
-	// Copies taken under the lock, rendered outside it: Cosmian reads its database while it
-	// answers other requests, and a listing of 100 000 objects must not hold every other call
-	// (a plain copy of each object; its key material is not copied).
-	s.st.mu.Lock()
-	objs := make([]object, 0, len(s.st.objects))
-	for _, o := range s.st.objects {
-		if o.owner == user {
-			cp := *o
-			cp.material = nil
-			objs = append(objs, cp)
-		}
-	}
-	s.st.mu.Unlock()
+	// Copies taken a chunk at a time (scan), rendered outside the lock: Cosmian reads its
+	// database while it answers other requests (a plain copy of each object, without its key
+	// material).
+	var objs []object
+	s.scan(user, func(o *object) {
+		cp := *o
+		cp.material = nil
+		objs = append(objs, cp)
+	})
 	out := make([]ownedObject, 0, len(objs))
 	for i := range objs {
 		o := &objs[i]

@@ -32,40 +32,39 @@ func (s *Server) opLocate(req ttlv.Node, user string) (ttlv.Node, *kmsError) {
 		uid string
 		seq int64
 	}
-	s.st.mu.Lock()
 	var found []hit
-	for _, o := range s.st.objects {
+	s.scan("", func(o *object) {
 		if o.owner != user && s.st.perms[o.uid][user] == 0 { // explicit grants only, not "*"
-			continue
+			return
 		}
 		if a.tags != nil && !o.hasTags(a.tags) {
-			continue
+			return
 		}
 		if a.objectType != "" && a.objectType != "SymmetricKey" {
-			continue
+			return
 		}
 		if a.alg != "" && a.alg != "AES" {
-			continue
+			return
 		}
 		if a.length != nil && *a.length != o.length {
-			continue
+			return
 		}
 		if a.keyFormat != "" && a.keyFormat != o.keyFormat {
-			continue
+			return
 		}
 		if a.uid != "" && a.uid != o.uid {
-			continue
+			return
 		}
 		if a.state != "" {
 			if o.state != a.state {
-				continue
+				return
 			}
 		} else if o.destroyed() {
-			continue
+			return
 		}
 		found = append(found, hit{o.uid, o.seq})
-	}
-	s.st.mu.Unlock() // sorted and rendered outside the lock, as the listing in serveOwned
+	})
+	// Sorted and rendered outside the lock (scan holds it a chunk at a time).
 	slices.SortFunc(found, func(x, y hit) int { return cmp.Compare(x.seq, y.seq) })
 	if len(found) > limit {
 		found = found[:limit]
