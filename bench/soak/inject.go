@@ -283,7 +283,8 @@ func stateOf(st *cutover.Status) string {
 // waitState polls the first replica's cutover status until it is in one of states (10 min).
 func (s *soak) waitState(ctx context.Context, states ...cutover.State) (*cutover.Status, error) {
 	var last *cutover.Status
-	err := waitFor(ctx, 10*time.Minute, func() bool {
+	// Ten minutes, or 10 ms a key past 60 000 keys (100 000: 16 minutes to list, copy and verify).
+	err := waitFor(ctx, max(10*time.Minute, time.Duration(s.o.Keys)*10*time.Millisecond), func() bool {
 		st, err := s.replicas[0].admin.Status(ctx)
 		if err != nil {
 			return false

@@ -119,8 +119,8 @@ func (o *Options) setDefaults() error {
 		return errors.New("soak: duration must be at least 10s")
 	case o.Replicas < 1 || o.Replicas > 9:
 		return errors.New("soak: replicas must be 1..9")
-	case o.SampleEvery < time.Second || o.Keys < 1 || o.Keys > 10000 || o.CreateKeyShare < 0 || o.CreateKeyShare > 0.5:
-		return errors.New("soak: sample interval ≥ 1s, keys 1..10000, create-key share 0..0.5")
+	case o.SampleEvery < time.Second || o.Keys < 1 || o.Keys > 100000 || o.CreateKeyShare < 0 || o.CreateKeyShare > 0.5:
+		return errors.New("soak: sample interval ≥ 1s, keys 1..100000, create-key share 0..0.5")
 	}
 	return nil
 }
