@@ -200,9 +200,6 @@ func transient(ctx context.Context, err error) bool {
 // that is down makes the copy wait, then resume).
 const forever = 0
 
-// retry runs f until it succeeds, fails permanently, attempts run out (attempts > 0) or ctx
-// ends, backing off from 50ms to 2s. Each attempt on b takes a token of the pace (ctx's class
-// says how) and tells it how long b took.
 // listingKey marks a call that lists every key of a backend: it takes seconds with 100 000
 // keys, which says nothing about the backend's latency to one call, so the pace does not take it
 // as a sample of it.
@@ -214,6 +211,9 @@ func withListing(ctx context.Context) context.Context {
 
 func isListing(ctx context.Context) bool { v, _ := ctx.Value(listingKey{}).(bool); return v }
 
+// retry runs f until it succeeds, fails permanently, attempts run out (attempts > 0) or ctx
+// ends, backing off from 50ms to 2s. Each attempt on b takes a token of the pace (ctx's class
+// says how) and tells it how long b took.
 func retry[T any](ctx context.Context, c *sides, b *backend, attempts int, what string, f func(context.Context) (T, error)) (T, error) {
 	backoff := 50 * time.Millisecond
 	live := classOf(ctx) == classLive
