@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -1049,5 +1050,45 @@ func TestRightsSyncPaced(t *testing.T) {
 	c.rights.pass(ctx, controlAttempts)
 	if ops := e.A.Access("key-004")["arn:aws:iam::123456789012:user/Alice"]; slices.Contains(ops, "decrypt") {
 		t.Errorf("revocation on B not carried to A by a paced pass: %v", ops)
+	}
+}
+
+// The catch-up ends on a pass whose new keys all carry created-key notes, without listing again;
+// a key made on the source behind the proxy's back (no note) is found by the listing that pass
+// starts from, and is copied and verified before the migration says verified, like the noted
+// ones made meanwhile.
+func TestCatchUpFindsUnnotedKeys(t *testing.T) {
+	e := newEnv(t, kmsemu.Cosmian526)
+	seedMixed(t, e.A, 20)
+	c := e.controller(t, nil)
+	ctx := ctxT(t)
+	e.B.SetFaults(kmsemu.Faults{Latency: 50 * time.Millisecond, KMIPOnly: true}) // the copy lasts
+	must(t, c.Start(ctx, StartOptions{}))
+	mustWait(t, c, StateCopying)
+	waitCond(t, "the first key copied (the copy's listing made)", func() bool { return c.Status().Keys.Copied > 0 })
+	var made []string
+	for i := range 3 {
+		noted, unnoted := fmt.Sprintf("noted-%d", i), fmt.Sprintf("behind-the-proxy-%d", i)
+		must(t, e.A.CreateKey("admin", noted, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+		c.Traffic().NoteCreateKey(noted, "A")
+		must(t, e.A.CreateKey("admin", unnoted, kmsemu.KeyOptions{Tags: []string{cosmian.XKSTag}}))
+		made = append(made, noted, unnoted)
+		time.Sleep(30 * time.Millisecond)
+	}
+	if st := c.Status(); st.State != StateCopying {
+		t.Fatalf("the copy ended (%s) before the keys were made: nothing for the catch-up to find", st.State)
+	}
+	e.B.SetFaults(kmsemu.Faults{})
+	st := mustWait(t, c, StateVerified)
+	for _, id := range made {
+		if eq, err := e.A.KeyMaterialEqual(id, e.B); err != nil || !eq {
+			t.Errorf("%s not on B as on A when the migration is verified (equal=%v, err=%v)", id, eq, err)
+		}
+		if k, ok := c.book.key(id); !verified(k, ok) {
+			t.Errorf("%s not verified when the migration is: %+v", id, k)
+		}
+	}
+	if st.Keys.Verified != st.Keys.Total {
+		t.Errorf("verified %d of %d keys", st.Keys.Verified, st.Keys.Total)
 	}
 }
