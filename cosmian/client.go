@@ -176,10 +176,9 @@ type response struct {
 func (c *Client) do(ctx context.Context, op, method, path string, body []byte, contentType string) (*response, error) {
 	var r *response
 	err := c.exchange(ctx, c.cfg.Timeout, op, method, path, body, contentType, func(resp *http.Response) error {
-		data, err := readBounded(resp.Body, c.cfg.MaxResponseBytes, resp.ContentLength)
+		data, err := c.readReply(op, resp)
 		if err != nil {
-			clear(data)
-			return fmt.Errorf("cosmian: %s %s%s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, c.from(), resp.StatusCode, err)
+			return err
 		}
 		r = &response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}
 		return nil
@@ -224,10 +223,9 @@ func (c *Client) exchange(ctx context.Context, timeout time.Duration, op, method
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		data, err := readBounded(resp.Body, c.cfg.MaxResponseBytes, resp.ContentLength)
+		data, err := c.readReply(op, resp)
 		if err != nil {
-			clear(data)
-			return fmt.Errorf("cosmian: %s %s%s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, c.from(), resp.StatusCode, err)
+			return err
 		}
 		e := newKMSError(op, resp.StatusCode, data)
 		e.Where = c.where()
@@ -235,6 +233,16 @@ func (c *Client) exchange(ctx context.Context, timeout time.Duration, op, method
 		return e
 	}
 	return read(resp)
+}
+
+// readReply reads resp's body within MaxResponseBytes; on failure nothing read is kept.
+func (c *Client) readReply(op string, resp *http.Response) ([]byte, error) {
+	data, err := readBounded(resp.Body, c.cfg.MaxResponseBytes, resp.ContentLength)
+	if err != nil {
+		clear(data)
+		return nil, fmt.Errorf("cosmian: %s %s%s: reading reply (HTTP %d): %w", op, c.cfg.BaseURL, c.from(), resp.StatusCode, err)
+	}
+	return data, nil
 }
 
 // where names the server and, when known, the file that configured this client.

@@ -331,12 +331,16 @@ func (l *ledger) split(ids []string) (known, unknown []string) {
 // failures lists the keys whose copy or verification failed, sorted.
 func (l *ledger) failures() []KeyFailure {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failuresLocked()
+}
+
+func (l *ledger) failuresLocked() []KeyFailure {
 	var out []KeyFailure
 	for id := range l.tally.failed {
 		k := l.j.Keys[id]
 		out = append(out, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
 	}
-	l.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })
 	return out
 }
@@ -464,11 +468,8 @@ func (l *ledger) fill(s *Status) (probationPassed bool) {
 	c := l.tally.counts
 	s.Keys.Copied, s.Keys.Skipped, s.Keys.Verified = c.Copied, c.Skipped, c.Verified
 	s.Keys.Errors, s.Keys.Conflicts, s.Keys.Kept = c.Errors, c.Conflicts, c.Kept
-	for id := range l.tally.failed {
-		k := j.Keys[id]
-		s.FailuresTotal++
-		s.Failures = append(s.Failures, KeyFailure{KeyID: id, Phase: k.Phase, Result: k.Result, Reason: k.Error})
-	}
+	s.Failures = l.failuresLocked()
+	s.FailuresTotal = len(s.Failures)
 	s.Keys.Total = max(l.tally.listed, len(j.Keys))
 	s.Keys.Pending = max(0, s.Keys.Total-s.Keys.Copied-s.Keys.Errors-s.Keys.Conflicts-s.Keys.Kept)
 	s.Kept = slices.Clone(j.Kept)
